@@ -1,0 +1,1 @@
+//! The gRPC face: CSI Identity and Node services.

@@ -1,0 +1,21 @@
+//! trustmount: a CSI node driver that publishes a merged CA trust bundle as a read-only volume.
+//!
+//! Data flows one way: [`csi`] (validate, map errors) → [`sources`] (resolve certificates) →
+//! [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs, atomic swap, bind mount).
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod csi;
+pub mod sources;
+pub mod spec;
+pub mod volume;
+
+pub mod proto {
+    //! Code generated from `proto/csi.proto`.
+    #![allow(clippy::all, missing_docs)]
+    pub mod csi {
+        pub mod v1 {
+            tonic::include_proto!("csi.v1");
+        }
+    }
+}

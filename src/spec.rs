@@ -1,0 +1,197 @@
+//! What a volume asks for: the pod's namespace plus its validated volume attributes.
+//!
+//! Parsing is strict — an unknown attribute is an error, so a typo (`systemroots`) never silently
+//! falls back to a default. The spec's digest names the shared directory every volume with the
+//! same spec is bind-mounted from.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Volume attribute: `"false"` leaves the system roots out of the bundle.
+pub const ATTR_SYSTEM_ROOTS: &str = "systemRoots";
+
+/// Attributes the kubelet adds itself (podInfoOnMount, tokenRequests, ephemeral).
+const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
+const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
+
+/// The attributes a user may set, listed in error messages.
+pub const USER_ATTRIBUTES: &[&str] = &[ATTR_SYSTEM_ROOTS];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error(
+        "unknown volume attribute {key:?}; trustmount accepts {accepted} (and csi.storage.k8s.io/* keys set by the kubelet)"
+    )]
+    UnknownAttribute { key: String, accepted: String },
+    #[error("volume attribute {key:?} has value {value:?}; use {expected}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// The content-defining part of a volume: two volumes with equal specs see identical files.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// The pod's namespace; empty when the CSIDriver does not set `podInfoOnMount`.
+    pub namespace: String,
+    pub system_roots: bool,
+}
+
+/// Who the volume is for; recorded, never part of the content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub service_account: String,
+    pub ephemeral: bool,
+}
+
+/// Hex SHA-256 of a spec's canonical form; names its directory in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SpecDigest(String);
+
+impl SpecDigest {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Accepts only what [`VolumeSpec::digest`] produces, so a digest read back from disk can
+    /// never name a path outside the store.
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        valid.then(|| Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for SpecDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl VolumeSpec {
+    /// Parses a volume's attributes (`volume_context`).
+    ///
+    /// # Errors
+    /// An unknown key or a value outside the accepted set.
+    pub fn from_attributes(attributes: &HashMap<String, String>) -> Result<(Self, PodInfo), Error> {
+        let mut spec = VolumeSpec {
+            namespace: String::new(),
+            system_roots: true,
+        };
+        let mut pod = PodInfo::default();
+        // Sorted so the first error reported does not depend on hash order.
+        let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
+        for (key, value) in sorted {
+            match key.as_str() {
+                ATTR_SYSTEM_ROOTS => spec.system_roots = parse_bool(key, value)?,
+                POD_NAME => pod.name = value.clone(),
+                POD_NAMESPACE => pod.namespace = value.clone(),
+                POD_UID => pod.uid = value.clone(),
+                SERVICE_ACCOUNT => pod.service_account = value.clone(),
+                EPHEMERAL => pod.ephemeral = parse_bool(key, value)?,
+                // Other kubelet keys (serviceAccount.tokens, future additions) are the kubelet's
+                // business, not a user's typo.
+                other if other.starts_with(KUBELET_PREFIX) => {}
+                other => {
+                    return Err(Error::UnknownAttribute {
+                        key: other.to_owned(),
+                        accepted: USER_ATTRIBUTES.join(", "),
+                    });
+                }
+            }
+        }
+        spec.namespace = pod.namespace.clone();
+        Ok((spec, pod))
+    }
+
+    pub fn digest(&self) -> SpecDigest {
+        // Versioned so a future change of the canonical form never reuses an old directory.
+        let canonical = serde_json::to_vec(&("v1", self)).unwrap_or_default();
+        let hash = Sha256::digest(&canonical);
+        SpecDigest(hex::encode(&hash[..16]))
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: "\"true\" or \"false\"",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_include_system_roots() {
+        let (spec, pod) = VolumeSpec::from_attributes(&attrs(&[])).unwrap();
+        assert!(spec.system_roots);
+        assert_eq!(pod, PodInfo::default());
+    }
+
+    #[test]
+    fn system_roots_false_is_parsed() {
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[("systemRoots", "false")])).unwrap();
+        assert!(!spec.system_roots);
+    }
+
+    #[test]
+    fn typo_in_attribute_is_rejected_with_accepted_names() {
+        let err = VolumeSpec::from_attributes(&attrs(&[("systemroots", "false")])).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("systemroots") && message.contains("systemRoots"), "{message}");
+    }
+
+    #[test]
+    fn non_boolean_value_is_rejected() {
+        let err = VolumeSpec::from_attributes(&attrs(&[("systemRoots", "no")])).unwrap_err();
+        assert!(matches!(err, Error::InvalidValue { .. }));
+    }
+
+    #[test]
+    fn kubelet_keys_fill_pod_info_and_namespace() {
+        let (spec, pod) = VolumeSpec::from_attributes(&attrs(&[
+            (POD_NAME, "web-0"),
+            (POD_NAMESPACE, "shop"),
+            (POD_UID, "1234"),
+            (SERVICE_ACCOUNT, "default"),
+            (EPHEMERAL, "true"),
+            ("csi.storage.k8s.io/serviceAccount.tokens", "{}"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.namespace, "shop");
+        assert_eq!(pod.name, "web-0");
+        assert!(pod.ephemeral);
+    }
+
+    #[test]
+    fn digest_depends_on_content_not_pod_identity() {
+        let a = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "x")])).unwrap().0;
+        let a2 = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "y")])).unwrap().0;
+        let b = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "b")])).unwrap().0;
+        assert_eq!(a.digest(), a2.digest());
+        assert_ne!(a.digest(), b.digest());
+        assert!(SpecDigest::parse(a.digest().as_str()).is_some());
+        assert!(SpecDigest::parse("../etc").is_none());
+    }
+}

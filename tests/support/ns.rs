@@ -1,0 +1,52 @@
+//! Private mount namespaces for tests that mount.
+//!
+//! A test that mounts calls [`in_private_mount_namespace!`] first. The outer run re-executes
+//! the same test binary, filtered to exactly that test, under `unshare --mount --propagation
+//! private`, waits for it, and asserts that it passed; the inner run (marked by an environment
+//! variable) does the real work. Every mount the inner run makes dies with its namespace, so
+//! nothing can leak to the host even when a test fails half-way.
+
+use std::process::Command;
+
+const INNER_MARKER: &str = "TRUSTMOUNT_TEST_IN_MOUNT_NS";
+
+/// Returns `true` in the inner run (go on with the test), `false` in the outer run (whose
+/// job — running and checking the inner one — is then done).
+#[macro_export]
+macro_rules! in_private_mount_namespace {
+    () => {{
+        fn marker() {}
+        let full = std::any::type_name_of_val(&marker);
+        let test_fn = full.strip_suffix("::marker").expect("type name ends with ::marker");
+        // Test names as libtest sees them leave out the crate name.
+        let test_name = test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest);
+        $crate::support::ns::reexec_in_private_mount_namespace(test_name)
+    }};
+}
+
+pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
+    if std::env::var_os(INNER_MARKER).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER_MARKER, "1")
+        .output()
+        .expect("run unshare (util-linux) — tests that mount need root and unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{test_name} failed inside its mount namespace ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    // Guard against a filter typo silently running nothing.
+    assert!(
+        stdout.contains("1 passed"),
+        "{test_name} did not run inside its mount namespace\n{stdout}"
+    );
+    false
+}
