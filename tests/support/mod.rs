@@ -1,4 +1,21 @@
 //! Shared test support. Each test binary includes it with `mod support;`.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod client;
+pub mod daemon;
+pub mod fsutil;
 pub mod ns;
+pub mod tls;
+
+/// Runs a future to completion on a fresh multi-threaded runtime. Tests that mount are plain
+/// `#[test]` functions (so the namespace macro sees their exact name) and call this after
+/// `in_private_mount_namespace!()`.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}

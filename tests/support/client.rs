@@ -1,0 +1,95 @@
+//! gRPC clients over the daemon's unix socket, and request builders shaped like the kubelet's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Channel, Endpoint};
+use trustmount::proto::csi::v1::{
+    identity_client::IdentityClient,
+    node_client::NodeClient,
+    volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
+    NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
+};
+
+/// Connects a channel to a unix socket (the URI is a placeholder tonic requires).
+pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path: PathBuf = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("static URI")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
+        }))
+        .await
+}
+
+/// Both CSI clients on one channel.
+#[derive(Clone)]
+pub struct Clients {
+    pub identity: IdentityClient<Channel>,
+    pub node: NodeClient<Channel>,
+}
+
+impl Clients {
+    pub async fn connect(socket: &Path) -> Self {
+        let channel = connect(socket).await.unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+        Self { identity: IdentityClient::new(channel.clone()), node: NodeClient::new(channel) }
+    }
+}
+
+/// The volume capability the kubelet sends for a CSI ephemeral inline volume:
+/// mount access, no fs type, no flags, SINGLE_NODE_WRITER.
+pub fn mount_capability() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: String::new(),
+            mount_flags: vec![],
+            volume_mount_group: String::new(),
+        })),
+    }
+}
+
+pub fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A NodePublishVolume request as the kubelet sends it for an inline volume (readonly, with the
+/// pod-info keys the CSIDriver's `podInfoOnMount` adds) plus `extra` attributes.
+pub fn publish_request(volume_id: &str, target: &Path, extra: &[(&str, &str)]) -> NodePublishVolumeRequest {
+    let mut volume_context = attrs(&[
+        ("csi.storage.k8s.io/pod.name", "web-0"),
+        ("csi.storage.k8s.io/pod.namespace", "default"),
+        ("csi.storage.k8s.io/pod.uid", "0c1f4d6e-0000-4000-8000-000000000001"),
+        ("csi.storage.k8s.io/serviceAccount.name", "default"),
+        ("csi.storage.k8s.io/ephemeral", "true"),
+    ]);
+    volume_context.extend(attrs(extra));
+    NodePublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        publish_context: HashMap::new(),
+        staging_target_path: String::new(),
+        target_path: target.to_str().expect("UTF-8 path").to_string(),
+        volume_capability: Some(mount_capability()),
+        readonly: true,
+        secrets: HashMap::new(),
+        volume_context,
+    }
+}
+
+pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        target_path: target.to_str().expect("UTF-8 path").to_string(),
+    }
+}
+
+pub fn stats_request(volume_id: &str, path: &Path) -> NodeGetVolumeStatsRequest {
+    NodeGetVolumeStatsRequest {
+        volume_id: volume_id.to_string(),
+        volume_path: path.to_str().expect("UTF-8 path").to_string(),
+        staging_target_path: String::new(),
+    }
+}

@@ -1,0 +1,232 @@
+//! The real `trustmount serve`, started as a child process on a unix socket in a tempdir.
+//!
+//! Only start it inside a private mount namespace (see `ns.rs`): it mounts a tmpfs and binds.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use trustmount::proto::csi::v1::ProbeRequest;
+
+use super::client::Clients;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trustmount");
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub node_id: String,
+    /// `auto`, `embedded`, `none` or a file path.
+    pub system_roots: String,
+    pub extra_pems: Vec<PathBuf>,
+    pub driver_name: Option<String>,
+    /// Given as `unix://<abs path>` (true) or as a bare path (false).
+    pub endpoint_with_scheme: bool,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            node_id: "node-under-test".to_string(),
+            system_roots: "embedded".to_string(),
+            extra_pems: vec![],
+            driver_name: None,
+            endpoint_with_scheme: true,
+            extra_args: vec![],
+        }
+    }
+}
+
+impl DaemonOptions {
+    pub fn extra_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.extra_pems.push(path.into());
+        self
+    }
+    pub fn system_roots(mut self, value: &str) -> Self {
+        self.system_roots = value.to_string();
+        self
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    /// Holds everything: socket, kubelet dir, state dir, stderr log.
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub kubelet_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub stderr_path: PathBuf,
+    pub clients: Clients,
+}
+
+impl Daemon {
+    /// Spawns `trustmount serve` and waits until `Identity/Probe` says ready.
+    /// Panics (with the daemon's stderr) if it exits or is not ready within 20 s.
+    pub async fn start(opts: DaemonOptions) -> Self {
+        let dir = tempfile::Builder::new().prefix("trustmount-e2e-").tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let socket = root.join("csi.sock");
+        let kubelet_dir = root.join("kubelet");
+        let state_dir = root.join("state");
+        std::fs::create_dir_all(&kubelet_dir).unwrap();
+        let stderr_path = root.join("daemon.stderr");
+        let stderr = File::create(&stderr_path).unwrap();
+
+        let endpoint = if opts.endpoint_with_scheme {
+            format!("unix://{}", socket.display())
+        } else {
+            socket.display().to_string()
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--endpoint", &endpoint])
+            .args(["--node-id", &opts.node_id])
+            .arg("--kubelet-dir")
+            .arg(&kubelet_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--system-roots", &opts.system_roots]);
+        for pem in &opts.extra_pems {
+            cmd.arg("--extra-pem").arg(pem);
+        }
+        if let Some(name) = &opts.driver_name {
+            cmd.args(["--driver-name", name]);
+        }
+        cmd.args(&opts.extra_args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::from("socket not created yet");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "trustmount serve exited before becoming ready ({status})\n--- stderr\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            if socket.exists() {
+                match super::client::connect(&socket).await {
+                    Ok(channel) => {
+                        let mut identity =
+                            trustmount::proto::csi::v1::identity_client::IdentityClient::new(channel.clone());
+                        match identity.probe(ProbeRequest {}).await {
+                            Ok(resp) if resp.get_ref().ready == Some(true) => {
+                                let clients = Clients {
+                                    identity,
+                                    node: trustmount::proto::csi::v1::node_client::NodeClient::new(channel),
+                                };
+                                return Self {
+                                    child: Some(child),
+                                    dir,
+                                    socket,
+                                    kubelet_dir,
+                                    state_dir,
+                                    stderr_path,
+                                    clients,
+                                };
+                            }
+                            Ok(resp) => last_error = format!("probe answered {:?}", resp.get_ref()),
+                            Err(status) => last_error = format!("probe failed: {status}"),
+                        }
+                    }
+                    Err(e) => last_error = format!("connect failed: {e}"),
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "trustmount serve not ready after {READY_TIMEOUT:?} ({last_error})\n--- stderr\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn node(&self) -> trustmount::proto::csi::v1::node_client::NodeClient<tonic::transport::Channel> {
+        self.clients.node.clone()
+    }
+
+    pub fn identity(
+        &self,
+    ) -> trustmount::proto::csi::v1::identity_client::IdentityClient<tonic::transport::Channel> {
+        self.clients.identity.clone()
+    }
+
+    /// The driver's tmpfs.
+    pub fn store_dir(&self) -> PathBuf {
+        self.state_dir.join("store")
+    }
+
+    /// What the daemon logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Creates what the kubelet creates for a CSI inline volume — the directory
+    /// `<kubelet>/pods/<pod_uid>/volumes/kubernetes.io~csi/<volume_name>` — and returns the
+    /// target path (its `mount` child, which the driver creates).
+    pub fn target(&self, pod_uid: &str, volume_name: &str) -> PathBuf {
+        kubelet_target(&self.kubelet_dir, pod_uid, volume_name)
+    }
+
+    /// Sends SIGTERM and waits for the exit; panics if it does not exit within 15 s.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let status = terminate(&mut child)
+            .unwrap_or_else(|| panic!("trustmount serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr\n{}", self.stderr()));
+        status
+    }
+}
+
+/// SIGTERM, then wait (bounded); SIGKILL on timeout and return None.
+fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if let Some(status) = child.try_wait().ok().flatten() {
+        return Some(status);
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+pub fn kubelet_target(kubelet_dir: &Path, pod_uid: &str, volume_name: &str) -> PathBuf {
+    let parent = kubelet_dir
+        .join("pods")
+        .join(pod_uid)
+        .join("volumes")
+        .join("kubernetes.io~csi")
+        .join(volume_name);
+    std::fs::create_dir_all(&parent).unwrap();
+    parent.join("mount")
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = terminate(&mut child);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- trustmount serve stderr ({})\n{}", self.stderr_path.display(), self.stderr());
+        }
+        // Leave nothing mounted in the tempdir, so it can be removed.
+        super::fsutil::unmount_all_below(self.dir.path());
+    }
+}

@@ -1,0 +1,58 @@
+//! A local TLS server on 127.0.0.1 (`openssl s_server -www`), killed on Drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TlsServer {
+    child: Child,
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TlsServer {
+    /// Serves `cert`/`key` on a free port of 127.0.0.1; returns once the port accepts.
+    pub fn start(cert: &Path, key: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new("openssl")
+            .arg("s_server")
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .args(["-www", "-quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server");
+        let mut server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("openssl s_server exited early ({status})");
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "openssl s_server did not accept on port {port} within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/", self.port)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
