@@ -85,6 +85,15 @@ impl Catalog {
         Bundle::new(self.extra.iter().chain(system).cloned())
     }
 
+    /// The earliest-expiring certificate a volume with this spec gets from a non-system source:
+    /// (subject, not_after). System roots are the distro's business, not the user's.
+    pub fn earliest_user_expiry(&self, _spec: &VolumeSpec) -> Option<(String, i64)> {
+        self.extra
+            .iter()
+            .min_by_key(|c| c.not_after)
+            .map(|c| (c.subject.clone(), c.not_after))
+    }
+
     /// Resolves and renders a spec's files.
     ///
     /// # Errors
@@ -94,12 +103,7 @@ impl Catalog {
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
         }
-        let earliest_user_expiry = bundle
-            .certificates()
-            .iter()
-            .filter(|c| !c.source.starts_with(system::SOURCE_PREFIX))
-            .min_by_key(|c| c.not_after)
-            .map(|c| (c.subject.clone(), c.not_after));
+        let earliest_user_expiry = self.earliest_user_expiry(spec);
         Ok(Rendered {
             certificate_count: bundle.certificates().len(),
             files: bundle::render(&bundle, layout)?,
