@@ -7,14 +7,18 @@
 //!   from starting instead of silently serving less trust).
 
 mod files;
+mod live;
 mod system;
+mod watch;
 
 use std::path::PathBuf;
 
 use crate::bundle::{self, Bundle, Certificate, Files, Layout};
 use crate::spec::VolumeSpec;
 
+pub use live::{Reload, Sources};
 pub use system::SystemRoots;
+pub use watch::{SourceWatch, watch_files};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +75,13 @@ impl Catalog {
         }
         tracing::debug!(system = system.len(), extra = extra.len(), "certificate sources loaded");
         Ok(Self { system, extra })
+    }
+
+    /// Whether two catalogs hold the same certificates from the same sources.
+    pub fn same_certificates(&self, other: &Catalog) -> bool {
+        let key = |c: &Certificate| (c.fingerprint, c.source.clone());
+        self.system.iter().map(key).eq(other.system.iter().map(key))
+            && self.extra.iter().map(key).eq(other.extra.iter().map(key))
     }
 
     pub fn system_count(&self) -> usize {
