@@ -1,1 +1,41 @@
-//! The gRPC face: CSI Identity and Node services.
+//! The gRPC face: CSI Identity and Node services. Handlers turn each protobuf request into a
+//! typed one once ([`request`]), call `sources/` and `volume/`, and map errors to gRPC status
+//! codes in one place ([`status`]). No certificate or mount code lives here.
+
+mod identity;
+mod locks;
+mod node;
+mod request;
+mod server;
+mod status;
+
+pub use identity::IdentityService;
+pub use node::NodeService;
+pub use server::{Endpoint, serve};
+
+use crate::{sources, spec, volume};
+
+/// Why a CSI call failed; [`status`] turns each variant into a `tonic::Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} is required")]
+    MissingField(&'static str),
+    #[error("block volumes are not supported: a trust bundle is a directory; use a mount capability")]
+    BlockAccess,
+    #[error("access mode {0} is not supported; use SINGLE_NODE_WRITER or a read-only mode")]
+    UnsupportedAccessMode(String),
+    #[error("fs_type {0:?} is not supported: the volume is a tmpfs bind mount; leave fsType empty")]
+    UnsupportedFsType(String),
+    #[error("mount flags are not supported (got {0}); the volume is always mounted ro,nosuid,nodev,noexec")]
+    MountFlags(usize),
+    #[error("{field} {path:?} must be an absolute path without '..' components")]
+    BadPath { field: &'static str, path: String },
+    #[error(transparent)]
+    Attributes(#[from] spec::Error),
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+    #[error(transparent)]
+    Sources(#[from] sources::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

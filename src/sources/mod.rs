@@ -7,14 +7,18 @@
 //!   from starting instead of silently serving less trust).
 
 mod files;
+mod live;
 mod system;
+mod watch;
 
 use std::path::PathBuf;
 
 use crate::bundle::{self, Bundle, Certificate, Files, Layout};
 use crate::spec::VolumeSpec;
 
+pub use live::{Reload, Sources};
 pub use system::SystemRoots;
+pub use watch::{SourceWatch, watch_files};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,6 +77,13 @@ impl Catalog {
         Ok(Self { system, extra })
     }
 
+    /// Whether two catalogs hold the same certificates from the same sources.
+    pub fn same_certificates(&self, other: &Catalog) -> bool {
+        let key = |c: &Certificate| (c.fingerprint, c.source.clone());
+        self.system.iter().map(key).eq(other.system.iter().map(key))
+            && self.extra.iter().map(key).eq(other.extra.iter().map(key))
+    }
+
     pub fn system_count(&self) -> usize {
         self.system.len()
     }
@@ -85,6 +96,15 @@ impl Catalog {
         Bundle::new(self.extra.iter().chain(system).cloned())
     }
 
+    /// The earliest-expiring certificate a volume with this spec gets from a non-system source:
+    /// (subject, not_after). System roots are the distro's business, not the user's.
+    pub fn earliest_user_expiry(&self, _spec: &VolumeSpec) -> Option<(String, i64)> {
+        self.extra
+            .iter()
+            .min_by_key(|c| c.not_after)
+            .map(|c| (c.subject.clone(), c.not_after))
+    }
+
     /// Resolves and renders a spec's files.
     ///
     /// # Errors
@@ -94,12 +114,7 @@ impl Catalog {
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
         }
-        let earliest_user_expiry = bundle
-            .certificates()
-            .iter()
-            .filter(|c| !c.source.starts_with(system::SOURCE_PREFIX))
-            .min_by_key(|c| c.not_after)
-            .map(|c| (c.subject.clone(), c.not_after));
+        let earliest_user_expiry = self.earliest_user_expiry(spec);
         Ok(Rendered {
             certificate_count: bundle.certificates().len(),
             files: bundle::render(&bundle, layout)?,

@@ -36,6 +36,14 @@ impl FromStr for SystemRoots {
 }
 
 impl SystemRoots {
+    /// The file this setting reads, if it names one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Auto | Self::Embedded | Self::None => None,
+        }
+    }
+
     /// # Errors
     /// Only an explicitly named file that cannot be read; `auto` falls back to embedded.
     pub fn load(&self) -> Result<Vec<Certificate>> {

@@ -1,0 +1,51 @@
+//! The one place errors become gRPC status codes. Matches are exhaustive (no `_`), so a new
+//! error variant forces a decision here.
+
+use tonic::{Code, Status};
+
+use super::Error;
+use crate::{sources, volume};
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = code_of(&error);
+        Status::new(code, error.to_string())
+    }
+}
+
+fn code_of(error: &Error) -> Code {
+    match error {
+        Error::MissingField(_)
+        | Error::BlockAccess
+        | Error::UnsupportedAccessMode(_)
+        | Error::UnsupportedFsType(_)
+        | Error::MountFlags(_)
+        | Error::BadPath { .. }
+        | Error::Attributes(_) => Code::InvalidArgument,
+        Error::Volume(error) => volume_code(error),
+        Error::Sources(error) => sources_code(error),
+    }
+}
+
+fn volume_code(error: &volume::Error) -> Code {
+    match error {
+        volume::Error::TargetOutsideKubeletDir { .. } => Code::InvalidArgument,
+        volume::Error::AlreadyPublished { .. } => Code::AlreadyExists,
+        volume::Error::NotPublished { .. } => Code::NotFound,
+        volume::Error::StoreFull { .. } => Code::ResourceExhausted,
+        volume::Error::Render(error) => sources_code(error),
+        volume::Error::Io { .. }
+        | volume::Error::Mount { .. }
+        | volume::Error::Record { .. }
+        | volume::Error::Task(_) => Code::Internal,
+    }
+}
+
+fn sources_code(error: &sources::Error) -> Code {
+    match error {
+        // The request is fine; the driver's sources cannot satisfy it.
+        sources::Error::EmptyBundle => Code::FailedPrecondition,
+        sources::Error::Read { .. } => Code::Unavailable,
+        sources::Error::Bundle(_) => Code::Internal,
+    }
+}

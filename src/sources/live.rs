@@ -1,0 +1,129 @@
+//! The live sources: the current parsed catalog, replaced whole when a source file changes.
+//! A reload that fails keeps the last good catalog (a bad source never replaces a good bundle)
+//! and is remembered so volume health can report it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::{Catalog, Config, Result};
+
+#[derive(Debug)]
+pub struct Sources {
+    config: Config,
+    state: RwLock<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    catalog: Arc<Catalog>,
+    refresh_error: Option<String>,
+}
+
+/// What a reload found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Changed,
+    /// The files could not be loaded; the previous catalog stays in use.
+    Failed(String),
+}
+
+impl Sources {
+    /// # Errors
+    /// Any source that cannot be loaded at start: better to refuse to start than to serve less
+    /// trust than configured.
+    pub fn load(config: Config) -> Result<Self> {
+        let catalog = Arc::new(Catalog::load(&config)?);
+        Ok(Self {
+            config,
+            state: RwLock::new(State {
+                catalog,
+                refresh_error: None,
+            }),
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.read().catalog)
+    }
+
+    /// Why the last reload failed, while the failure lasts.
+    pub fn refresh_error(&self) -> Option<String> {
+        self.read().refresh_error.clone()
+    }
+
+    /// Files whose changes should trigger [`Sources::reload`].
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = self.config.extra_pem.clone();
+        files.extend(self.config.system_roots.file().map(PathBuf::from));
+        files
+    }
+
+    /// Re-reads every source. Blocking (file reads).
+    pub fn reload(&self) -> Reload {
+        match Catalog::load(&self.config) {
+            Err(error) => {
+                let message = format!("{error}");
+                tracing::warn!(error = %message, "source reload failed; keeping the previous certificates");
+                self.write().refresh_error = Some(message.clone());
+                Reload::Failed(message)
+            }
+            Ok(catalog) => {
+                let mut state = self.write();
+                state.refresh_error = None;
+                if catalog.same_certificates(&state.catalog) {
+                    return Reload::Unchanged;
+                }
+                state.catalog = Arc::new(catalog);
+                Reload::Changed
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::SystemRoots;
+
+    fn ca_pem(name: &str) -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    #[test]
+    fn reload_swaps_on_change_and_keeps_the_old_catalog_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, ca_pem("First CA")).unwrap();
+        let sources = Sources::load(Config {
+            system_roots: SystemRoots::None,
+            extra_pem: vec![file.clone()],
+        })
+        .unwrap();
+        assert_eq!(sources.reload(), Reload::Unchanged);
+
+        std::fs::write(&file, ca_pem("Second CA")).unwrap();
+        assert_eq!(sources.reload(), Reload::Changed);
+        let good = sources.catalog();
+
+        std::fs::write(&file, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        assert!(matches!(sources.reload(), Reload::Failed(_)));
+        assert!(Arc::ptr_eq(&good, &sources.catalog()), "a bad source must not replace good certificates");
+        assert!(sources.refresh_error().unwrap().contains("private key"));
+
+        std::fs::write(&file, ca_pem("Third CA")).unwrap();
+        assert_eq!(sources.reload(), Reload::Changed);
+        assert_eq!(sources.refresh_error(), None);
+    }
+}
