@@ -75,8 +75,11 @@ impl Certificate {
     }
 }
 
-/// (OID contents, value tag, value contents) of every attribute of a DER `Name`, in order.
-fn name_attributes(name_der: &[u8]) -> Option<Vec<(&[u8], u8, &[u8])>> {
+/// (OID contents, value tag, value contents) of one name attribute.
+type Attribute<'a> = (&'a [u8], u8, &'a [u8]);
+
+/// Every attribute of a DER `Name`, in order.
+fn name_attributes(name_der: &[u8]) -> Option<Vec<Attribute<'_>>> {
     let (name, _) = der::read_tlv(name_der).ok()?;
     let mut out = Vec::new();
     for rdn in der::read_all(name.contents).ok()? {

@@ -116,7 +116,7 @@ pub(crate) fn value_to_utf8(tag: u8, contents: &[u8]) -> Option<Result<String, (
 
 /// Big-endian fixed-width code units (UCS-2 or UCS-4); surrogates are rejected like OpenSSL does.
 fn decode_units(contents: &[u8], width: usize) -> Result<String, ()> {
-    if contents.len() % width != 0 {
+    if !contents.len().is_multiple_of(width) {
         return Err(());
     }
     contents
@@ -155,8 +155,11 @@ fn canonical_text(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Builds a Name from RDNs of (OID bytes, value tag, value bytes).
-    fn name(rdns: &[&[(&[u8], u8, &[u8])]]) -> Vec<u8> {
+    /// (OID bytes, value tag, value bytes).
+    type Attribute<'a> = (&'a [u8], u8, &'a [u8]);
+
+    /// Builds a Name from RDNs of attributes.
+    fn name(rdns: &[&[Attribute<'_>]]) -> Vec<u8> {
         let mut seq = Vec::new();
         for rdn in rdns {
             let mut set = Vec::new();
