@@ -38,6 +38,14 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
         }
     };
 
+    // A DER certificate whose contents happen to include `-----BEGIN` is still DER: text
+    // never parses as a whole certificate.
+    if bytes.first() == Some(&0x30)
+        && let Ok(cert) = Certificate::from_der(bytes, source_name, false)
+    {
+        parsed.certificates.push(cert);
+        return Ok(parsed);
+    }
     if !pem::looks_like_pem(bytes) {
         if !bytes.trim_ascii().is_empty() {
             match Certificate::from_der(bytes, source_name, false) {
@@ -190,6 +198,13 @@ mod tests {
         let parsed = strict(&a).expect("parses");
         assert_eq!(parsed.certificates.len(), 1);
         assert_eq!(parsed.certificates[0].der, a);
+    }
+
+    #[test]
+    fn parses_der_even_if_it_contains_a_pem_marker() {
+        let der = ca_der(&[(DnType::CommonName, "-----BEGIN CERTIFICATE-----")]);
+        let parsed = strict(&der).expect("parses");
+        assert_eq!(parsed.certificates[0].der, der);
     }
 
     #[test]
