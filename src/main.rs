@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trustmount::bundle::{self, Entry, Files, Layout};
 use trustmount::csi::{self, Endpoint, IdentityService, NodeService};
-use trustmount::sources::{self, Catalog, SystemRoots};
+use trustmount::rotation::Rotation;
+use trustmount::sources::{self, Catalog, Sources, SystemRoots};
 use trustmount::spec::VolumeSpec;
 use trustmount::volume::{Store, StoreConfig};
 
@@ -141,7 +142,13 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
     }
     let ready = Arc::new(AtomicBool::new(false));
-    let catalog = Arc::new(load_catalog(args.sources.system_roots, args.extra_pem)?);
+    let sources = Sources::load(sources::Config {
+        system_roots: args.sources.system_roots,
+        extra_pem: args.extra_pem,
+    })
+    .context("loading certificate sources")
+    .map_err(Failure::Config)?;
+    let sources = Arc::new(sources);
     let store = Store::open(StoreConfig {
         state_dir: args.state_dir,
         kubelet_dir: args.kubelet_dir,
@@ -149,16 +156,23 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     })
     .context("opening the volume store")
     .map_err(Failure::Runtime)?;
-    tracing::info!(system_roots = catalog.system_count(), "certificate sources loaded");
-    ready.store(true, Ordering::Release);
-
-    let identity = IdentityService::new(args.driver_name, ready);
-    let node = NodeService::new(args.node_id, catalog, Arc::new(store));
+    tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
     let runtime = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime
-        .block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()))
+    let _guard = runtime.enter();
+    let (watch, changes) = sources::watch_files(&sources.watched_files())
+        .context("watching the source files")
+        .map_err(Failure::Runtime)?;
+    let rotation = Rotation::new(Arc::clone(&sources), store.clone());
+    runtime.spawn(Arc::clone(&rotation).run(changes));
+    ready.store(true, Ordering::Release);
+
+    let identity = IdentityService::new(args.driver_name, ready);
+    let node = NodeService::new(args.node_id, sources, store, rotation);
+    let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
+    drop(watch);
+    served
         .with_context(|| format!("serving on {}", args.endpoint.path().display()))
         .map_err(Failure::Runtime)
 }

@@ -5,7 +5,7 @@
 //! is held from "does the spec dir exist" to "the index knows this target", so a spec dir is
 //! rendered once and never removed while a publication of it is under way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -17,7 +17,7 @@ use nix::errno::Errno;
 
 use crate::bundle::Files;
 use crate::sources;
-use crate::spec::SpecDigest;
+use crate::spec::{SpecDigest, VolumeSpec};
 
 use super::keyed::{self, KeyedLocks};
 use super::record::{self, Record};
@@ -170,6 +170,28 @@ impl Store {
         let volume_id = volume_id.to_owned();
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || inner.stats(&volume_id, &path)).await?
+    }
+
+    /// The specs at least one published volume uses.
+    ///
+    /// # Errors
+    /// The records cannot be listed.
+    pub async fn live_specs(&self) -> Result<Vec<VolumeSpec>> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.live_specs()).await?
+    }
+
+    /// Gives a live spec a new generation from `render` (one `..data` swap that every volume of
+    /// the spec sees at once). Returns false, without calling `render`, when no volume uses it.
+    ///
+    /// # Errors
+    /// A render failure or a failed write; the current generation then stays in place.
+    pub async fn refresh<R>(&self, spec: VolumeSpec, render: R) -> Result<bool>
+    where
+        R: FnOnce() -> Result<Files, sources::Error> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.refresh(&spec, render)).await?
     }
 
     /// The driver's tmpfs (`<state_dir>/store`, symlinks resolved).
@@ -464,6 +486,35 @@ impl Inner {
                 tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
             }
         }
+    }
+
+    fn live_specs(&self) -> Result<Vec<VolumeSpec>> {
+        let live: BTreeSet<SpecDigest> = self.index().keys().cloned().collect();
+        let mut specs = BTreeMap::new();
+        for (_, loaded) in record::load_all(&self.records)? {
+            if let Ok(rec) = loaded
+                && live.contains(&rec.digest)
+            {
+                specs.insert(rec.digest, rec.spec);
+            }
+        }
+        Ok(specs.into_values().collect())
+    }
+
+    fn refresh<R>(&self, spec: &VolumeSpec, render: R) -> Result<bool>
+    where
+        R: FnOnce() -> Result<Files, sources::Error>,
+    {
+        let digest = spec.digest();
+        let spec_lock = self.spec_locks.get(&digest);
+        let _spec_guard = keyed::lock(&spec_lock);
+        if !self.index().contains_key(&digest) {
+            return Ok(false);
+        }
+        let files = render()?;
+        atomic::write_generation(&self.root.join(digest.as_str()), &files).map_err(|e| self.in_store(e))?;
+        tracing::info!(spec = %digest, "spec refreshed");
+        Ok(true)
     }
 
     fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
