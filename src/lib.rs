@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod csi;
+pub mod rotation;
 pub mod sources;
 pub mod spec;
 pub mod volume;

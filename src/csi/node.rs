@@ -8,9 +8,9 @@ use tracing::{Span, field::Empty, info, instrument, warn};
 
 use super::locks::KeyedLocks;
 use super::{Error, request};
-use crate::bundle::Layout;
 use crate::proto::csi::v1 as pb;
-use crate::sources::Catalog;
+use crate::rotation::Rotation;
+use crate::sources::Sources;
 use crate::volume::Store;
 
 use pb::node_service_capability::rpc::Type as RpcType;
@@ -22,18 +22,20 @@ const EXPIRY_WARNING_SECONDS: i64 = 7 * 24 * 3600;
 #[derive(Debug)]
 pub struct NodeService {
     node_id: String,
-    catalog: Arc<Catalog>,
-    store: Arc<Store>,
+    sources: Arc<Sources>,
+    store: Store,
+    rotation: Arc<Rotation>,
     /// Calls for one volume id are serialised; different volumes run in parallel.
     volume_locks: KeyedLocks,
 }
 
 impl NodeService {
-    pub fn new(node_id: String, catalog: Arc<Catalog>, store: Arc<Store>) -> Self {
+    pub fn new(node_id: String, sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>) -> Self {
         Self {
             node_id,
-            catalog,
+            sources,
             store,
+            rotation,
             volume_locks: KeyedLocks::default(),
         }
     }
@@ -45,11 +47,15 @@ impl NodeService {
         span.record("pod.name", publication.pod.name.as_str());
         span.record("target", tracing::field::display(publication.target.display()));
         let _guard = self.volume_locks.lock(&publication.volume_id).await;
-        let catalog = Arc::clone(&self.catalog);
-        let spec = publication.spec.clone();
+        let generation = self.sources.generation();
         // Called by the store only when no directory for this spec exists yet.
-        let render = move || catalog.render(&spec, Layout::Debian).map(|rendered| rendered.files);
+        let render = Rotation::renderer(Arc::clone(&self.sources), publication.spec.clone());
         self.store.publish(publication, render).await?;
+        // The sources changed while this publish ran: its render may predate the change, and the
+        // rotation pass for that change may have run before this spec was live.
+        if self.sources.generation() != generation {
+            self.rotation.request_refresh();
+        }
         Ok(())
     }
 
@@ -69,15 +75,18 @@ impl NodeService {
             usage(pb::volume_usage::Unit::Inodes, stats.total_inodes, stats.used_inodes, stats.available_inodes),
         ];
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let condition = match self.catalog.earliest_user_expiry(&stats.spec) {
-            Some((subject, not_after)) if not_after - now <= EXPIRY_WARNING_SECONDS => pb::VolumeCondition {
-                abnormal: true,
-                message: expiry_message(&subject, not_after, now),
-            },
-            _ => pb::VolumeCondition {
-                abnormal: false,
-                message: "trust bundle is current".to_owned(),
-            },
+        let expiring = self
+            .sources
+            .catalog()
+            .earliest_user_expiry(&stats.spec)
+            .filter(|(_, not_after)| not_after - now <= EXPIRY_WARNING_SECONDS);
+        let problem = self
+            .rotation
+            .problem(&stats.digest)
+            .or_else(|| expiring.map(|(subject, not_after)| expiry_message(&subject, not_after, now)));
+        let condition = pb::VolumeCondition {
+            abnormal: problem.is_some(),
+            message: problem.unwrap_or_else(|| "trust bundle is current".to_owned()),
         };
         Ok(pb::NodeGetVolumeStatsResponse {
             usage,

@@ -37,7 +37,9 @@ fn volume_code(error: &volume::Error) -> Code {
         volume::Error::Io { .. }
         | volume::Error::Mount { .. }
         | volume::Error::Record { .. }
-        | volume::Error::Task(_) => Code::Internal,
+        | volume::Error::Task(_)
+        // Rendered files that are unsafe to write are our bug, not the caller's.
+        | volume::Error::InvalidFiles { .. } => Code::Internal,
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Sources {
 #[derive(Debug)]
 struct State {
     catalog: Arc<Catalog>,
+    /// Bumped each time the catalog is replaced.
+    generation: u64,
     refresh_error: Option<String>,
 }
 
@@ -38,6 +40,7 @@ impl Sources {
             config,
             state: RwLock::new(State {
                 catalog,
+                generation: 0,
                 refresh_error: None,
             }),
         })
@@ -45,6 +48,16 @@ impl Sources {
 
     pub fn catalog(&self) -> Arc<Catalog> {
         Arc::clone(&self.read().catalog)
+    }
+
+    /// The current catalog with its generation, read together.
+    pub fn snapshot(&self) -> (Arc<Catalog>, u64) {
+        let state = self.read();
+        (Arc::clone(&state.catalog), state.generation)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// Why the last reload failed, while the failure lasts.
@@ -75,6 +88,7 @@ impl Sources {
                     return Reload::Unchanged;
                 }
                 state.catalog = Arc::new(catalog);
+                state.generation += 1;
                 Reload::Changed
             }
         }

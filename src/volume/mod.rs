@@ -2,20 +2,33 @@
 //! kubelet's AtomicWriter (`..data` swap), read-only bind mounts onto targets, and one record
 //! per published volume.
 
-// TODO(helper): mount.rs (thin nix wrappers), atomic.rs (generation + `..data` swap),
-// record.rs (per-volume records, written atomically), store.rs or here (publish/unpublish).
+mod atomic;
+mod keyed;
+mod mount;
+mod record;
+mod store;
 
-use std::path::{Path, PathBuf};
+pub use atomic::{current_generation, write_generation};
+pub use record::Record;
+pub use store::Store;
 
-use crate::bundle::Files;
+use std::path::PathBuf;
+
 use crate::sources;
 use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("target path {target} is outside the kubelet directory {kubelet_dir}; trustmount only mounts into pod volume directories")]
-    TargetOutsideKubeletDir { target: PathBuf, kubelet_dir: PathBuf },
-    #[error("target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first")]
+    #[error(
+        "target path {target} is outside the kubelet directory {kubelet_dir}; trustmount only mounts into pod volume directories"
+    )]
+    TargetOutsideKubeletDir {
+        target: PathBuf,
+        kubelet_dir: PathBuf,
+    },
+    #[error(
+        "target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first"
+    )]
     AlreadyPublished {
         target: PathBuf,
         existing_volume_id: String,
@@ -39,6 +52,10 @@ pub enum Error {
     },
     #[error("the driver's tmpfs at {path} is full; raise --store-size")]
     StoreFull { path: PathBuf },
+    #[error(
+        "rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout"
+    )]
+    InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]
     Record { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -80,50 +97,4 @@ pub struct VolumeStats {
     pub used_inodes: u64,
     pub total_inodes: u64,
     pub available_inodes: u64,
-}
-
-/// The driver's volumes: tmpfs, spec directories, bind mounts, records.
-#[derive(Debug)]
-pub struct Store {
-    config: StoreConfig,
-}
-
-impl Store {
-    /// Mounts the driver's tmpfs under the state dir (or adopts it after a restart), and loads
-    /// the records. Blocking; call before serving.
-    ///
-    /// # Errors
-    /// The tmpfs cannot be mounted or the state dir cannot be created.
-    pub fn open(config: StoreConfig) -> Result<Self> {
-        let _ = config;
-        todo!("volume helper")
-    }
-
-    /// Publishes a volume: ensures the spec's directory exists (calling `render` only when it
-    /// does not), then bind-mounts it read-only onto the target and records it. Idempotent for
-    /// an identical publication; a failure leaves nothing behind.
-    ///
-    /// # Errors
-    /// See [`Error`]; `AlreadyPublished` for an incompatible publication at the same target.
-    pub async fn publish<R>(&self, publication: Publication, render: R) -> Result<()>
-    where
-        R: FnOnce() -> Result<Files, sources::Error> + Send + 'static,
-    {
-        let _ = (publication, render);
-        todo!("volume helper")
-    }
-
-    /// Unmounts and removes the target, forgets the record, and removes the spec directory once
-    /// no volume uses it. Idempotent: an unknown volume or a missing target is OK.
-    pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
-        let _ = (volume_id, target);
-        todo!("volume helper")
-    }
-
-    /// # Errors
-    /// `NotPublished` when `volume_id` is not published at `path`.
-    pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeStats> {
-        let _ = (volume_id, path, &self.config);
-        todo!("volume helper")
-    }
 }

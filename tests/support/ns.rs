@@ -17,7 +17,9 @@ macro_rules! in_private_mount_namespace {
     () => {{
         fn marker() {}
         let full = std::any::type_name_of_val(&marker);
+        // `#[tokio::test]` bodies are closures: `…::test_fn::{{closure}}::marker`.
         let test_fn = full.strip_suffix("::marker").expect("type name ends with ::marker");
+        let test_fn = test_fn.trim_end_matches("::{{closure}}");
         // Test names as libtest sees them leave out the crate name.
         let test_name = test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest);
         $crate::support::ns::reexec_in_private_mount_namespace(test_name)

@@ -1,0 +1,155 @@
+//! DER → [`Certificate`]: parse once with x509-parser and keep what later steps need.
+
+use sha2::{Digest, Sha256};
+
+use super::der;
+use super::subject_hash::{subject_hash, value_to_utf8};
+
+/// One parsed certificate plus what we derive from it once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// The DER encoding, exactly as it came in.
+    pub der: Vec<u8>,
+    /// SHA-256 of `der`; the identity used for deduplication.
+    pub fingerprint: [u8; 32],
+    /// RFC 4514-style display strings.
+    pub subject: String,
+    pub issuer: String,
+    /// Validity, in seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// OpenSSL's `X509_subject_name_hash` (what `openssl x509 -subject_hash` prints).
+    pub subject_hash: u32,
+    /// Which source it came from, e.g. `extra-pem:/etc/corp/ca.pem` or `system:embedded`.
+    pub source: String,
+}
+
+impl Certificate {
+    /// Parses one DER certificate. With `allow_trailing`, bytes after the certificate are
+    /// ignored (OpenSSL's `TRUSTED CERTIFICATE` appends its trust settings there) and not kept.
+    ///
+    /// # Errors
+    /// A human-readable reason, wrapped by the caller with the source and block index.
+    pub fn from_der(der: &[u8], source: &str, allow_trailing: bool) -> Result<Self, String> {
+        let (rest, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
+        if !rest.is_empty() && !allow_trailing {
+            return Err(format!(
+                "{} unexpected bytes after the certificate",
+                rest.len()
+            ));
+        }
+        let der = &der[..der.len() - rest.len()];
+        let subject_hash = subject_hash(cert.subject().as_raw())
+            .map_err(|e| format!("the subject cannot be hashed the way OpenSSL does: {e}"))?;
+        let validity = cert.validity();
+        Ok(Self {
+            der: der.to_vec(),
+            fingerprint: Sha256::digest(der).into(),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            subject_hash,
+            source: source.to_owned(),
+        })
+    }
+
+    /// A short human name: the subject's first CN, else O, else OU, as text. `None` if the
+    /// subject has none of these (or they are not strings), so the caller falls back to the
+    /// fingerprint.
+    pub fn readable_name(&self) -> Option<String> {
+        const CN: &[u8] = &[0x55, 0x04, 0x03];
+        const O: &[u8] = &[0x55, 0x04, 0x0a];
+        const OU: &[u8] = &[0x55, 0x04, 0x0b];
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.der).ok()?;
+        let attributes = name_attributes(cert.subject().as_raw())?;
+        [CN, O, OU].iter().find_map(|wanted| {
+            attributes.iter().find_map(|(oid, tag, value)| {
+                (oid == wanted)
+                    .then(|| value_to_utf8(*tag, value)?.ok())
+                    .flatten()
+                    .filter(|text| !text.trim().is_empty())
+            })
+        })
+    }
+}
+
+/// (OID contents, value tag, value contents) of one name attribute.
+type Attribute<'a> = (&'a [u8], u8, &'a [u8]);
+
+/// Every attribute of a DER `Name`, in order.
+fn name_attributes(name_der: &[u8]) -> Option<Vec<Attribute<'_>>> {
+    let (name, _) = der::read_tlv(name_der).ok()?;
+    let mut out = Vec::new();
+    for rdn in der::read_all(name.contents).ok()? {
+        for attribute in der::read_all(rdn.contents).ok()? {
+            if let [oid, value] = der::read_all(attribute.contents).ok()?[..] {
+                out.push((oid.contents, value.tag, value.contents));
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+
+    /// A self-signed CA certificate with the given subject attributes, for tests across the
+    /// module.
+    pub(crate) fn ca_der(attributes: &[(DnType, &str)]) -> Vec<u8> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (kind, value) in attributes {
+            dn.push(kind.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("sign").der().to_vec()
+    }
+
+    #[test]
+    fn fills_every_field_from_the_der() {
+        let der = ca_der(&[
+            (DnType::CommonName, "Test Root"),
+            (DnType::OrganizationName, "Acme"),
+        ]);
+        let cert = Certificate::from_der(&der, "extra-pem:x", false).expect("parses");
+        assert_eq!(cert.der, der);
+        assert_eq!(cert.fingerprint, <[u8; 32]>::from(Sha256::digest(&der)));
+        assert_eq!(cert.subject, "CN=Test Root, O=Acme");
+        assert_eq!(cert.issuer, cert.subject);
+        assert!(cert.not_before < cert.not_after);
+        assert_eq!(cert.source, "extra-pem:x");
+        assert_eq!(cert.readable_name().as_deref(), Some("Test Root"));
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_unless_allowed() {
+        let mut der = ca_der(&[(DnType::CommonName, "x")]);
+        let len = der.len();
+        der.extend_from_slice(&[0x30, 0x00]);
+        assert!(Certificate::from_der(&der, "s", false).is_err());
+        let cert = Certificate::from_der(&der, "s", true).expect("leading certificate");
+        assert_eq!(cert.der.len(), len);
+    }
+
+    #[test]
+    fn readable_name_falls_back_from_cn_to_o_to_ou() {
+        let only_o = ca_der(&[
+            (DnType::OrganizationName, "Org"),
+            (DnType::OrganizationalUnitName, "Unit"),
+        ]);
+        let cert = Certificate::from_der(&only_o, "s", false).expect("parses");
+        assert_eq!(cert.readable_name().as_deref(), Some("Org"));
+        let only_ou = ca_der(&[(DnType::OrganizationalUnitName, "Unit")]);
+        let cert = Certificate::from_der(&only_ou, "s", false).expect("parses");
+        assert_eq!(cert.readable_name().as_deref(), Some("Unit"));
+        let only_c = ca_der(&[(DnType::CountryName, "DE")]);
+        let cert = Certificate::from_der(&only_c, "s", false).expect("parses");
+        assert_eq!(cert.readable_name(), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! Report on a bundle file for the CLI: what is in it, where each certificate came from, and
+//! when it expires. The CLI reads the file and prints [`to_text`] or JSON (the report is
+//! `Serialize`).
+
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Result, Strictness, parse_source, pem};
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// One certificate of an inspected file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateReport {
+    pub subject: String,
+    pub issuer: String,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Whole days until `not_after`; negative once expired.
+    pub days_left: i64,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+    /// OpenSSL subject hash, `%08x`, the `<hash>.N` link name.
+    pub subject_hash: String,
+    /// The `# source:` comment before the block in a trustmount bundle, else `file_name`.
+    pub source: String,
+}
+
+/// Reports every certificate of one file (PEM or DER), in file order.
+///
+/// # Errors
+/// Like [`parse_source`] with [`Strictness::Strict`]: a private key, a broken or non-certificate
+/// block, or no certificate at all.
+pub fn inspect(file_name: &str, bytes: &[u8], now: i64) -> Result<Vec<CertificateReport>> {
+    let parsed = parse_source(file_name, bytes, Strictness::Strict)?;
+    // Strict parsing succeeded, so the blocks are exactly the certificates, in order.
+    let comments: Vec<Option<String>> = if pem::looks_like_pem(bytes) {
+        pem::read_blocks(bytes)
+            .into_iter()
+            .map(|b| b.source_comment)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(parsed
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, cert)| CertificateReport {
+            subject: cert.subject.clone(),
+            issuer: cert.issuer.clone(),
+            not_before: rfc3339(cert.not_before),
+            not_after: rfc3339(cert.not_after),
+            days_left: (cert.not_after - now).div_euclid(SECONDS_PER_DAY),
+            sha256: hex::encode(cert.fingerprint),
+            subject_hash: format!("{:08x}", cert.subject_hash),
+            source: comments
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| file_name.to_owned()),
+        })
+        .collect())
+}
+
+/// Human-readable listing, one paragraph per certificate, then a count.
+pub fn to_text(reports: &[CertificateReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let status = if r.days_left < 0 {
+            format!("EXPIRED {} days ago", -r.days_left)
+        } else {
+            format!("{} days left", r.days_left)
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "{}", r.subject);
+        let _ = writeln!(out, "  issuer:   {}", r.issuer);
+        let _ = writeln!(out, "  expires:  {} ({status})", r.not_after);
+        let _ = writeln!(out, "  sha256:   {}", r.sha256);
+        let _ = writeln!(out, "  hash:     {}", r.subject_hash);
+        let _ = writeln!(out, "  source:   {}", r.source);
+        out.push('\n');
+    }
+    let expired = reports.iter().filter(|r| r.days_left < 0).count();
+    let _ = writeln!(out, "{} certificates, {expired} expired", reports.len());
+    out
+}
+
+/// Falls back to raw seconds for times RFC 3339 cannot express (years outside 0000–9999).
+fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{unix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::certificate::tests::ca_der;
+    use crate::bundle::{Bundle, Certificate, Entry, Layout, render};
+    use rcgen::DnType;
+
+    fn cn(name: &str, source: &str) -> Certificate {
+        Certificate::from_der(&ca_der(&[(DnType::CommonName, name)]), source, false)
+            .expect("parses")
+    }
+
+    fn bundle_bytes(bundle: &Bundle) -> Vec<u8> {
+        let files = render(bundle, Layout::Debian).expect("renders");
+        files
+            .entries
+            .into_iter()
+            .find_map(|(p, e)| match e {
+                Entry::File(bytes) if p == "ca-certificates.crt" => Some(bytes),
+                _ => None,
+            })
+            .expect("bundle file")
+    }
+
+    #[test]
+    fn reports_the_source_comment_of_a_trustmount_bundle() {
+        let bundle = Bundle::new([cn("A", "extra-pem:/corp/a.pem"), cn("B", "system:embedded")]);
+        let reports = inspect("ca-certificates.crt", &bundle_bytes(&bundle), 0).expect("inspects");
+        let sources: Vec<_> = reports
+            .iter()
+            .map(|r| (r.subject.as_str(), r.source.as_str()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("CN=A", "extra-pem:/corp/a.pem"),
+                ("CN=B", "system:embedded")
+            ]
+        );
+        let cert = &bundle.certificates()[0];
+        assert_eq!(reports[0].sha256, hex::encode(cert.fingerprint));
+        assert_eq!(
+            reports[0].subject_hash,
+            format!("{:08x}", cert.subject_hash)
+        );
+    }
+
+    #[test]
+    fn falls_back_to_the_file_name_without_comments() {
+        let der = ca_der(&[(DnType::CommonName, "A")]);
+        let reports = inspect("root.der", &der, 0).expect("inspects");
+        assert_eq!(reports[0].source, "root.der");
+    }
+
+    #[test]
+    fn counts_days_left_and_negative_days_once_expired() {
+        let cert = cn("A", "s");
+        let der = cert.der.clone();
+        let at = |now| inspect("f", &der, now).expect("inspects")[0].days_left;
+        assert_eq!(at(cert.not_after - 10 * SECONDS_PER_DAY), 10);
+        assert_eq!(at(cert.not_after - 1), 0);
+        assert_eq!(at(cert.not_after + 1), -1);
+        assert_eq!(at(cert.not_after + 3 * SECONDS_PER_DAY), -3);
+    }
+
+    #[test]
+    fn formats_times_as_rfc3339_and_text_mentions_expiry() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        let cert = cn("A", "s");
+        let reports = inspect("f", &cert.der, cert.not_after + SECONDS_PER_DAY).expect("inspects");
+        let text = to_text(&reports);
+        assert!(text.contains("EXPIRED 1 days ago"), "{text}");
+        assert!(text.ends_with("1 certificates, 1 expired\n"), "{text}");
+        let json = serde_json::to_value(&reports).expect("json");
+        assert_eq!(json[0]["subject"], "CN=A");
+    }
+
+    #[test]
+    fn rejects_a_file_with_a_private_key() {
+        let text = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(inspect("f", text.as_bytes(), 0).is_err());
+    }
+}

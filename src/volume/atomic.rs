@@ -1,0 +1,533 @@
+//! Spec directories laid out like kubelet's AtomicWriter, so a refresh never shows a reader a
+//! half-written volume:
+//!
+//! ```text
+//! <spec_dir>/..2025_01_02_03_04_05.Ab12Cd/   one generation: the files (0444), dirs (0555)
+//! <spec_dir>/..data -> ..2025_01_02_03_04_05.Ab12Cd
+//! <spec_dir>/ca-certificates.crt -> ..data/ca-certificates.crt
+//! <spec_dir>/java -> ..data/java
+//! ```
+//!
+//! A new generation is written next to the old one, `..data` is swapped to it with one
+//! `rename`, the visible top-level symlinks are brought in line, and the old generation goes.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use crate::bundle::{Entry, Files};
+
+use super::{Error, Result};
+
+/// `..data`: the symlink readers go through.
+pub const DATA_LINK: &str = "..data";
+const DATA_LINK_TMP: &str = "..data_tmp";
+/// Prefix of a spec directory still being made (renamed to its digest when complete).
+pub const TMP_PREFIX: &str = ".tmp-";
+
+const FILE_MODE: u32 = 0o444;
+const DIR_MODE: u32 = 0o555;
+const SPEC_DIR_MODE: u32 = 0o755;
+
+/// An I/O error with context; ENOSPC becomes [`Error::StoreFull`].
+pub(super) fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
+    if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+        Error::StoreFull {
+            path: path.to_owned(),
+        }
+    } else {
+        Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+fn invalid(path: &str, reason: &'static str) -> Error {
+    Error::InvalidFiles {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Checks every entry before anything is written: relative `/`-separated paths without `.`,
+/// `..` or empty components, top-level names not starting with `..` (reserved for generations),
+/// relative symlink targets.
+fn validate(files: &Files) -> Result<()> {
+    for (path, entry) in &files.entries {
+        if path.is_empty() || path.starts_with('/') || path.contains('\0') {
+            return Err(invalid(path, "the path must be relative and non-empty"));
+        }
+        if path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(invalid(
+                path,
+                "the path has an empty, `.` or `..` component",
+            ));
+        }
+        if path.starts_with("..") || path.starts_with(TMP_PREFIX) {
+            return Err(invalid(
+                path,
+                "names starting with `..` or `.tmp-` are reserved",
+            ));
+        }
+        if let Entry::Symlink(target) = entry
+            && (target.is_empty() || target.starts_with('/') || target.contains('\0'))
+        {
+            return Err(invalid(
+                path,
+                "a symlink target must be relative and non-empty",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error("chmod", path, e))
+}
+
+fn generation_prefix() -> String {
+    let format =
+        time::macros::format_description!("[year]_[month]_[day]_[hour]_[minute]_[second].");
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default();
+    format!("..{stamp}")
+}
+
+/// Writes `files` as the new generation of an existing `spec_dir` and swaps readers to it.
+/// Readers that opened a file before the swap keep reading the old content.
+///
+/// # Errors
+/// Invalid entries (nothing written), or an I/O failure (`StoreFull` on ENOSPC); a failure
+/// before the swap leaves the current generation in place.
+pub fn write_generation(spec_dir: &Path, files: &Files) -> Result<()> {
+    validate(files)?;
+    let generation = tempfile::Builder::new()
+        .prefix(&generation_prefix())
+        .rand_bytes(6)
+        .tempdir_in(spec_dir)
+        .map_err(|e| io_error("create a generation directory in", spec_dir, e))?
+        .keep();
+    if let Err(e) = fill_generation(&generation, files) {
+        let _ = remove_tree(&generation);
+        return Err(e);
+    }
+    let name = generation
+        .file_name()
+        .ok_or_else(|| invalid("", "generation directory has no name"))?
+        .to_owned();
+
+    // The swap: a fresh `..data_tmp` renamed over `..data`.
+    let tmp_link = spec_dir.join(DATA_LINK_TMP);
+    match fs::remove_file(&tmp_link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("remove", &tmp_link, e)),
+    }
+    let swap = symlink(&name, &tmp_link)
+        .map_err(|e| io_error("create symlink", &tmp_link, e))
+        .and_then(|()| {
+            fs::rename(&tmp_link, spec_dir.join(DATA_LINK))
+                .map_err(|e| io_error("rename", &tmp_link, e))
+        });
+    if let Err(e) = swap {
+        let _ = fs::remove_file(&tmp_link);
+        let _ = remove_tree(&generation);
+        return Err(e);
+    }
+
+    update_visible_links(spec_dir, files)?;
+    remove_stray_generations(spec_dir)
+}
+
+fn fill_generation(generation: &Path, files: &Files) -> Result<()> {
+    let mut dirs = BTreeSet::new();
+    for (path, entry) in &files.entries {
+        let full = generation.join(path);
+        // Create the directories the path implies.
+        let mut parent = PathBuf::new();
+        let components: Vec<&str> = path.split('/').collect();
+        for component in &components[..components.len().saturating_sub(1)] {
+            parent.push(component);
+            if dirs.insert(parent.clone()) {
+                let dir = generation.join(&parent);
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_error("create directory", &dir, e)),
+                }
+            }
+        }
+        match entry {
+            Entry::File(bytes) => {
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(FILE_MODE)
+                    .open(&full)
+                    .map_err(|e| io_error("create", &full, e))?;
+                file.write_all(bytes)
+                    .map_err(|e| io_error("write", &full, e))?;
+                // Exactly 0444 whatever the umask.
+                file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(|e| io_error("chmod", &full, e))?;
+            }
+            Entry::Symlink(target) => {
+                symlink(target, &full).map_err(|e| io_error("create symlink", &full, e))?;
+            }
+        }
+    }
+    for dir in &dirs {
+        set_mode(&generation.join(dir), DIR_MODE)?;
+    }
+    set_mode(generation, DIR_MODE)
+}
+
+/// Top-level names of `files`: what the spec directory shows.
+fn top_level_names(files: &Files) -> BTreeSet<&str> {
+    files
+        .entries
+        .iter()
+        .filter_map(|(path, _)| path.split('/').next())
+        .collect()
+}
+
+fn update_visible_links(spec_dir: &Path, files: &Files) -> Result<()> {
+    let names = top_level_names(files);
+    for name in &names {
+        let link = spec_dir.join(name);
+        let wanted = Path::new(DATA_LINK).join(name);
+        match fs::symlink_metadata(&link) {
+            Ok(meta)
+                if meta.file_type().is_symlink()
+                    && fs::read_link(&link).ok().as_deref() == Some(&wanted) =>
+            {
+                continue;
+            }
+            Ok(_) => remove_tree(&link)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("inspect", &link, e)),
+        }
+        symlink(&wanted, &link).map_err(|e| io_error("create symlink", &link, e))?;
+    }
+    for entry in read_dir(spec_dir)? {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            remove_tree(&entry.path())?;
+            continue;
+        };
+        if !name.starts_with("..") && !names.contains(name) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
+        .map_err(|e| io_error("list", dir, e))
+}
+
+/// Removes every `..*` entry of `spec_dir` except `..data` and the generation it points at:
+/// the previous generation, and leftovers of a crash in the middle of a write.
+pub fn remove_stray_generations(spec_dir: &Path) -> Result<()> {
+    let current = current_generation(spec_dir)?;
+    for entry in read_dir(spec_dir)? {
+        let path = entry.path();
+        let name = entry.file_name();
+        let reserved = name.to_str().is_some_and(|n| n.starts_with(".."));
+        if reserved && name != DATA_LINK && path != current {
+            remove_tree(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The generation directory `..data` points at.
+///
+/// # Errors
+/// `..data` is missing or does not name a generation in `spec_dir`.
+pub fn current_generation(spec_dir: &Path) -> Result<PathBuf> {
+    let link = spec_dir.join(DATA_LINK);
+    let target = fs::read_link(&link).map_err(|e| io_error("read symlink", &link, e))?;
+    let mut components = target.components();
+    let valid = matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(name)), None)
+            if name.to_str().is_some_and(|n| n.starts_with("..") && n != DATA_LINK && n != DATA_LINK_TMP)
+    );
+    if !valid {
+        return Err(Error::Io {
+            op: "follow",
+            path: link,
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                "does not name a generation directory",
+            ),
+        });
+    }
+    Ok(spec_dir.join(target))
+}
+
+/// Creates `<store_root>/<name>` holding a first generation of `files`, atomically: it is
+/// written under a temporary name and renamed, so a crash never leaves a half-made spec dir
+/// under its real name.
+pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<PathBuf> {
+    validate(files)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{TMP_PREFIX}{name}-"))
+        .tempdir_in(store_root)
+        .map_err(|e| io_error("create a directory in", store_root, e))?
+        .keep();
+    let spec_dir = store_root.join(name);
+    let made = set_mode(&tmp, SPEC_DIR_MODE)
+        .and_then(|()| write_generation(&tmp, files))
+        .and_then(|()| fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e)));
+    if let Err(e) = made {
+        let _ = remove_tree(&tmp);
+        return Err(e);
+    }
+    Ok(spec_dir)
+}
+
+/// Removes a file, symlink or directory tree; a missing path is fine. Read-only directories
+/// are made writable first when that is what stops the removal.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("inspect", path, e)),
+    };
+    if !meta.is_dir() {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path, e)),
+            _ => Ok(()),
+        };
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(path)?;
+            fs::remove_dir_all(path).map_err(|e| io_error("remove", path, e))
+        }
+        Err(e) => Err(io_error("remove", path, e)),
+    }
+}
+
+fn make_writable(dir: &Path) -> Result<()> {
+    set_mode(dir, 0o755)?;
+    for entry in read_dir(dir)? {
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes in regular files and number of entries below `dir` (symlinks not followed).
+pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
+    let mut bytes = 0;
+    let mut entries = 0;
+    for entry in read_dir(dir)? {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(|e| io_error("inspect", &path, e))?;
+        entries += 1;
+        if meta.is_dir() {
+            let (b, n) = usage(&path)?;
+            bytes += b;
+            entries += n;
+        } else if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    Ok((bytes, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn files(bundle: &[u8], java: &[u8]) -> Files {
+        Files {
+            entries: vec![
+                ("ca-certificates.crt".into(), Entry::File(bundle.to_vec())),
+                (
+                    "cert.pem".into(),
+                    Entry::Symlink("ca-certificates.crt".into()),
+                ),
+                ("java/cacerts".into(), Entry::File(java.to_vec())),
+                ("java/nested/deep.txt".into(), Entry::File(b"deep".to_vec())),
+            ],
+        }
+    }
+
+    fn generations(spec_dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(spec_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("..") && n != DATA_LINK)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn visible(spec_dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(spec_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".."))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn first_generation_is_laid_out_like_atomic_writer() {
+        let root = tempfile::tempdir().unwrap();
+        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        assert_eq!(spec_dir, root.path().join("abc"));
+        assert_eq!(mode(&spec_dir), 0o755);
+        assert_eq!(
+            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
+            b"one"
+        );
+        assert_eq!(fs::read(spec_dir.join("cert.pem")).unwrap(), b"one");
+        assert_eq!(fs::read(spec_dir.join("java/cacerts")).unwrap(), b"jks");
+        assert_eq!(
+            visible(&spec_dir),
+            ["ca-certificates.crt", "cert.pem", "java"]
+        );
+        assert_eq!(
+            fs::read_link(spec_dir.join("java")).unwrap(),
+            Path::new("..data/java")
+        );
+        let generation = current_generation(&spec_dir).unwrap();
+        assert_eq!(generations(&spec_dir).len(), 1);
+        assert_eq!(mode(&generation), 0o555);
+        assert_eq!(mode(&generation.join("java")), 0o555);
+        assert_eq!(mode(&generation.join("java/nested")), 0o555);
+        assert_eq!(mode(&generation.join("ca-certificates.crt")), 0o444);
+        assert_eq!(
+            fs::read_link(generation.join("cert.pem")).unwrap(),
+            Path::new("ca-certificates.crt")
+        );
+        // No temporary directory left in the store.
+        let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+        assert_eq!(usage(&generation).unwrap(), (3 + 3 + 4, 6));
+    }
+
+    #[test]
+    fn second_generation_swaps_atomically_and_old_readers_keep_old_content() {
+        let root = tempfile::tempdir().unwrap();
+        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"old", b"jks")).unwrap();
+        let first = current_generation(&spec_dir).unwrap();
+        let mut reader = fs::File::open(spec_dir.join("ca-certificates.crt")).unwrap();
+
+        let next = Files {
+            entries: vec![
+                ("ca-certificates.crt".into(), Entry::File(b"new".to_vec())),
+                (
+                    "1234abcd.0".into(),
+                    Entry::Symlink("ca-certificates.crt".into()),
+                ),
+            ],
+        };
+        write_generation(&spec_dir, &next).unwrap();
+
+        let second = current_generation(&spec_dir).unwrap();
+        assert_ne!(first, second);
+        assert!(!first.exists(), "old generation removed");
+        assert_eq!(
+            generations(&spec_dir),
+            [second.file_name().unwrap().to_string_lossy().into_owned()]
+        );
+        assert_eq!(visible(&spec_dir), ["1234abcd.0", "ca-certificates.crt"]);
+        assert_eq!(
+            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
+            b"new"
+        );
+        assert_eq!(fs::read(spec_dir.join("1234abcd.0")).unwrap(), b"new");
+        assert!(
+            !spec_dir.join("java").exists() && fs::symlink_metadata(spec_dir.join("java")).is_err()
+        );
+        assert!(fs::symlink_metadata(spec_dir.join(DATA_LINK_TMP)).is_err());
+
+        let mut old = String::new();
+        reader.read_to_string(&mut old).unwrap();
+        assert_eq!(old, "old");
+    }
+
+    #[test]
+    fn crash_leftovers_are_removed_on_the_next_write() {
+        let root = tempfile::tempdir().unwrap();
+        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"a", b"b")).unwrap();
+        fs::create_dir(spec_dir.join("..2020_01_01_00_00_00.half")).unwrap();
+        symlink("..nowhere", spec_dir.join(DATA_LINK_TMP)).unwrap();
+        write_generation(&spec_dir, &files(b"c", b"d")).unwrap();
+        assert_eq!(generations(&spec_dir).len(), 1);
+        assert_eq!(
+            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
+            b"c"
+        );
+    }
+
+    #[test]
+    fn invalid_entries_are_rejected_before_writing() {
+        let root = tempfile::tempdir().unwrap();
+        for (path, entry) in [
+            ("../escape", Entry::File(vec![])),
+            ("/abs", Entry::File(vec![])),
+            ("a//b", Entry::File(vec![])),
+            ("..data", Entry::File(vec![])),
+            ("", Entry::File(vec![])),
+            ("link", Entry::Symlink("/etc/passwd".into())),
+        ] {
+            let bad = Files {
+                entries: vec![(path.into(), entry)],
+            };
+            let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidFiles { .. }), "{path}: {err}");
+        }
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        // A file and a directory of the same name: the second entry fails.
+        let clash = Files {
+            entries: vec![
+                ("java".into(), Entry::File(b"x".to_vec())),
+                ("java/cacerts".into(), Entry::File(b"y".to_vec())),
+            ],
+        };
+        assert!(create_spec_dir(root.path(), "abc", &clash).is_err());
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+
+        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"keep", b"j")).unwrap();
+        assert!(write_generation(&spec_dir, &clash).is_err());
+        assert_eq!(
+            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
+            b"keep"
+        );
+        assert_eq!(generations(&spec_dir).len(), 1);
+    }
+}

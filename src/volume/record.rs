@@ -1,0 +1,218 @@
+//! One record per published volume, keyed by target path, in `<state_dir>/volumes/`. Written
+//! atomically (temporary file, fsync, rename, fsync of the directory), so after a crash a
+//! record is either the old one, the new one, or absent — never half-written.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
+
+use super::{Error, Result};
+
+const EXTENSION: &str = "json";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// What the driver remembers about one published volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub volume_id: String,
+    pub target: PathBuf,
+    pub readonly: bool,
+    pub spec: VolumeSpec,
+    pub digest: SpecDigest,
+    pub pod: PodInfo,
+    /// Unix seconds.
+    pub published_at: u64,
+}
+
+/// `<dir>/<first 32 hex digits of sha256(target)>.json`.
+pub fn path_for(dir: &Path, target: &Path) -> PathBuf {
+    let hash = Sha256::digest(target.as_os_str().as_bytes());
+    let name = hex::encode(&hash[..16]);
+    dir.join(format!("{name}.{EXTENSION}"))
+}
+
+/// Records live on the real disk: ENOSPC there is not the tmpfs being full.
+fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn record_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Record {
+        path: path.to_owned(),
+        reason: format!("{reason}; remove the file if no volume is mounted at its target"),
+    }
+}
+
+/// Reads and checks one record file: it must parse, its digest must match its spec, and its
+/// name must match its target (so a copied or renamed record is never trusted).
+pub fn read(path: &Path) -> Result<Record> {
+    let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
+    let record: Record = serde_json::from_slice(&bytes).map_err(|e| record_error(path, e))?;
+    if SpecDigest::parse(record.digest.as_str()).is_none() || record.digest != record.spec.digest()
+    {
+        return Err(record_error(
+            path,
+            "its spec digest does not match its spec",
+        ));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if path_for(dir, &record.target) != path {
+        return Err(record_error(
+            path,
+            "its file name does not match its target",
+        ));
+    }
+    Ok(record)
+}
+
+/// The record for `target`, if any.
+pub fn load(dir: &Path, target: &Path) -> Result<Option<Record>> {
+    let path = path_for(dir, target);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => read(&path).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("inspect", &path, e)),
+    }
+}
+
+/// Every record file in `dir` with what reading it gave. Removes temporary files a crash left.
+pub fn load_all(dir: &Path) -> Result<Vec<(PathBuf, Result<Record>)>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a temporary record");
+            }
+            continue;
+        }
+        if path.extension().is_some_and(|ext| ext == EXTENSION) {
+            let record = read(&path);
+            out.push((path, record));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `record` atomically.
+pub fn write(dir: &Path, record: &Record) -> Result<()> {
+    let path = path_for(dir, &record.target);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| record_error(&path, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| io_error("create a temporary record in", dir, e))?;
+    tmp.write_all(&json)
+        .map_err(|e| io_error("write", tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| io_error("fsync", tmp.path(), e))?;
+    tmp.persist(&path)
+        .map_err(|e| io_error("rename a record to", &path, e.error))?;
+    sync_dir(dir)
+}
+
+/// Removes the record for `target`; a missing one is fine.
+pub fn remove(dir: &Path, target: &Path) -> Result<()> {
+    let path = path_for(dir, target);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("remove", &path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &str) -> Record {
+        let spec = VolumeSpec {
+            namespace: "shop".into(),
+            system_roots: true,
+        };
+        Record {
+            volume_id: "csi-1".into(),
+            target: target.into(),
+            readonly: true,
+            digest: spec.digest(),
+            spec,
+            pod: PodInfo::default(),
+            published_at: 1,
+        }
+    }
+
+    #[test]
+    fn write_load_remove_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Path::new("/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount");
+        assert_eq!(load(dir.path(), target).unwrap(), None);
+        let rec = record(target.to_str().unwrap());
+        write(dir.path(), &rec).unwrap();
+        assert_eq!(load(dir.path(), target).unwrap(), Some(rec.clone()));
+        // Overwrite in place.
+        let mut changed = rec.clone();
+        changed.published_at = 2;
+        write(dir.path(), &changed).unwrap();
+        assert_eq!(load(dir.path(), target).unwrap(), Some(changed));
+        let all = load_all(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        let name = all[0].0.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(name.len(), 32 + 5);
+        remove(dir.path(), target).unwrap();
+        remove(dir.path(), target).unwrap();
+        assert_eq!(load(dir.path(), target).unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_or_misplaced_records_are_errors_and_temp_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Path::new("/k/a");
+        fs::write(path_for(dir.path(), a), b"{not json").unwrap();
+        assert!(matches!(load(dir.path(), a), Err(Error::Record { .. })));
+
+        // A valid record stored under another target's name.
+        let b = Path::new("/k/b");
+        let json = serde_json::to_vec(&record("/k/c")).unwrap();
+        fs::write(path_for(dir.path(), b), json).unwrap();
+        assert!(matches!(load(dir.path(), b), Err(Error::Record { .. })));
+
+        // A digest that does not match the spec.
+        let mut bad = record("/k/d");
+        bad.spec.system_roots = false;
+        fs::write(
+            path_for(dir.path(), Path::new("/k/d")),
+            serde_json::to_vec(&bad).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            load(dir.path(), Path::new("/k/d")),
+            Err(Error::Record { .. })
+        ));
+
+        fs::write(dir.path().join(".tmp-xyz"), b"half").unwrap();
+        let all = load_all(dir.path()).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|(_, r)| r.is_err()));
+        assert!(!dir.path().join(".tmp-xyz").exists());
+    }
+}

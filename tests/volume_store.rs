@@ -1,0 +1,643 @@
+//! The volume store with real mounts. Every test that mounts runs inside its own private mount
+//! namespace (see `support::ns`), so nothing it mounts can reach the host.
+mod support;
+
+use std::fs;
+use std::future::Future;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tempfile::TempDir;
+use trustmount::bundle::{Entry, Files};
+use trustmount::sources;
+use trustmount::spec::{PodInfo, VolumeSpec};
+use trustmount::volume::{Error, Publication, Store, StoreConfig, current_generation};
+
+const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+fn run<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+struct Env {
+    state: TempDir,
+    kubelet: TempDir,
+    store: Store,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self::with_size(16 << 20)
+    }
+
+    fn with_size(tmpfs_size_bytes: u64) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let kubelet = tempfile::tempdir().unwrap();
+        let store = Store::open(config(state.path(), kubelet.path(), tmpfs_size_bytes)).unwrap();
+        Self {
+            state,
+            kubelet,
+            store,
+        }
+    }
+
+    fn reopen(&mut self) {
+        let config = config(self.state.path(), self.kubelet.path(), 16 << 20);
+        self.store = Store::open(config).unwrap();
+    }
+
+    /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`, with its parent made
+    /// (as the kubelet does).
+    fn target(&self, uid: &str) -> PathBuf {
+        let parent = self
+            .kubelet
+            .path()
+            .join("pods")
+            .join(uid)
+            .join("volumes/kubernetes.io~csi/trust");
+        fs::create_dir_all(&parent).unwrap();
+        parent.join("mount")
+    }
+
+    fn records(&self) -> usize {
+        fs::read_dir(self.store.records_dir()).unwrap().count()
+    }
+}
+
+fn config(state: &Path, kubelet: &Path, tmpfs_size_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        state_dir: state.to_owned(),
+        kubelet_dir: kubelet.to_owned(),
+        tmpfs_size_bytes,
+    }
+}
+
+fn spec(namespace: &str) -> VolumeSpec {
+    VolumeSpec {
+        namespace: namespace.to_owned(),
+        system_roots: true,
+    }
+}
+
+fn publication(volume_id: &str, target: &Path, spec: VolumeSpec) -> Publication {
+    Publication {
+        volume_id: volume_id.to_owned(),
+        target: target.to_owned(),
+        readonly: true,
+        pod: PodInfo {
+            name: format!("pod-{volume_id}"),
+            namespace: spec.namespace.clone(),
+            uid: volume_id.to_owned(),
+            service_account: "default".into(),
+            ephemeral: true,
+        },
+        spec,
+    }
+}
+
+fn files(bundle: &[u8]) -> Files {
+    Files {
+        entries: vec![
+            ("ca-certificates.crt".into(), Entry::File(bundle.to_vec())),
+            (
+                "cert.pem".into(),
+                Entry::Symlink("ca-certificates.crt".into()),
+            ),
+            ("java/cacerts".into(), Entry::File(b"jks".to_vec())),
+        ],
+    }
+}
+
+/// A render closure that counts its calls.
+fn render(
+    calls: &Arc<AtomicUsize>,
+    bundle: &'static [u8],
+) -> impl FnOnce() -> Result<Files, sources::Error> + Send + 'static {
+    let calls = Arc::clone(calls);
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok(files(bundle))
+    }
+}
+
+fn mounts_at(path: &Path) -> Vec<String> {
+    let Ok(path) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let path = path.to_str().unwrap().to_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (fields[4] == path).then(|| fields[dash + 1].to_owned())
+        })
+        .collect()
+}
+
+fn is_mountpoint(path: &Path) -> bool {
+    !mounts_at(path).is_empty()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn publish_mounts_a_read_only_volume() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let target = env.target("pod-a");
+    let spec = spec("shop");
+    run(env.store.publish(
+        publication("vol-a", &target, spec.clone()),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(is_mountpoint(&target));
+    assert_eq!(
+        fs::read(target.join("ca-certificates.crt")).unwrap(),
+        BUNDLE
+    );
+    assert_eq!(fs::read(target.join("cert.pem")).unwrap(), BUNDLE);
+    assert_eq!(fs::read(target.join("java/cacerts")).unwrap(), b"jks");
+    assert_eq!(mode(&target.join("ca-certificates.crt")), 0o444);
+    assert_eq!(mode(&target.join("java")), 0o555);
+    assert_eq!(mode(&target.join("..data")), 0o555);
+
+    // Read-only for everyone, root included.
+    let err = fs::write(target.join("new-file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
+    let err = fs::OpenOptions::new()
+        .write(true)
+        .open(target.join("ca-certificates.crt"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
+    let err = fs::remove_file(target.join("cert.pem")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
+
+    assert_eq!(env.records(), 1);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 1);
+    assert_eq!(mounts_at(env.store.root()), ["tmpfs"]);
+
+    let stats = run(env.store.stats("vol-a", &target)).unwrap();
+    assert_eq!(stats.spec, spec);
+    assert_eq!(stats.digest, spec.digest());
+    assert_eq!(stats.used_bytes, BUNDLE.len() as u64 + 3);
+    assert_eq!(stats.used_inodes, 4); // ca-certificates.crt, cert.pem, java, java/cacerts
+    assert!(stats.total_bytes >= 16 << 20 && stats.available_bytes < stats.total_bytes);
+    assert!(stats.total_inodes > 0 && stats.available_inodes < stats.total_inodes);
+    assert!(matches!(
+        run(env.store.stats("vol-other", &target)),
+        Err(Error::NotPublished { .. })
+    ));
+    assert!(matches!(
+        run(env.store.stats("vol-a", &env.target("nope"))),
+        Err(Error::NotPublished { .. })
+    ));
+}
+
+#[test]
+fn republish_is_idempotent_and_warm_specs_are_not_rendered() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = env.target("pod-a");
+    let b = env.target("pod-b");
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    let spec_dir = env.store.spec_dir(&spec("shop").digest());
+    let generation = current_generation(&spec_dir).unwrap();
+
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(current_generation(&spec_dir).unwrap(), generation);
+    assert_eq!(mounts_at(&a).len(), 1, "not mounted twice");
+
+    // A second volume of the same spec shares the directory.
+    run(env.store.publish(
+        publication("vol-b", &b, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 1);
+    assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
+    assert_eq!(env.store.published_count(), 2);
+
+    // Recorded but no longer mounted (someone unmounted it): publishing again mounts again.
+    nix::mount::umount(&a).unwrap();
+    assert!(!is_mountpoint(&a));
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert!(is_mountpoint(&a));
+    assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), BUNDLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(env.records(), 2);
+}
+
+#[test]
+fn incompatible_publication_at_the_same_target_is_refused() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let target = env.target("pod-a");
+    run(env.store.publish(
+        publication("vol-a", &target, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+
+    let err = run(env.store.publish(
+        publication("vol-a", &target, spec("other")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap_err();
+    match &err {
+        Error::AlreadyPublished {
+            existing_volume_id,
+            difference,
+            ..
+        } => {
+            assert_eq!(existing_volume_id, "vol-a");
+            assert!(difference.contains("different volume attributes"), "{err}");
+        }
+        other => panic!("expected AlreadyPublished, got {other}"),
+    }
+
+    let mut writable = publication("vol-a", &target, spec("shop"));
+    writable.readonly = false;
+    let err = run(env.store.publish(writable, render(&calls, BUNDLE))).unwrap_err();
+    assert!(err.to_string().contains("readonly=true"), "{err}");
+
+    let err = run(env.store.publish(
+        publication("vol-z", &target, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, Error::AlreadyPublished { .. }), "{err}");
+
+    // Nothing of the refused publications was made; the original is intact.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 1);
+    assert_eq!(mounts_at(&target).len(), 1);
+    assert_eq!(
+        fs::read(target.join("ca-certificates.crt")).unwrap(),
+        BUNDLE
+    );
+}
+
+#[test]
+fn unpublish_cleans_up_and_is_idempotent() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = env.target("pod-a");
+    let b = env.target("pod-b");
+    let spec_dir = env.store.spec_dir(&spec("shop").digest());
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    run(env.store.publish(
+        publication("vol-b", &b, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+
+    // Another volume's id at this target: left alone.
+    run(env.store.unpublish("vol-b", &a)).unwrap();
+    assert!(is_mountpoint(&a));
+
+    run(env.store.unpublish("vol-a", &a)).unwrap();
+    assert!(!a.exists());
+    assert!(spec_dir.exists(), "still used by vol-b");
+    assert_eq!(env.records(), 1);
+    assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
+
+    run(env.store.unpublish("vol-b", &b)).unwrap();
+    assert!(!b.exists());
+    assert!(!spec_dir.exists(), "removed with its last volume");
+    assert_eq!(env.records(), 0);
+    assert_eq!(env.store.published_count(), 0);
+
+    // Twice, and unknown volumes: fine.
+    run(env.store.unpublish("vol-b", &b)).unwrap();
+    run(env.store.unpublish("vol-never", &env.target("pod-never"))).unwrap();
+
+    // A lost record: the mount is still undone.
+    let c = env.target("pod-c");
+    run(env.store.publish(
+        publication("vol-c", &c, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    for entry in fs::read_dir(env.store.records_dir()).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    run(env.store.unpublish("vol-c", &c)).unwrap();
+    assert!(!is_mountpoint(&c));
+    assert!(!c.exists());
+}
+
+#[test]
+fn targets_outside_the_kubelet_dir_are_refused() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let outside = tempfile::tempdir().unwrap();
+    let pods = env.kubelet.path().join("pods");
+    fs::create_dir_all(&pods).unwrap();
+    symlink(outside.path(), pods.join("evil")).unwrap();
+    fs::create_dir(outside.path().join("volumes")).unwrap();
+
+    let dotdot = pods
+        .join("..")
+        .join("..")
+        .join(outside.path().file_name().unwrap())
+        .join("mount");
+    let targets = [
+        outside.path().join("mount"),
+        dotdot,
+        PathBuf::from("relative/mount"),
+        pods.join("evil/mount"),
+        pods.join("evil/volumes/mount"),
+        env.kubelet.path().to_owned(),
+    ];
+    for target in &targets {
+        let err = run(env.store.publish(
+            publication("vol-x", target, spec("shop")),
+            render(&calls, BUNDLE),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::TargetOutsideKubeletDir { .. }),
+            "{}: {err}",
+            target.display()
+        );
+        let err = run(env.store.unpublish("vol-x", target)).unwrap_err();
+        assert!(
+            matches!(err, Error::TargetOutsideKubeletDir { .. }),
+            "{}: {err}",
+            target.display()
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 0);
+    assert_eq!(env.records(), 0);
+    let mut made: Vec<_> = fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["volumes"]);
+    assert_eq!(
+        fs::read_dir(outside.path().join("volumes"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // A symlink that stays inside is fine.
+    let real = env.target("pod-real");
+    symlink(real.parent().unwrap(), pods.join("alias")).unwrap();
+    let via_alias = pods.join("alias/mount");
+    run(env.store.publish(
+        publication("vol-y", &via_alias, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert!(is_mountpoint(&real));
+    run(env.store.unpublish("vol-y", &via_alias)).unwrap();
+    assert!(!real.exists());
+}
+
+#[test]
+fn failures_leave_nothing_behind() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let target = env.target("pod-a");
+
+    let err = run(env
+        .store
+        .publish(publication("vol-a", &target, spec("shop")), || {
+            Err(sources::Error::EmptyBundle)
+        }))
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Render(sources::Error::EmptyBundle)),
+        "{err}"
+    );
+    assert!(!target.exists());
+    assert_eq!(env.records(), 0);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 0);
+
+    // The mount fails (the target is a file): the rendered spec dir goes again.
+    fs::write(&target, b"not a directory").unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let err = run(env.store.publish(
+        publication("vol-a", &target, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(env.records(), 0);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 0);
+    assert_eq!(fs::read(&target).unwrap(), b"not a directory");
+    fs::remove_file(&target).unwrap();
+
+    // The parent is missing (not made by the kubelet): the target dir cannot be created.
+    let orphan = env
+        .kubelet
+        .path()
+        .join("pods/gone/volumes/kubernetes.io~csi/trust/mount");
+    let err = run(env.store.publish(
+        publication("vol-o", &orphan, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert_eq!(env.store.spec_dir_count().unwrap(), 0);
+    let leftovers: Vec<_> = fs::read_dir(env.store.root()).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_full_store_is_reported_and_cleaned_up() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::with_size(64 << 10);
+    let target = env.target("pod-a");
+    let big = Files {
+        entries: vec![(
+            "ca-certificates.crt".into(),
+            Entry::File(vec![b'x'; 1 << 20]),
+        )],
+    };
+    let err = run(env
+        .store
+        .publish(publication("vol-a", &target, spec("shop")), move || Ok(big)))
+    .unwrap_err();
+    match &err {
+        Error::StoreFull { path } => assert_eq!(path, env.store.root()),
+        other => panic!("expected StoreFull, got {other}"),
+    }
+    assert!(!target.exists());
+    assert_eq!(env.records(), 0);
+    assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
+}
+
+#[test]
+fn restart_adopts_the_tmpfs_and_the_records() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let mut env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = env.target("pod-a");
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    let root = env.store.root().to_owned();
+
+    // Garbage a crash could leave: a half-made spec dir, a spec dir no record uses, a stray
+    // generation in a used one, a temporary record.
+    let used = env.store.spec_dir(&spec("shop").digest());
+    let unused = env.store.spec_dir(&spec("gone").digest());
+    fs::create_dir(root.join(format!(".tmp-{}-abc", spec("gone").digest()))).unwrap();
+    fs::create_dir_all(unused.join("..2020_01_01_00_00_00.x")).unwrap();
+    fs::create_dir(used.join("..2020_01_01_00_00_00.half")).unwrap();
+    fs::write(env.store.records_dir().join(".tmp-rec"), b"{").unwrap();
+
+    env.reopen();
+    assert_eq!(
+        mounts_at(&root),
+        ["tmpfs"],
+        "tmpfs adopted, not mounted again"
+    );
+    assert_eq!(env.store.published_count(), 1);
+    assert_eq!(env.store.spec_dir_count().unwrap(), 1);
+    assert!(!unused.exists());
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
+    assert!(!used.join("..2020_01_01_00_00_00.half").exists());
+    assert_eq!(env.records(), 1);
+
+    // Republishing is still a no-op; unpublishing still works.
+    run(env.store.publish(
+        publication("vol-a", &a, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), BUNDLE);
+    run(env.store.unpublish("vol-a", &a)).unwrap();
+    assert!(!a.exists());
+    assert!(!used.exists());
+    assert_eq!(env.records(), 0);
+}
+
+#[test]
+fn concurrent_publishes_and_unpublishes() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let store = Arc::new(env.store.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let volumes: Vec<(String, PathBuf, VolumeSpec)> = (0..50)
+        .map(|i| {
+            (
+                format!("vol-{i}"),
+                env.target(&format!("pod-{i}")),
+                spec(&format!("ns-{}", i % 5)),
+            )
+        })
+        .collect();
+
+    run(async {
+        let mut tasks = Vec::new();
+        for (id, target, spec) in volumes.clone() {
+            let store = Arc::clone(&store);
+            let render = render(&calls, BUNDLE);
+            tasks.push(tokio::spawn(async move {
+                store.publish(publication(&id, &target, spec), render).await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "each spec rendered once");
+    assert_eq!(env.store.spec_dir_count().unwrap(), 5);
+    assert_eq!(env.store.published_count(), 50);
+    assert_eq!(env.records(), 50);
+    for (_, target, _) in &volumes {
+        assert_eq!(mounts_at(target).len(), 1);
+        assert_eq!(
+            fs::read(target.join("ca-certificates.crt")).unwrap(),
+            BUNDLE
+        );
+    }
+
+    run(async {
+        let mut tasks = Vec::new();
+        for (id, target, _) in volumes.clone() {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(
+                async move { store.unpublish(&id, &target).await },
+            ));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(env.store.spec_dir_count().unwrap(), 0);
+    assert_eq!(env.store.published_count(), 0);
+    assert_eq!(env.records(), 0);
+    assert!(volumes.iter().all(|(_, target, _)| !target.exists()));
+    assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
