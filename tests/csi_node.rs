@@ -187,7 +187,6 @@ fn published_volume_holds_the_extra_ca_read_only_and_unpublish_removes_it() {
             }
         }
         let root_mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(root_mode, 0o555, "the volume root has mode {root_mode:o}");
 
         // Read-only as a mount, not just by permissions: we are root, so only EROFS can stop us.
         for attempt in [target.join("new-file"), target.join("ca-certificates.crt")] {
@@ -199,6 +198,8 @@ fn published_volume_holds_the_extra_ca_read_only_and_unpublish_removes_it() {
         assert!(!is_mount_point(&target), "target still mounted after unpublish");
         assert!(!target.exists(), "target {} still exists after unpublish", target.display());
         assert!(target.parent().unwrap().exists(), "the kubelet's volume directory must be left alone");
+        // Checked last so everything above is exercised even if this fails.
+        assert_eq!(root_mode, 0o555, "the volume root (a directory) has mode {root_mode:o}");
     });
 }
 
