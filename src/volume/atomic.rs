@@ -28,8 +28,9 @@ const DATA_LINK_TMP: &str = "..data_tmp";
 pub const TMP_PREFIX: &str = ".tmp-";
 
 const FILE_MODE: u32 = 0o444;
+/// Directories, the spec directory (a volume's root) included: pods only read. The driver runs
+/// as root, which writes new generations regardless.
 const DIR_MODE: u32 = 0o555;
-const SPEC_DIR_MODE: u32 = 0o755;
 
 /// An I/O error with context; ENOSPC becomes [`Error::StoreFull`].
 pub(super) fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
@@ -289,7 +290,7 @@ pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<P
         .map_err(|e| io_error("create a directory in", store_root, e))?
         .keep();
     let spec_dir = store_root.join(name);
-    let made = set_mode(&tmp, SPEC_DIR_MODE)
+    let made = set_mode(&tmp, DIR_MODE)
         .and_then(|()| write_generation(&tmp, files))
         .and_then(|()| fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e)));
     if let Err(e) = made {
@@ -403,7 +404,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let spec_dir = create_spec_dir(root.path(), "abc", &files(b"one", b"jks")).unwrap();
         assert_eq!(spec_dir, root.path().join("abc"));
-        assert_eq!(mode(&spec_dir), 0o755);
+        assert_eq!(mode(&spec_dir), 0o555);
         assert_eq!(
             fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
             b"one"
