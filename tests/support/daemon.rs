@@ -161,6 +161,11 @@ impl Daemon {
         self.clients.identity.clone()
     }
 
+    /// The daemon's process id (for /proc figures in the benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The driver's tmpfs.
     pub fn store_dir(&self) -> PathBuf {
         self.state_dir.join("store")

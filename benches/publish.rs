@@ -1,0 +1,262 @@
+//! `cargo bench --bench publish`: figures for the README, measured on the machine it runs on.
+//!
+//! - NodePublishVolume+NodeUnpublishVolume latency over the real socket with real mounts:
+//!   warm (spec already rendered) and cold (a new spec each time: full render incl. the Java
+//!   store), 1000 sequential and 32-way concurrent.
+//! - 1000 volumes of one spec published: the driver's tmpfs usage and the daemon's peak RSS,
+//!   each beside the same figure with one volume published (measured first, so the peak is
+//!   not the cold renders').
+//! - `trustmount render` against `update-ca-certificates --fresh` on the same certificates,
+//!   run side by side, as a ratio.
+//!
+//! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
+//! the host. Needs root.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::certs::TestCa;
+use support::client::{publish_request, unpublish_request};
+use support::daemon::{BIN, Daemon, DaemonOptions};
+
+const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
+const OPERATIONS: usize = 1000;
+const CONCURRENCY: usize = 32;
+const SCALE_VOLUMES: usize = 1000;
+const RENDER_RUNS: usize = 7;
+
+fn main() {
+    if std::env::var_os(IN_NAMESPACE).is_none() {
+        let exe = std::env::current_exe().expect("bench binary path");
+        let status = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(exe)
+            .env(IN_NAMESPACE, "1")
+            // Per-call info logs would be measured too; a real node runs with info, so this
+            // flatters nothing but the log volume.
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .status()
+            .expect("run unshare (needs root)");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    println!("trustmount benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    support::block_on(publish_benchmarks());
+    render_against_update_ca_certificates();
+}
+
+async fn publish_benchmarks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "Bench Private CA");
+    let daemon = Arc::new(Daemon::start(DaemonOptions::default().extra_pem(&ca.cert_path)).await);
+
+    // Keeps the shared spec alive, so every "warm" publish finds it rendered.
+    let anchor = daemon.target("anchor", "trust");
+    call_publish(&daemon, "anchor", &anchor, &[]).await;
+    let idle_rss = peak_rss_kib(daemon.pid());
+
+    let one_volume_bytes = used_bytes(&daemon.store_dir());
+    let targets: Vec<PathBuf> = (0..SCALE_VOLUMES).map(|i| daemon.target(&format!("scale-{i}"), "trust")).collect();
+    for (i, target) in targets.iter().enumerate() {
+        call_publish(&daemon, &format!("scale-{i}"), target, &[]).await;
+    }
+    let many_volumes_bytes = used_bytes(&daemon.store_dir());
+    let peak_rss = peak_rss_kib(daemon.pid());
+    println!("\n{SCALE_VOLUMES} volumes of one spec published (beside 1 volume)");
+    println!(
+        "  driver tmpfs used: {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
+        mib(many_volumes_bytes),
+        mib(one_volume_bytes),
+        many_volumes_bytes as f64 / one_volume_bytes.max(1) as f64
+    );
+    println!(
+        "  daemon peak RSS:   {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
+        peak_rss as f64 / 1024.0,
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / idle_rss.max(1) as f64
+    );
+    for (i, target) in targets.iter().enumerate() {
+        call_unpublish(&daemon, &format!("scale-{i}"), target).await;
+    }
+    println!("\n{OPERATIONS} volumes each: NodePublishVolume, then NodeUnpublishVolume (ms)");
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
+        "", "pub p50", "pub p99", "pub max", "unpub p50", "unpub p99", "ops/s"
+    );
+    for (name, cold, concurrency) in [
+        ("warm, sequential", false, 1),
+        ("warm, 32 concurrent", false, CONCURRENCY),
+        ("cold, sequential", true, 1),
+        ("cold, 32 concurrent", true, CONCURRENCY),
+    ] {
+        let started = Instant::now();
+        let (mut publishes, mut unpublishes) = publish_unpublish_cycles(&daemon, name, cold, concurrency).await;
+        let per_second = (2 * OPERATIONS) as f64 / started.elapsed().as_secs_f64();
+        publishes.sort();
+        unpublishes.sort();
+        println!(
+            "{name:<22} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>9.0}",
+            ms(percentile(&publishes, 50)),
+            ms(percentile(&publishes, 99)),
+            ms(*publishes.last().unwrap_or(&Duration::ZERO)),
+            ms(percentile(&unpublishes, 50)),
+            ms(percentile(&unpublishes, 99)),
+            per_second
+        );
+    }
+
+    call_unpublish(&daemon, "anchor", &anchor).await;
+}
+
+/// One publish then unpublish per volume, `concurrency` volumes in flight; returns each call's
+/// latency. Cold operations use a new namespace each, so each renders a new spec directory
+/// (and its unpublish removes it again).
+async fn publish_unpublish_cycles(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    cold: bool,
+    concurrency: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let label: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+    let jobs: Vec<(String, PathBuf)> = (0..OPERATIONS)
+        .map(|i| {
+            let volume = format!("{label}-{i}");
+            let target = daemon.target(&volume, "trust");
+            (volume, target)
+        })
+        .collect();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (volume, target) in jobs {
+        let permit = Arc::clone(&semaphore).acquire_owned().await.expect("semaphore");
+        let daemon = Arc::clone(daemon);
+        tasks.spawn(async move {
+            let namespace = if cold { volume.clone() } else { String::new() };
+            let attributes = [("csi.storage.k8s.io/pod.namespace", namespace.as_str())];
+            let started = Instant::now();
+            call_publish(&daemon, &volume, &target, if cold { &attributes } else { &[] }).await;
+            let published = started.elapsed();
+            call_unpublish(&daemon, &volume, &target).await;
+            drop(permit);
+            (published, started.elapsed() - published)
+        });
+    }
+    let mut publishes = Vec::with_capacity(OPERATIONS);
+    let mut unpublishes = Vec::with_capacity(OPERATIONS);
+    while let Some(latency) = tasks.join_next().await {
+        let (publish, unpublish) = latency.expect("benchmark task");
+        publishes.push(publish);
+        unpublishes.push(unpublish);
+    }
+    (publishes, unpublishes)
+}
+
+async fn call_publish(daemon: &Daemon, volume: &str, target: &Path, attributes: &[(&str, &str)]) {
+    daemon
+        .node()
+        .node_publish_volume(publish_request(volume, target, attributes))
+        .await
+        .unwrap_or_else(|status| panic!("publish {volume}: {status}\n{}", daemon.stderr()));
+}
+
+async fn call_unpublish(daemon: &Daemon, volume: &str, target: &Path) {
+    daemon
+        .node()
+        .node_unpublish_volume(unpublish_request(volume, target))
+        .await
+        .unwrap_or_else(|status| panic!("unpublish {volume}: {status}\n{}", daemon.stderr()));
+}
+
+/// Both tools get the same certificates: the machine's CA set, through Debian's own tool
+/// (with an empty hooks dir, so it builds no Java store — ours does, so this favours it).
+fn render_against_update_ca_certificates() {
+    println!("\nrender vs update-ca-certificates --fresh, median of {RENDER_RUNS} runs each");
+    if which("update-ca-certificates").is_none() {
+        println!("  skipped: update-ca-certificates is not installed (apt-get install ca-certificates)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = dir.path().join("no-hooks");
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let debian_out = dir.path().join("debian");
+    let ours_out = dir.path().join("trustmount");
+    let baseline = median_run(RENDER_RUNS, || {
+        let _ = std::fs::remove_dir_all(&debian_out);
+        std::fs::create_dir_all(&debian_out).expect("out dir");
+        let mut command = Command::new("update-ca-certificates");
+        command.arg("--fresh").arg("--etccertsdir").arg(&debian_out).arg("--hooksdir").arg(&hooks);
+        command
+    });
+    let roots = debian_out.join("ca-certificates.crt");
+    let count = std::fs::read_to_string(&roots).map_or(0, |pem| pem.matches("BEGIN CERTIFICATE").count());
+    let ours = median_run(RENDER_RUNS, || {
+        let _ = std::fs::remove_dir_all(&ours_out);
+        let mut command = Command::new(BIN);
+        command.arg("render").arg("--out").arg(&ours_out).arg("--system-roots").arg(&roots);
+        command
+    });
+    println!("  certificates:                        {count}");
+    println!("  update-ca-certificates --fresh:      {:>9.2} ms", ms(baseline));
+    println!("  trustmount render (incl. JKS store): {:>9.2} ms", ms(ours));
+    println!("  ratio: trustmount is {:.0}x faster", baseline.as_secs_f64() / ours.as_secs_f64());
+}
+
+fn median_run(runs: usize, mut command: impl FnMut() -> Command) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let mut command = command();
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            let started = Instant::now();
+            let status = command.status().expect("run command");
+            let elapsed = started.elapsed();
+            assert!(status.success(), "{command:?} failed");
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// VmHWM: the peak resident set size, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn used_bytes(path: &Path) -> u64 {
+    let vfs = nix::sys::statvfs::statvfs(path).expect("statvfs of the store");
+    (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
+}
+
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).saturating_sub(1);
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
