@@ -2,6 +2,7 @@
 //! (`inspect`). The whole configuration is parsed and checked before anything is bound or
 //! mounted; bad configuration exits 64 (EX_USAGE).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use trustmount::bundle::{self, Entry, Files, Layout};
+use trustmount::bundle::{self, Entry, Files};
 use trustmount::csi::{self, Endpoint, IdentityService, NodeService};
 use trustmount::rotation::Rotation;
 use trustmount::sources::{self, Catalog, Sources, SystemRoots};
-use trustmount::spec::VolumeSpec;
+use trustmount::spec::{self, VolumeSpec};
 use trustmount::volume::{Store, StoreConfig};
 
 const EX_USAGE: u8 = 64;
@@ -79,6 +80,15 @@ struct RenderArgs {
     pem: Vec<PathBuf>,
     #[command(flatten)]
     sources: SourceArgs,
+    /// Same as the volume attribute `layout`.
+    #[arg(long)]
+    layout: Option<String>,
+    /// Same as the volume attribute `javaTruststore`.
+    #[arg(long)]
+    java_truststore: Option<String>,
+    /// Same as the volume attribute `expired` (`drop` or `keep`).
+    #[arg(long)]
+    expired: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -192,12 +202,18 @@ async fn shutdown_signal() {
 
 fn render(args: RenderArgs) -> Result<(), Failure> {
     let catalog = load_catalog(args.sources.system_roots, args.pem)?;
-    let spec = VolumeSpec {
-        namespace: String::new(),
-        system_roots: true,
-    };
+    // Through the volume-attribute parser, so a flag accepts exactly what a volume would.
+    let attributes: HashMap<String, String> = [
+        (spec::ATTR_LAYOUT, args.layout),
+        (spec::ATTR_JAVA_TRUSTSTORE, args.java_truststore),
+        (spec::ATTR_EXPIRED, args.expired),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v)))
+    .collect();
+    let (spec, _) = VolumeSpec::from_attributes(&attributes).map_err(|e| Failure::Config(e.into()))?;
     let rendered = catalog
-        .render(&spec, Layout::Debian)
+        .render(&spec)
         .context("rendering the bundle")
         .map_err(Failure::Config)?;
     write_files(&args.out, &rendered.files)

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::bundle::Layout;
 use crate::sources::{Reload, Sources};
 use crate::spec::{SpecDigest, VolumeSpec};
 use crate::volume::Store;
@@ -44,7 +43,7 @@ impl Rotation {
         sources: Arc<Sources>,
         spec: VolumeSpec,
     ) -> impl FnOnce() -> Result<crate::bundle::Files, crate::sources::Error> + Send + 'static {
-        move || sources.catalog().render(&spec, Layout::Debian).map(|rendered| rendered.files)
+        move || sources.catalog().render(&spec).map(|rendered| rendered.files)
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog

@@ -9,8 +9,16 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bundle::{JavaTruststore, Layout, RenderOptions};
+
 /// Volume attribute: `"false"` leaves the system roots out of the bundle.
 pub const ATTR_SYSTEM_ROOTS: &str = "systemRoots";
+/// Volume attribute: the on-disk layout (`debian`, …), see [`Layout`].
+pub const ATTR_LAYOUT: &str = "layout";
+/// Volume attribute: the Java truststore format, see [`JavaTruststore`].
+pub const ATTR_JAVA_TRUSTSTORE: &str = "javaTruststore";
+/// Volume attribute: `"keep"` keeps expired certificates, `"drop"` (default) leaves them out.
+pub const ATTR_EXPIRED: &str = "expired";
 
 /// Attributes the kubelet adds itself (podInfoOnMount, tokenRequests, ephemeral).
 const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
@@ -21,7 +29,7 @@ const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
 const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 
 /// The attributes a user may set, listed in error messages.
-pub const USER_ATTRIBUTES: &[&str] = &[ATTR_SYSTEM_ROOTS];
+pub const USER_ATTRIBUTES: &[&str] = &[ATTR_SYSTEM_ROOTS, ATTR_LAYOUT, ATTR_JAVA_TRUSTSTORE, ATTR_EXPIRED];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -33,7 +41,7 @@ pub enum Error {
     InvalidValue {
         key: String,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
 }
 
@@ -43,6 +51,8 @@ pub struct VolumeSpec {
     /// The pod's namespace; empty when the CSIDriver does not set `podInfoOnMount`.
     pub namespace: String,
     pub system_roots: bool,
+    pub render: RenderOptions,
+    pub keep_expired: bool,
 }
 
 /// Who the volume is for; recorded, never part of the content.
@@ -84,16 +94,18 @@ impl VolumeSpec {
     /// # Errors
     /// An unknown key or a value outside the accepted set.
     pub fn from_attributes(attributes: &HashMap<String, String>) -> Result<(Self, PodInfo), Error> {
-        let mut spec = VolumeSpec {
-            namespace: String::new(),
-            system_roots: true,
-        };
+        let mut spec = VolumeSpec::default();
         let mut pod = PodInfo::default();
         // Sorted so the first error reported does not depend on hash order.
         let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
         for (key, value) in sorted {
             match key.as_str() {
                 ATTR_SYSTEM_ROOTS => spec.system_roots = parse_bool(key, value)?,
+                ATTR_LAYOUT => spec.render.layout = parse_choice(key, value, Layout::ALL, |l| l.name())?,
+                ATTR_JAVA_TRUSTSTORE => {
+                    spec.render.java = parse_choice(key, value, JavaTruststore::ALL, |j| j.name())?;
+                }
+                ATTR_EXPIRED => spec.keep_expired = parse_choice(key, value, &[false, true], expired_name)?,
                 POD_NAME => pod.name = value.clone(),
                 POD_NAMESPACE => pod.namespace = value.clone(),
                 POD_UID => pod.uid = value.clone(),
@@ -122,16 +134,32 @@ impl VolumeSpec {
     }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(Error::InvalidValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            expected: "\"true\" or \"false\"",
-        }),
+impl Default for VolumeSpec {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            system_roots: true,
+            render: RenderOptions::default(),
+            keep_expired: false,
+        }
     }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
+    parse_choice(key, value, &[true, false], |b| if b { "true" } else { "false" })
+}
+
+fn expired_name(keep: bool) -> &'static str {
+    if keep { "keep" } else { "drop" }
+}
+
+/// Exactly one of `choices` by its name; the error lists them all.
+fn parse_choice<T: Copy>(key: &str, value: &str, choices: &[T], name: fn(T) -> &'static str) -> Result<T, Error> {
+    choices.iter().copied().find(|c| name(*c) == value).ok_or_else(|| Error::InvalidValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: choices.iter().map(|c| format!("{:?}", name(*c))).collect::<Vec<_>>().join(" or "),
+    })
 }
 
 #[cfg(test)]
@@ -160,6 +188,26 @@ mod tests {
         let err = VolumeSpec::from_attributes(&attrs(&[("systemroots", "false")])).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("systemroots") && message.contains("systemRoots"), "{message}");
+    }
+
+    #[test]
+    fn layout_java_and_expired_attributes_are_parsed() {
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
+            ("layout", "debian"),
+            ("javaTruststore", "none"),
+            ("expired", "keep"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.render.layout, Layout::Debian);
+        assert_eq!(spec.render.java, JavaTruststore::None);
+        assert!(spec.keep_expired);
+        assert_ne!(spec.digest(), VolumeSpec::default().digest());
+    }
+
+    #[test]
+    fn unknown_layout_names_the_valid_ones() {
+        let err = VolumeSpec::from_attributes(&attrs(&[("layout", "gentoo")])).unwrap_err();
+        assert!(err.to_string().contains("\"debian\""), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyPair,
 };
-use trustmount::bundle::{self, Bundle, Certificate, Entry, Files, Layout, Strictness};
+use trustmount::bundle::{self, Bundle, Certificate, Entry, Files, RenderOptions, Strictness};
 
 fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
@@ -243,7 +243,7 @@ fn embedded_plus_same_subjects() -> Bundle {
 #[test]
 fn hash_links_are_exactly_what_openssl_rehash_makes() {
     let bundle = embedded_plus_same_subjects();
-    let files = bundle::render(&bundle, Layout::Debian).expect("renders");
+    let files = bundle::render(&bundle, &RenderOptions::default()).expect("renders");
 
     // Only the per-certificate files, so rehash sees the same inputs our links point to.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -342,7 +342,7 @@ fn openssl_verifies_a_leaf_through_the_bundle_file_and_the_hash_links() {
             .iter()
             .map(|der| parse_one("system:embedded", der.as_ref())),
     );
-    let files = bundle::render(&Bundle::new(certs), Layout::Debian).expect("renders");
+    let files = bundle::render(&Bundle::new(certs), &RenderOptions::default()).expect("renders");
     let certs_dir = dir.path().join("certs");
     write_files(&certs_dir, &files);
 
@@ -369,7 +369,7 @@ fn openssl_verifies_a_leaf_through_the_bundle_file_and_the_hash_links() {
 #[test]
 fn keytool_lists_every_certificate_of_the_java_store() {
     let bundle = embedded_plus_same_subjects();
-    let files = bundle::render(&bundle, Layout::Debian).expect("renders");
+    let files = bundle::render(&bundle, &RenderOptions::default()).expect("renders");
     let dir = tempfile::tempdir().expect("tempdir");
     write_files(dir.path(), &files);
     let store = dir.path().join("java/cacerts");

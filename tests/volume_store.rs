@@ -82,7 +82,7 @@ fn config(state: &Path, kubelet: &Path, tmpfs_size_bytes: u64) -> StoreConfig {
 fn spec(namespace: &str) -> VolumeSpec {
     VolumeSpec {
         namespace: namespace.to_owned(),
-        system_roots: true,
+        ..VolumeSpec::default()
     }
 }
 

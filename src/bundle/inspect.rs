@@ -103,7 +103,7 @@ fn rfc3339(unix: i64) -> String {
 mod tests {
     use super::*;
     use crate::bundle::certificate::tests::ca_der;
-    use crate::bundle::{Bundle, Certificate, Entry, Layout, render};
+    use crate::bundle::{Bundle, Certificate, Entry, RenderOptions, render};
     use rcgen::DnType;
 
     fn cn(name: &str, source: &str) -> Certificate {
@@ -112,7 +112,7 @@ mod tests {
     }
 
     fn bundle_bytes(bundle: &Bundle) -> Vec<u8> {
-        let files = render(bundle, Layout::Debian).expect("renders");
+        let files = render(bundle, &RenderOptions::default()).expect("renders");
         files
             .entries
             .into_iter()

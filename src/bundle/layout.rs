@@ -50,13 +50,51 @@ const MAX_STEM: usize = 64;
 ///
 /// # Errors
 /// Only if the Java store cannot be encoded.
-pub fn render(bundle: &Bundle, layout: Layout) -> Result<Files> {
-    match layout {
-        Layout::Debian => debian(bundle),
+pub fn render(bundle: &Bundle, options: &RenderOptions) -> Result<Files> {
+    match options.layout {
+        Layout::Debian => debian(bundle, options.java),
     }
 }
 
-fn debian(bundle: &Bundle) -> Result<Files> {
+/// How a volume's files are laid out; set by volume attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RenderOptions {
+    pub layout: Layout,
+    pub java: JavaTruststore,
+}
+
+/// Which Java truststore a volume gets (volume attribute `javaTruststore`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum JavaTruststore {
+    #[default]
+    Jks,
+    None,
+}
+
+impl JavaTruststore {
+    /// Every accepted attribute value, in the order error messages list them.
+    pub const ALL: &[Self] = &[Self::Jks, Self::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Jks => "jks",
+            Self::None => "none",
+        }
+    }
+}
+
+impl Layout {
+    /// Every accepted attribute value, in the order error messages list them.
+    pub const ALL: &[Self] = &[Self::Debian];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Debian => "debian",
+        }
+    }
+}
+
+fn debian(bundle: &Bundle, java_format: JavaTruststore) -> Result<Files> {
     let certificates = bundle.certificates();
     let names = file_names(certificates);
     let mut entries = Vec::with_capacity(certificates.len() * 2 + 5);
@@ -80,14 +118,19 @@ fn debian(bundle: &Bundle) -> Result<Files> {
         .iter()
         .map(|n| n.strip_suffix(".pem").unwrap_or(n))
         .collect();
-    entries.push((
-        JAVA_STORE.to_owned(),
-        Entry::File(java::truststore(certificates, &stems)?),
-    ));
-    entries.push((
-        "adoptium/cacerts".to_owned(),
-        Entry::Symlink(format!("../{JAVA_STORE}")),
-    ));
+    match java_format {
+        JavaTruststore::Jks => {
+            entries.push((
+                JAVA_STORE.to_owned(),
+                Entry::File(java::truststore(certificates, &stems)?),
+            ));
+            entries.push((
+                "adoptium/cacerts".to_owned(),
+                Entry::Symlink(format!("../{JAVA_STORE}")),
+            ));
+        }
+        JavaTruststore::None => {}
+    }
 
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Files { entries })
@@ -251,7 +294,7 @@ mod tests {
     fn renders_the_debian_file_set_sorted_by_path() {
         let a = cn("Alpha Root");
         let bundle = Bundle::new([a.clone()]);
-        let files = render(&bundle, Layout::Debian).expect("renders");
+        let files = render(&bundle, &RenderOptions::default()).expect("renders");
         let hash = format!("{:08x}.0", a.subject_hash);
         let mut expected = vec![
             "Alpha_Root.pem",
@@ -285,7 +328,7 @@ mod tests {
     #[test]
     fn bundle_file_has_subject_and_source_comments_and_parses_back() {
         let bundle = Bundle::new([cn("B"), cn("A")]);
-        let files = render(&bundle, Layout::Debian).expect("renders");
+        let files = render(&bundle, &RenderOptions::default()).expect("renders");
         let Some(Entry::File(text)) = get(&files, BUNDLE_FILE) else {
             panic!("no bundle file");
         };
@@ -304,7 +347,7 @@ mod tests {
     #[test]
     fn per_certificate_files_hold_exactly_one_certificate() {
         let bundle = Bundle::new([cn("A"), cn("B")]);
-        let files = render(&bundle, Layout::Debian).expect("renders");
+        let files = render(&bundle, &RenderOptions::default()).expect("renders");
         for name in ["A.pem", "B.pem"] {
             let Some(Entry::File(text)) = get(&files, name) else {
                 panic!("missing {name}");
@@ -395,20 +438,20 @@ mod tests {
         shuffled.rotate_left(2);
         shuffled.swap(0, 3);
         let reversed: Vec<_> = certs.iter().rev().cloned().collect();
-        let one = render(&Bundle::new(certs), Layout::Debian).expect("renders");
+        let one = render(&Bundle::new(certs), &RenderOptions::default()).expect("renders");
         assert_eq!(
             one,
-            render(&Bundle::new(shuffled), Layout::Debian).expect("renders")
+            render(&Bundle::new(shuffled), &RenderOptions::default()).expect("renders")
         );
         assert_eq!(
             one,
-            render(&Bundle::new(reversed), Layout::Debian).expect("renders")
+            render(&Bundle::new(reversed), &RenderOptions::default()).expect("renders")
         );
     }
 
     #[test]
     fn renders_an_empty_bundle() {
-        let files = render(&Bundle::default(), Layout::Debian).expect("renders");
+        let files = render(&Bundle::default(), &RenderOptions::default()).expect("renders");
         assert_eq!(get(&files, BUNDLE_FILE), Some(&Entry::File(Vec::new())));
         assert!(get(&files, JAVA_STORE).is_some());
     }

@@ -22,7 +22,7 @@ pub use certificate::Certificate;
 pub use dedupe::Bundle;
 pub use inspect::{CertificateReport, inspect, to_text};
 pub use java::PASSWORD as JAVA_STORE_PASSWORD;
-pub use layout::{BUNDLE_FILE, Entry, Files, JAVA_STORE, Layout, render};
+pub use layout::{BUNDLE_FILE, Entry, Files, JAVA_STORE, JavaTruststore, Layout, RenderOptions, render};
 pub use source::{Parsed, Strictness, parse_source};
 pub use subject_hash::{SubjectHashError, subject_hash};
 

@@ -13,7 +13,7 @@ mod watch;
 
 use std::path::PathBuf;
 
-use crate::bundle::{self, Bundle, Certificate, Files, Layout};
+use crate::bundle::{self, Bundle, Certificate, Files};
 use crate::spec::VolumeSpec;
 
 pub use live::{Reload, Sources};
@@ -109,7 +109,7 @@ impl Catalog {
     ///
     /// # Errors
     /// An empty bundle (an empty trust store is never what anyone wants), or a render failure.
-    pub fn render(&self, spec: &VolumeSpec, layout: Layout) -> Result<Rendered> {
+    pub fn render(&self, spec: &VolumeSpec) -> Result<Rendered> {
         let bundle = self.bundle_for(spec);
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
@@ -117,7 +117,7 @@ impl Catalog {
         let earliest_user_expiry = self.earliest_user_expiry(spec);
         Ok(Rendered {
             certificate_count: bundle.certificates().len(),
-            files: bundle::render(&bundle, layout)?,
+            files: bundle::render(&bundle, &spec.render)?,
             earliest_user_expiry,
         })
     }

@@ -144,7 +144,7 @@ mod tests {
     fn record(target: &str) -> Record {
         let spec = VolumeSpec {
             namespace: "shop".into(),
-            system_roots: true,
+            ..VolumeSpec::default()
         };
         Record {
             volume_id: "csi-1".into(),
