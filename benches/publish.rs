@@ -45,11 +45,43 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
     println!("trustmount benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    support::block_on(publish_benchmarks());
+    let disk_cost = metadata_cycle_cost(Path::new("/tmp"));
+    println!("\n== state dir (records) on this machine's /tmp: create+rename+unlink costs {:.0} µs here", disk_cost.as_secs_f64() * 1e6);
+    support::block_on(publish_benchmarks(true));
+    // Same runs with /tmp on tmpfs (this namespace only): the driver's own cost, without the
+    // disk's metadata latency.
+    mount_tmpfs_over_tmp();
+    let tmpfs_cost = metadata_cycle_cost(Path::new("/tmp"));
+    println!(
+        "\n== state dir on tmpfs: create+rename+unlink costs {:.0} µs ({:.0}x less than the disk)",
+        tmpfs_cost.as_secs_f64() * 1e6,
+        disk_cost.as_secs_f64() / tmpfs_cost.as_secs_f64()
+    );
+    support::block_on(publish_benchmarks(false));
     render_against_update_ca_certificates();
 }
 
-async fn publish_benchmarks() {
+fn mount_tmpfs_over_tmp() {
+    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1g", "tmpfs", "/tmp"]).status();
+    assert!(status.is_ok_and(|s| s.success()), "mount tmpfs over /tmp in the bench namespace");
+}
+
+/// Mean cost of the file-system work one record costs (create, rename, unlink) in `dir`.
+fn metadata_cycle_cost(dir: &Path) -> Duration {
+    const ROUNDS: u32 = 200;
+    let scratch = tempfile::tempdir_in(dir).expect("scratch dir");
+    let started = Instant::now();
+    for i in 0..ROUNDS {
+        let tmp = scratch.path().join(format!(".tmp-{i}"));
+        let record = scratch.path().join(format!("{i}.json"));
+        std::fs::write(&tmp, [b'x'; 400]).expect("write");
+        std::fs::rename(&tmp, &record).expect("rename");
+        std::fs::remove_file(&record).expect("unlink");
+    }
+    started.elapsed() / ROUNDS
+}
+
+async fn publish_benchmarks(with_scale: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new(dir.path(), "Bench Private CA");
     let daemon = Arc::new(Daemon::start(DaemonOptions::default().extra_pem(&ca.cert_path)).await);
@@ -59,29 +91,10 @@ async fn publish_benchmarks() {
     call_publish(&daemon, "anchor", &anchor, &[]).await;
     let idle_rss = peak_rss_kib(daemon.pid());
 
-    let one_volume_bytes = used_bytes(&daemon.store_dir());
-    let targets: Vec<PathBuf> = (0..SCALE_VOLUMES).map(|i| daemon.target(&format!("scale-{i}"), "trust")).collect();
-    for (i, target) in targets.iter().enumerate() {
-        call_publish(&daemon, &format!("scale-{i}"), target, &[]).await;
+    if with_scale {
+        scale(&daemon, idle_rss).await;
     }
-    let many_volumes_bytes = used_bytes(&daemon.store_dir());
-    let peak_rss = peak_rss_kib(daemon.pid());
-    println!("\n{SCALE_VOLUMES} volumes of one spec published (beside 1 volume)");
-    println!(
-        "  driver tmpfs used: {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
-        mib(many_volumes_bytes),
-        mib(one_volume_bytes),
-        many_volumes_bytes as f64 / one_volume_bytes.max(1) as f64
-    );
-    println!(
-        "  daemon peak RSS:   {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
-        peak_rss as f64 / 1024.0,
-        idle_rss as f64 / 1024.0,
-        peak_rss as f64 / idle_rss.max(1) as f64
-    );
-    for (i, target) in targets.iter().enumerate() {
-        call_unpublish(&daemon, &format!("scale-{i}"), target).await;
-    }
+
     println!("\n{OPERATIONS} volumes each: NodePublishVolume, then NodeUnpublishVolume (ms)");
     println!(
         "{:<22} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
@@ -110,6 +123,33 @@ async fn publish_benchmarks() {
     }
 
     call_unpublish(&daemon, "anchor", &anchor).await;
+}
+
+/// 1000 volumes of one spec, beside the same figures with one volume.
+async fn scale(daemon: &Arc<Daemon>, idle_rss: u64) {
+    let one_volume_bytes = used_bytes(&daemon.store_dir());
+    let targets: Vec<PathBuf> = (0..SCALE_VOLUMES).map(|i| daemon.target(&format!("scale-{i}"), "trust")).collect();
+    for (i, target) in targets.iter().enumerate() {
+        call_publish(daemon, &format!("scale-{i}"), target, &[]).await;
+    }
+    let many_volumes_bytes = used_bytes(&daemon.store_dir());
+    let peak_rss = peak_rss_kib(daemon.pid());
+    println!("\n{SCALE_VOLUMES} volumes of one spec published (beside 1 volume)");
+    println!(
+        "  driver tmpfs used: {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
+        mib(many_volumes_bytes),
+        mib(one_volume_bytes),
+        many_volumes_bytes as f64 / one_volume_bytes.max(1) as f64
+    );
+    println!(
+        "  daemon peak RSS:   {:.2} MiB (1 volume: {:.2} MiB, ratio {:.2}x)",
+        peak_rss as f64 / 1024.0,
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / idle_rss.max(1) as f64
+    );
+    for (i, target) in targets.iter().enumerate() {
+        call_unpublish(daemon, &format!("scale-{i}"), target).await;
+    }
 }
 
 /// One publish then unpublish per volume, `concurrency` volumes in flight; returns each call's
