@@ -286,7 +286,6 @@ fn build_programs(dir: &Path) -> Programs {
         .env("HOME", &tmp)
         .env("GOCACHE", tmp.join("go-build"))
         .env("GOPATH", tmp.join("gopath"))
-        .env("GOFLAGS", "-mod=mod")
         .env("CGO_ENABLED", "0")
         .current_dir(&go_dir)
         .arg("build")
