@@ -34,7 +34,8 @@ pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
     let output = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        // `--include-ignored`: an ignored test run with `--ignored` is still found inside.
+        .args([test_name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(INNER_MARKER, "1")
         .output()
         .expect("run unshare (util-linux) — tests that mount need root and unshare");
