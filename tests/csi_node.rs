@@ -370,11 +370,10 @@ fn bad_publish_requests_get_the_csi_status_codes() {
                 failures.push(format!("{}: expected {:?}, got {:?} ({:?})", case.name, case.expected, got, result.err().map(|s| s.message().to_string())));
                 continue;
             }
-            if let (Some(word), Err(status)) = (case.message_contains, &result) {
-                if !status.message().contains(word) {
+            if let (Some(word), Err(status)) = (case.message_contains, &result)
+                && !status.message().contains(word) {
                     failures.push(format!("{}: message {:?} does not name {word:?}", case.name, status.message()));
                 }
-            }
             if case.expected == Code::Ok {
                 assert!(is_mount_point(&fresh), "{}: accepted but not mounted", case.name);
                 node.node_unpublish_volume(unpublish_request(&request.volume_id, &fresh)).await.unwrap();
@@ -444,7 +443,7 @@ fn fifty_concurrent_publishes_all_succeed_and_unpublishing_them_empties_the_stor
         let spec_attrs = |i: usize| -> Vec<(String, String)> {
             vec![
                 ("csi.storage.k8s.io/pod.namespace".to_string(), format!("ns-{}", i % 5)),
-                ("systemRoots".to_string(), if i % 2 == 0 { "true" } else { "false" }.to_string()),
+                ("systemRoots".to_string(), if i.is_multiple_of(2) { "true" } else { "false" }.to_string()),
             ]
         };
         let mut digests = std::collections::BTreeSet::new();

@@ -186,9 +186,9 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit; panics if it does not exit within 15 s.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
-        let status = terminate(&mut child)
-            .unwrap_or_else(|| panic!("trustmount serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr\n{}", self.stderr()));
-        status
+        
+        terminate(&mut child)
+            .unwrap_or_else(|| panic!("trustmount serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr\n{}", self.stderr()))
     }
 }
 
