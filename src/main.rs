@@ -176,6 +176,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map_err(Failure::Runtime)?;
     let rotation = Rotation::new(Arc::clone(&sources), store.clone());
     runtime.spawn(Arc::clone(&rotation).run(changes));
+    // Spec directories adopted from a previous run were rendered from the sources of that run,
+    // which may have changed (new flags, edited files) while the driver was down.
+    rotation.request_refresh();
     ready.store(true, Ordering::Release);
 
     let identity = IdentityService::new(args.driver_name, ready);

@@ -166,3 +166,43 @@ fn a_configmap_style_symlink_swap_is_seen() {
         eventually("the swapped ConfigMap reaches the volume", || bundle_ders(&target) == vec![second.der.clone()]).await;
     });
 }
+
+#[test]
+fn a_restarted_driver_adopts_its_volumes_and_catches_up_with_sources_changed_meanwhile() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let mut setup = two_volumes_trusting_one_file().await;
+        let tmpfs_mounts = || support::fsutil::mount_points().iter().filter(|m| m.ends_with("state/store")).count();
+        assert_eq!(tmpfs_mounts(), 1);
+        setup.daemon.stop();
+
+        // Changed while no driver was running: no watch could see it.
+        let second = TestCa::new(setup._dir.path(), "while-down");
+        replace_file(&setup.source, second.pem.as_bytes());
+        let restarted = Daemon::start(
+            DaemonOptions::default().system_roots("none").extra_pem(&setup.source).restart_in(&setup.daemon.root),
+        )
+        .await;
+
+        assert_eq!(tmpfs_mounts(), 1, "the restarted driver mounted a second tmpfs instead of adopting its own");
+        for target in &setup.targets {
+            eventually("the restarted driver refreshes the adopted volume", || {
+                bundle_ders(target) == vec![second.der.clone()]
+            })
+            .await;
+        }
+        // Records survived: the restarted driver knows the volumes and unpublishes them.
+        for (pod, target) in ["pod-a", "pod-b"].iter().zip(&setup.targets) {
+            restarted
+                .node()
+                .node_unpublish_volume(support::client::unpublish_request(pod, target))
+                .await
+                .unwrap();
+            assert!(!target.exists(), "{} left behind", target.display());
+        }
+        assert_eq!(std::fs::read_dir(restarted.store_dir()).unwrap().count(), 0, "spec directory left behind");
+        drop(restarted);
+    });
+}

@@ -25,6 +25,8 @@ pub struct DaemonOptions {
     /// Given as `unix://<abs path>` (true) or as a bare path (false).
     pub endpoint_with_scheme: bool,
     pub extra_args: Vec<String>,
+    /// Reuse a stopped daemon's directory (kubelet dir, state dir, socket): a driver restart.
+    pub restart_in: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -36,6 +38,7 @@ impl Default for DaemonOptions {
             driver_name: None,
             endpoint_with_scheme: true,
             extra_args: vec![],
+            restart_in: None,
         }
     }
 }
@@ -43,6 +46,10 @@ impl Default for DaemonOptions {
 impl DaemonOptions {
     pub fn extra_pem(mut self, path: impl Into<PathBuf>) -> Self {
         self.extra_pems.push(path.into());
+        self
+    }
+    pub fn restart_in(mut self, root: impl Into<PathBuf>) -> Self {
+        self.restart_in = Some(root.into());
         self
     }
     pub fn system_roots(mut self, value: &str) -> Self {
@@ -53,8 +60,10 @@ impl DaemonOptions {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// Owns the directory below unless this daemon restarted in another one's.
+    _owned_dir: Option<tempfile::TempDir>,
     /// Holds everything: socket, kubelet dir, state dir, stderr log.
-    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
     pub socket: PathBuf,
     pub kubelet_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -66,8 +75,14 @@ impl Daemon {
     /// Spawns `trustmount serve` and waits until `Identity/Probe` says ready.
     /// Panics (with the daemon's stderr) if it exits or is not ready within 20 s.
     pub async fn start(opts: DaemonOptions) -> Self {
-        let dir = tempfile::Builder::new().prefix("trustmount-e2e-").tempdir().expect("tempdir");
-        let root = dir.path().to_path_buf();
+        let (owned_dir, root) = match &opts.restart_in {
+            Some(root) => (None, root.clone()),
+            None => {
+                let dir = tempfile::Builder::new().prefix("trustmount-e2e-").tempdir().expect("tempdir");
+                let root = dir.path().to_path_buf();
+                (Some(dir), root)
+            }
+        };
         let socket = root.join("csi.sock");
         let kubelet_dir = root.join("kubelet");
         let state_dir = root.join("state");
@@ -124,7 +139,8 @@ impl Daemon {
                                 };
                                 return Self {
                                     child: Some(child),
-                                    dir,
+                                    _owned_dir: owned_dir,
+                                    root,
                                     socket,
                                     kubelet_dir,
                                     state_dir,
@@ -231,7 +247,9 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- trustmount serve stderr ({})\n{}", self.stderr_path.display(), self.stderr());
         }
-        // Leave nothing mounted in the tempdir, so it can be removed.
-        super::fsutil::unmount_all_below(self.dir.path());
+        // Leave nothing mounted in the tempdir, so it can be removed (by its owner).
+        if self._owned_dir.is_some() {
+            super::fsutil::unmount_all_below(&self.root);
+        }
     }
 }
