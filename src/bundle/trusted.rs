@@ -28,13 +28,11 @@ const SEQUENCE: u8 = 0x30;
 const OID: u8 = 0x06;
 const UTF8_STRING: u8 = 0x0c;
 
-/// The body of one `TRUSTED CERTIFICATE` PEM block.
-pub(crate) fn encode(cert: &Certificate) -> Vec<u8> {
+/// The body of one `TRUSTED CERTIFICATE` PEM block; `alias` is what `openssl x509 -text`
+/// shows (p11-kit fills it from the certificate's label).
+pub(crate) fn encode(cert: &Certificate, alias: &str) -> Vec<u8> {
     let mut trust = Vec::with_capacity(OID_SERVER_AUTH.len() + 2);
     write_tlv(&mut trust, OID, OID_SERVER_AUTH);
-    // The alias is what `openssl x509 -text` shows and p11-kit fills from the label: the
-    // readable name, else the whole subject.
-    let alias = cert.readable_name().unwrap_or_else(|| cert.subject.clone());
     let mut aux = Vec::with_capacity(trust.len() + alias.len() + 8);
     write_tlv(&mut aux, SEQUENCE, &trust);
     write_tlv(&mut aux, UTF8_STRING, alias.as_bytes());
@@ -55,7 +53,7 @@ mod tests {
     fn appends_trust_for_server_auth_and_the_alias_after_the_certificate() {
         let der = ca_der(&[(DnType::CommonName, "Trusty Root")]);
         let cert = Certificate::from_der(&der, "s", false).expect("parses");
-        let encoded = encode(&cert);
+        let encoded = encode(&cert, "Trusty Root");
         let (aux, rest) = read_tlv(&encoded[der.len()..]).expect("aux");
         assert!(encoded.starts_with(&der) && rest.is_empty());
         assert_eq!(aux.tag, SEQUENCE);
@@ -75,10 +73,15 @@ mod tests {
     }
 
     #[test]
-    fn alias_falls_back_to_the_subject() {
+    fn alias_is_utf8_as_given() {
         let der = ca_der(&[(DnType::CountryName, "DE")]);
         let cert = Certificate::from_der(&der, "s", false).expect("parses");
-        let encoded = encode(&cert);
-        assert!(encoded.ends_with(b"C=DE"));
+        let encoded = encode(&cert, "Zürich Root");
+        let (aux, _) = read_tlv(&encoded[der.len()..]).expect("aux");
+        let fields = read_all(aux.contents).expect("fields");
+        assert_eq!(
+            (fields[1].tag, fields[1].contents),
+            (UTF8_STRING, "Zürich Root".as_bytes())
+        );
     }
 }

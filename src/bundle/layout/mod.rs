@@ -127,15 +127,24 @@ impl Layout {
 /// What every layout derives from the certificates once: their order and file names.
 pub(super) struct Prepared<'a> {
     certificates: &'a [Certificate],
+    /// The subject's CN, else O, else OU (see [`Certificate::readable_name`]), parsed once:
+    /// file names, Java aliases and OpenSSL aliases all come from it.
+    readable: Vec<Option<String>>,
     /// `<name>.pem`, one per certificate, in the same order, all distinct.
     names: Vec<String>,
 }
 
 impl<'a> Prepared<'a> {
     fn new(certificates: &'a [Certificate]) -> Self {
+        let readable: Vec<Option<String>> = certificates
+            .iter()
+            .map(Certificate::readable_name)
+            .collect();
+        let names = names_from(certificates, &readable);
         Self {
             certificates,
-            names: file_names(certificates),
+            readable,
+            names,
         }
     }
 
@@ -162,9 +171,9 @@ impl<'a> Prepared<'a> {
     }
 
     fn per_certificate_files(&self, dir: &str, block: Block, entries: &mut Vec<(String, Entry)>) {
-        for (cert, name) in self.certificates.iter().zip(&self.names) {
+        for (i, name) in self.names.iter().enumerate() {
             let mut text = String::new();
-            block.write(&mut text, cert);
+            self.write_block(&mut text, block, i);
             entries.push((join(dir, name), Entry::File(text.into_bytes())));
         }
     }
@@ -185,14 +194,43 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// The concatenated PEM bundle (see [`bundle_text`]).
+    /// The concatenated PEM bundle (see [`Self::bundle_text`]).
     fn bundle(&self) -> Entry {
-        Entry::File(bundle_text(self.certificates, Block::Certificate).into_bytes())
+        Entry::File(self.bundle_text(Block::Certificate).into_bytes())
     }
 
     /// The concatenated `TRUSTED CERTIFICATE` bundle, same comments.
     fn trusted_bundle(&self) -> Entry {
-        Entry::File(bundle_text(self.certificates, Block::Trusted).into_bytes())
+        Entry::File(self.bundle_text(Block::Trusted).into_bytes())
+    }
+
+    /// The concatenated bundle. The comment lines are tolerated between PEM blocks by
+    /// OpenSSL, Go, GnuTLS and Java (Fedora's bundle has them too), and `inspect` reads
+    /// `# source:` back.
+    fn bundle_text(&self, block: Block) -> String {
+        let mut text = String::new();
+        for (i, cert) in self.certificates.iter().enumerate() {
+            text.push_str("# ");
+            text.push_str(&comment_safe(&cert.subject));
+            text.push_str("\n# source: ");
+            text.push_str(&comment_safe(&cert.source));
+            text.push('\n');
+            self.write_block(&mut text, block, i);
+        }
+        text
+    }
+
+    /// Certificate `i` as one PEM block.
+    fn write_block(&self, out: &mut String, block: Block, i: usize) {
+        let cert = &self.certificates[i];
+        match block {
+            Block::Certificate => pem::write_block(out, "CERTIFICATE", &cert.der),
+            Block::Trusted => {
+                // p11-kit's alias is the label: the readable name, else the whole subject.
+                let alias = self.readable[i].as_deref().unwrap_or(&cert.subject);
+                pem::write_block(out, trusted::LABEL, &trusted::encode(cert, alias));
+            }
+        }
     }
 
     /// `EFI_SIGNATURE_LIST`s for firmware (see `edk2.rs`).
@@ -210,15 +248,6 @@ enum Block {
     Trusted,
 }
 
-impl Block {
-    fn write(self, out: &mut String, cert: &Certificate) {
-        match self {
-            Self::Certificate => pem::write_block(out, "CERTIFICATE", &cert.der),
-            Self::Trusted => pem::write_block(out, trusted::LABEL, &trusted::encode(cert)),
-        }
-    }
-}
-
 /// `dir/name`, or `name` at the volume root.
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -226,21 +255,6 @@ fn join(dir: &str, name: &str) -> String {
     } else {
         format!("{dir}/{name}")
     }
-}
-
-/// The concatenated bundle. The comment lines are tolerated between PEM blocks by OpenSSL,
-/// Go, GnuTLS and Java (Fedora's bundle has them too), and `inspect` reads `# source:` back.
-fn bundle_text(certificates: &[Certificate], block: Block) -> String {
-    let mut text = String::new();
-    for cert in certificates {
-        text.push_str("# ");
-        text.push_str(&comment_safe(&cert.subject));
-        text.push_str("\n# source: ");
-        text.push_str(&comment_safe(&cert.source));
-        text.push('\n');
-        block.write(&mut text, cert);
-    }
-    text
 }
 
 /// Keeps a comment on one line and free of anything a lax PEM reader could take for a boundary
@@ -257,12 +271,23 @@ fn comment_safe(text: &str) -> String {
 }
 
 /// One `.pem` file name per certificate, in the same order, all distinct.
-pub(crate) fn file_names(certificates: &[Certificate]) -> Vec<String> {
+#[cfg(test)]
+fn file_names(certificates: &[Certificate]) -> Vec<String> {
+    let readable: Vec<_> = certificates
+        .iter()
+        .map(Certificate::readable_name)
+        .collect();
+    names_from(certificates, &readable)
+}
+
+/// [`file_names`] from the already parsed readable names.
+fn names_from(certificates: &[Certificate], readable: &[Option<String>]) -> Vec<String> {
     let stems: Vec<String> = certificates
         .iter()
-        .map(|c| {
-            c.readable_name()
-                .map(|name| sanitize(&name))
+        .zip(readable)
+        .map(|(c, name)| {
+            name.as_deref()
+                .map(sanitize)
                 .unwrap_or_else(|| hex::encode(c.fingerprint))
         })
         .collect();

@@ -52,10 +52,11 @@ pub(super) fn entries(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{cn, file, get, options, paths, pem_ders, resolve};
+    use super::super::tests::{cert, cn, file, get, options, paths, pem_ders, resolve};
     use super::super::{Files, Layout, render};
     use super::*;
     use crate::bundle::{Bundle, Strictness, parse_source};
+    use rcgen::DnType;
 
     fn rhel(bundle: &Bundle, java: JavaTruststore) -> Files {
         render(bundle, &options(Layout::Rhel, java)).expect("renders")
@@ -116,6 +117,23 @@ mod tests {
         );
         let parsed = parse_source("trust", text, Strictness::Strict).expect("parses back");
         assert_eq!(parsed.certificates[0].der, bundle.certificates()[0].der);
+    }
+
+    #[test]
+    fn trust_bundle_aliases_are_the_readable_name_else_the_subject() {
+        let named = cn("Named Root");
+        let unnamed = cert(&[(DnType::CountryName, "DE")]);
+        let files = rhel(&Bundle::new([named, unnamed]), JavaTruststore::None);
+        let blocks = pem_ders(file(&files, TRUST_BUNDLE), "TRUSTED CERTIFICATE");
+        let tails: Vec<&[u8]> = blocks.iter().map(|b| &b[b.len() - 10..]).collect();
+        assert!(
+            tails.iter().any(|t| t.ends_with(b"Named Root")),
+            "{tails:?}"
+        );
+        assert!(
+            tails.iter().any(|t| t.ends_with(b"\x0c\x04C=DE")),
+            "{tails:?}"
+        );
     }
 
     #[test]
