@@ -57,27 +57,85 @@ pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Vec<u8
     let aliases = java::aliases(certificates, stems);
     let mut bags = Vec::new();
     for (cert, alias) in certificates.iter().zip(&aliases) {
-        cert_bag(&mut bags, cert, alias);
+        bags.extend_from_slice(&cert_bag(cert, alias));
     }
-    let safe_contents = tlv(SEQUENCE, &bags);
-    let authenticated_safe = tlv(SEQUENCE, &data_content_info(&safe_contents));
-    let mut pfx = tlv(INTEGER, &[3]);
-    pfx.extend_from_slice(&data_content_info(&authenticated_safe));
-    tlv(SEQUENCE, &pfx)
+    let version = tlv(INTEGER, &[3]);
+    let data = tlv(OID, OID_DATA);
+    nested(
+        &[
+            (SEQUENCE, &version, &[]), // PFX
+            (SEQUENCE, &data, &[]),    // ContentInfo
+            (CONTEXT_0, &[], &[]),     //   [0] EXPLICIT
+            (OCTET_STRING, &[], &[]),  //   data
+            (SEQUENCE, &[], &[]),      // AuthenticatedSafe
+            (SEQUENCE, &data, &[]),    // ContentInfo
+            (CONTEXT_0, &[], &[]),     //   [0] EXPLICIT
+            (OCTET_STRING, &[], &[]),  //   data
+            (SEQUENCE, &[], &[]),      // SafeContents
+        ],
+        &bags,
+    )
 }
 
-fn cert_bag(out: &mut Vec<u8>, cert: &Certificate, alias: &str) {
-    let mut cert_bag = tlv(OID, OID_X509_CERTIFICATE);
-    write_tlv(&mut cert_bag, CONTEXT_0, &tlv(OCTET_STRING, &cert.der));
-
+fn cert_bag(cert: &Certificate, alias: &str) -> Vec<u8> {
     let bmp: Vec<u8> = alias.encode_utf16().flat_map(u16::to_be_bytes).collect();
     let friendly_name = attribute(OID_FRIENDLY_NAME, &tlv(BMP_STRING, &bmp));
     let trusted = attribute(OID_TRUSTED_KEY_USAGE, &tlv(OID, OID_ANY_EXTENDED_KEY_USAGE));
+    let attributes = tlv(SET, &set_of(vec![friendly_name, trusted]));
+    nested(
+        &[
+            (SEQUENCE, &tlv(OID, OID_CERT_BAG), &attributes), // SafeBag
+            (CONTEXT_0, &[], &[]),                            //   [0] EXPLICIT
+            (SEQUENCE, &tlv(OID, OID_X509_CERTIFICATE), &[]), // CertBag
+            (CONTEXT_0, &[], &[]),                            //   [0] EXPLICIT
+            (OCTET_STRING, &[], &[]),                         //   the DER
+        ],
+        &cert.der,
+    )
+}
 
-    let mut bag = tlv(OID, OID_CERT_BAG);
-    write_tlv(&mut bag, CONTEXT_0, &tlv(SEQUENCE, &cert_bag));
-    write_tlv(&mut bag, SET, &set_of(vec![friendly_name, trusted]));
-    write_tlv(out, SEQUENCE, &bag);
+/// `payload` inside nested TLVs, outermost first; each layer is its tag and the bytes before
+/// and after the next layer inside it. Lengths are summed first, so a store of thousands of
+/// certificates is copied once rather than once per layer.
+fn nested(layers: &[(u8, &[u8], &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut lengths = vec![0; layers.len()];
+    let mut inner = payload.len();
+    for (i, (_, before, after)) in layers.iter().enumerate().rev() {
+        lengths[i] = before.len() + inner + after.len();
+        inner = header_len(lengths[i]) + lengths[i];
+    }
+    let mut out = Vec::with_capacity(inner);
+    for ((tag, before, _), &length) in layers.iter().zip(&lengths) {
+        push_header(&mut out, *tag, length);
+        out.extend_from_slice(before);
+    }
+    out.extend_from_slice(payload);
+    for (_, _, after) in layers.iter().rev() {
+        out.extend_from_slice(after);
+    }
+    out
+}
+
+/// Bytes of a DER tag and length (as `write_tlv` writes them) for contents of `length`.
+fn header_len(length: usize) -> usize {
+    let mut header = Vec::new();
+    push_header(&mut header, 0, length);
+    header.len()
+}
+
+/// A DER tag and length, as `write_tlv` writes them, without the contents.
+fn push_header(out: &mut Vec<u8>, tag: u8, length: usize) {
+    out.push(tag);
+    if length < 0x80 {
+        // Fits the short form: the cast cannot truncate.
+        out.push(length as u8);
+    } else {
+        let bytes = length.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        // At most 8 length bytes: the cast cannot truncate.
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
 }
 
 /// `SEQUENCE { attrId, SET { value } }`.
@@ -85,13 +143,6 @@ fn attribute(oid: &[u8], value: &[u8]) -> Vec<u8> {
     let mut contents = tlv(OID, oid);
     write_tlv(&mut contents, SET, value);
     tlv(SEQUENCE, &contents)
-}
-
-/// `ContentInfo { data, [0] EXPLICIT OCTET STRING { contents } }`.
-fn data_content_info(contents: &[u8]) -> Vec<u8> {
-    let mut info = tlv(OID, OID_DATA);
-    write_tlv(&mut info, CONTEXT_0, &tlv(OCTET_STRING, contents));
-    tlv(SEQUENCE, &info)
 }
 
 /// DER orders the members of a SET OF by their encodings.
@@ -196,6 +247,31 @@ mod tests {
             let mut sorted = raws.clone();
             sorted.sort();
             assert_eq!(raws, sorted, "SET OF members in DER order");
+        }
+    }
+
+    #[test]
+    fn nested_headers_match_writing_each_layer_around_the_next() {
+        for size in [0usize, 1, 0x7f, 0x80, 0xff, 0x100, 0x1_0000] {
+            let payload = vec![0xab; size];
+            let by_layers = tlv(
+                SEQUENCE,
+                &[
+                    tlv(INTEGER, &[3]),
+                    tlv(CONTEXT_0, &tlv(OCTET_STRING, &payload)),
+                    vec![5, 0],
+                ]
+                .concat(),
+            );
+            let at_once = nested(
+                &[
+                    (SEQUENCE, &tlv(INTEGER, &[3]), &[5, 0]),
+                    (CONTEXT_0, &[], &[]),
+                    (OCTET_STRING, &[], &[]),
+                ],
+                &payload,
+            );
+            assert_eq!(at_once, by_layers, "payload of {size} bytes");
         }
     }
 
