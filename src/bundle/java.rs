@@ -1,4 +1,5 @@
-//! `java/cacerts`: a JKS truststore with one `trustedCertEntry` per certificate.
+//! The JKS truststore (`java/cacerts`, `java-cacerts`) with one `trustedCertEntry` per
+//! certificate; `pkcs12.rs` writes the same entries as a PKCS#12.
 //!
 //! Stored with password `changeit`: Java opens its default truststore with a null password,
 //! which skips only the integrity check, and `changeit` (the JDK default) verifies it.
@@ -14,14 +15,19 @@ use super::{Certificate, Error, Result};
 
 pub const PASSWORD: &str = "changeit";
 
-/// Encodes the store. `stems` are the per-certificate file names without `.pem`, one per
-/// certificate; aliases are their lowercase forms (JKS aliases are case-insensitive).
-pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Result<Vec<u8>> {
-    let aliases = make_unique(certificates.iter().zip(stems).map(|(cert, stem)| {
+/// One alias per certificate: the lowercase forms of `stems` (the per-certificate file names
+/// without `.pem`), made unique again because Java compares aliases case-insensitively.
+pub(crate) fn aliases(certificates: &[Certificate], stems: &[&str]) -> Vec<String> {
+    make_unique(certificates.iter().zip(stems).map(|(cert, stem)| {
         let alias = stem.to_ascii_lowercase();
         let fallback = format!("{alias}_{}", short_fingerprint(cert));
         (alias, fallback, "")
-    }));
+    }))
+}
+
+/// Encodes the JKS store; `stems` as for [`aliases`].
+pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Result<Vec<u8>> {
+    let aliases = aliases(certificates, stems);
     let mut store = KeyStore::with_options(KeyStoreOptions {
         // Sorted aliases: the store is a hash map, and iteration order must not leak out.
         ordered_aliases: true,

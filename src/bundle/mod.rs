@@ -11,12 +11,15 @@
 mod certificate;
 mod dedupe;
 mod der;
+mod edk2;
 mod inspect;
 mod java;
 mod layout;
 mod pem;
+mod pkcs12;
 mod source;
 mod subject_hash;
+mod trusted;
 
 pub use certificate::Certificate;
 pub use dedupe::Bundle;
