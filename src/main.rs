@@ -270,8 +270,11 @@ fn inspect(args: InspectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A file is read as it is. In a directory, the merged bundle file if there is one (it carries
-/// each certificate's source), else every regular file.
+/// Where each layout keeps its merged bundle, relative to the volume root.
+const MERGED_BUNDLES: &[&str] = &["ca-certificates.crt", "pem/tls-ca-bundle.pem", "ca-bundle.pem"];
+
+/// A file is read as it is. In a directory, the merged bundle file of any layout if there is one
+/// (it carries each certificate's source), else every regular file.
 fn inspect_inputs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let read = |p: &Path| -> anyhow::Result<(String, Vec<u8>)> {
         Ok((p.display().to_string(), std::fs::read(p).with_context(|| format!("reading {}", p.display()))?))
@@ -279,8 +282,7 @@ fn inspect_inputs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     if !path.is_dir() {
         return Ok(vec![read(path)?]);
     }
-    let merged = path.join("ca-certificates.crt");
-    if merged.is_file() {
+    if let Some(merged) = MERGED_BUNDLES.iter().map(|name| path.join(name)).find(|p| p.is_file()) {
         return Ok(vec![read(&merged)?]);
     }
     let mut files = Vec::new();

@@ -263,3 +263,27 @@ fn serve_with_a_private_key_as_extra_pem_exits_64_naming_the_file() {
     assert_eq!(status.code(), Some(64), "bad configuration must exit 64\n{stderr}");
     assert!(stderr.contains(ca.key_path.to_str().unwrap()), "stderr does not name the file:\n{stderr}");
 }
+
+#[test]
+fn inspect_finds_the_merged_bundle_of_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "layouts");
+    for layout in ["debian", "rhel", "suse"] {
+        let out = dir.path().join(layout);
+        let rendered = trustmount(&[
+            "render".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--pem".as_ref(),
+            ca.cert_path.as_os_str(),
+            "--system-roots".as_ref(),
+            "none".as_ref(),
+            "--layout".as_ref(),
+            layout.as_ref(),
+        ]);
+        assert_success(&format!("render --layout {layout}"), &rendered);
+        let listed = trustmount(&["inspect".as_ref(), out.as_os_str()]);
+        assert_success(&format!("inspect of the {layout} layout"), &listed);
+        assert!(text(&listed.stdout).contains(&ca.common_name), "{layout}: {}", text(&listed.stdout));
+    }
+}

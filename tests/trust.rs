@@ -504,7 +504,6 @@ fn run_plain(client: &Client) -> (bool, String) {
 }
 
 #[test]
-#[ignore = "needs the rhel/suse layouts (issue 3)"]
 fn clients_trust_the_files_of_the_rhel_and_suse_layouts_and_only_with_the_volume() {
     if !in_private_mount_namespace!() {
         return;
