@@ -42,6 +42,10 @@ struct SourceArgs {
     /// (Mozilla roots built in), `none`, or a PEM file.
     #[arg(long, env = "TRUSTMOUNT_SYSTEM_ROOTS", default_value = "auto")]
     system_roots: SystemRoots,
+    /// Largest certificate source file accepted, e.g. 4194304, 4Mi or 1Gi; larger files are
+    /// refused before they are read.
+    #[arg(long, env = "TRUSTMOUNT_MAX_SOURCE_SIZE", default_value = "4Mi", value_parser = parse_size)]
+    max_source_size: u64,
 }
 
 #[derive(clap::Args)]
@@ -138,10 +142,11 @@ enum Failure {
     Runtime(anyhow::Error),
 }
 
-fn load_catalog(system_roots: SystemRoots, extra_pem: Vec<PathBuf>) -> Result<Catalog, Failure> {
+fn load_catalog(source_args: SourceArgs, extra_pem: Vec<PathBuf>) -> Result<Catalog, Failure> {
     Catalog::load(&sources::Config {
-        system_roots,
+        system_roots: source_args.system_roots,
         extra_pem,
+        max_source_size: source_args.max_source_size,
     })
     .context("loading certificate sources")
     .map_err(Failure::Config)
@@ -155,6 +160,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let sources = Sources::load(sources::Config {
         system_roots: args.sources.system_roots,
         extra_pem: args.extra_pem,
+        max_source_size: args.sources.max_source_size,
     })
     .context("loading certificate sources")
     .map_err(Failure::Config)?;
@@ -204,7 +210,7 @@ async fn shutdown_signal() {
 }
 
 fn render(args: RenderArgs) -> Result<(), Failure> {
-    let catalog = load_catalog(args.sources.system_roots, args.pem)?;
+    let catalog = load_catalog(args.sources, args.pem)?;
     // Through the volume-attribute parser, so a flag accepts exactly what a volume would.
     let attributes: HashMap<String, String> = [
         (spec::ATTR_LAYOUT, args.layout),
@@ -262,7 +268,8 @@ fn inspect(args: InspectArgs) -> Result<(), Failure> {
         reports.extend(bundle::inspect(&name, &bytes, now).map_err(|e| Failure::Config(e.into()))?);
     }
     if args.json {
-        let json = serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.into()))?;
+        let json = serde_json::to_string_pretty(&bundle::Inspection::new(reports))
+            .map_err(|e| Failure::Runtime(e.into()))?;
         println!("{json}");
     } else {
         print!("{}", bundle::to_text(&reports));

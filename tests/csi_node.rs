@@ -540,10 +540,10 @@ fn volume_stats_report_usage_and_a_normal_condition_and_not_found_for_unknown_vo
     });
 }
 
-async fn assert_condition_names(ca: &TestCa, daemon: &Daemon) {
+async fn assert_condition_names(ca: &TestCa, daemon: &Daemon, attributes: &[(&str, &str)]) {
     let mut node = daemon.node();
     let target = daemon.target("pod-c", "trust");
-    node.node_publish_volume(publish_request("vol-c", &target, &[])).await.unwrap();
+    node.node_publish_volume(publish_request("vol-c", &target, attributes)).await.unwrap();
     let stats = node.node_get_volume_stats(stats_request("vol-c", &target)).await.unwrap().into_inner();
     let condition = stats.volume_condition.expect("volume_condition");
     assert!(condition.abnormal, "a volume whose extra CA {} expires soon or expired must be abnormal", ca.common_name);
@@ -568,12 +568,12 @@ fn volume_condition_is_abnormal_when_an_extra_ca_expires_within_seven_days() {
             DaemonOptions::default().extra_pem(&healthy.cert_path).extra_pem(&soon.cert_path),
         )
         .await;
-        assert_condition_names(&soon, &daemon).await;
+        assert_condition_names(&soon, &daemon, &[]).await;
     });
 }
 
 #[test]
-fn volume_condition_is_abnormal_when_an_extra_ca_has_expired() {
+fn volume_condition_is_abnormal_when_a_kept_extra_ca_has_expired() {
     if !in_private_mount_namespace!() {
         return;
     }
@@ -581,7 +581,28 @@ fn volume_condition_is_abnormal_when_an_extra_ca_has_expired() {
         let certs = tempfile::tempdir().unwrap();
         let expired = TestCa::expired(certs.path(), "expired");
         let daemon = Daemon::start(DaemonOptions::default().extra_pem(&expired.cert_path)).await;
-        assert_condition_names(&expired, &daemon).await;
+        // Only a volume that keeps expired certificates holds it; by default it is dropped.
+        assert_condition_names(&expired, &daemon, &[("expired", "keep")]).await;
+    });
+}
+
+#[test]
+fn volume_condition_ignores_an_expired_extra_ca_the_volume_drops() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let certs = tempfile::tempdir().unwrap();
+        let expired = TestCa::expired(certs.path(), "expired");
+        let daemon = Daemon::start(DaemonOptions::default().extra_pem(&expired.cert_path)).await;
+        let mut node = daemon.node();
+        let target = daemon.target("pod-d", "trust");
+        node.node_publish_volume(publish_request("vol-d", &target, &[])).await.unwrap();
+        let bundle = std::fs::read_to_string(target.join("ca-certificates.crt")).unwrap();
+        assert!(!bundle.contains(&expired.common_name), "the expired CA was published");
+        let stats = node.node_get_volume_stats(stats_request("vol-d", &target)).await.unwrap().into_inner();
+        let condition = stats.volume_condition.expect("volume_condition");
+        assert!(!condition.abnormal, "a dropped certificate made the volume abnormal: {}", condition.message);
     });
 }
 

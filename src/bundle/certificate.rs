@@ -22,6 +22,22 @@ pub struct Certificate {
     pub subject_hash: u32,
     /// Which source it came from, e.g. `extra-pem:/etc/corp/ca.pem` or `system:embedded`.
     pub source: String,
+    /// What the certificate is for; the policy keeps CAs and self-signed end entities.
+    pub kind: Kind,
+}
+
+/// What a certificate is, as far as a trust store cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// basicConstraints cA=TRUE, or a self-signed v1 certificate without extensions (old roots
+    /// predate basicConstraints).
+    Ca,
+    /// Not a CA, but signed with its own key: trusted directly (a registry's or object store's
+    /// self-signed server certificate).
+    SelfSignedEndEntity,
+    /// Not a CA and issued by someone else: it belongs on a server, not in a trust store.
+    EndEntity,
 }
 
 impl Certificate {
@@ -43,6 +59,7 @@ impl Certificate {
         let subject_hash = subject_hash(cert.subject().as_raw())
             .map_err(|e| format!("the subject cannot be hashed the way OpenSSL does: {e}"))?;
         let validity = cert.validity();
+        let kind = kind(&cert);
         Ok(Self {
             der: der.to_vec(),
             fingerprint: Sha256::digest(der).into(),
@@ -52,6 +69,7 @@ impl Certificate {
             not_after: validity.not_after.timestamp(),
             subject_hash,
             source: source.to_owned(),
+            kind,
         })
     }
 
@@ -72,6 +90,41 @@ impl Certificate {
                     .filter(|text| !text.trim().is_empty())
             })
         })
+    }
+}
+
+fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
+    // A duplicated or unparsable basicConstraints makes no CA: fail closed.
+    let ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
+    let self_signed = self_signed(cert);
+    // v1 has no extensions, so no basicConstraints; such roots are CAs by convention.
+    let old_root = cert.version() == x509_parser::x509::X509Version::V1
+        && cert.extensions().is_empty()
+        && self_signed;
+    if ca || old_root {
+        Kind::Ca
+    } else if self_signed {
+        Kind::SelfSignedEndEntity
+    } else {
+        Kind::EndEntity
+    }
+}
+
+/// Issuer and subject are the same name and the certificate's own key verifies its signature.
+/// A signature algorithm ring cannot check (e.g. DSA, MD5) is given the benefit of the doubt:
+/// matching names are all we can tell, and trust comes from being in the bundle anyway.
+fn self_signed(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    if cert.subject().as_raw() != cert.issuer().as_raw() {
+        return false;
+    }
+    match cert.verify_signature(None) {
+        Ok(()) => true,
+        Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => true,
+        Err(_) => false,
     }
 }
 

@@ -1,13 +1,17 @@
-//! Report on a bundle file for the CLI: what is in it, where each certificate came from, and
-//! when it expires. The CLI reads the file and prints [`to_text`] or JSON (the report is
-//! `Serialize`).
+//! Report on a bundle file for the CLI: what is in it, where each certificate came from, when
+//! it expires, and what a volume would drop under the policy (so inspecting a source file
+//! shows what a volume would leave out). The CLI reads the file and prints [`to_text`] or JSON
+//! of an [`Inspection`].
 
 use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Result, Strictness, parse_source, pem};
+use super::{
+    Kind, Result, Strictness, parse_source, pem,
+    policy::{self, DropReason},
+};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -28,16 +32,61 @@ pub struct CertificateReport {
     pub subject_hash: String,
     /// The `# source:` comment before the block in a trustmount bundle, else `file_name`.
     pub source: String,
+    pub kind: Kind,
+    /// Why a volume with default attributes would leave it out; `None` if it would keep it.
+    pub dropped: Option<DropReason>,
 }
 
-/// Reports every certificate of one file (PEM or DER), in file order.
+/// What `inspect --json` prints: every certificate, and how many a volume would drop and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Inspection {
+    pub certificates: Vec<CertificateReport>,
+    /// How many a volume with default attributes would keep.
+    pub kept: usize,
+    /// One entry per reason that applies, in [`DropReason::ALL`] order.
+    pub dropped: Vec<DropCount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DropCount {
+    pub reason: DropReason,
+    pub count: usize,
+    pub explanation: &'static str,
+}
+
+impl Inspection {
+    pub fn new(certificates: Vec<CertificateReport>) -> Self {
+        let dropped = drop_counts(&certificates);
+        let kept = certificates.len() - dropped.iter().map(|d| d.count).sum::<usize>();
+        Self {
+            certificates,
+            kept,
+            dropped,
+        }
+    }
+}
+
+fn drop_counts(reports: &[CertificateReport]) -> Vec<DropCount> {
+    DropReason::ALL
+        .into_iter()
+        .map(|reason| DropCount {
+            reason,
+            count: reports.iter().filter(|r| r.dropped == Some(reason)).count(),
+            explanation: reason.explain(),
+        })
+        .filter(|d| d.count > 0)
+        .collect()
+}
+
+/// Reports every certificate of one file (PEM, DER or PKCS#7), in file order, judged by the
+/// policy at `now` as a volume with default attributes (`expired: "drop"`) would.
 ///
 /// # Errors
 /// Like [`parse_source`] with [`Strictness::Strict`]: a private key, a broken or non-certificate
 /// block, or no certificate at all.
 pub fn inspect(file_name: &str, bytes: &[u8], now: i64) -> Result<Vec<CertificateReport>> {
     let parsed = parse_source(file_name, bytes, Strictness::Strict)?;
-    // Strict parsing succeeded, so the blocks are exactly the certificates, in order.
+    // Indexed by block: a PKCS#7 block holds several certificates.
     let comments: Vec<Option<String>> = if pem::looks_like_pem(bytes) {
         pem::read_blocks(bytes)
             .into_iter()
@@ -49,8 +98,8 @@ pub fn inspect(file_name: &str, bytes: &[u8], now: i64) -> Result<Vec<Certificat
     Ok(parsed
         .certificates
         .iter()
-        .enumerate()
-        .map(|(i, cert)| CertificateReport {
+        .zip(&parsed.blocks)
+        .map(|(cert, block)| CertificateReport {
             subject: cert.subject.clone(),
             issuer: cert.issuer.clone(),
             not_before: rfc3339(cert.not_before),
@@ -59,16 +108,19 @@ pub fn inspect(file_name: &str, bytes: &[u8], now: i64) -> Result<Vec<Certificat
             sha256: hex::encode(cert.fingerprint),
             subject_hash: format!("{:08x}", cert.subject_hash),
             source: comments
-                .get(i)
+                .get(block - 1)
                 .cloned()
                 .flatten()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| file_name.to_owned()),
+            kind: cert.kind,
+            dropped: policy::drop_reason(cert, now, false),
         })
         .collect())
 }
 
-/// Human-readable listing, one paragraph per certificate, then a count.
+/// Human-readable listing, one paragraph per certificate, then counts: how many, how many
+/// expired, and how many a volume would drop and why.
 pub fn to_text(reports: &[CertificateReport]) -> String {
     let mut out = String::new();
     for r in reports {
@@ -84,11 +136,33 @@ pub fn to_text(reports: &[CertificateReport]) -> String {
         let _ = writeln!(out, "  sha256:   {}", r.sha256);
         let _ = writeln!(out, "  hash:     {}", r.subject_hash);
         let _ = writeln!(out, "  source:   {}", r.source);
+        let _ = writeln!(out, "  kind:     {}", kind_name(r.kind));
+        if let Some(reason) = r.dropped {
+            let _ = writeln!(out, "  DROPPED:  {}", reason.explain());
+        }
         out.push('\n');
     }
     let expired = reports.iter().filter(|r| r.days_left < 0).count();
     let _ = writeln!(out, "{} certificates, {expired} expired", reports.len());
+    let counts = drop_counts(reports);
+    if counts.is_empty() {
+        let _ = writeln!(out, "a volume would keep all of them");
+    } else {
+        let total: usize = counts.iter().map(|d| d.count).sum();
+        let _ = writeln!(out, "a volume would drop {total}:");
+        for d in counts {
+            let _ = writeln!(out, "  {} {}", d.count, d.reason.explain());
+        }
+    }
     out
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Ca => "CA",
+        Kind::SelfSignedEndEntity => "self-signed end entity",
+        Kind::EndEntity => "end entity issued by a CA",
+    }
 }
 
 /// Falls back to raw seconds for times RFC 3339 cannot express (years outside 0000–9999).
@@ -171,14 +245,85 @@ mod tests {
         let reports = inspect("f", &cert.der, cert.not_after + SECONDS_PER_DAY).expect("inspects");
         let text = to_text(&reports);
         assert!(text.contains("EXPIRED 1 days ago"), "{text}");
-        assert!(text.ends_with("1 certificates, 1 expired\n"), "{text}");
-        let json = serde_json::to_value(&reports).expect("json");
-        assert_eq!(json[0]["subject"], "CN=A");
+        assert!(text.contains("\n1 certificates, 1 expired\n"), "{text}");
+        let json = serde_json::to_value(Inspection::new(reports)).expect("json");
+        assert_eq!(json["certificates"][0]["subject"], "CN=A");
     }
 
     #[test]
     fn rejects_a_file_with_a_private_key() {
         let text = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         assert!(inspect("f", text.as_bytes(), 0).is_err());
+    }
+    #[test]
+    fn counts_what_a_volume_would_drop_and_why() {
+        use crate::bundle::policy::tests::{ca, expired_ca, leaf, self_signed_leaf};
+        let root = ca("Root");
+        let ders = [
+            root.der.clone(),
+            leaf("server.corp", &root),
+            expired_ca("Old Root"),
+            self_signed_leaf("registry.corp"),
+            leaf("other.corp", &root),
+        ];
+        let mut text = String::new();
+        for der in &ders {
+            crate::bundle::pem::write_block(&mut text, "CERTIFICATE", der);
+        }
+        // 2025-01-01: after the expired CA's end, within everything else.
+        let reports = inspect("chain.pem", text.as_bytes(), 1_735_689_600).expect("inspects");
+        let dropped: Vec<_> = reports.iter().map(|r| r.dropped).collect();
+        use DropReason::{EndEntityNotSelfSigned as Leaf, Expired};
+        assert_eq!(dropped, [None, Some(Leaf), Some(Expired), None, Some(Leaf)]);
+        assert_eq!(reports[3].kind, Kind::SelfSignedEndEntity);
+
+        let inspection = Inspection::new(reports.clone());
+        assert_eq!(inspection.kept, 2);
+        let counts: Vec<_> = inspection
+            .dropped
+            .iter()
+            .map(|d| (d.reason, d.count))
+            .collect();
+        assert_eq!(counts, [(Expired, 1), (Leaf, 2)]);
+        let json = serde_json::to_value(&inspection).expect("json");
+        assert_eq!(json["dropped"][1]["reason"], "end-entity-not-self-signed");
+        assert_eq!(
+            json["certificates"][1]["dropped"],
+            "end-entity-not-self-signed"
+        );
+        assert_eq!(json["certificates"][0]["dropped"], serde_json::Value::Null);
+
+        let text = to_text(&reports);
+        assert!(
+            text.contains("a volume would drop 3:\n  1 expired"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  2 end-entity certificate issued by a CA"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_of_cas_says_nothing_would_be_dropped() {
+        let cert = cn("A", "s");
+        let text = to_text(&inspect("f", &cert.der, cert.not_before).expect("inspects"));
+        assert!(
+            text.ends_with("a volume would keep all of them\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_certificate_of_a_pkcs7_block_gets_its_source_comment() {
+        let (a, b) = (cn("A", "s"), cn("B", "s"));
+        let mut text = "# source: corp-chain\n".to_owned();
+        let p7 = crate::bundle::pkcs7::tests::p7b(&[&a.der, &b.der]);
+        crate::bundle::pem::write_block(&mut text, "PKCS7", &p7);
+        text.push_str("# source: other\n");
+        crate::bundle::pem::write_block(&mut text, "CERTIFICATE", &cn("C", "s").der);
+        let reports = inspect("f", text.as_bytes(), 0).expect("inspects");
+        let sources: Vec<_> = reports.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(sources, ["corp-chain", "corp-chain", "other"]);
     }
 }

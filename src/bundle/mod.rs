@@ -1,8 +1,10 @@
 //! Pure certificate logic: bytes in, files out. No file system, no clock, no tokio — `now` is
 //! passed in, so every function here is deterministic and unit-testable.
 //!
-//! - [`parse_source`]: one source's bytes (PEM with or without text between blocks, or DER) →
-//!   certificates, strictly (a private key or a bad block fails the whole source).
+//! - [`parse_source`]: one source's bytes (PEM with or without text between blocks, DER, or a
+//!   PKCS#7 bundle) → certificates, strictly (a private key or a bad block fails the source).
+//! - [`policy::apply`]: which certificates a volume keeps (CAs and self-signed end entities,
+//!   unexpired unless the spec keeps expired ones), at render time.
 //! - [`Bundle::new`]: dedupe by SHA-256 of the DER, deterministic order.
 //! - [`render`]: a bundle → the files of a layout (`ca-certificates.crt`, per-certificate PEM
 //!   files, OpenSSL `<hash>.N` links, `java/cacerts`, …).
@@ -17,15 +19,18 @@ mod java;
 mod layout;
 mod pem;
 mod pkcs12;
+mod pkcs7;
+pub mod policy;
 mod source;
 mod subject_hash;
 mod trusted;
 
-pub use certificate::Certificate;
+pub use certificate::{Certificate, Kind};
 pub use dedupe::Bundle;
-pub use inspect::{CertificateReport, inspect, to_text};
+pub use inspect::{CertificateReport, DropCount, Inspection, inspect, to_text};
 pub use java::PASSWORD as JAVA_STORE_PASSWORD;
 pub use layout::{BUNDLE_FILE, Entry, Files, JAVA_STORE, JavaTruststore, Layout, RenderOptions, render};
+pub use policy::{DropReason, Dropped};
 pub use source::{Parsed, Strictness, parse_source};
 pub use subject_hash::{SubjectHashError, subject_hash};
 
@@ -66,7 +71,23 @@ pub enum Error {
         reason: String,
     },
     #[error(
-        "source {source_name} holds no certificate (expected PEM CERTIFICATE blocks or one DER certificate)"
+        "source {source_name}: PEM block {index} ({label:?}) is encrypted (Proc-Type: 4,ENCRYPTED); CA certificates need no encryption — give trustmount the certificates unencrypted"
+    )]
+    EncryptedPem {
+        source_name: String,
+        label: String,
+        index: usize,
+    },
+    #[error(
+        "source {source_name}: the PKCS#7 bundle at block {index} {reason}; export the CA chain again as a certificates-only PKCS#7 or as PEM"
+    )]
+    Pkcs7 {
+        source_name: String,
+        index: usize,
+        reason: String,
+    },
+    #[error(
+        "source {source_name} holds no certificate (expected PEM CERTIFICATE blocks, one DER certificate or a PKCS#7 certificate bundle)"
     )]
     Empty { source_name: String },
     #[error("cannot write the Java truststore: {0}")]

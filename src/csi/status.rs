@@ -47,6 +47,8 @@ fn sources_code(error: &sources::Error) -> Code {
     match error {
         // The request is fine; the driver's sources cannot satisfy it.
         sources::Error::EmptyBundle => Code::FailedPrecondition,
+        // Only at load or reload, which keeps the previous sources; here for completeness.
+        sources::Error::TooLarge { .. } => Code::FailedPrecondition,
         sources::Error::Read { .. } => Code::Unavailable,
         sources::Error::Bundle(_) => Code::Internal,
     }

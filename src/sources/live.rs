@@ -123,6 +123,7 @@ mod tests {
         let sources = Sources::load(Config {
             system_roots: SystemRoots::None,
             extra_pem: vec![file.clone()],
+            max_source_size: crate::sources::DEFAULT_MAX_SOURCE_SIZE,
         })
         .unwrap();
         assert_eq!(sources.reload(), Reload::Unchanged);

@@ -5,15 +5,21 @@
 //!   and skipped).
 //! - [`files`]: `--extra-pem` files added to every volume (strict: a bad file stops the driver
 //!   from starting instead of silently serving less trust).
+//!
+//! Every source file is size-checked before it is read (`--max-source-size`). The certificate
+//! policy (drop expired certificates and end entities issued by a CA) runs per volume at render
+//! time with the real clock, since what is expired changes while the catalog stays loaded.
 
 mod files;
 mod live;
 mod system;
 mod watch;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
-use crate::bundle::{self, Bundle, Certificate, Files};
+use crate::bundle::{self, Bundle, Certificate, DropReason, Files, policy};
 use crate::spec::VolumeSpec;
 
 pub use live::{Reload, Sources};
@@ -28,10 +34,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "certificate source {path} is {size} bytes, more than the limit of {max} bytes; give trustmount a smaller file or raise --max-source-size"
+    )]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error(transparent)]
     Bundle(#[from] bundle::Error),
     #[error(
-        "the volume's bundle would be empty: systemRoots is \"false\" and no other source has certificates; add a source or keep the system roots"
+        "the volume's bundle would be empty: no source gives it a certificate to keep (systemRoots may be \"false\"; expired certificates and end-entity certificates issued by a CA are dropped, see the log); add a CA certificate, keep the system roots, or set expired: \"keep\""
     )]
     EmptyBundle,
 }
@@ -43,13 +53,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     pub system_roots: SystemRoots,
     pub extra_pem: Vec<PathBuf>,
+    /// Larger source files are refused before being read (a mistaken path to a disk image or
+    /// log must not eat the driver's memory).
+    pub max_source_size: u64,
 }
+
+/// `--max-source-size`'s default: far above any real CA bundle (Debian's is ~200 KiB).
+pub const DEFAULT_MAX_SOURCE_SIZE: u64 = 4 << 20;
 
 /// All loaded sources, parsed.
 #[derive(Debug, Default)]
 pub struct Catalog {
     system: Vec<Certificate>,
     extra: Vec<Certificate>,
+    /// Drops already logged, so every publish and refresh does not log them again.
+    logged_drops: Mutex<HashSet<([u8; 32], DropReason)>>,
 }
 
 /// A rendered volume plus what health reporting needs to know about it.
@@ -68,13 +86,21 @@ impl Catalog {
     /// # Errors
     /// An unreadable or invalid `--extra-pem` file, or an unreadable `--system-roots` file.
     pub fn load(config: &Config) -> Result<Self> {
-        let system = config.system_roots.load()?;
+        let system = config.system_roots.load(config.max_source_size)?;
         let mut extra = Vec::new();
         for path in &config.extra_pem {
-            extra.extend(files::load_pem_file(path)?);
+            extra.extend(files::load_pem_file(path, config.max_source_size)?);
         }
-        tracing::debug!(system = system.len(), extra = extra.len(), "certificate sources loaded");
-        Ok(Self { system, extra })
+        tracing::debug!(
+            system = system.len(),
+            extra = extra.len(),
+            "certificate sources loaded"
+        );
+        Ok(Self {
+            system,
+            extra,
+            logged_drops: Mutex::default(),
+        })
     }
 
     /// Whether two catalogs hold the same certificates from the same sources.
@@ -88,37 +114,239 @@ impl Catalog {
         self.system.len()
     }
 
-    /// The certificates a volume with this spec trusts.
-    pub fn bundle_for(&self, spec: &VolumeSpec) -> Bundle {
-        let system = spec.system_roots.then_some(&self.system).into_iter().flatten();
+    /// The certificates a volume with this spec would hold before the policy, deduplicated.
+    fn candidates(&self, spec: &VolumeSpec) -> Bundle {
+        let system = spec
+            .system_roots
+            .then_some(&self.system)
+            .into_iter()
+            .flatten();
         // Extra certificates first so that, when a user source repeats a system root, the
         // bundle reports the user's source for it.
         Bundle::new(self.extra.iter().chain(system).cloned())
     }
 
+    /// The certificates a volume with this spec trusts at `now` (Unix seconds), and the ones the
+    /// policy drops.
+    pub fn bundle_at(&self, spec: &VolumeSpec, now: i64) -> (Bundle, Vec<bundle::Dropped>) {
+        let candidates = self.candidates(spec);
+        let (kept, dropped) = policy::apply(
+            candidates.certificates().iter().cloned(),
+            now,
+            spec.keep_expired,
+        );
+        (Bundle::new(kept), dropped)
+    }
+
     /// The earliest-expiring certificate a volume with this spec gets from a non-system source:
-    /// (subject, not_after). System roots are the distro's business, not the user's.
-    pub fn earliest_user_expiry(&self, _spec: &VolumeSpec) -> Option<(String, i64)> {
+    /// (subject, not_after). System roots are the distro's business, not the user's. Only
+    /// certificates the policy keeps count: a dropped one is not in the volume.
+    pub fn earliest_user_expiry(&self, spec: &VolumeSpec) -> Option<(String, i64)> {
+        self.earliest_user_expiry_at(spec, unix_now())
+    }
+
+    pub fn earliest_user_expiry_at(&self, spec: &VolumeSpec, now: i64) -> Option<(String, i64)> {
         self.extra
             .iter()
+            .filter(|c| policy::drop_reason(c, now, spec.keep_expired).is_none())
             .min_by_key(|c| c.not_after)
             .map(|c| (c.subject.clone(), c.not_after))
     }
 
-    /// Resolves and renders a spec's files.
+    /// Resolves and renders a spec's files with the real clock.
     ///
     /// # Errors
     /// An empty bundle (an empty trust store is never what anyone wants), or a render failure.
     pub fn render(&self, spec: &VolumeSpec) -> Result<Rendered> {
-        let bundle = self.bundle_for(spec);
+        self.render_at(spec, unix_now())
+    }
+
+    /// [`Catalog::render`] at `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// As [`Catalog::render`].
+    pub fn render_at(&self, spec: &VolumeSpec, now: i64) -> Result<Rendered> {
+        let (bundle, dropped) = self.bundle_at(spec, now);
+        self.log_drops(&dropped);
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
         }
-        let earliest_user_expiry = self.earliest_user_expiry(spec);
         Ok(Rendered {
             certificate_count: bundle.certificates().len(),
             files: bundle::render(&bundle, &spec.render)?,
-            earliest_user_expiry,
+            earliest_user_expiry: self.earliest_user_expiry_at(spec, now),
         })
+    }
+
+    /// Logs each (certificate, reason) once per catalog: renders run on every publish and
+    /// refresh, and the same drop every time is noise.
+    fn log_drops(&self, dropped: &[bundle::Dropped]) {
+        if dropped.is_empty() {
+            return;
+        }
+        let mut logged = self
+            .logged_drops
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for bundle::Dropped {
+            certificate,
+            reason,
+        } in dropped
+        {
+            if logged.insert((certificate.fingerprint, *reason)) {
+                tracing::info!(
+                    subject = %certificate.subject,
+                    source = %certificate.source,
+                    sha256 = %hex::encode(certificate.fingerprint),
+                    reason = reason.explain(),
+                    "certificate left out of volumes"
+                );
+            }
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::policy::tests::{ca, cert, expired_ca, leaf, self_signed_leaf};
+
+    /// 2025-01-01T00:00:00Z, inside the test certificates' 2020–2040 validity.
+    const NOW: i64 = 1_735_689_600;
+
+    fn catalog(extra: &[Vec<u8>]) -> Catalog {
+        Catalog {
+            extra: extra.iter().map(|der| cert(der)).collect(),
+            ..Catalog::default()
+        }
+    }
+
+    fn spec(keep_expired: bool) -> VolumeSpec {
+        VolumeSpec {
+            system_roots: false,
+            keep_expired,
+            ..VolumeSpec::default()
+        }
+    }
+
+    fn fingerprints(bundle: &Bundle) -> Vec<[u8; 32]> {
+        bundle
+            .certificates()
+            .iter()
+            .map(|c| c.fingerprint)
+            .collect()
+    }
+
+    #[test]
+    fn render_keeps_cas_and_self_signed_end_entities_and_drops_issued_ones() {
+        let root = ca("Root");
+        let registry = self_signed_leaf("registry.corp");
+        let catalog = catalog(&[
+            root.der.clone(),
+            leaf("server.corp", &root),
+            registry.clone(),
+        ]);
+        let (bundle, dropped) = catalog.bundle_at(&spec(false), NOW);
+        assert_eq!(
+            fingerprints(&bundle),
+            fingerprints(&Bundle::new([cert(&root.der), cert(&registry)]))
+        );
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].reason, DropReason::EndEntityNotSelfSigned);
+        let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
+        assert_eq!(rendered.certificate_count, 2);
+    }
+
+    #[test]
+    fn expired_certificates_are_dropped_per_spec() {
+        let old = expired_ca("Old Root");
+        let catalog = catalog(&[ca("Root").der, old.clone()]);
+        assert_eq!(
+            catalog
+                .render_at(&spec(false), NOW)
+                .expect("renders")
+                .certificate_count,
+            1
+        );
+        assert_eq!(
+            catalog
+                .render_at(&spec(true), NOW)
+                .expect("renders")
+                .certificate_count,
+            2
+        );
+    }
+
+    #[test]
+    fn a_bundle_empty_after_the_policy_is_an_error() {
+        let catalog = catalog(&[expired_ca("Old Root")]);
+        assert!(matches!(
+            catalog.render_at(&spec(false), NOW),
+            Err(Error::EmptyBundle)
+        ));
+        assert!(catalog.render_at(&spec(true), NOW).is_ok());
+    }
+
+    #[test]
+    fn health_considers_only_certificates_the_volume_holds() {
+        let root = ca("Root");
+        let old = cert(&expired_ca("Old Root"));
+        let catalog = catalog(&[
+            root.der.clone(),
+            old.der.clone(),
+            leaf("server.corp", &root),
+        ]);
+        let root = cert(&root.der);
+        assert_eq!(
+            catalog.earliest_user_expiry_at(&spec(false), NOW),
+            Some((root.subject.clone(), root.not_after))
+        );
+        assert_eq!(
+            catalog.earliest_user_expiry_at(&spec(true), NOW),
+            Some((old.subject.clone(), old.not_after))
+        );
+        let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
+        assert_eq!(
+            rendered.earliest_user_expiry,
+            Some((root.subject, root.not_after))
+        );
+    }
+
+    #[test]
+    fn each_drop_is_logged_once_however_often_volumes_render() {
+        let root = ca("Root");
+        let catalog = catalog(&[
+            root.der.clone(),
+            leaf("server.corp", &root),
+            expired_ca("Old"),
+        ]);
+        for _ in 0..3 {
+            catalog.render_at(&spec(false), NOW).expect("renders");
+        }
+        let logged = catalog.logged_drops.lock().expect("lock").len();
+        assert_eq!(logged, 2);
+    }
+
+    #[test]
+    fn an_oversize_extra_file_fails_the_load_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, vec![b'#'; 33]).expect("write");
+        let config = |max_source_size| Config {
+            system_roots: SystemRoots::None,
+            extra_pem: vec![path.clone()],
+            max_source_size,
+        };
+        let error = Catalog::load(&config(32)).expect_err("too large");
+        assert!(
+            matches!(&error, Error::TooLarge { size: 33, max: 32, path: p } if *p == path),
+            "{error:?}"
+        );
+        // At the limit the file is read, and then refused for what it is: not a certificate.
+        assert!(matches!(Catalog::load(&config(33)), Err(Error::Bundle(_))));
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::{Error, Result};
+use super::Result;
 use crate::bundle::{self, Certificate, Strictness};
 
 /// Every system root's `source` starts with this, so health checks can tell them apart.
@@ -45,23 +45,23 @@ impl SystemRoots {
     }
 
     /// # Errors
-    /// Only an explicitly named file that cannot be read; `auto` falls back to embedded.
-    pub fn load(&self) -> Result<Vec<Certificate>> {
+    /// Only an explicitly named file (or the host bundle) that cannot be read or is larger
+    /// than `max_source_size`; `auto` without a host bundle falls back to embedded.
+    pub fn load(&self, max_source_size: u64) -> Result<Vec<Certificate>> {
         match self {
             Self::None => Ok(Vec::new()),
             Self::Embedded => Ok(embedded()),
-            Self::Auto if Path::new(HOST_BUNDLE).is_file() => from_file(Path::new(HOST_BUNDLE)),
+            Self::Auto if Path::new(HOST_BUNDLE).is_file() => {
+                from_file(Path::new(HOST_BUNDLE), max_source_size)
+            }
             Self::Auto => Ok(embedded()),
-            Self::File(path) => from_file(path),
+            Self::File(path) => from_file(path, max_source_size),
         }
     }
 }
 
-fn from_file(path: &Path) -> Result<Vec<Certificate>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+fn from_file(path: &Path, max_size: u64) -> Result<Vec<Certificate>> {
+    let bytes = super::files::read_bounded(path, max_size)?;
     let name = format!("{SOURCE_PREFIX}{}", path.display());
     let parsed = bundle::parse_source(&name, &bytes, Strictness::BestEffort)?;
     if parsed.skipped > 0 {
