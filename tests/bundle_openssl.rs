@@ -411,3 +411,60 @@ fn keytool_lists_every_certificate_of_the_java_store() {
         std::fs::read(&store).expect("read")
     );
 }
+
+/// T61String with Latin-1 bytes (each byte is its own code point, so `É` folds to `é` only if
+/// OpenSSL lowercases non-ASCII — it does not), and NumericString (copied as it is, never
+/// canonicalised): the two rules a UTF-8-only implementation gets wrong.
+#[test]
+fn subject_hash_matches_openssl_for_latin1_t61_and_numeric_strings() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // OpenSSL reads -subj bytes as Latin-1 and, with string_mask=default, stores non-ASCII as T61.
+    let config = dir.path().join("t61.cnf");
+    std::fs::write(&config, "[req]\ndistinguished_name = dn\nstring_mask = default\n[dn]\n").expect("config");
+    let t61 = dir.path().join("t61.pem");
+    let subject: &[u8] = b"/CN=  Caf\xe9  CR\xc8ME /O=ACME";
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3"])
+        .arg("-config")
+        .arg(&config)
+        .arg("-keyout")
+        .arg(dir.path().join("t61.key"))
+        .arg("-out")
+        .arg(&t61)
+        .arg("-subj")
+        .arg(std::ffi::OsStr::from_bytes(subject))
+        .output()
+        .expect("run openssl");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let der_of_t61 = std::fs::read(&t61).expect("read");
+    let cert = parse_one("t61", &der_of_t61);
+    // Make sure the case really is a T61String holding Latin-1 bytes.
+    let raw = bundle::parse_source("t61", &der_of_t61, Strictness::Strict).expect("parses").certificates[0].der.clone();
+    let holds_latin1_t61 = raw.iter().enumerate().any(|(i, &tag)| {
+        let len = raw.get(i + 1).copied().unwrap_or(0) as usize;
+        tag == 0x14 && raw.get(i + 2..i + 2 + len).is_some_and(|value| value.contains(&0xe9))
+    });
+    assert!(holds_latin1_t61, "the subject should hold a T61String with the Latin-1 byte 0xE9");
+    assert_eq!(format!("{:08x}", cert.subject_hash), format!("{:08x}", openssl_hash(&t61, "PEM")), "T61 Latin-1");
+
+    // NumericString: rcgen cannot emit one, so re-tag a PrintableString of digits (0x13 → 0x12)
+    // in subject and issuer; `openssl x509 -subject_hash` does not check the signature.
+    let mut der = rcgen_cert(vec![
+        (DnType::CommonName, DnValue::PrintableString("  0123 4567 ".try_into().expect("printable"))),
+    ]);
+    let printable_digits = [0x13, 12, b' ', b' ', b'0', b'1', b'2', b'3', b' ', b'4', b'5', b'6', b'7', b' '];
+    let mut retagged = 0;
+    for i in 0..der.len().saturating_sub(printable_digits.len() - 1) {
+        if der[i..].starts_with(&printable_digits) {
+            der[i] = 0x12;
+            retagged += 1;
+        }
+    }
+    assert_eq!(retagged, 2, "subject and issuer should both hold the digits");
+    let numeric = dir.path().join("numeric.der");
+    std::fs::write(&numeric, &der).expect("write");
+    let cert = bundle::parse_source("numeric", &der, Strictness::BestEffort).expect("parses").certificates;
+    assert_eq!(cert.len(), 1, "the re-tagged certificate still parses");
+    assert_eq!(format!("{:08x}", cert[0].subject_hash), format!("{:08x}", openssl_hash(&numeric, "DER")), "NumericString");
+}
