@@ -254,7 +254,8 @@ impl Store {
         Ok(count)
     }
 
-    /// How many volumes are published (from the in-memory index).
+    /// How many volumes are published (from the in-memory index; a publish in flight counts from
+    /// its reservation on).
     pub fn published_count(&self) -> usize {
         self.inner.index().values().map(BTreeSet::len).sum()
     }
