@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use trustmount::bundle::{Entry, Files};
 use trustmount::sources;
 use trustmount::spec::{PodInfo, VolumeSpec};
-use trustmount::volume::{Error, Publication, Store, StoreConfig, current_generation};
+use trustmount::volume::{self, Error, Publication, Store, StoreConfig, current_generation};
 
 const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -640,4 +640,185 @@ fn concurrent_publishes_and_unpublishes() {
 fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
+}
+
+#[test]
+fn statx_and_mountinfo_agree_on_mountpoints() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let target = env.target("pod-a");
+    run(env.store.publish(
+        publication("vol-a", &target, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    let alias = env.kubelet.path().join("alias");
+    symlink(&target, &alias).unwrap();
+    let plain = target.parent().unwrap().to_owned();
+    let missing = plain.join("missing");
+
+    // The kernel on this machine must report STATX_ATTR_MOUNT_ROOT, or the O(1) path is
+    // never taken and this test compares the fallback with itself.
+    assert_eq!(volume::is_mount_root(&target).unwrap(), Some(true));
+    for (path, expected) in [
+        (target.as_path(), true),
+        (alias.as_path(), true), // a symlink is judged by what it points at
+        (env.store.root(), true),
+        (target.join("java").as_path(), false), // inside a mount, not its root
+        (plain.as_path(), false),
+        (missing.as_path(), false),
+    ] {
+        let by_statx = volume::is_mount_root(path).unwrap();
+        let by_mountinfo = volume::is_mountpoint_by_mountinfo(path).unwrap();
+        assert_eq!(by_statx, Some(expected), "statx: {}", path.display());
+        assert_eq!(by_mountinfo, expected, "mountinfo: {}", path.display());
+        assert_eq!(volume::is_mountpoint(path).unwrap(), expected);
+        assert_eq!(
+            is_mountpoint(path),
+            expected,
+            "test helper: {}",
+            path.display()
+        );
+    }
+
+    run(env.store.unpublish("vol-a", &target)).unwrap();
+    assert_eq!(volume::is_mount_root(&target).unwrap(), Some(false));
+    assert!(!volume::is_mountpoint_by_mountinfo(&target).unwrap());
+}
+
+#[test]
+fn modes_are_exact_whatever_the_umask() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    // This process runs this test alone (see support::ns), so the process-wide umask is ours.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let env = Env::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let target = env.target("pod-a");
+    run(env.store.publish(
+        publication("vol-a", &target, spec("shop")),
+        render(&calls, BUNDLE),
+    ))
+    .unwrap();
+    assert_eq!(mode(&target.join("ca-certificates.crt")), 0o444);
+    assert_eq!(mode(&target.join("java/cacerts")), 0o444);
+    assert_eq!(mode(&target.join("java")), 0o555);
+    assert_eq!(mode(&target.join("..data")), 0o555);
+    assert_eq!(mode(&target), 0o555);
+}
+
+#[test]
+fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    // Few volumes, many rounds: the spec's user count often drops to zero mid-race.
+    const VOLUMES: usize = 6;
+    const ROUNDS: usize = 100;
+    let env = Env::new();
+    let store = Arc::new(env.store.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let spec_dir = env.store.spec_dir(&spec("shop").digest());
+    let volumes: Vec<(String, PathBuf)> = (0..VOLUMES)
+        .map(|i| (format!("vol-{i}"), env.target(&format!("pod-{i}"))))
+        .collect();
+
+    // Every volume publishes and unpublishes the same spec ROUNDS times, all at once, so the
+    // spec's last user keeps leaving while others arrive; odd volumes end published.
+    let (failures, ended_published) = run(async {
+        let mut tasks = Vec::new();
+        for (i, (id, target)) in volumes.iter().cloned().enumerate() {
+            let store = Arc::clone(&store);
+            let calls = Arc::clone(&calls);
+            tasks.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for round in 0..ROUNDS {
+                    let published = store
+                        .publish(
+                            publication(&id, &target, spec("shop")),
+                            render(&calls, BUNDLE),
+                        )
+                        .await;
+                    if let Err(e) = published {
+                        failures.push(format!("publish {id} round {round}: {e}"));
+                    } else if fs::read(target.join("ca-certificates.crt")).ok().as_deref()
+                        != Some(BUNDLE)
+                    {
+                        failures.push(format!("{id} round {round}: published but no bundle"));
+                    }
+                    let last = round + 1 == ROUNDS;
+                    if !(last && i % 2 == 1)
+                        && let Err(e) = store.unpublish(&id, &target).await
+                    {
+                        failures.push(format!("unpublish {id} round {round}: {e}"));
+                    }
+                }
+                failures
+            }));
+        }
+        let mut failures = Vec::new();
+        for task in tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (failures, VOLUMES / 2)
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+    assert_eq!(env.store.published_count(), ended_published);
+    assert_eq!(env.records(), ended_published);
+    assert!(
+        spec_dir.exists(),
+        "used by the volumes that ended published"
+    );
+    for (i, (_, target)) in volumes.iter().enumerate() {
+        if i % 2 == 1 {
+            assert_eq!(mounts_at(target).len(), 1, "{}", target.display());
+            assert_eq!(
+                fs::read(target.join("ca-certificates.crt")).unwrap(),
+                BUNDLE
+            );
+        } else {
+            assert!(!target.exists(), "{}", target.display());
+        }
+    }
+
+    // The last users leave at once, while a newcomer arrives: the dir goes only if the newcomer
+    // is not using it, and whoever is published still sees the files.
+    let newcomer = env.target("pod-new");
+    run(async {
+        let mut tasks = Vec::new();
+        for (i, (id, target)) in volumes.iter().cloned().enumerate() {
+            if i % 2 == 1 {
+                let store = Arc::clone(&store);
+                tasks.push(tokio::spawn(
+                    async move { store.unpublish(&id, &target).await },
+                ));
+            }
+        }
+        let store = Arc::clone(&store);
+        let target = newcomer.clone();
+        let render = render(&calls, BUNDLE);
+        tasks.push(tokio::spawn(async move {
+            store
+                .publish(publication("vol-new", &target, spec("shop")), render)
+                .await
+        }));
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(env.store.published_count(), 1);
+    assert!(spec_dir.exists());
+    assert_eq!(
+        fs::read(newcomer.join("ca-certificates.crt")).unwrap(),
+        BUNDLE
+    );
+    run(env.store.unpublish("vol-new", &newcomer)).unwrap();
+    assert!(!spec_dir.exists(), "removed with its last volume");
+    assert_eq!(env.records(), 0);
+    assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
 }

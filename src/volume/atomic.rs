@@ -11,11 +11,14 @@
 //! A new generation is written next to the old one, `..data` is swapped to it with one
 //! `rename`, the visible top-level symlinks are brought in line, and the old generation goes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::bundle::{Entry, Files};
 
@@ -86,7 +89,42 @@ fn validate(files: &Files) -> Result<()> {
             ));
         }
     }
+    // A name that is an entry and also a parent of another: the second write would go through
+    // the first (and through a symlink, possibly out of the generation).
+    let names: HashSet<&str> = files.entries.iter().map(|(p, _)| p.as_str()).collect();
+    if names.len() != files.entries.len() {
+        let mut seen = HashSet::new();
+        if let Some((path, _)) = files.entries.iter().find(|(p, _)| !seen.insert(p.as_str())) {
+            return Err(invalid(path, "the path appears twice"));
+        }
+    }
+    for (path, _) in &files.entries {
+        if path
+            .match_indices('/')
+            .any(|(i, _)| names.contains(&path[..i]))
+        {
+            return Err(invalid(
+                path,
+                "a parent of this path is itself a file or symlink",
+            ));
+        }
+    }
     Ok(())
+}
+
+fn rustix_error(op: &'static str, path: &Path, source: rustix::io::Errno) -> Error {
+    io_error(op, path, source.into())
+}
+
+/// Opens a directory for the `*at` calls, so each entry costs a one-component lookup instead
+/// of a walk of the whole store path.
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| rustix_error("open", path, e))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -111,13 +149,26 @@ fn generation_prefix() -> String {
 /// before the swap leaves the current generation in place.
 pub fn write_generation(spec_dir: &Path, files: &Files) -> Result<()> {
     validate(files)?;
+    let spec_fd = open_dir(spec_dir)?;
+    write_generation_in(spec_fd.as_fd(), spec_dir, files, false)
+}
+
+/// Writes a generation into `spec_dir` (open as `spec_fd`). `fresh`: the directory was just
+/// made empty and nobody sees it yet, so `..data` is linked directly and the visible links
+/// are created without looking at what is there.
+fn write_generation_in(
+    spec_fd: BorrowedFd<'_>,
+    spec_dir: &Path,
+    files: &Files,
+    fresh: bool,
+) -> Result<()> {
     let generation = tempfile::Builder::new()
         .prefix(&generation_prefix())
         .rand_bytes(6)
         .tempdir_in(spec_dir)
         .map_err(|e| io_error("create a generation directory in", spec_dir, e))?
         .keep();
-    if let Err(e) = fill_generation(&generation, files) {
+    if let Err(e) = open_dir(&generation).and_then(|fd| fill_generation(fd, &generation, files)) {
         let _ = remove_tree(&generation);
         return Err(e);
     }
@@ -126,70 +177,99 @@ pub fn write_generation(spec_dir: &Path, files: &Files) -> Result<()> {
         .ok_or_else(|| invalid("", "generation directory has no name"))?
         .to_owned();
 
-    // The swap: a fresh `..data_tmp` renamed over `..data`.
-    let tmp_link = spec_dir.join(DATA_LINK_TMP);
-    match fs::remove_file(&tmp_link) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error("remove", &tmp_link, e)),
-    }
-    let swap = symlink(&name, &tmp_link)
-        .map_err(|e| io_error("create symlink", &tmp_link, e))
-        .and_then(|()| {
-            fs::rename(&tmp_link, spec_dir.join(DATA_LINK))
-                .map_err(|e| io_error("rename", &tmp_link, e))
-        });
-    if let Err(e) = swap {
-        let _ = fs::remove_file(&tmp_link);
-        let _ = remove_tree(&generation);
-        return Err(e);
+    if fresh {
+        rustix::fs::symlinkat(name.as_os_str(), spec_fd, DATA_LINK)
+            .map_err(|e| rustix_error("create symlink", &spec_dir.join(DATA_LINK), e))?;
+    } else {
+        // The swap: a fresh `..data_tmp` renamed over `..data`.
+        let tmp_link = || spec_dir.join(DATA_LINK_TMP);
+        match rustix::fs::unlinkat(spec_fd, DATA_LINK_TMP, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(rustix_error("remove", &tmp_link(), e)),
+        }
+        let swap = rustix::fs::symlinkat(name.as_os_str(), spec_fd, DATA_LINK_TMP)
+            .map_err(|e| rustix_error("create symlink", &tmp_link(), e))
+            .and_then(|()| {
+                rustix::fs::renameat(spec_fd, DATA_LINK_TMP, spec_fd, DATA_LINK)
+                    .map_err(|e| rustix_error("rename", &tmp_link(), e))
+            });
+        if let Err(e) = swap {
+            let _ = rustix::fs::unlinkat(spec_fd, DATA_LINK_TMP, AtFlags::empty());
+            let _ = remove_tree(&generation);
+            return Err(e);
+        }
     }
 
-    update_visible_links(spec_dir, files)?;
+    update_visible_links(spec_fd, spec_dir, files, fresh)?;
+    if fresh {
+        return Ok(());
+    }
     remove_stray_generations(spec_dir)
 }
 
-fn fill_generation(generation: &Path, files: &Files) -> Result<()> {
+fn fill_generation(generation_fd: OwnedFd, generation: &Path, files: &Files) -> Result<()> {
+    let at = generation_fd.as_fd();
+    // `validate` made sure no directory name is also an entry, so every name here is new.
     let mut dirs = BTreeSet::new();
+    // Whether files need a chmod after creation: only if the umask strips bits of FILE_MODE.
+    // Learnt from the first file (the umask is per process and the driver never changes it),
+    // which saves one syscall per file.
+    let mut chmod_files = None;
     for (path, entry) in &files.entries {
-        let full = generation.join(path);
-        // Create the directories the path implies.
-        let mut parent = PathBuf::new();
-        let components: Vec<&str> = path.split('/').collect();
-        for component in &components[..components.len().saturating_sub(1)] {
-            parent.push(component);
-            if dirs.insert(parent.clone()) {
-                let dir = generation.join(&parent);
-                match fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_error("create directory", &dir, e)),
-                }
+        for (end, _) in path.match_indices('/') {
+            let dir = &path[..end];
+            if dirs.insert(dir) {
+                rustix::fs::mkdirat(at, dir, Mode::from_raw_mode(0o755))
+                    .map_err(|e| rustix_error("create directory", &generation.join(dir), e))?;
             }
         }
         match entry {
             Entry::File(bytes) => {
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(FILE_MODE)
-                    .open(&full)
-                    .map_err(|e| io_error("create", &full, e))?;
+                let full = || generation.join(path);
+                let fd = rustix::fs::openat(
+                    at,
+                    path.as_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(FILE_MODE),
+                )
+                .map_err(|e| rustix_error("create", &full(), e))?;
+                let mut file = fs::File::from(fd);
                 file.write_all(bytes)
-                    .map_err(|e| io_error("write", &full, e))?;
-                // Exactly 0444 whatever the umask.
-                file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-                    .map_err(|e| io_error("chmod", &full, e))?;
+                    .map_err(|e| io_error("write", &full(), e))?;
+                let chmod = match chmod_files {
+                    Some(chmod) => chmod,
+                    None => {
+                        let mode = rustix::fs::fstat(&file)
+                            .map_err(|e| rustix_error("inspect", &full(), e))?
+                            .st_mode;
+                        let chmod = mode & 0o7777 != FILE_MODE;
+                        chmod_files = Some(chmod);
+                        chmod
+                    }
+                };
+                if chmod {
+                    // Exactly 0444 whatever the umask.
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(FILE_MODE))
+                        .map_err(|e| rustix_error("chmod", &full(), e))?;
+                }
             }
             Entry::Symlink(target) => {
-                symlink(target, &full).map_err(|e| io_error("create symlink", &full, e))?;
+                rustix::fs::symlinkat(target.as_str(), at, path.as_str())
+                    .map_err(|e| rustix_error("create symlink", &generation.join(path), e))?;
             }
         }
     }
+    // Read-only last, so writing them did not depend on overriding permissions.
     for dir in &dirs {
-        set_mode(&generation.join(dir), DIR_MODE)?;
+        rustix::fs::chmodat(at, *dir, Mode::from_raw_mode(DIR_MODE), AtFlags::empty())
+            .map_err(|e| rustix_error("chmod", &generation.join(dir), e))?;
     }
-    set_mode(generation, DIR_MODE)
+    rustix::fs::fchmod(at, Mode::from_raw_mode(DIR_MODE))
+        .map_err(|e| rustix_error("chmod", generation, e))
 }
 
 /// Top-level names of `files`: what the spec directory shows.
@@ -201,23 +281,35 @@ fn top_level_names(files: &Files) -> BTreeSet<&str> {
         .collect()
 }
 
-fn update_visible_links(spec_dir: &Path, files: &Files) -> Result<()> {
+fn update_visible_links(
+    spec_fd: BorrowedFd<'_>,
+    spec_dir: &Path,
+    files: &Files,
+    fresh: bool,
+) -> Result<()> {
     let names = top_level_names(files);
+    // One buffer for every `..data/<name>` link target.
+    let mut wanted = String::with_capacity(DATA_LINK.len() + 1 + 64);
     for name in &names {
-        let link = spec_dir.join(name);
-        let wanted = Path::new(DATA_LINK).join(name);
-        match fs::symlink_metadata(&link) {
-            Ok(meta)
-                if meta.file_type().is_symlink()
-                    && fs::read_link(&link).ok().as_deref() == Some(&wanted) =>
-            {
-                continue;
+        wanted.truncate(0);
+        wanted.push_str(DATA_LINK);
+        wanted.push('/');
+        wanted.push_str(name);
+        if !fresh {
+            // One readlink tells both "is a symlink" (EINVAL if not) and where it points.
+            match rustix::fs::readlinkat(spec_fd, *name, Vec::new()) {
+                Ok(current) if current.as_bytes() == wanted.as_bytes() => continue,
+                Ok(_) | Err(rustix::io::Errno::INVAL) => remove_tree(&spec_dir.join(name))?,
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(rustix_error("inspect", &spec_dir.join(name), e)),
             }
-            Ok(_) => remove_tree(&link)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("inspect", &link, e)),
         }
-        symlink(&wanted, &link).map_err(|e| io_error("create symlink", &link, e))?;
+        rustix::fs::symlinkat(wanted.as_str(), spec_fd, *name)
+            .map_err(|e| rustix_error("create symlink", &spec_dir.join(name), e))?;
+    }
+    if fresh {
+        // Nothing else was ever in it.
+        return Ok(());
     }
     for entry in read_dir(spec_dir)? {
         let file_name = entry.file_name();
@@ -290,9 +382,12 @@ pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<P
         .map_err(|e| io_error("create a directory in", store_root, e))?
         .keep();
     let spec_dir = store_root.join(name);
-    let made = set_mode(&tmp, DIR_MODE)
-        .and_then(|()| write_generation(&tmp, files))
-        .and_then(|()| fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e)));
+    let made = open_dir(&tmp).and_then(|fd| {
+        write_generation_in(fd.as_fd(), &tmp, files, true)?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE))
+            .map_err(|e| rustix_error("chmod", &tmp, e))?;
+        fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e))
+    });
     if let Err(e) = made {
         let _ = remove_tree(&tmp);
         return Err(e);
@@ -341,11 +436,13 @@ pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
     let mut bytes = 0;
     let mut entries = 0;
     for entry in read_dir(dir)? {
-        let path = entry.path();
-        let meta = fs::symlink_metadata(&path).map_err(|e| io_error("inspect", &path, e))?;
+        // Relative to the open directory, and not following symlinks.
+        let meta = entry
+            .metadata()
+            .map_err(|e| io_error("inspect", &entry.path(), e))?;
         entries += 1;
         if meta.is_dir() {
-            let (b, n) = usage(&path)?;
+            let (b, n) = usage(&entry.path())?;
             bytes += b;
             entries += n;
         } else if meta.is_file() {
@@ -358,6 +455,7 @@ pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::os::unix::fs::symlink;
 
     use super::*;
 
@@ -506,6 +604,22 @@ mod tests {
             };
             let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
             assert!(matches!(err, Error::InvalidFiles { .. }), "{path}: {err}");
+        }
+        // A name that is both an entry and a parent: writing through it could leave the
+        // generation, so it is refused up front too.
+        for clash in [
+            vec![
+                ("x".to_owned(), Entry::Symlink("../..".into())),
+                ("x/y".to_owned(), Entry::File(vec![])),
+            ],
+            vec![
+                ("a/b".to_owned(), Entry::File(vec![])),
+                ("a/b".to_owned(), Entry::File(vec![])),
+            ],
+        ] {
+            let bad = Files { entries: clash };
+            let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidFiles { .. }), "{err}");
         }
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
     }

@@ -9,6 +9,7 @@ mod record;
 mod store;
 
 pub use atomic::{current_generation, write_generation};
+pub use mount::{is_mount_root, is_mountpoint, is_mountpoint_by_mountinfo};
 pub use record::Record;
 pub use store::Store;
 

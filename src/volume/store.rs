@@ -1,16 +1,19 @@
 //! The [`Store`]: the driver's tmpfs, spec directories shared by every volume with the same
 //! spec, read-only bind mounts onto targets, and the records that survive a restart.
 //!
-//! Locking: a per-target lock, then a per-spec lock (always in that order). The per-spec lock
-//! is held from "does the spec dir exist" to "the index knows this target", so a spec dir is
-//! rendered once and never removed while a publication of it is under way.
+//! Locking: a per-target lock, then a per-spec lock (always in that order). Under the per-spec
+//! lock a publish makes sure the spec dir exists and reserves its target in the index; it then
+//! mounts and records with only the target lock held, and takes the reservation back if that
+//! fails. An unpublish removes a spec dir only when its index entry is empty (under the same
+//! lock), so a spec dir is rendered once and never removed while a publication of it is under
+//! way, and publishes of one spec mount in parallel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -45,7 +48,11 @@ struct Inner {
     root: PathBuf,
     /// `<state_dir>/volumes`, the records.
     records: PathBuf,
-    /// Spec digest → targets published from it (record targets, as the kubelet gave them).
+    /// `config.kubelet_dir` with symlinks resolved: resolved at open, or at first use when it
+    /// did not exist yet then.
+    kubelet_real: OnceLock<PathBuf>,
+    /// Spec digest → targets published from it (record targets, as the kubelet gave them), and
+    /// targets a publish is mounting right now (reserved, so their spec dir stays).
     index: Mutex<HashMap<SpecDigest, BTreeSet<PathBuf>>>,
     spec_locks: KeyedLocks<SpecDigest>,
     target_locks: KeyedLocks<PathBuf>,
@@ -65,12 +72,21 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What one publish call made, so a failure can take exactly that back.
+/// What one publish call made on the target, so a failure can take exactly that back.
 #[derive(Default)]
 struct Undo {
-    spec_dir: bool,
     target_dir: bool,
     mounted: bool,
+}
+
+/// A publish's claim on its spec dir (see the module doc).
+struct Reservation {
+    /// The target was not in the index before: a failure takes it out again.
+    new_target: bool,
+    /// The spec dir may go with the reservation: this publish rendered it, or the index already
+    /// knew it. Not one the store found on disk unused (kept at open because some record was
+    /// unreadable): a failed publish leaves that as it was.
+    dir_is_ours: bool,
 }
 
 impl Store {
@@ -123,6 +139,12 @@ impl Store {
             }
         }
         collect_garbage(&root, &index, unreadable);
+        let kubelet_real = OnceLock::new();
+        // Once here rather than on every call; a kubelet dir that does not exist yet is resolved
+        // on first use instead.
+        if let Ok(path) = fs::canonicalize(&config.kubelet_dir) {
+            let _ = kubelet_real.set(path);
+        }
         tracing::info!(
             volumes = index.values().map(BTreeSet::len).sum::<usize>(),
             specs = index.len(),
@@ -133,6 +155,7 @@ impl Store {
                 config,
                 root,
                 records,
+                kubelet_real,
                 index: Mutex::new(index),
                 spec_locks: KeyedLocks::default(),
                 target_locks: KeyedLocks::default(),
@@ -231,7 +254,8 @@ impl Store {
         Ok(count)
     }
 
-    /// How many volumes are published (from the in-memory index).
+    /// How many volumes are published (from the in-memory index; a publish in flight counts from
+    /// its reservation on).
     pub fn published_count(&self) -> usize {
         self.inner.index().values().map(BTreeSet::len).sum()
     }
@@ -289,6 +313,17 @@ impl Inner {
         }
     }
 
+    /// The kubelet dir, symlinks resolved (cached: see `kubelet_real`).
+    fn kubelet_real(&self) -> Result<&Path> {
+        if let Some(path) = self.kubelet_real.get() {
+            return Ok(path);
+        }
+        let kubelet_dir = &self.config.kubelet_dir;
+        let resolved =
+            fs::canonicalize(kubelet_dir).map_err(|e| io_error("resolve", kubelet_dir, e))?;
+        Ok(self.kubelet_real.get_or_init(|| resolved))
+    }
+
     /// Checks that `target` is inside the kubelet dir, lexically and with symlinks resolved;
     /// returns it resolved (the path every syscall then uses). Creates nothing.
     fn check_target(&self, target: &Path) -> Result<PathBuf> {
@@ -306,8 +341,7 @@ impl Inner {
         if !lexically_inside {
             return Err(outside());
         }
-        let kubelet_real =
-            fs::canonicalize(kubelet_dir).map_err(|e| io_error("resolve", kubelet_dir, e))?;
+        let kubelet_real = self.kubelet_real()?;
         // The nearest existing ancestor, resolved, plus the names below it that do not exist.
         let mut existing = target;
         let mut missing = Vec::new();
@@ -321,14 +355,14 @@ impl Inner {
                 Err(e) => return Err(io_error("inspect", existing, e)),
             }
         }
-        let mut resolved = match fs::canonicalize(existing) {
+        let mut resolved = match resolve(existing) {
             Ok(path) => path,
             // A dangling symlink: where it points cannot be checked.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(outside()),
             Err(e) => return Err(io_error("resolve", existing, e)),
         };
         resolved.extend(missing.iter().rev());
-        if !resolved.starts_with(&kubelet_real) || resolved == kubelet_real {
+        if !resolved.starts_with(kubelet_real) || resolved == kubelet_real {
             return Err(outside());
         }
         Ok(resolved)
@@ -372,10 +406,11 @@ impl Inner {
             tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
         }
 
-        let spec_lock = self.spec_locks.get(&digest);
-        let _spec_guard = keyed::lock(&spec_lock);
+        let reservation = self
+            .reserve(&publication.target, &digest, render)
+            .map_err(|e| self.in_store(e))?;
         let mut undo = Undo::default();
-        match self.publish_locked(&publication, &resolved, &digest, render, &mut undo) {
+        match self.mount_and_record(&publication, &resolved, &digest, &mut undo) {
             Ok(()) => {
                 tracing::info!(
                     volume_id = %publication.volume_id,
@@ -386,35 +421,82 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.undo(&undo, &publication.target, &resolved, &digest);
+                undo_target(&undo, &resolved);
+                self.release(&reservation, &publication.target, &digest);
                 Err(self.in_store(e))
             }
         }
     }
 
-    /// The part of a publish under the spec lock.
-    fn publish_locked<R>(
+    /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` in the
+    /// index, so no unpublish removes the dir until this publish is done or has failed.
+    fn reserve<R>(&self, target: &Path, digest: &SpecDigest, render: R) -> Result<Reservation>
+    where
+        R: FnOnce() -> Result<Files, sources::Error>,
+    {
+        let spec_lock = self.spec_locks.get(digest);
+        let _spec_guard = keyed::lock(&spec_lock);
+        let spec_dir = self.root.join(digest.as_str());
+        let rendered = match fs::symlink_metadata(&spec_dir) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let files = render()?;
+                atomic::create_spec_dir(&self.root, digest.as_str(), &files)?;
+                true
+            }
+            Err(e) => return Err(io_error("inspect", &spec_dir, e)),
+        };
+        let mut index = self.index();
+        let targets = index.entry(digest.clone()).or_default();
+        let known = !targets.is_empty();
+        let new_target = targets.insert(target.to_owned());
+        Ok(Reservation {
+            new_target,
+            dir_is_ours: rendered || known,
+        })
+    }
+
+    /// Takes a failed publish's reservation back; removes the spec dir if that leaves it
+    /// unused.
+    fn release(&self, reservation: &Reservation, target: &Path, digest: &SpecDigest) {
+        if !reservation.new_target {
+            return;
+        }
+        let spec_lock = self.spec_locks.get(digest);
+        let _spec_guard = keyed::lock(&spec_lock);
+        let unused = self.forget(digest, target);
+        if unused
+            && reservation.dir_is_ours
+            && let Err(e) = atomic::remove_tree(&self.root.join(digest.as_str()))
+        {
+            tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
+        }
+    }
+
+    /// Removes `target` from the index; true when no target of `digest` is left. Call with the
+    /// spec lock held.
+    fn forget(&self, digest: &SpecDigest, target: &Path) -> bool {
+        let mut index = self.index();
+        let Some(targets) = index.get_mut(digest) else {
+            return true;
+        };
+        targets.remove(target);
+        let unused = targets.is_empty();
+        if unused {
+            index.remove(digest);
+        }
+        unused
+    }
+
+    /// The part of a publish after the reservation: under the target lock only.
+    fn mount_and_record(
         &self,
         publication: &Publication,
         resolved: &Path,
         digest: &SpecDigest,
-        render: R,
         undo: &mut Undo,
-    ) -> Result<()>
-    where
-        R: FnOnce() -> Result<Files, sources::Error>,
-    {
+    ) -> Result<()> {
         let spec_dir = self.root.join(digest.as_str());
-        match fs::symlink_metadata(&spec_dir) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let files = render()?;
-                atomic::create_spec_dir(&self.root, digest.as_str(), &files)?;
-                undo.spec_dir = true;
-            }
-            Err(e) => return Err(io_error("inspect", &spec_dir, e)),
-        }
-
         match fs::symlink_metadata(resolved) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -439,8 +521,9 @@ impl Inner {
             Err(e) => return Err(io_error("inspect", resolved, e)),
         }
 
-        // A mount without a record: a crash between mounting and recording. Replace it.
-        if mount::is_mountpoint(resolved)? {
+        // A mount without a record: a crash between mounting and recording. Replace it. (A
+        // directory made just now holds no mount.)
+        if !undo.target_dir && mount::is_mountpoint(resolved)? {
             tracing::warn!(target = %resolved.display(), "target is mounted but not recorded; unmounting it first");
             unmount_all(resolved)?;
         }
@@ -458,34 +541,7 @@ impl Inner {
             pod: publication.pod.clone(),
             published_at: now_unix(),
         };
-        record::write(&self.records, &rec)?;
-        self.index()
-            .entry(digest.clone())
-            .or_default()
-            .insert(publication.target.clone());
-        Ok(())
-    }
-
-    fn undo(&self, undo: &Undo, target: &Path, resolved: &Path, digest: &SpecDigest) {
-        if undo.mounted
-            && let Err(e) = mount::unmount(resolved)
-        {
-            tracing::warn!(target = %resolved.display(), error = %e, "undo: cannot unmount");
-        }
-        if undo.target_dir
-            && let Err(e) = fs::remove_dir(resolved)
-        {
-            tracing::warn!(target = %resolved.display(), error = %e, "undo: cannot remove the target");
-        }
-        if undo.spec_dir {
-            let others = self
-                .index()
-                .get(digest)
-                .is_some_and(|targets| targets.iter().any(|t| t != target));
-            if !others && let Err(e) = atomic::remove_tree(&self.root.join(digest.as_str())) {
-                tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
-            }
-        }
+        record::write(&self.records, &rec)
     }
 
     fn live_specs(&self) -> Result<Vec<VolumeSpec>> {
@@ -512,7 +568,8 @@ impl Inner {
             return Ok(false);
         }
         let files = render()?;
-        atomic::write_generation(&self.root.join(digest.as_str()), &files).map_err(|e| self.in_store(e))?;
+        atomic::write_generation(&self.root.join(digest.as_str()), &files)
+            .map_err(|e| self.in_store(e))?;
         tracing::info!(spec = %digest, "spec refreshed");
         Ok(true)
     }
@@ -541,22 +598,13 @@ impl Inner {
             return Ok(());
         }
 
-        let spec_lock = self.spec_locks.get(&rec.digest);
-        let _spec_guard = keyed::lock(&spec_lock);
         unmount_all(&resolved)?;
         remove_target_dir(&resolved);
         record::remove(&self.records, target)?;
-        let unused = {
-            let mut index = self.index();
-            let targets = index.entry(rec.digest.clone()).or_default();
-            targets.remove(target);
-            let unused = targets.is_empty();
-            if unused {
-                index.remove(&rec.digest);
-            }
-            unused
-        };
-        if unused {
+        // Only the index and the spec dir need the spec lock: the target is ours alone.
+        let spec_lock = self.spec_locks.get(&rec.digest);
+        let _spec_guard = keyed::lock(&spec_lock);
+        if self.forget(&rec.digest, target) {
             atomic::remove_tree(&self.root.join(rec.digest.as_str()))?;
             tracing::info!(spec = %rec.digest, "removed an unused spec directory");
         }
@@ -592,6 +640,42 @@ impl Inner {
             total_inodes: u64::from(vfs.files()),
             available_inodes: u64::from(vfs.files_available()),
         })
+    }
+}
+
+/// Takes back what a failed publish did to its target.
+fn undo_target(undo: &Undo, resolved: &Path) {
+    if undo.mounted
+        && let Err(e) = mount::unmount(resolved)
+    {
+        tracing::warn!(target = %resolved.display(), error = %e, "undo: cannot unmount");
+    }
+    if undo.target_dir
+        && let Err(e) = fs::remove_dir(resolved)
+    {
+        tracing::warn!(target = %resolved.display(), error = %e, "undo: cannot remove the target");
+    }
+}
+
+/// `fs::canonicalize` in three syscalls instead of a `readlink` per component: the kernel
+/// resolves the path once (open `O_PATH`) and names what it found (`/proc/self/fd`). Falls
+/// back to `canonicalize` without `/proc`, or when the kernel's name is not a plain path.
+fn resolve(path: &Path) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        // Not absolute: not reachable from our root. " (deleted)": gone meanwhile.
+        Ok(name)
+            if name.is_absolute()
+                && !name.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") =>
+        {
+            Ok(name)
+        }
+        _ => fs::canonicalize(path),
     }
 }
 
