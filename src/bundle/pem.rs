@@ -159,9 +159,10 @@ pub(crate) fn write_block(out: &mut String, label: &str, der: &[u8]) {
     out.push_str("-----BEGIN ");
     out.push_str(label);
     out.push_str("-----\n");
-    for chunk in encoded.as_bytes().chunks(64) {
-        // base64 output is ASCII, so each chunk is valid UTF-8.
-        out.push_str(&String::from_utf8_lossy(chunk));
+    out.reserve(encoded.len() + encoded.len() / 64 + label.len() * 2 + 32);
+    // base64 output is ASCII, so every byte offset is a char boundary.
+    for start in (0..encoded.len()).step_by(64) {
+        out.push_str(&encoded[start..encoded.len().min(start + 64)]);
         out.push('\n');
     }
     out.push_str("-----END ");
