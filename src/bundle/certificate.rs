@@ -100,12 +100,17 @@ fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
         .ok()
         .flatten()
         .is_some_and(|bc| bc.value.ca);
+    // A CA is a CA whoever signed it: only other certificates pay for a signature check (RSA
+    // verification was most of a render's CPU when every root was checked).
+    if ca {
+        return Kind::Ca;
+    }
     let self_signed = self_signed(cert);
     // v1 has no extensions, so no basicConstraints; such roots are CAs by convention.
     let old_root = cert.version() == x509_parser::x509::X509Version::V1
         && cert.extensions().is_empty()
         && self_signed;
-    if ca || old_root {
+    if old_root {
         Kind::Ca
     } else if self_signed {
         Kind::SelfSignedEndEntity
