@@ -240,15 +240,30 @@ fn render(args: RenderArgs) -> Result<(), Failure> {
 /// Plain files for a local directory: no `..data` generations (that is the volume store's
 /// concern) and ordinary permissions, so the user can delete what they rendered.
 fn write_files(out: &Path, files: &Files) -> std::io::Result<()> {
+    // Into a directory we create, nothing can be in the way: skip the per-file checks.
+    let fresh = match std::fs::create_dir(out) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(_) => {
+            std::fs::create_dir_all(out)?;
+            true
+        }
+    };
+    let mut made = std::collections::HashSet::new();
     for (relative, entry) in &files.entries {
         let path = out.join(relative);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && parent != out
+            && made.insert(parent.to_owned())
+        {
             std::fs::create_dir_all(parent)?;
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path)?,
-            Ok(_) => std::fs::remove_file(&path)?,
-            Err(_) => {}
+        if !fresh {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path)?,
+                Ok(_) => std::fs::remove_file(&path)?,
+                Err(_) => {}
+            }
         }
         match entry {
             Entry::File(bytes) => std::fs::write(&path, bytes)?,
