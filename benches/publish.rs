@@ -46,7 +46,10 @@ fn main() {
     }
     println!("trustmount benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     let disk_cost = metadata_cycle_cost(Path::new("/tmp"));
-    println!("\n== state dir (records) on this machine's /tmp: create+rename+unlink costs {:.0} µs here", disk_cost.as_secs_f64() * 1e6);
+    println!(
+        "\n== state dir (records) on this machine's /tmp: create+rename+unlink costs {:.0} µs here",
+        disk_cost.as_secs_f64() * 1e6
+    );
     support::block_on(publish_benchmarks(true));
     // Same runs with /tmp on tmpfs (this namespace only): the driver's own cost, without the
     // disk's metadata latency.

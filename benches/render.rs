@@ -9,9 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SerialNumber};
 use trustmount::bundle::{Bundle, Certificate, JavaTruststore, Layout, RenderOptions, render};
 
 const SIZES: [(usize, usize); 2] = [(150, 15), (5_000, 5)];
@@ -21,19 +19,12 @@ fn main() {
         "trustmount render benchmark ({} cores); median of N rounds, ms",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!(
-        "{:>6}  {:<7} {:<7} {:>10}  {:>13}",
-        "certs", "layout", "java", "median ms", "vs debian+jks"
-    );
+    println!("{:>6}  {:<7} {:<7} {:>10}  {:>13}", "certs", "layout", "java", "median ms", "vs debian+jks");
     for (count, rounds) in SIZES {
         let bundle = bundle_of(count);
         let combinations: Vec<RenderOptions> = Layout::ALL
             .iter()
-            .flat_map(|&layout| {
-                JavaTruststore::ALL
-                    .iter()
-                    .map(move |&java| RenderOptions { layout, java })
-            })
+            .flat_map(|&layout| JavaTruststore::ALL.iter().map(move |&java| RenderOptions { layout, java }))
             .collect();
         // One warm-up render each, so first-touch allocation is not measured.
         for options in &combinations {
@@ -77,27 +68,16 @@ fn bundle_of(count: usize) -> Bundle {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, "DE");
-        dn.push(
-            DnType::OrganizationName,
-            format!("Bench Trust Services {}", i % 40),
-        );
+        dn.push(DnType::OrganizationName, format!("Bench Trust Services {}", i % 40));
         dn.push(DnType::CommonName, format!("Bench Root CA {i:05}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.serial_number = Some(SerialNumber::from((i as u64 + 1).to_be_bytes().to_vec()));
-        let der = params
-            .self_signed(&key)
-            .expect("self-signed")
-            .der()
-            .to_vec();
+        let der = params.self_signed(&key).expect("self-signed").der().to_vec();
         Certificate::from_der(&der, "bench:generated", false).expect("parses")
     });
     let bundle = Bundle::new(certificates);
-    assert_eq!(
-        bundle.certificates().len(),
-        count,
-        "generated certificates must be distinct"
-    );
+    assert_eq!(bundle.certificates().len(), count, "generated certificates must be distinct");
     bundle
 }
 

@@ -113,9 +113,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -173,9 +171,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     .context("opening the volume store")
     .map_err(Failure::Runtime)?;
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
-    let runtime = tokio::runtime::Runtime::new()
-        .context("starting the async runtime")
-        .map_err(Failure::Runtime)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
     let _guard = runtime.enter();
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
@@ -191,9 +187,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let node = NodeService::new(args.node_id, sources, store, rotation);
     let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
     drop(watch);
-    served
-        .with_context(|| format!("serving on {}", args.endpoint.path().display()))
-        .map_err(Failure::Runtime)
+    served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)
 }
 
 async fn shutdown_signal() {
@@ -221,10 +215,7 @@ fn render(args: RenderArgs) -> Result<(), Failure> {
     .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v)))
     .collect();
     let (spec, _) = VolumeSpec::from_attributes(&attributes).map_err(|e| Failure::Config(e.into()))?;
-    let rendered = catalog
-        .render(&spec)
-        .context("rendering the bundle")
-        .map_err(Failure::Config)?;
+    let rendered = catalog.render(&spec).context("rendering the bundle").map_err(Failure::Config)?;
     write_files(&args.out, &rendered.files)
         .with_context(|| format!("writing {}", args.out.display()))
         .map_err(Failure::Runtime)?;
@@ -283,8 +274,8 @@ fn inspect(args: InspectArgs) -> Result<(), Failure> {
         reports.extend(bundle::inspect(&name, &bytes, now).map_err(|e| Failure::Config(e.into()))?);
     }
     if args.json {
-        let json = serde_json::to_string_pretty(&bundle::Inspection::new(reports))
-            .map_err(|e| Failure::Runtime(e.into()))?;
+        let json =
+            serde_json::to_string_pretty(&bundle::Inspection::new(reports)).map_err(|e| Failure::Runtime(e.into()))?;
         println!("{json}");
     } else {
         print!("{}", bundle::to_text(&reports));
@@ -323,9 +314,8 @@ fn parse_size(value: &str) -> Result<u64, String> {
         .into_iter()
         .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|d| (d, m)))
         .unwrap_or((value, 1));
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size; use bytes or a Ki/Mi/Gi suffix, e.g. 256Mi"))?;
+    let number: u64 =
+        digits.parse().map_err(|_| format!("{value:?} is not a size; use bytes or a Ki/Mi/Gi suffix, e.g. 256Mi"))?;
     number
         .checked_mul(multiplier)
         .filter(|size| *size >= 1 << 20)
@@ -344,6 +334,8 @@ fn parse_driver_name(value: &str) -> Result<String, String> {
     if valid {
         Ok(value.to_owned())
     } else {
-        Err(format!("driver name {value:?} must be ≤ 63 characters of [a-zA-Z0-9.-], starting and ending with a letter or digit"))
+        Err(format!(
+            "driver name {value:?} must be ≤ 63 characters of [a-zA-Z0-9.-], starting and ending with a letter or digit"
+        ))
     }
 }

@@ -30,12 +30,7 @@ pub struct Rotation {
 
 impl Rotation {
     pub fn new(sources: Arc<Sources>, store: Store) -> Arc<Self> {
-        Arc::new(Self {
-            sources,
-            store,
-            failures: Mutex::new(HashMap::new()),
-            requested: Notify::new(),
-        })
+        Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new() })
     }
 
     /// Renders a spec with the current sources; what publish and refresh both call.

@@ -38,11 +38,7 @@ pub enum Error {
     )]
     UnknownAttribute { key: String, accepted: String },
     #[error("volume attribute {key:?} has value {value:?}; use {expected}")]
-    InvalidValue {
-        key: String,
-        value: String,
-        expected: String,
-    },
+    InvalidValue { key: String, value: String, expected: String },
 }
 
 /// The content-defining part of a volume: two volumes with equal specs see identical files.
@@ -136,12 +132,7 @@ impl VolumeSpec {
 
 impl Default for VolumeSpec {
     fn default() -> Self {
-        Self {
-            namespace: String::new(),
-            system_roots: true,
-            render: RenderOptions::default(),
-            keep_expired: false,
-        }
+        Self { namespace: String::new(), system_roots: true, render: RenderOptions::default(), keep_expired: false }
     }
 }
 

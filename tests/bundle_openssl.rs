@@ -5,21 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyPair,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyPair};
 use trustmount::bundle::{self, Bundle, Certificate, Entry, Files, RenderOptions, Strictness};
 
 fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
@@ -29,18 +20,7 @@ fn path_str(path: &Path) -> &str {
 
 /// What `openssl x509 -subject_hash` prints for a certificate file.
 fn openssl_hash(cert: &Path, inform: &str) -> u32 {
-    let out = run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            inform,
-            "-in",
-            path_str(cert),
-            "-noout",
-            "-subject_hash",
-        ],
-    );
+    let out = run("openssl", &["x509", "-inform", inform, "-in", path_str(cert), "-noout", "-subject_hash"]);
     let text = String::from_utf8_lossy(&out.stdout);
     u32::from_str_radix(text.trim(), 16).unwrap_or_else(|e| panic!("bad hash {text:?}: {e}"))
 }
@@ -48,11 +28,7 @@ fn openssl_hash(cert: &Path, inform: &str) -> u32 {
 fn parse_one(name: &str, bytes: &[u8]) -> Certificate {
     let parsed = bundle::parse_source(name, bytes, Strictness::Strict).expect("parses");
     assert_eq!(parsed.certificates.len(), 1);
-    parsed
-        .certificates
-        .into_iter()
-        .next()
-        .expect("one certificate")
+    parsed.certificates.into_iter().next().expect("one certificate")
 }
 
 /// A self-signed certificate made by `openssl req` with the given subject and extra options.
@@ -60,11 +36,8 @@ fn parse_one(name: &str, bytes: &[u8]) -> Certificate {
 /// canonicalisation of each type is exercised; `utf8only` is OpenSSL's own default.
 fn openssl_cert(dir: &Path, name: &str, subject: &str, mask: &str, extra: &[&str]) -> PathBuf {
     let config = dir.join(format!("{name}.cnf"));
-    std::fs::write(
-        &config,
-        format!("[req]\ndistinguished_name = dn\nstring_mask = {mask}\n[dn]\n"),
-    )
-    .expect("write config");
+    std::fs::write(&config, format!("[req]\ndistinguished_name = dn\nstring_mask = {mask}\n[dn]\n"))
+        .expect("write config");
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     let mut args = vec![
@@ -136,43 +109,21 @@ fn subject_hash_matches_openssl_for_every_string_type() {
     let text = "  Mixed  CASE Name ";
     let cases: Vec<(&str, DnValue)> = vec![
         ("utf8", DnValue::Utf8String("  Grüße  日本 ".into())),
-        (
-            "printable",
-            DnValue::PrintableString(text.try_into().expect("printable")),
-        ),
-        (
-            "ia5",
-            DnValue::Ia5String(" Mixed_CASE@Name ".try_into().expect("ia5")),
-        ),
-        (
-            "teletex",
-            DnValue::TeletexString(text.try_into().expect("teletex")),
-        ),
-        (
-            "bmp",
-            DnValue::BmpString(" Grüße  日本 ".try_into().expect("bmp")),
-        ),
-        (
-            "universal",
-            DnValue::UniversalString(" Grüße 𝄞 X ".try_into().expect("universal")),
-        ),
+        ("printable", DnValue::PrintableString(text.try_into().expect("printable"))),
+        ("ia5", DnValue::Ia5String(" Mixed_CASE@Name ".try_into().expect("ia5"))),
+        ("teletex", DnValue::TeletexString(text.try_into().expect("teletex"))),
+        ("bmp", DnValue::BmpString(" Grüße  日本 ".try_into().expect("bmp"))),
+        ("universal", DnValue::UniversalString(" Grüße 𝄞 X ".try_into().expect("universal"))),
     ];
     for (name, value) in cases {
         let der = rcgen_cert(vec![
-            (
-                DnType::CountryName,
-                DnValue::PrintableString("DE".try_into().expect("printable")),
-            ),
+            (DnType::CountryName, DnValue::PrintableString("DE".try_into().expect("printable"))),
             (DnType::CommonName, value),
         ]);
         let path = dir.path().join(format!("{name}.der"));
         std::fs::write(&path, &der).expect("write");
         let ours = parse_one(name, &der).subject_hash;
-        assert_eq!(
-            format!("{ours:08x}"),
-            format!("{:08x}", openssl_hash(&path, "DER")),
-            "{name}"
-        );
+        assert_eq!(format!("{ours:08x}"), format!("{:08x}", openssl_hash(&path, "DER")), "{name}");
     }
 }
 
@@ -221,19 +172,11 @@ fn write_files(dir: &Path, files: &Files) {
 }
 
 fn embedded_plus_same_subjects() -> Bundle {
-    let mut certs: Vec<Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|der| parse_one("system:embedded", der.as_ref()))
-        .collect();
+    let mut certs: Vec<Certificate> =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|der| parse_one("system:embedded", der.as_ref())).collect();
     // Same subject three times, plus spellings that differ only in case and spacing: all
     // share one hash, so they exercise the `.N` numbering.
-    for cn in [
-        "Same Subject",
-        "Same Subject",
-        "Same Subject",
-        "same  SUBJECT",
-        " SAME subject",
-    ] {
+    for cn in ["Same Subject", "Same Subject", "Same Subject", "same  SUBJECT", " SAME subject"] {
         let der = rcgen_cert(vec![(DnType::CommonName, DnValue::Utf8String(cn.into()))]);
         certs.push(parse_one("extra", &der));
     }
@@ -248,9 +191,8 @@ fn hash_links_are_exactly_what_openssl_rehash_makes() {
     // Only the per-certificate files, so rehash sees the same inputs our links point to.
     let dir = tempfile::tempdir().expect("tempdir");
     let is_hash_link = |p: &str| {
-        p.split_once('.').is_some_and(|(h, n)| {
-            h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()) && n.parse::<u32>().is_ok()
-        })
+        p.split_once('.')
+            .is_some_and(|(h, n)| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()) && n.parse::<u32>().is_ok())
     };
     let mut ours = BTreeMap::new();
     for (path, entry) in &files.entries {
@@ -270,17 +212,11 @@ fn hash_links_are_exactly_what_openssl_rehash_makes() {
         let entry = entry.expect("entry");
         if entry.file_type().expect("type").is_symlink() {
             let target = std::fs::read_link(entry.path()).expect("link");
-            theirs.insert(
-                entry.file_name().to_string_lossy().into_owned(),
-                target.to_string_lossy().into_owned(),
-            );
+            theirs.insert(entry.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned());
         }
     }
     assert_eq!(ours.len(), bundle.certificates().len());
-    assert!(
-        ours.keys().any(|k| k.ends_with(".4")),
-        "expected five same-hash certificates"
-    );
+    assert!(ours.keys().any(|k| k.ends_with(".4")), "expected five same-hash certificates");
     assert_eq!(ours, theirs);
 }
 
@@ -337,11 +273,7 @@ fn openssl_verifies_a_leaf_through_the_bundle_file_and_the_hash_links() {
     );
     let ca_cert = parse_one("corp", &std::fs::read(&ca).expect("read"));
     let mut certs = vec![ca_cert];
-    certs.extend(
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|der| parse_one("system:embedded", der.as_ref())),
-    );
+    certs.extend(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|der| parse_one("system:embedded", der.as_ref())));
     let files = bundle::render(&Bundle::new(certs), &RenderOptions::default()).expect("renders");
     let certs_dir = dir.path().join("certs");
     write_files(&certs_dir, &files);
@@ -349,20 +281,10 @@ fn openssl_verifies_a_leaf_through_the_bundle_file_and_the_hash_links() {
     let ca_file = certs_dir.join("ca-certificates.crt");
     for args in [
         vec!["verify", "-CAfile", path_str(&ca_file), path_str(&leaf)],
-        vec![
-            "verify",
-            "-no-CAfile",
-            "-no-CAstore",
-            "-CApath",
-            path_str(&certs_dir),
-            path_str(&leaf),
-        ],
+        vec!["verify", "-no-CAfile", "-no-CAstore", "-CApath", path_str(&certs_dir), path_str(&leaf)],
     ] {
         let out = run("openssl", &args);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(": OK"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"), "{args:?}");
     }
 }
 
@@ -373,23 +295,10 @@ fn keytool_lists_every_certificate_of_the_java_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_files(dir.path(), &files);
     let store = dir.path().join("java/cacerts");
-    let count = |stdout: &[u8]| {
-        String::from_utf8_lossy(stdout)
-            .lines()
-            .filter(|l| l.contains("trustedCertEntry"))
-            .count()
-    };
+    let count =
+        |stdout: &[u8]| String::from_utf8_lossy(stdout).lines().filter(|l| l.contains("trustedCertEntry")).count();
 
-    let out = run(
-        "keytool",
-        &[
-            "-list",
-            "-keystore",
-            path_str(&store),
-            "-storepass",
-            bundle::JAVA_STORE_PASSWORD,
-        ],
-    );
+    let out = run("keytool", &["-list", "-keystore", path_str(&store), "-storepass", bundle::JAVA_STORE_PASSWORD]);
     assert_eq!(count(&out.stdout), bundle.certificates().len());
 
     // How the JDK opens its default truststore: no password, so no integrity check.
@@ -398,11 +307,7 @@ fn keytool_lists_every_certificate_of_the_java_store() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run keytool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&out.stdout), bundle.certificates().len());
 
     // The symlink resolves to the same store.
@@ -450,9 +355,8 @@ fn subject_hash_matches_openssl_for_latin1_t61_and_numeric_strings() {
 
     // NumericString: rcgen cannot emit one, so re-tag a PrintableString of digits (0x13 → 0x12)
     // in subject and issuer; `openssl x509 -subject_hash` does not check the signature.
-    let mut der = rcgen_cert(vec![
-        (DnType::CommonName, DnValue::PrintableString("  0123 4567 ".try_into().expect("printable"))),
-    ]);
+    let mut der =
+        rcgen_cert(vec![(DnType::CommonName, DnValue::PrintableString("  0123 4567 ".try_into().expect("printable")))]);
     let printable_digits = [0x13, 12, b' ', b' ', b'0', b'1', b'2', b'3', b' ', b'4', b'5', b'6', b'7', b' '];
     let mut retagged = 0;
     for i in 0..der.len().saturating_sub(printable_digits.len() - 1) {
@@ -466,5 +370,9 @@ fn subject_hash_matches_openssl_for_latin1_t61_and_numeric_strings() {
     std::fs::write(&numeric, &der).expect("write");
     let cert = bundle::parse_source("numeric", &der, Strictness::BestEffort).expect("parses").certificates;
     assert_eq!(cert.len(), 1, "the re-tagged certificate still parses");
-    assert_eq!(format!("{:08x}", cert[0].subject_hash), format!("{:08x}", openssl_hash(&numeric, "DER")), "NumericString");
+    assert_eq!(
+        format!("{:08x}", cert[0].subject_hash),
+        format!("{:08x}", openssl_hash(&numeric, "DER")),
+        "NumericString"
+    );
 }

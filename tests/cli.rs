@@ -6,15 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::certs::{openssl_subject_hash, pem_certificates, TestCa};
+use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
 use support::daemon::BIN;
 
 fn trustmount(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {BIN}: {e}"))
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {BIN}: {e}"))
 }
 
 fn render(out: &Path, pems: &[&Path], system_roots: &str) -> Output {
@@ -72,7 +68,11 @@ fn render_with_one_pem_and_no_system_roots_writes_the_volume_files_and_inspect_l
             }
             let listed = cmd.stdin(Stdio::null()).output().unwrap();
             assert_success(&format!("keytool -list (password {password:?})"), &listed);
-            assert!(text(&listed.stdout).contains("1 entr"), "keytool sees other than one entry:\n{}", text(&listed.stdout));
+            assert!(
+                text(&listed.stdout).contains("1 entr"),
+                "keytool sees other than one entry:\n{}",
+                text(&listed.stdout)
+            );
         }
     }
     let per_cert: Vec<PathBuf> = std::fs::read_dir(&out)
@@ -87,7 +87,11 @@ fn render_with_one_pem_and_no_system_roots_writes_the_volume_files_and_inspect_l
         let listing = trustmount(&["inspect".as_ref(), path.as_os_str()]);
         assert_success("inspect", &listing);
         let stdout = text(&listing.stdout);
-        assert!(stdout.contains(&ca.common_name), "inspect {} does not show the CA's subject:\n{stdout}", path.display());
+        assert!(
+            stdout.contains(&ca.common_name),
+            "inspect {} does not show the CA's subject:\n{stdout}",
+            path.display()
+        );
     }
 }
 
@@ -116,7 +120,11 @@ fn inspect_json_is_valid_json_naming_each_certificate_and_its_sha256() {
     json_strings(&value, &mut strings);
     let normalized: Vec<String> = strings.iter().map(|s| s.replace(':', "").to_lowercase()).collect();
     for ca in [&first, &second] {
-        assert!(strings.iter().any(|s| s.contains(&ca.common_name)), "JSON lacks subject {}:\n{value:#}", ca.common_name);
+        assert!(
+            strings.iter().any(|s| s.contains(&ca.common_name)),
+            "JSON lacks subject {}:\n{value:#}",
+            ca.common_name
+        );
         assert!(normalized.contains(&ca.fingerprint_hex()), "JSON lacks SHA-256 {}:\n{value:#}", ca.fingerprint_hex());
     }
 }

@@ -6,15 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use support::block_on;
-use support::certs::{pem_certificates, openssl_subject_hash, TestCa};
+use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
 use support::client::{mount_capability, publish_request, stats_request, unpublish_request};
 use support::daemon::{Daemon, DaemonOptions};
 use support::fsutil::{is_mount_point, walk};
 use tonic::Code;
 use trustmount::proto::csi::v1::{
-    node_service_capability, plugin_capability, volume_capability, volume_usage, GetPluginCapabilitiesRequest,
-    GetPluginInfoRequest, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
-    NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
+    GetPluginCapabilitiesRequest, GetPluginInfoRequest, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest,
+    NodeGetInfoRequest, NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
+    node_service_capability, plugin_capability, volume_capability, volume_usage,
 };
 
 fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
@@ -46,7 +46,10 @@ fn identity_reports_the_driver_name_version_no_controller_and_readiness() {
         let caps = identity.get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await.unwrap().into_inner();
         let controller = plugin_capability::service::Type::ControllerService as i32;
         assert!(
-            !caps.capabilities.iter().any(|c| matches!(c.r#type, Some(plugin_capability::Type::Service(s)) if s.r#type == controller)),
+            !caps
+                .capabilities
+                .iter()
+                .any(|c| matches!(c.r#type, Some(plugin_capability::Type::Service(s)) if s.r#type == controller)),
             "a node-only driver must not advertise CONTROLLER_SERVICE: {caps:?}"
         );
 
@@ -300,7 +303,9 @@ fn bad_publish_requests_get_the_csi_status_codes() {
                 r.volume_capability.as_mut().unwrap().access_type =
                     Some(volume_capability::AccessType::Block(volume_capability::BlockVolume {}))
             }),
-            case("missing access mode", Code::InvalidArgument, |r| r.volume_capability.as_mut().unwrap().access_mode = None),
+            case("missing access mode", Code::InvalidArgument, |r| {
+                r.volume_capability.as_mut().unwrap().access_mode = None
+            }),
             case("UNKNOWN access mode", Code::InvalidArgument, |r| {
                 r.volume_capability.as_mut().unwrap().access_mode =
                     Some(volume_capability::AccessMode { mode: volume_capability::access_mode::Mode::Unknown as i32 })
@@ -324,7 +329,9 @@ fn bad_publish_requests_get_the_csi_status_codes() {
                 r.target_path = "pods/p/volumes/kubernetes.io~csi/trust/mount".into()
             }),
             case("target outside the kubelet dir", Code::InvalidArgument, move |r| r.target_path = outside_s.clone()),
-            case("target leaving the kubelet dir via ..", Code::InvalidArgument, move |r| r.target_path = dotdot_s.clone()),
+            case("target leaving the kubelet dir via ..", Code::InvalidArgument, move |r| {
+                r.target_path = dotdot_s.clone()
+            }),
             case("target leaving the kubelet dir via a symlink", Code::InvalidArgument, move |r| {
                 r.target_path = sym_s.clone()
             }),
@@ -367,13 +374,20 @@ fn bad_publish_requests_get_the_csi_status_codes() {
             let result = node.node_publish_volume(request.clone()).await;
             let got = code_of(&result);
             if got != case.expected {
-                failures.push(format!("{}: expected {:?}, got {:?} ({:?})", case.name, case.expected, got, result.err().map(|s| s.message().to_string())));
+                failures.push(format!(
+                    "{}: expected {:?}, got {:?} ({:?})",
+                    case.name,
+                    case.expected,
+                    got,
+                    result.err().map(|s| s.message().to_string())
+                ));
                 continue;
             }
             if let (Some(word), Err(status)) = (case.message_contains, &result)
-                && !status.message().contains(word) {
-                    failures.push(format!("{}: message {:?} does not name {word:?}", case.name, status.message()));
-                }
+                && !status.message().contains(word)
+            {
+                failures.push(format!("{}: message {:?} does not name {word:?}", case.name, status.message()));
+            }
             if case.expected == Code::Ok {
                 assert!(is_mount_point(&fresh), "{}: accepted but not mounted", case.name);
                 node.node_unpublish_volume(unpublish_request(&request.volume_id, &fresh)).await.unwrap();
@@ -382,7 +396,11 @@ fn bad_publish_requests_get_the_csi_status_codes() {
             }
         }
         // Refused escapes created nothing outside the kubelet dir.
-        assert!(!outside_dir.join("vol/mount").exists(), "a refused publish created {}", outside_dir.join("vol/mount").display());
+        assert!(
+            !outside_dir.join("vol/mount").exists(),
+            "a refused publish created {}",
+            outside_dir.join("vol/mount").display()
+        );
         assert!(walk(&outside_dir) == vec![PathBuf::from("vol")], "outside dir changed: {:?}", walk(&outside_dir));
         // The existing publication survived the conflicting attempts.
         assert!(is_mount_point(&existing));
@@ -486,7 +504,12 @@ fn fifty_concurrent_publishes_all_succeed_and_unpublishing_them_empties_the_stor
                 .collect()
         };
         let before = named_by_digest(&walk(&store));
-        assert!(!before.is_empty(), "expected spec directories named by digest in {}: {:?}", store.display(), walk(&store));
+        assert!(
+            !before.is_empty(),
+            "expected spec directories named by digest in {}: {:?}",
+            store.display(),
+            walk(&store)
+        );
 
         let mut tasks = Vec::new();
         for (i, target) in targets.iter().enumerate() {
@@ -564,10 +587,8 @@ fn volume_condition_is_abnormal_when_an_extra_ca_expires_within_seven_days() {
         let certs = tempfile::tempdir().unwrap();
         let healthy = TestCa::new(certs.path(), "healthy");
         let soon = TestCa::expiring_in_days(certs.path(), "soon", 3);
-        let daemon = Daemon::start(
-            DaemonOptions::default().extra_pem(&healthy.cert_path).extra_pem(&soon.cert_path),
-        )
-        .await;
+        let daemon =
+            Daemon::start(DaemonOptions::default().extra_pem(&healthy.cert_path).extra_pem(&soon.cert_path)).await;
         assert_condition_names(&soon, &daemon, &[]).await;
     });
 }

@@ -26,57 +26,30 @@ fn fixture() -> Fixture {
     let ca = TestCa::new(dir.path(), "ca");
     let other = TestCa::new(dir.path(), "other");
     let leaf = ca.issue_server(dir.path(), "server");
-    Fixture {
-        ca,
-        other,
-        leaf,
-        dir,
-    }
+    Fixture { ca, other, leaf, dir }
 }
 
 impl Fixture {
     /// `trustmount render --layout L --java-truststore J` of both CAs into a fresh directory.
     fn render(&self, layout: &str, java: &str) -> PathBuf {
-        self.render_pems(
-            &format!("{layout}-{java}"),
-            layout,
-            java,
-            &[&self.ca.cert_path, &self.other.cert_path],
-        )
+        self.render_pems(&format!("{layout}-{java}"), layout, java, &[&self.ca.cert_path, &self.other.cert_path])
     }
 
     /// The same with only the unrelated CA: the control that must not trust the server.
     fn render_without_the_ca(&self, layout: &str, java: &str) -> PathBuf {
-        self.render_pems(
-            &format!("{layout}-{java}-without"),
-            layout,
-            java,
-            &[&self.other.cert_path],
-        )
+        self.render_pems(&format!("{layout}-{java}-without"), layout, java, &[&self.other.cert_path])
     }
 
     fn render_pems(&self, name: &str, layout: &str, java: &str, pems: &[&Path]) -> PathBuf {
         let out = self.dir.path().join(name);
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "render",
-            "--system-roots",
-            "none",
-            "--layout",
-            layout,
-            "--java-truststore",
-            java,
-            "--out",
-        ])
-        .arg(&out);
+        cmd.args(["render", "--system-roots", "none", "--layout", layout, "--java-truststore", java, "--out"])
+            .arg(&out);
         for pem in pems {
             cmd.arg("--pem").arg(pem);
         }
         let (ok, stdout, stderr) = run(&mut cmd);
-        assert!(
-            ok,
-            "render --layout {layout} --java-truststore {java} failed\n{stdout}{stderr}"
-        );
+        assert!(ok, "render --layout {layout} --java-truststore {java} failed\n{stdout}{stderr}");
         out
     }
 
@@ -89,19 +62,10 @@ impl Fixture {
 
 /// `openssl verify` of the server certificate with only `trust` (a `-CAfile` or `-CApath`),
 /// never the host's default store.
-fn openssl_verify(
-    leaf: &TestLeaf,
-    trust: &[&str],
-    path: &Path,
-    purpose: Option<&str>,
-) -> (bool, String) {
+fn openssl_verify(leaf: &TestLeaf, trust: &[&str], path: &Path, purpose: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new("openssl");
     cmd.args(["verify", "-no-CAstore"]);
-    cmd.arg(if trust[0] == "-CAfile" {
-        "-no-CApath"
-    } else {
-        "-no-CAfile"
-    });
+    cmd.arg(if trust[0] == "-CAfile" { "-no-CApath" } else { "-no-CAfile" });
     if let Some(purpose) = purpose {
         cmd.args(["-purpose", purpose]);
     }
@@ -112,20 +76,12 @@ fn openssl_verify(
 
 fn assert_verifies(fx: &Fixture, flag: &str, path: &Path, purpose: Option<&str>) {
     let (ok, output) = openssl_verify(&fx.leaf, &[flag], path, purpose);
-    assert!(
-        ok,
-        "openssl verify {flag} {} (purpose {purpose:?}) failed\n{output}",
-        path.display()
-    );
+    assert!(ok, "openssl verify {flag} {} (purpose {purpose:?}) failed\n{output}", path.display());
 }
 
 fn assert_refuses(fx: &Fixture, flag: &str, path: &Path, purpose: Option<&str>) {
     let (ok, output) = openssl_verify(&fx.leaf, &[flag], path, purpose);
-    assert!(
-        !ok,
-        "control: openssl verify {flag} {} (purpose {purpose:?}) succeeded\n{output}",
-        path.display()
-    );
+    assert!(!ok, "control: openssl verify {flag} {} (purpose {purpose:?}) succeeded\n{output}", path.display());
 }
 
 #[test]
@@ -135,22 +91,11 @@ fn rhel_bundle_and_hash_directory_verify_the_server_and_an_empty_directory_does_
     assert_verifies(&fx, "-CAfile", &out.join("pem/tls-ca-bundle.pem"), None);
     // The links update-ca-trust adds for Debian- and old-Fedora-minded programs.
     for link in ["ca-bundle.crt", "ca-certificates.crt"] {
-        assert_verifies(
-            &fx,
-            "-CAfile",
-            &out.join("pem/directory-hash").join(link),
-            None,
-        );
+        assert_verifies(&fx, "-CAfile", &out.join("pem/directory-hash").join(link), None);
     }
     assert_verifies(&fx, "-CApath", &out.join("pem/directory-hash"), None);
     assert_refuses(&fx, "-CApath", &fx.empty_dir(), None);
-    assert_refuses(
-        &fx,
-        "-CAfile",
-        &fx.render_without_the_ca("rhel", "jks")
-            .join("pem/tls-ca-bundle.pem"),
-        None,
-    );
+    assert_refuses(&fx, "-CAfile", &fx.render_without_the_ca("rhel", "jks").join("pem/tls-ca-bundle.pem"), None);
 }
 
 #[test]
@@ -163,14 +108,9 @@ fn rhel_trust_bundle_trusts_every_ca_for_tls_servers_and_for_nothing_else() {
     assert_refuses(&fx, "-CAfile", &trust_bundle, Some("smimesign"));
 
     let text = std::fs::read_to_string(&trust_bundle).unwrap();
-    assert_eq!(
-        text.matches("-----BEGIN TRUSTED CERTIFICATE-----").count(),
-        2,
-        "{text}"
-    );
-    let (ok, stdout, stderr) = run(Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-trustout", "-in"])
-        .arg(&trust_bundle));
+    assert_eq!(text.matches("-----BEGIN TRUSTED CERTIFICATE-----").count(), 2, "{text}");
+    let (ok, stdout, stderr) =
+        run(Command::new("openssl").args(["x509", "-noout", "-text", "-trustout", "-in"]).arg(&trust_bundle));
     assert!(ok, "openssl x509 -trustout failed\n{stderr}");
     assert!(
         stdout.contains("Trusted Uses:\n  TLS Web Server Authentication\nNo Rejected Uses."),
@@ -178,9 +118,7 @@ fn rhel_trust_bundle_trusts_every_ca_for_tls_servers_and_for_nothing_else() {
     );
     // Both CAs come first or second by subject; either way its alias is its common name.
     assert!(
-        [&fx.ca, &fx.other]
-            .iter()
-            .any(|ca| stdout.contains(&format!("Alias: {}", ca.common_name))),
+        [&fx.ca, &fx.other].iter().any(|ca| stdout.contains(&format!("Alias: {}", ca.common_name))),
         "no alias naming a CA:\n{stdout}"
     );
 }
@@ -193,12 +131,7 @@ fn suse_bundle_and_both_hash_directories_verify_the_server() {
     assert_verifies(&fx, "-CApath", &out.join("pem"), None);
     assert_verifies(&fx, "-CApath", &out.join("openssl"), Some("sslserver"));
     assert_refuses(&fx, "-CApath", &fx.empty_dir(), None);
-    assert_refuses(
-        &fx,
-        "-CApath",
-        &fx.render_without_the_ca("suse", "jks").join("pem"),
-        None,
-    );
+    assert_refuses(&fx, "-CApath", &fx.render_without_the_ca("suse", "jks").join("pem"), None);
 }
 
 /// `name → link target` for the links, `name → ""` for the files of a directory.
@@ -208,9 +141,7 @@ fn listing(dir: &Path) -> BTreeMap<String, String> {
         .flatten()
         .map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let target = std::fs::read_link(entry.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
+            let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
             (name, target)
         })
         .collect()
@@ -221,17 +152,9 @@ fn hash_links_of_every_hashed_directory_are_what_openssl_rehash_makes() {
     let fx = fixture();
     let rhel = fx.render("rhel", "none");
     let suse = fx.render("suse", "none");
-    for dir in [
-        rhel.join("pem/directory-hash"),
-        suse.join("pem"),
-        suse.join("openssl"),
-    ] {
+    for dir in [rhel.join("pem/directory-hash"), suse.join("pem"), suse.join("openssl")] {
         let ours = listing(&dir);
-        let copy = fx
-            .dir
-            .path()
-            .join("rehash")
-            .join(dir.strip_prefix(fx.dir.path()).unwrap());
+        let copy = fx.dir.path().join("rehash").join(dir.strip_prefix(fx.dir.path()).unwrap());
         std::fs::create_dir_all(&copy).unwrap();
         for (name, target) in &ours {
             if target.is_empty() {
@@ -239,16 +162,9 @@ fn hash_links_of_every_hashed_directory_are_what_openssl_rehash_makes() {
             }
         }
         let (ok, stdout, stderr) = run(Command::new("openssl").arg("rehash").arg(&copy));
-        assert!(
-            ok,
-            "openssl rehash {} failed\n{stdout}{stderr}",
-            copy.display()
-        );
+        assert!(ok, "openssl rehash {} failed\n{stdout}{stderr}", copy.display());
         let theirs = listing(&copy);
-        let ours_hashed: BTreeMap<_, _> = ours
-            .into_iter()
-            .filter(|(name, _)| !name.ends_with(".crt"))
-            .collect();
+        let ours_hashed: BTreeMap<_, _> = ours.into_iter().filter(|(name, _)| !name.ends_with(".crt")).collect();
         assert_eq!(ours_hashed, theirs, "{}", dir.display());
         assert_eq!(
             theirs.values().filter(|t| !t.is_empty()).count(),
@@ -268,40 +184,22 @@ fn keytool_list(store: &Path, password: Option<&str>) -> String {
         cmd.args(["-storepass", password]);
     }
     let (ok, stdout, stderr) = run(&mut cmd);
-    assert!(
-        ok,
-        "keytool -list -keystore {} (password {password:?}) failed\n{stdout}{stderr}",
-        store.display()
-    );
+    assert!(ok, "keytool -list -keystore {} (password {password:?}) failed\n{stdout}{stderr}", store.display());
     stdout
 }
 
 #[test]
 fn keytool_lists_both_cas_as_trusted_entries_in_every_store_with_and_without_a_password() {
     let fx = fixture();
-    for (layout, store) in [
-        ("debian", "java/cacerts"),
-        ("rhel", "java/cacerts"),
-        ("suse", "java-cacerts"),
-    ] {
+    for (layout, store) in [("debian", "java/cacerts"), ("rhel", "java/cacerts"), ("suse", "java-cacerts")] {
         for (format, keystore_type) in [("jks", "JKS"), ("pkcs12", "PKCS12")] {
             let path = fx.render(layout, format).join(store);
             for password in [Some("changeit"), None] {
                 let stdout = keytool_list(&path, password);
                 let what = format!("{layout}/{store} as {format}, password {password:?}");
-                assert!(
-                    stdout.contains(&format!("Keystore type: {keystore_type}")),
-                    "{what}:\n{stdout}"
-                );
-                assert_eq!(
-                    stdout.matches("trustedCertEntry").count(),
-                    2,
-                    "{what}:\n{stdout}"
-                );
-                assert!(
-                    stdout.contains("Your keystore contains 2 entries"),
-                    "{what}:\n{stdout}"
-                );
+                assert!(stdout.contains(&format!("Keystore type: {keystore_type}")), "{what}:\n{stdout}");
+                assert_eq!(stdout.matches("trustedCertEntry").count(), 2, "{what}:\n{stdout}");
+                assert!(stdout.contains("Your keystore contains 2 entries"), "{what}:\n{stdout}");
             }
         }
     }
@@ -310,16 +208,9 @@ fn keytool_lists_both_cas_as_trusted_entries_in_every_store_with_and_without_a_p
 #[test]
 fn java_none_writes_no_store_in_any_layout() {
     let fx = fixture();
-    for (layout, store) in [
-        ("debian", "java/cacerts"),
-        ("rhel", "java/cacerts"),
-        ("suse", "java-cacerts"),
-    ] {
+    for (layout, store) in [("debian", "java/cacerts"), ("rhel", "java/cacerts"), ("suse", "java-cacerts")] {
         let out = fx.render(layout, "none");
-        assert!(
-            !out.join(store).exists(),
-            "{layout} with javaTruststore none has {store}"
-        );
+        assert!(!out.join(store).exists(), "{layout} with javaTruststore none has {store}");
     }
 }
 
@@ -327,16 +218,7 @@ fn java_none_writes_no_store_in_any_layout() {
 fn curl(url: &str, cacert: &Path, capath: Option<&Path>) -> (bool, String) {
     let mut cmd = Command::new("curl");
     cmd.env_clear().env("PATH", "/usr/bin:/bin");
-    cmd.args([
-        "-sS",
-        "--fail",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "20",
-        "--cacert",
-    ])
-    .arg(cacert);
+    cmd.args(["-sS", "--fail", "-o", "/dev/null", "--max-time", "20", "--cacert"]).arg(cacert);
     if let Some(capath) = capath {
         cmd.arg("--capath").arg(capath);
     }
@@ -349,33 +231,17 @@ fn curl_trusts_the_server_through_each_layouts_bundle_and_hash_directory() {
     let fx = fixture();
     let server = TlsServer::start(&fx.leaf.cert_path, &fx.leaf.key_path);
     let url = server.url();
-    let (rhel, suse, debian) = (
-        fx.render("rhel", "none"),
-        fx.render("suse", "none"),
-        fx.render("debian", "none"),
-    );
+    let (rhel, suse, debian) = (fx.render("rhel", "none"), fx.render("suse", "none"), fx.render("debian", "none"));
     // With --capath, curl still reads a CA file: the unrelated CA's, so the host's default
     // bundle stays out of it and only the directory can make the server trusted.
     let unrelated = &fx.other.cert_path;
     let cases = [
         ("rhel bundle", rhel.join("pem/tls-ca-bundle.pem"), None),
-        (
-            "rhel trust bundle",
-            rhel.join("openssl/ca-bundle.trust.crt"),
-            None,
-        ),
-        (
-            "rhel hash dir",
-            unrelated.clone(),
-            Some(rhel.join("pem/directory-hash")),
-        ),
+        ("rhel trust bundle", rhel.join("openssl/ca-bundle.trust.crt"), None),
+        ("rhel hash dir", unrelated.clone(), Some(rhel.join("pem/directory-hash"))),
         ("suse bundle", suse.join("ca-bundle.pem"), None),
         ("suse pem dir", unrelated.clone(), Some(suse.join("pem"))),
-        (
-            "suse openssl dir",
-            unrelated.clone(),
-            Some(suse.join("openssl")),
-        ),
+        ("suse openssl dir", unrelated.clone(), Some(suse.join("openssl"))),
         ("debian hash dir", unrelated.clone(), Some(debian)),
     ];
     for (what, cacert, capath) in &cases {
@@ -383,10 +249,7 @@ fn curl_trusts_the_server_through_each_layouts_bundle_and_hash_directory() {
         assert!(ok, "curl with the {what} failed\n{output}");
     }
     let (ok, output) = curl(&url, unrelated, Some(&fx.empty_dir()));
-    assert!(
-        !ok,
-        "control: curl trusted the server with an empty --capath\n{output}"
-    );
+    assert!(!ok, "control: curl trusted the server with an empty --capath\n{output}");
 }
 
 const FETCH_JAVA: &str = r#"
@@ -411,18 +274,13 @@ fn java_fetch(fx: &Fixture, url: &str, store: &Path, store_type: Option<&str>) -
     let source = fx.dir.path().join("Fetch.java");
     std::fs::write(&source, FETCH_JAVA).unwrap();
     let mut cmd = Command::new("java");
-    cmd.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", fx.dir.path());
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", fx.dir.path());
     cmd.arg(format!("-Djavax.net.ssl.trustStore={}", store.display()));
     if let Some(store_type) = store_type {
         cmd.arg(format!("-Djavax.net.ssl.trustStoreType={store_type}"));
     }
     let (ok, stdout, stderr) = run(cmd.arg(&source).arg(url));
-    (
-        ok && stdout.contains("HTTP 200"),
-        format!("{stdout}{stderr}"),
-    )
+    (ok && stdout.contains("HTTP 200"), format!("{stdout}{stderr}"))
 }
 
 #[test]
@@ -439,32 +297,19 @@ fn java_connects_with_each_store_format_as_its_truststore() {
     for (layout, format, store, store_type) in cases {
         let path = fx.render(layout, format).join(store);
         let (ok, output) = java_fetch(&fx, &url, &path, store_type);
-        assert!(
-            ok,
-            "java with {layout}/{store} ({format}, type {store_type:?}) failed\n{output}"
-        );
+        assert!(ok, "java with {layout}/{store} ({format}, type {store_type:?}) failed\n{output}");
     }
-    let without = fx
-        .render_without_the_ca("rhel", "pkcs12")
-        .join("java/cacerts");
+    let without = fx.render_without_the_ca("rhel", "pkcs12").join("java/cacerts");
     let (ok, output) = java_fetch(&fx, &url, &without, Some("PKCS12"));
-    assert!(
-        !ok,
-        "control: java trusted the server through a store without its CA\n{output}"
-    );
-    assert!(
-        output.contains("PKIX path building failed"),
-        "control failed for another reason:\n{output}"
-    );
+    assert!(!ok, "control: java trusted the server through a store without its CA\n{output}");
+    assert!(output.contains("PKIX path building failed"), "control failed for another reason:\n{output}");
 }
 
 /// EFI_CERT_X509_GUID and p11-kit's owner GUID as stored (first three fields little-endian).
-const EFI_CERT_X509: [u8; 16] = [
-    0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72,
-];
-const P11_KIT_OWNER: [u8; 16] = [
-    0x50, 0x3b, 0xdd, 0xdc, 0x05, 0xf4, 0xfd, 0x43, 0x96, 0xbe, 0xbd, 0x33, 0xb1, 0x73, 0x47, 0x76,
-];
+const EFI_CERT_X509: [u8; 16] =
+    [0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72];
+const P11_KIT_OWNER: [u8; 16] =
+    [0x50, 0x3b, 0xdd, 0xdc, 0x05, 0xf4, 0xfd, 0x43, 0x96, 0xbe, 0xbd, 0x33, 0xb1, 0x73, 0x47, 0x76];
 
 fn le32(bytes: &[u8], at: usize) -> usize {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize
@@ -487,21 +332,11 @@ fn edk2_cacerts_is_one_signature_list_per_certificate_in_bundle_order() {
     while at < bytes.len() {
         assert!(bytes.len() - at >= 44, "truncated header at {at}");
         assert_eq!(bytes[at..at + 16], EFI_CERT_X509, "signature type at {at}");
-        let (list_size, header_size, signature_size) = (
-            le32(&bytes, at + 16),
-            le32(&bytes, at + 20),
-            le32(&bytes, at + 24),
-        );
+        let (list_size, header_size, signature_size) =
+            (le32(&bytes, at + 16), le32(&bytes, at + 20), le32(&bytes, at + 24));
         assert_eq!(header_size, 0, "at {at}");
-        assert_eq!(
-            list_size,
-            28 + signature_size,
-            "one signature per list, at {at}"
-        );
-        assert!(
-            at + list_size <= bytes.len(),
-            "list at {at} runs past the end"
-        );
+        assert_eq!(list_size, 28 + signature_size, "one signature per list, at {at}");
+        assert!(at + list_size <= bytes.len(), "list at {at} runs past the end");
         assert_eq!(bytes[at + 28..at + 44], P11_KIT_OWNER, "owner at {at}");
         found.push(bytes[at + 44..at + list_size].to_vec());
         at += list_size;
@@ -551,10 +386,9 @@ fn rendering_the_same_certificates_twice_gives_identical_files_in_every_layout_a
 fn an_unknown_layout_or_java_format_is_refused_naming_the_valid_ones() {
     let fx = fixture();
     let out = fx.dir.path().join("refused");
-    for (flag, value, valid) in [
-        ("--layout", "gentoo", ["debian", "rhel", "suse"]),
-        ("--java-truststore", "bks", ["jks", "pkcs12", "none"]),
-    ] {
+    for (flag, value, valid) in
+        [("--layout", "gentoo", ["debian", "rhel", "suse"]), ("--java-truststore", "bks", ["jks", "pkcs12", "none"])]
+    {
         let (ok, stdout, stderr) = run(Command::new(BIN)
             .args(["render", "--system-roots", "none", flag, value, "--out"])
             .arg(&out)
@@ -562,10 +396,7 @@ fn an_unknown_layout_or_java_format_is_refused_naming_the_valid_ones() {
             .arg(&fx.ca.cert_path));
         assert!(!ok, "render {flag} {value} succeeded\n{stdout}");
         for name in valid {
-            assert!(
-                stderr.contains(name),
-                "the error does not name {name}:\n{stderr}"
-            );
+            assert!(stderr.contains(name), "the error does not name {name}:\n{stderr}");
         }
         assert!(!out.exists(), "a refused render wrote files");
     }

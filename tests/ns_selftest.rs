@@ -10,11 +10,8 @@ fn mount_inside_namespace_does_not_reach_the_host() {
     std::fs::create_dir_all(&mount_point).unwrap();
     let file = mount_point.join("written-inside");
     if in_private_mount_namespace!() {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(&mount_point)
-            .status()
-            .unwrap();
+        let status =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&mount_point).status().unwrap();
         assert!(status.success());
         std::fs::write(&file, b"x").unwrap();
         assert!(file.exists());

@@ -10,11 +10,7 @@ use trustmount::bundle::{Strictness, parse_source};
 const BIN: &str = env!("CARGO_BIN_EXE_trustmount");
 
 fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -34,11 +30,7 @@ fn check(what: &str, out: &Output) {
 fn params(cn: &str, ca: bool) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = if ca {
-        IsCa::Ca(BasicConstraints::Unconstrained)
-    } else {
-        IsCa::ExplicitNoCa
-    };
+    params.is_ca = if ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
     params.not_before = date_time_ymd(2020, 1, 1);
     params.not_after = date_time_ymd(2099, 1, 1);
     params
@@ -52,11 +44,7 @@ fn chain() -> [Vec<u8>; 3] {
     let root = (root, Issuer::new(root_params, root_key));
     let intermediate_key = KeyPair::generate().unwrap();
     let intermediate_params = params("Policy Test Intermediate", true);
-    let intermediate = intermediate_params
-        .signed_by(&intermediate_key, &root.1)
-        .unwrap()
-        .der()
-        .to_vec();
+    let intermediate = intermediate_params.signed_by(&intermediate_key, &root.1).unwrap().der().to_vec();
     let intermediate_issuer = Issuer::new(intermediate_params, intermediate_key);
     let server = params("server.policy.test", false)
         .signed_by(&KeyPair::generate().unwrap(), &intermediate_issuer)
@@ -84,22 +72,11 @@ fn pem(ders: &[&[u8]]) -> String {
 /// The DER of every certificate of a rendered bundle file, in order.
 fn bundle_ders(path: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    parse_source("test", &bytes, Strictness::Strict)
-        .unwrap()
-        .certificates
-        .into_iter()
-        .map(|c| c.der)
-        .collect()
+    parse_source("test", &bytes, Strictness::Strict).unwrap().certificates.into_iter().map(|c| c.der).collect()
 }
 
 fn render(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "render",
-        "--out",
-        out.to_str().unwrap(),
-        "--system-roots",
-        "none",
-    ];
+    let mut args = vec!["render", "--out", out.to_str().unwrap(), "--system-roots", "none"];
     args.extend_from_slice(extra);
     run(BIN, &args)
 }
@@ -133,10 +110,7 @@ fn an_openssl_pkcs7_bundle_in_pem_or_der_renders_the_chains_ca_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let [root, intermediate, _server] = chain_files(dir.path());
     let p7b = std::fs::read_to_string(dir.path().join("chain.p7b")).unwrap();
-    assert!(
-        p7b.starts_with("-----BEGIN PKCS7-----"),
-        "openssl wrote:\n{p7b}"
-    );
+    assert!(p7b.starts_with("-----BEGIN PKCS7-----"), "openssl wrote:\n{p7b}");
     for file in ["chain.p7b", "chain.p7c"] {
         let out = dir.path().join(format!("out-{file}"));
         let rendered = render(&out, &["--pem", dir.path().join(file).to_str().unwrap()]);
@@ -145,15 +119,8 @@ fn an_openssl_pkcs7_bundle_in_pem_or_der_renders_the_chains_ca_certificates() {
         got.sort();
         let mut want = vec![root.clone(), intermediate.clone()];
         want.sort();
-        assert_eq!(
-            got, want,
-            "{file}: the bundle must hold the root and intermediate, not the server certificate"
-        );
-        assert!(
-            text(&rendered.stderr).contains("wrote 2 certificates"),
-            "{}",
-            text(&rendered.stderr)
-        );
+        assert_eq!(got, want, "{file}: the bundle must hold the root and intermediate, not the server certificate");
+        assert!(text(&rendered.stderr).contains("wrote 2 certificates"), "{}", text(&rendered.stderr));
     }
 }
 
@@ -169,17 +136,11 @@ fn inspect_of_a_source_shows_what_a_volume_would_drop_and_why() {
     let expired_pem = dir.path().join("expired.pem");
     std::fs::write(&expired_pem, pem(&[&expired])).unwrap();
 
-    let listing = run(
-        BIN,
-        &["inspect", dir.path().join("chain.p7b").to_str().unwrap()],
-    );
+    let listing = run(BIN, &["inspect", dir.path().join("chain.p7b").to_str().unwrap()]);
     check("inspect chain.p7b", &listing);
     let stdout = text(&listing.stdout);
     assert!(stdout.contains("3 certificates, 0 expired"), "{stdout}");
-    assert!(
-        stdout.contains("a volume would drop 1:\n  1 end-entity certificate issued by a CA"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("a volume would drop 1:\n  1 end-entity certificate issued by a CA"), "{stdout}");
 
     let listing = run(BIN, &["inspect", "--json", expired_pem.to_str().unwrap()]);
     check("inspect --json expired.pem", &listing);
@@ -189,26 +150,13 @@ fn inspect_of_a_source_shows_what_a_volume_would_drop_and_why() {
     assert_eq!(json["dropped"][0]["count"], 1, "{json}");
 
     // The volume agrees with inspect: nothing would be left, so render refuses…
-    let refused = render(
-        &dir.path().join("out"),
-        &["--pem", expired_pem.to_str().unwrap()],
-    );
+    let refused = render(&dir.path().join("out"), &["--pem", expired_pem.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(64), "{}", text(&refused.stderr));
-    assert!(
-        text(&refused.stderr).contains("would be empty"),
-        "{}",
-        text(&refused.stderr)
-    );
+    assert!(text(&refused.stderr).contains("would be empty"), "{}", text(&refused.stderr));
     // …unless expired certificates are kept.
-    let kept = render(
-        &dir.path().join("out"),
-        &["--pem", expired_pem.to_str().unwrap(), "--expired", "keep"],
-    );
+    let kept = render(&dir.path().join("out"), &["--pem", expired_pem.to_str().unwrap(), "--expired", "keep"]);
     check("render --expired keep", &kept);
-    assert_eq!(
-        bundle_ders(&dir.path().join("out/ca-certificates.crt")),
-        vec![expired]
-    );
+    assert_eq!(bundle_ders(&dir.path().join("out/ca-certificates.crt")), vec![expired]);
 }
 
 #[test]
@@ -225,39 +173,16 @@ fn a_source_over_max_source_size_is_refused_with_its_size_and_one_at_the_limit_i
     let over = dir.path().join("over.pem");
     std::fs::write(&over, format!("{padding}#\n{certificate}")).unwrap();
 
-    let rendered = render(
-        &dir.path().join("ok"),
-        &[
-            "--max-source-size",
-            "1Mi",
-            "--pem",
-            at_limit.to_str().unwrap(),
-        ],
-    );
+    let rendered = render(&dir.path().join("ok"), &["--max-source-size", "1Mi", "--pem", at_limit.to_str().unwrap()]);
     check("render at the limit", &rendered);
-    assert_eq!(
-        bundle_ders(&dir.path().join("ok/ca-certificates.crt")),
-        vec![root]
-    );
+    assert_eq!(bundle_ders(&dir.path().join("ok/ca-certificates.crt")), vec![root]);
 
-    let refused = render(
-        &dir.path().join("no"),
-        &["--max-source-size", "1Mi", "--pem", over.to_str().unwrap()],
-    );
+    let refused = render(&dir.path().join("no"), &["--max-source-size", "1Mi", "--pem", over.to_str().unwrap()]);
     let stderr = text(&refused.stderr);
     assert_eq!(refused.status.code(), Some(64), "{stderr}");
-    assert!(
-        stderr.contains("1048577 bytes") && stderr.contains("1048576 bytes"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("over.pem") && stderr.contains("--max-source-size"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.path().join("no").exists(),
-        "a refused render wrote files"
-    );
+    assert!(stderr.contains("1048577 bytes") && stderr.contains("1048576 bytes"), "{stderr}");
+    assert!(stderr.contains("over.pem") && stderr.contains("--max-source-size"), "{stderr}");
+    assert!(!dir.path().join("no").exists(), "a refused render wrote files");
 }
 
 #[test]
@@ -267,16 +192,7 @@ fn max_source_size_defaults_to_4mi_and_rejects_nonsense() {
     let big = dir.path().join("big.pem");
     std::fs::write(&big, format!("{}\n{}", "#".repeat(4 << 20), pem(&[&root]))).unwrap();
     let refused = render(&dir.path().join("out"), &["--pem", big.to_str().unwrap()]);
-    assert!(
-        text(&refused.stderr).contains(&format!("limit of {} bytes", 4 << 20)),
-        "{}",
-        text(&refused.stderr)
-    );
+    assert!(text(&refused.stderr).contains(&format!("limit of {} bytes", 4 << 20)), "{}", text(&refused.stderr));
     let nonsense = render(&dir.path().join("out"), &["--max-source-size", "lots"]);
-    assert_eq!(
-        nonsense.status.code(),
-        Some(64),
-        "{}",
-        text(&nonsense.stderr)
-    );
+    assert_eq!(nonsense.status.code(), Some(64), "{}", text(&nonsense.stderr));
 }

@@ -64,13 +64,7 @@ async fn two_volumes_trusting_one_file() -> Setup {
         assert_eq!(bundle_ders(&target), vec![first.der.clone()]);
         targets.push(target);
     }
-    Setup {
-        daemon,
-        source,
-        first,
-        targets,
-        _dir: dir,
-    }
+    Setup { daemon, source, first, targets, _dir: dir }
 }
 
 #[test]
@@ -156,14 +150,16 @@ fn a_configmap_style_symlink_swap_is_seen() {
         write_generation("..2026_01_01", &first.pem);
         std::os::unix::fs::symlink("..data/ca.pem", volume.join("ca.pem")).unwrap();
 
-        let daemon = Daemon::start(DaemonOptions::default().system_roots("none").extra_pem(volume.join("ca.pem"))).await;
+        let daemon =
+            Daemon::start(DaemonOptions::default().system_roots("none").extra_pem(volume.join("ca.pem"))).await;
         let target = daemon.target("pod", "trust");
         daemon.node().node_publish_volume(publish_request("pod", &target, &[])).await.unwrap();
         assert_eq!(bundle_ders(&target), vec![first.der.clone()]);
 
         let second = TestCa::new(dir.path(), "cm-second");
         write_generation("..2026_01_02", &second.pem);
-        eventually("the swapped ConfigMap reaches the volume", || bundle_ders(&target) == vec![second.der.clone()]).await;
+        eventually("the swapped ConfigMap reaches the volume", || bundle_ders(&target) == vec![second.der.clone()])
+            .await;
     });
 }
 
@@ -195,11 +191,7 @@ fn a_restarted_driver_adopts_its_volumes_and_catches_up_with_sources_changed_mea
         }
         // Records survived: the restarted driver knows the volumes and unpublishes them.
         for (pod, target) in ["pod-a", "pod-b"].iter().zip(&setup.targets) {
-            restarted
-                .node()
-                .node_unpublish_volume(support::client::unpublish_request(pod, target))
-                .await
-                .unwrap();
+            restarted.node().node_unpublish_volume(support::client::unpublish_request(pod, target)).await.unwrap();
             assert!(!target.exists(), "{} left behind", target.display());
         }
         assert_eq!(std::fs::read_dir(restarted.store_dir()).unwrap().count(), 0, "spec directory left behind");

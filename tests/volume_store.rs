@@ -18,12 +18,7 @@ use trustmount::volume::{self, Error, Publication, Store, StoreConfig, current_g
 const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 fn run<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap().block_on(future)
 }
 
 struct Env {
@@ -41,11 +36,7 @@ impl Env {
         let state = tempfile::tempdir().unwrap();
         let kubelet = tempfile::tempdir().unwrap();
         let store = Store::open(config(state.path(), kubelet.path(), tmpfs_size_bytes)).unwrap();
-        Self {
-            state,
-            kubelet,
-            store,
-        }
+        Self { state, kubelet, store }
     }
 
     fn reopen(&mut self) {
@@ -56,12 +47,7 @@ impl Env {
     /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`, with its parent made
     /// (as the kubelet does).
     fn target(&self, uid: &str) -> PathBuf {
-        let parent = self
-            .kubelet
-            .path()
-            .join("pods")
-            .join(uid)
-            .join("volumes/kubernetes.io~csi/trust");
+        let parent = self.kubelet.path().join("pods").join(uid).join("volumes/kubernetes.io~csi/trust");
         fs::create_dir_all(&parent).unwrap();
         parent.join("mount")
     }
@@ -72,18 +58,11 @@ impl Env {
 }
 
 fn config(state: &Path, kubelet: &Path, tmpfs_size_bytes: u64) -> StoreConfig {
-    StoreConfig {
-        state_dir: state.to_owned(),
-        kubelet_dir: kubelet.to_owned(),
-        tmpfs_size_bytes,
-    }
+    StoreConfig { state_dir: state.to_owned(), kubelet_dir: kubelet.to_owned(), tmpfs_size_bytes }
 }
 
 fn spec(namespace: &str) -> VolumeSpec {
-    VolumeSpec {
-        namespace: namespace.to_owned(),
-        ..VolumeSpec::default()
-    }
+    VolumeSpec { namespace: namespace.to_owned(), ..VolumeSpec::default() }
 }
 
 fn publication(volume_id: &str, target: &Path, spec: VolumeSpec) -> Publication {
@@ -106,10 +85,7 @@ fn files(bundle: &[u8]) -> Files {
     Files {
         entries: vec![
             ("ca-certificates.crt".into(), Entry::File(bundle.to_vec())),
-            (
-                "cert.pem".into(),
-                Entry::Symlink("ca-certificates.crt".into()),
-            ),
+            ("cert.pem".into(), Entry::Symlink("ca-certificates.crt".into())),
             ("java/cacerts".into(), Entry::File(b"jks".to_vec())),
         ],
     }
@@ -160,18 +136,11 @@ fn publish_mounts_a_read_only_volume() {
     let calls = Arc::new(AtomicUsize::new(0));
     let target = env.target("pod-a");
     let spec = spec("shop");
-    run(env.store.publish(
-        publication("vol-a", &target, spec.clone()),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &target, spec.clone()), render(&calls, BUNDLE))).unwrap();
 
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(is_mountpoint(&target));
-    assert_eq!(
-        fs::read(target.join("ca-certificates.crt")).unwrap(),
-        BUNDLE
-    );
+    assert_eq!(fs::read(target.join("ca-certificates.crt")).unwrap(), BUNDLE);
     assert_eq!(fs::read(target.join("cert.pem")).unwrap(), BUNDLE);
     assert_eq!(fs::read(target.join("java/cacerts")).unwrap(), b"jks");
     assert_eq!(mode(&target.join("ca-certificates.crt")), 0o444);
@@ -181,10 +150,7 @@ fn publish_mounts_a_read_only_volume() {
     // Read-only for everyone, root included.
     let err = fs::write(target.join("new-file"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
-    let err = fs::OpenOptions::new()
-        .write(true)
-        .open(target.join("ca-certificates.crt"))
-        .unwrap_err();
+    let err = fs::OpenOptions::new().write(true).open(target.join("ca-certificates.crt")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
     let err = fs::remove_file(target.join("cert.pem")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
@@ -200,14 +166,8 @@ fn publish_mounts_a_read_only_volume() {
     assert_eq!(stats.used_inodes, 4); // ca-certificates.crt, cert.pem, java, java/cacerts
     assert!(stats.total_bytes >= 16 << 20 && stats.available_bytes < stats.total_bytes);
     assert!(stats.total_inodes > 0 && stats.available_inodes < stats.total_inodes);
-    assert!(matches!(
-        run(env.store.stats("vol-other", &target)),
-        Err(Error::NotPublished { .. })
-    ));
-    assert!(matches!(
-        run(env.store.stats("vol-a", &env.target("nope"))),
-        Err(Error::NotPublished { .. })
-    ));
+    assert!(matches!(run(env.store.stats("vol-other", &target)), Err(Error::NotPublished { .. })));
+    assert!(matches!(run(env.store.stats("vol-a", &env.target("nope"))), Err(Error::NotPublished { .. })));
 }
 
 #[test]
@@ -219,29 +179,17 @@ fn republish_is_idempotent_and_warm_specs_are_not_rendered() {
     let calls = Arc::new(AtomicUsize::new(0));
     let a = env.target("pod-a");
     let b = env.target("pod-b");
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
     let spec_dir = env.store.spec_dir(&spec("shop").digest());
     let generation = current_generation(&spec_dir).unwrap();
 
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(current_generation(&spec_dir).unwrap(), generation);
     assert_eq!(mounts_at(&a).len(), 1, "not mounted twice");
 
     // A second volume of the same spec shares the directory.
-    run(env.store.publish(
-        publication("vol-b", &b, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-b", &b, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(env.store.spec_dir_count().unwrap(), 1);
     assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
@@ -250,11 +198,7 @@ fn republish_is_idempotent_and_warm_specs_are_not_rendered() {
     // Recorded but no longer mounted (someone unmounted it): publishing again mounts again.
     nix::mount::umount(&a).unwrap();
     assert!(!is_mountpoint(&a));
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert!(is_mountpoint(&a));
     assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), BUNDLE);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -269,23 +213,11 @@ fn incompatible_publication_at_the_same_target_is_refused() {
     let env = Env::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let target = env.target("pod-a");
-    run(env.store.publish(
-        publication("vol-a", &target, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &target, spec("shop")), render(&calls, BUNDLE))).unwrap();
 
-    let err = run(env.store.publish(
-        publication("vol-a", &target, spec("other")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap_err();
+    let err = run(env.store.publish(publication("vol-a", &target, spec("other")), render(&calls, BUNDLE))).unwrap_err();
     match &err {
-        Error::AlreadyPublished {
-            existing_volume_id,
-            difference,
-            ..
-        } => {
+        Error::AlreadyPublished { existing_volume_id, difference, .. } => {
             assert_eq!(existing_volume_id, "vol-a");
             assert!(difference.contains("different volume attributes"), "{err}");
         }
@@ -297,21 +229,14 @@ fn incompatible_publication_at_the_same_target_is_refused() {
     let err = run(env.store.publish(writable, render(&calls, BUNDLE))).unwrap_err();
     assert!(err.to_string().contains("readonly=true"), "{err}");
 
-    let err = run(env.store.publish(
-        publication("vol-z", &target, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap_err();
+    let err = run(env.store.publish(publication("vol-z", &target, spec("shop")), render(&calls, BUNDLE))).unwrap_err();
     assert!(matches!(err, Error::AlreadyPublished { .. }), "{err}");
 
     // Nothing of the refused publications was made; the original is intact.
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(env.store.spec_dir_count().unwrap(), 1);
     assert_eq!(mounts_at(&target).len(), 1);
-    assert_eq!(
-        fs::read(target.join("ca-certificates.crt")).unwrap(),
-        BUNDLE
-    );
+    assert_eq!(fs::read(target.join("ca-certificates.crt")).unwrap(), BUNDLE);
 }
 
 #[test]
@@ -324,16 +249,8 @@ fn unpublish_cleans_up_and_is_idempotent() {
     let a = env.target("pod-a");
     let b = env.target("pod-b");
     let spec_dir = env.store.spec_dir(&spec("shop").digest());
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
-    run(env.store.publish(
-        publication("vol-b", &b, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
+    run(env.store.publish(publication("vol-b", &b, spec("shop")), render(&calls, BUNDLE))).unwrap();
 
     // Another volume's id at this target: left alone.
     run(env.store.unpublish("vol-b", &a)).unwrap();
@@ -357,11 +274,7 @@ fn unpublish_cleans_up_and_is_idempotent() {
 
     // A lost record: the mount is still undone.
     let c = env.target("pod-c");
-    run(env.store.publish(
-        publication("vol-c", &c, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-c", &c, spec("shop")), render(&calls, BUNDLE))).unwrap();
     for entry in fs::read_dir(env.store.records_dir()).unwrap() {
         fs::remove_file(entry.unwrap().path()).unwrap();
     }
@@ -383,11 +296,7 @@ fn targets_outside_the_kubelet_dir_are_refused() {
     symlink(outside.path(), pods.join("evil")).unwrap();
     fs::create_dir(outside.path().join("volumes")).unwrap();
 
-    let dotdot = pods
-        .join("..")
-        .join("..")
-        .join(outside.path().file_name().unwrap())
-        .join("mount");
+    let dotdot = pods.join("..").join("..").join(outside.path().file_name().unwrap()).join("mount");
     let targets = [
         outside.path().join("mount"),
         dotdot,
@@ -397,48 +306,25 @@ fn targets_outside_the_kubelet_dir_are_refused() {
         env.kubelet.path().to_owned(),
     ];
     for target in &targets {
-        let err = run(env.store.publish(
-            publication("vol-x", target, spec("shop")),
-            render(&calls, BUNDLE),
-        ))
-        .unwrap_err();
-        assert!(
-            matches!(err, Error::TargetOutsideKubeletDir { .. }),
-            "{}: {err}",
-            target.display()
-        );
+        let err =
+            run(env.store.publish(publication("vol-x", target, spec("shop")), render(&calls, BUNDLE))).unwrap_err();
+        assert!(matches!(err, Error::TargetOutsideKubeletDir { .. }), "{}: {err}", target.display());
         let err = run(env.store.unpublish("vol-x", target)).unwrap_err();
-        assert!(
-            matches!(err, Error::TargetOutsideKubeletDir { .. }),
-            "{}: {err}",
-            target.display()
-        );
+        assert!(matches!(err, Error::TargetOutsideKubeletDir { .. }), "{}: {err}", target.display());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(env.store.spec_dir_count().unwrap(), 0);
     assert_eq!(env.records(), 0);
-    let mut made: Vec<_> = fs::read_dir(outside.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let mut made: Vec<_> = fs::read_dir(outside.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     made.sort();
     assert_eq!(made, ["volumes"]);
-    assert_eq!(
-        fs::read_dir(outside.path().join("volumes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(fs::read_dir(outside.path().join("volumes")).unwrap().count(), 0);
 
     // A symlink that stays inside is fine.
     let real = env.target("pod-real");
     symlink(real.parent().unwrap(), pods.join("alias")).unwrap();
     let via_alias = pods.join("alias/mount");
-    run(env.store.publish(
-        publication("vol-y", &via_alias, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-y", &via_alias, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert!(is_mountpoint(&real));
     run(env.store.unpublish("vol-y", &via_alias)).unwrap();
     assert!(!real.exists());
@@ -452,16 +338,9 @@ fn failures_leave_nothing_behind() {
     let env = Env::new();
     let target = env.target("pod-a");
 
-    let err = run(env
-        .store
-        .publish(publication("vol-a", &target, spec("shop")), || {
-            Err(sources::Error::EmptyBundle)
-        }))
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::Render(sources::Error::EmptyBundle)),
-        "{err}"
-    );
+    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), || Err(sources::Error::EmptyBundle)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Render(sources::Error::EmptyBundle)), "{err}");
     assert!(!target.exists());
     assert_eq!(env.records(), 0);
     assert_eq!(env.store.spec_dir_count().unwrap(), 0);
@@ -469,11 +348,7 @@ fn failures_leave_nothing_behind() {
     // The mount fails (the target is a file): the rendered spec dir goes again.
     fs::write(&target, b"not a directory").unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let err = run(env.store.publish(
-        publication("vol-a", &target, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap_err();
+    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), render(&calls, BUNDLE))).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(env.records(), 0);
@@ -482,15 +357,8 @@ fn failures_leave_nothing_behind() {
     fs::remove_file(&target).unwrap();
 
     // The parent is missing (not made by the kubelet): the target dir cannot be created.
-    let orphan = env
-        .kubelet
-        .path()
-        .join("pods/gone/volumes/kubernetes.io~csi/trust/mount");
-    let err = run(env.store.publish(
-        publication("vol-o", &orphan, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap_err();
+    let orphan = env.kubelet.path().join("pods/gone/volumes/kubernetes.io~csi/trust/mount");
+    let err = run(env.store.publish(publication("vol-o", &orphan, spec("shop")), render(&calls, BUNDLE))).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert_eq!(env.store.spec_dir_count().unwrap(), 0);
     let leftovers: Vec<_> = fs::read_dir(env.store.root()).unwrap().collect();
@@ -504,16 +372,8 @@ fn a_full_store_is_reported_and_cleaned_up() {
     }
     let env = Env::with_size(64 << 10);
     let target = env.target("pod-a");
-    let big = Files {
-        entries: vec![(
-            "ca-certificates.crt".into(),
-            Entry::File(vec![b'x'; 1 << 20]),
-        )],
-    };
-    let err = run(env
-        .store
-        .publish(publication("vol-a", &target, spec("shop")), move || Ok(big)))
-    .unwrap_err();
+    let big = Files { entries: vec![("ca-certificates.crt".into(), Entry::File(vec![b'x'; 1 << 20]))] };
+    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), move || Ok(big))).unwrap_err();
     match &err {
         Error::StoreFull { path } => assert_eq!(path, env.store.root()),
         other => panic!("expected StoreFull, got {other}"),
@@ -531,11 +391,7 @@ fn restart_adopts_the_tmpfs_and_the_records() {
     let mut env = Env::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let a = env.target("pod-a");
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
     let root = env.store.root().to_owned();
 
     // Garbage a crash could leave: a half-made spec dir, a spec dir no record uses, a stray
@@ -548,11 +404,7 @@ fn restart_adopts_the_tmpfs_and_the_records() {
     fs::write(env.store.records_dir().join(".tmp-rec"), b"{").unwrap();
 
     env.reopen();
-    assert_eq!(
-        mounts_at(&root),
-        ["tmpfs"],
-        "tmpfs adopted, not mounted again"
-    );
+    assert_eq!(mounts_at(&root), ["tmpfs"], "tmpfs adopted, not mounted again");
     assert_eq!(env.store.published_count(), 1);
     assert_eq!(env.store.spec_dir_count().unwrap(), 1);
     assert!(!unused.exists());
@@ -561,11 +413,7 @@ fn restart_adopts_the_tmpfs_and_the_records() {
     assert_eq!(env.records(), 1);
 
     // Republishing is still a no-op; unpublishing still works.
-    run(env.store.publish(
-        publication("vol-a", &a, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &a, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), BUNDLE);
     run(env.store.unpublish("vol-a", &a)).unwrap();
@@ -583,13 +431,7 @@ fn concurrent_publishes_and_unpublishes() {
     let store = Arc::new(env.store.clone());
     let calls = Arc::new(AtomicUsize::new(0));
     let volumes: Vec<(String, PathBuf, VolumeSpec)> = (0..50)
-        .map(|i| {
-            (
-                format!("vol-{i}"),
-                env.target(&format!("pod-{i}")),
-                spec(&format!("ns-{}", i % 5)),
-            )
-        })
+        .map(|i| (format!("vol-{i}"), env.target(&format!("pod-{i}")), spec(&format!("ns-{}", i % 5))))
         .collect();
 
     run(async {
@@ -597,9 +439,7 @@ fn concurrent_publishes_and_unpublishes() {
         for (id, target, spec) in volumes.clone() {
             let store = Arc::clone(&store);
             let render = render(&calls, BUNDLE);
-            tasks.push(tokio::spawn(async move {
-                store.publish(publication(&id, &target, spec), render).await
-            }));
+            tasks.push(tokio::spawn(async move { store.publish(publication(&id, &target, spec), render).await }));
         }
         for task in tasks {
             task.await.unwrap().unwrap();
@@ -611,19 +451,14 @@ fn concurrent_publishes_and_unpublishes() {
     assert_eq!(env.records(), 50);
     for (_, target, _) in &volumes {
         assert_eq!(mounts_at(target).len(), 1);
-        assert_eq!(
-            fs::read(target.join("ca-certificates.crt")).unwrap(),
-            BUNDLE
-        );
+        assert_eq!(fs::read(target.join("ca-certificates.crt")).unwrap(), BUNDLE);
     }
 
     run(async {
         let mut tasks = Vec::new();
         for (id, target, _) in volumes.clone() {
             let store = Arc::clone(&store);
-            tasks.push(tokio::spawn(
-                async move { store.unpublish(&id, &target).await },
-            ));
+            tasks.push(tokio::spawn(async move { store.unpublish(&id, &target).await }));
         }
         for task in tasks {
             task.await.unwrap().unwrap();
@@ -650,11 +485,7 @@ fn statx_and_mountinfo_agree_on_mountpoints() {
     let env = Env::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let target = env.target("pod-a");
-    run(env.store.publish(
-        publication("vol-a", &target, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &target, spec("shop")), render(&calls, BUNDLE))).unwrap();
     let alias = env.kubelet.path().join("alias");
     symlink(&target, &alias).unwrap();
     let plain = target.parent().unwrap().to_owned();
@@ -676,12 +507,7 @@ fn statx_and_mountinfo_agree_on_mountpoints() {
         assert_eq!(by_statx, Some(expected), "statx: {}", path.display());
         assert_eq!(by_mountinfo, expected, "mountinfo: {}", path.display());
         assert_eq!(volume::is_mountpoint(path).unwrap(), expected);
-        assert_eq!(
-            is_mountpoint(path),
-            expected,
-            "test helper: {}",
-            path.display()
-        );
+        assert_eq!(is_mountpoint(path), expected, "test helper: {}", path.display());
     }
 
     run(env.store.unpublish("vol-a", &target)).unwrap();
@@ -699,11 +525,7 @@ fn modes_are_exact_whatever_the_umask() {
     let env = Env::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let target = env.target("pod-a");
-    run(env.store.publish(
-        publication("vol-a", &target, spec("shop")),
-        render(&calls, BUNDLE),
-    ))
-    .unwrap();
+    run(env.store.publish(publication("vol-a", &target, spec("shop")), render(&calls, BUNDLE))).unwrap();
     assert_eq!(mode(&target.join("ca-certificates.crt")), 0o444);
     assert_eq!(mode(&target.join("java/cacerts")), 0o444);
     assert_eq!(mode(&target.join("java")), 0o555);
@@ -723,9 +545,8 @@ fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
     let store = Arc::new(env.store.clone());
     let calls = Arc::new(AtomicUsize::new(0));
     let spec_dir = env.store.spec_dir(&spec("shop").digest());
-    let volumes: Vec<(String, PathBuf)> = (0..VOLUMES)
-        .map(|i| (format!("vol-{i}"), env.target(&format!("pod-{i}"))))
-        .collect();
+    let volumes: Vec<(String, PathBuf)> =
+        (0..VOLUMES).map(|i| (format!("vol-{i}"), env.target(&format!("pod-{i}")))).collect();
 
     // Every volume publishes and unpublishes the same spec ROUNDS times, all at once, so the
     // spec's last user keeps leaving while others arrive; odd volumes end published.
@@ -737,17 +558,11 @@ fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
             tasks.push(tokio::spawn(async move {
                 let mut failures = Vec::new();
                 for round in 0..ROUNDS {
-                    let published = store
-                        .publish(
-                            publication(&id, &target, spec("shop")),
-                            render(&calls, BUNDLE),
-                        )
-                        .await;
+                    let published =
+                        store.publish(publication(&id, &target, spec("shop")), render(&calls, BUNDLE)).await;
                     if let Err(e) = published {
                         failures.push(format!("publish {id} round {round}: {e}"));
-                    } else if fs::read(target.join("ca-certificates.crt")).ok().as_deref()
-                        != Some(BUNDLE)
-                    {
+                    } else if fs::read(target.join("ca-certificates.crt")).ok().as_deref() != Some(BUNDLE) {
                         failures.push(format!("{id} round {round}: published but no bundle"));
                     }
                     let last = round + 1 == ROUNDS;
@@ -770,17 +585,11 @@ fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
     assert!(calls.load(Ordering::SeqCst) >= 1);
     assert_eq!(env.store.published_count(), ended_published);
     assert_eq!(env.records(), ended_published);
-    assert!(
-        spec_dir.exists(),
-        "used by the volumes that ended published"
-    );
+    assert!(spec_dir.exists(), "used by the volumes that ended published");
     for (i, (_, target)) in volumes.iter().enumerate() {
         if i % 2 == 1 {
             assert_eq!(mounts_at(target).len(), 1, "{}", target.display());
-            assert_eq!(
-                fs::read(target.join("ca-certificates.crt")).unwrap(),
-                BUNDLE
-            );
+            assert_eq!(fs::read(target.join("ca-certificates.crt")).unwrap(), BUNDLE);
         } else {
             assert!(!target.exists(), "{}", target.display());
         }
@@ -794,29 +603,22 @@ fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
         for (i, (id, target)) in volumes.iter().cloned().enumerate() {
             if i % 2 == 1 {
                 let store = Arc::clone(&store);
-                tasks.push(tokio::spawn(
-                    async move { store.unpublish(&id, &target).await },
-                ));
+                tasks.push(tokio::spawn(async move { store.unpublish(&id, &target).await }));
             }
         }
         let store = Arc::clone(&store);
         let target = newcomer.clone();
         let render = render(&calls, BUNDLE);
-        tasks.push(tokio::spawn(async move {
-            store
-                .publish(publication("vol-new", &target, spec("shop")), render)
-                .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { store.publish(publication("vol-new", &target, spec("shop")), render).await },
+        ));
         for task in tasks {
             task.await.unwrap().unwrap();
         }
     });
     assert_eq!(env.store.published_count(), 1);
     assert!(spec_dir.exists());
-    assert_eq!(
-        fs::read(newcomer.join("ca-certificates.crt")).unwrap(),
-        BUNDLE
-    );
+    assert_eq!(fs::read(newcomer.join("ca-certificates.crt")).unwrap(), BUNDLE);
     run(env.store.unpublish("vol-new", &newcomer)).unwrap();
     assert!(!spec_dir.exists(), "removed with its last volume");
     assert_eq!(env.records(), 0);

@@ -47,13 +47,10 @@ impl Certificate {
     /// # Errors
     /// A human-readable reason, wrapped by the caller with the source and block index.
     pub fn from_der(der: &[u8], source: &str, allow_trailing: bool) -> Result<Self, String> {
-        let (rest, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
+        let (rest, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
         if !rest.is_empty() && !allow_trailing {
-            return Err(format!(
-                "{} unexpected bytes after the certificate",
-                rest.len()
-            ));
+            return Err(format!("{} unexpected bytes after the certificate", rest.len()));
         }
         let der = &der[..der.len() - rest.len()];
         let subject_hash = subject_hash(cert.subject().as_raw())
@@ -95,11 +92,7 @@ impl Certificate {
 
 fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
     // A duplicated or unparsable basicConstraints makes no CA: fail closed.
-    let ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca);
+    let ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
     // A CA is a CA whoever signed it: only other certificates pay for a signature check (RSA
     // verification was most of a render's CPU when every root was checked).
     if ca {
@@ -107,9 +100,7 @@ fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
     }
     let self_signed = self_signed(cert);
     // v1 has no extensions, so no basicConstraints; such roots are CAs by convention.
-    let old_root = cert.version() == x509_parser::x509::X509Version::V1
-        && cert.extensions().is_empty()
-        && self_signed;
+    let old_root = cert.version() == x509_parser::x509::X509Version::V1 && cert.extensions().is_empty() && self_signed;
     if old_root {
         Kind::Ca
     } else if self_signed {
@@ -171,10 +162,7 @@ pub(crate) mod tests {
 
     #[test]
     fn fills_every_field_from_the_der() {
-        let der = ca_der(&[
-            (DnType::CommonName, "Test Root"),
-            (DnType::OrganizationName, "Acme"),
-        ]);
+        let der = ca_der(&[(DnType::CommonName, "Test Root"), (DnType::OrganizationName, "Acme")]);
         let cert = Certificate::from_der(&der, "extra-pem:x", false).expect("parses");
         assert_eq!(cert.der, der);
         assert_eq!(cert.fingerprint, <[u8; 32]>::from(Sha256::digest(&der)));
@@ -197,10 +185,7 @@ pub(crate) mod tests {
 
     #[test]
     fn readable_name_falls_back_from_cn_to_o_to_ou() {
-        let only_o = ca_der(&[
-            (DnType::OrganizationName, "Org"),
-            (DnType::OrganizationalUnitName, "Unit"),
-        ]);
+        let only_o = ca_der(&[(DnType::OrganizationName, "Org"), (DnType::OrganizationalUnitName, "Unit")]);
         let cert = Certificate::from_der(&only_o, "s", false).expect("parses");
         assert_eq!(cert.readable_name().as_deref(), Some("Org"));
         let only_ou = ca_der(&[(DnType::OrganizationalUnitName, "Unit")]);

@@ -15,10 +15,8 @@ impl Bundle {
     /// the same certificates give byte-identical output whatever order the sources came in.
     pub fn new(certificates: impl IntoIterator<Item = Certificate>) -> Self {
         let mut seen = HashSet::new();
-        let mut certificates: Vec<Certificate> = certificates
-            .into_iter()
-            .filter(|c| seen.insert(c.fingerprint))
-            .collect();
+        let mut certificates: Vec<Certificate> =
+            certificates.into_iter().filter(|c| seen.insert(c.fingerprint)).collect();
         certificates.sort_by(|a, b| (&a.subject, a.fingerprint).cmp(&(&b.subject, b.fingerprint)));
         Self { certificates }
     }
@@ -59,20 +57,11 @@ mod tests {
 
     #[test]
     fn orders_by_subject_then_fingerprint_whatever_the_input_order() {
-        let certs = vec![
-            cert("C", "s"),
-            cert("A", "s"),
-            cert("B", "s"),
-            cert("A", "s"),
-        ];
+        let certs = vec![cert("C", "s"), cert("A", "s"), cert("B", "s"), cert("A", "s")];
         let forward = Bundle::new(certs.clone());
         let backward = Bundle::new(certs.into_iter().rev());
         assert_eq!(forward.certificates(), backward.certificates());
-        let keys: Vec<_> = forward
-            .certificates()
-            .iter()
-            .map(|c| (c.subject.clone(), c.fingerprint))
-            .collect();
+        let keys: Vec<_> = forward.certificates().iter().map(|c| (c.subject.clone(), c.fingerprint)).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);

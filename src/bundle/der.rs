@@ -34,9 +34,7 @@ pub(crate) fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
         }
         let bytes = rest.get(..count).ok_or(DerError::Truncated)?;
         rest = &rest[count..];
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         if bytes[0] == 0 || len < 0x80 {
             return Err(DerError::Unsupported);
         }
@@ -93,10 +91,7 @@ mod tests {
         assert_eq!(encode(0x04, &[7; 0x80])[..3], [0x04, 0x81, 0x80]);
         assert_eq!(encode(0x04, &[7; 0xff])[..3], [0x04, 0x81, 0xff]);
         assert_eq!(encode(0x04, &[7; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
-        assert_eq!(
-            encode(0x04, &[7; 0x10000])[..5],
-            [0x04, 0x83, 0x01, 0x00, 0x00]
-        );
+        assert_eq!(encode(0x04, &[7; 0x10000])[..5], [0x04, 0x83, 0x01, 0x00, 0x00]);
     }
 
     #[test]
@@ -120,14 +115,8 @@ mod tests {
         assert_eq!(read_tlv(&[0x30, 0x82, 0x01]), Err(DerError::Truncated));
         assert_eq!(read_tlv(&[0x30, 0x80]), Err(DerError::Unsupported));
         assert_eq!(read_tlv(&[0x30, 0x81, 0x05]), Err(DerError::Unsupported));
-        assert_eq!(
-            read_tlv(&[0x30, 0x82, 0x00, 0x90]),
-            Err(DerError::Unsupported)
-        );
+        assert_eq!(read_tlv(&[0x30, 0x82, 0x00, 0x90]), Err(DerError::Unsupported));
         assert_eq!(read_tlv(&[0x1f, 0x81, 0x00]), Err(DerError::Unsupported));
-        assert_eq!(
-            read_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]),
-            Err(DerError::Unsupported)
-        );
+        assert_eq!(read_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]), Err(DerError::Unsupported));
     }
 }

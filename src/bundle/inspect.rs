@@ -58,11 +58,7 @@ impl Inspection {
     pub fn new(certificates: Vec<CertificateReport>) -> Self {
         let dropped = drop_counts(&certificates);
         let kept = certificates.len() - dropped.iter().map(|d| d.count).sum::<usize>();
-        Self {
-            certificates,
-            kept,
-            dropped,
-        }
+        Self { certificates, kept, dropped }
     }
 }
 
@@ -88,10 +84,7 @@ pub fn inspect(file_name: &str, bytes: &[u8], now: i64) -> Result<Vec<Certificat
     let parsed = parse_source(file_name, bytes, Strictness::Strict)?;
     // Indexed by block: a PKCS#7 block holds several certificates.
     let comments: Vec<Option<String>> = if pem::looks_like_pem(bytes) {
-        pem::read_blocks(bytes)
-            .into_iter()
-            .map(|b| b.source_comment)
-            .collect()
+        pem::read_blocks(bytes).into_iter().map(|b| b.source_comment).collect()
     } else {
         Vec::new()
     };
@@ -181,8 +174,7 @@ mod tests {
     use rcgen::DnType;
 
     fn cn(name: &str, source: &str) -> Certificate {
-        Certificate::from_der(&ca_der(&[(DnType::CommonName, name)]), source, false)
-            .expect("parses")
+        Certificate::from_der(&ca_der(&[(DnType::CommonName, name)]), source, false).expect("parses")
     }
 
     fn bundle_bytes(bundle: &Bundle) -> Vec<u8> {
@@ -201,23 +193,11 @@ mod tests {
     fn reports_the_source_comment_of_a_trustmount_bundle() {
         let bundle = Bundle::new([cn("A", "extra-pem:/corp/a.pem"), cn("B", "system:embedded")]);
         let reports = inspect("ca-certificates.crt", &bundle_bytes(&bundle), 0).expect("inspects");
-        let sources: Vec<_> = reports
-            .iter()
-            .map(|r| (r.subject.as_str(), r.source.as_str()))
-            .collect();
-        assert_eq!(
-            sources,
-            [
-                ("CN=A", "extra-pem:/corp/a.pem"),
-                ("CN=B", "system:embedded")
-            ]
-        );
+        let sources: Vec<_> = reports.iter().map(|r| (r.subject.as_str(), r.source.as_str())).collect();
+        assert_eq!(sources, [("CN=A", "extra-pem:/corp/a.pem"), ("CN=B", "system:embedded")]);
         let cert = &bundle.certificates()[0];
         assert_eq!(reports[0].sha256, hex::encode(cert.fingerprint));
-        assert_eq!(
-            reports[0].subject_hash,
-            format!("{:08x}", cert.subject_hash)
-        );
+        assert_eq!(reports[0].subject_hash, format!("{:08x}", cert.subject_hash));
     }
 
     #[test]
@@ -279,39 +259,23 @@ mod tests {
 
         let inspection = Inspection::new(reports.clone());
         assert_eq!(inspection.kept, 2);
-        let counts: Vec<_> = inspection
-            .dropped
-            .iter()
-            .map(|d| (d.reason, d.count))
-            .collect();
+        let counts: Vec<_> = inspection.dropped.iter().map(|d| (d.reason, d.count)).collect();
         assert_eq!(counts, [(Expired, 1), (Leaf, 2)]);
         let json = serde_json::to_value(&inspection).expect("json");
         assert_eq!(json["dropped"][1]["reason"], "end-entity-not-self-signed");
-        assert_eq!(
-            json["certificates"][1]["dropped"],
-            "end-entity-not-self-signed"
-        );
+        assert_eq!(json["certificates"][1]["dropped"], "end-entity-not-self-signed");
         assert_eq!(json["certificates"][0]["dropped"], serde_json::Value::Null);
 
         let text = to_text(&reports);
-        assert!(
-            text.contains("a volume would drop 3:\n  1 expired"),
-            "{text}"
-        );
-        assert!(
-            text.contains("  2 end-entity certificate issued by a CA"),
-            "{text}"
-        );
+        assert!(text.contains("a volume would drop 3:\n  1 expired"), "{text}");
+        assert!(text.contains("  2 end-entity certificate issued by a CA"), "{text}");
     }
 
     #[test]
     fn a_file_of_cas_says_nothing_would_be_dropped() {
         let cert = cn("A", "s");
         let text = to_text(&inspect("f", &cert.der, cert.not_before).expect("inspects"));
-        assert!(
-            text.ends_with("a volume would keep all of them\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("a volume would keep all of them\n"), "{text}");
     }
 
     #[test]

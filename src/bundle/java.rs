@@ -38,19 +38,14 @@ pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Result
             // A fixed time (the certificate's own not-before) instead of "now", for
             // reproducible bytes; clamped because the format cannot hold pre-1970 times.
             creation_time: UNIX_EPOCH + Duration::from_secs(cert.not_before.max(0).unsigned_abs()),
-            certificate: jks::Certificate {
-                cert_type: "X.509".to_owned(),
-                content: cert.der.clone(),
-            },
+            certificate: jks::Certificate { cert_type: "X.509".to_owned(), content: cert.der.clone() },
         };
         store
             .set_trusted_certificate_entry(alias, entry)
             .map_err(|e| Error::JavaStore(format!("certificate {alias:?}: {e}")))?;
     }
     let mut out = Vec::new();
-    store
-        .store(&mut out, PASSWORD.as_bytes())
-        .map_err(|e| Error::JavaStore(e.to_string()))?;
+    store.store(&mut out, PASSWORD.as_bytes()).map_err(|e| Error::JavaStore(e.to_string()))?;
     Ok(out)
 }
 
@@ -69,9 +64,7 @@ mod tests {
         let certs = [cn("A"), cn("b")];
         let bytes = truststore(&certs, &["A", "b"]).expect("stores");
         let mut store = KeyStore::new();
-        store
-            .load(&bytes[..], PASSWORD.as_bytes())
-            .expect("loads with changeit");
+        store.load(&bytes[..], PASSWORD.as_bytes()).expect("loads with changeit");
         let mut aliases = store.aliases();
         aliases.sort();
         assert_eq!(aliases, ["a", "b"]);

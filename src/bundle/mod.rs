@@ -40,52 +40,23 @@ pub enum Error {
     #[error(
         "source {source_name} contains a private key ({label}) at PEM block {index}; trustmount never copies keys into pods — give it a file with only CA certificates"
     )]
-    PrivateKey {
-        source_name: String,
-        label: String,
-        index: usize,
-    },
-    #[error(
-        "source {source_name}: certificate {index} cannot be parsed: {reason}; fix or remove that certificate"
-    )]
-    BadCertificate {
-        source_name: String,
-        index: usize,
-        reason: String,
-    },
+    PrivateKey { source_name: String, label: String, index: usize },
+    #[error("source {source_name}: certificate {index} cannot be parsed: {reason}; fix or remove that certificate")]
+    BadCertificate { source_name: String, index: usize, reason: String },
     #[error(
         "source {source_name}: PEM block {index} is a {label:?}, not a CERTIFICATE; remove it so the source holds only CA certificates"
     )]
-    NotACertificate {
-        source_name: String,
-        label: String,
-        index: usize,
-    },
-    #[error(
-        "source {source_name}: PEM block {index} ({label:?}) is malformed: {reason}; fix or remove that block"
-    )]
-    MalformedPem {
-        source_name: String,
-        label: String,
-        index: usize,
-        reason: String,
-    },
+    NotACertificate { source_name: String, label: String, index: usize },
+    #[error("source {source_name}: PEM block {index} ({label:?}) is malformed: {reason}; fix or remove that block")]
+    MalformedPem { source_name: String, label: String, index: usize, reason: String },
     #[error(
         "source {source_name}: PEM block {index} ({label:?}) is encrypted (Proc-Type: 4,ENCRYPTED); CA certificates need no encryption — give trustmount the certificates unencrypted"
     )]
-    EncryptedPem {
-        source_name: String,
-        label: String,
-        index: usize,
-    },
+    EncryptedPem { source_name: String, label: String, index: usize },
     #[error(
         "source {source_name}: the PKCS#7 bundle at block {index} {reason}; export the CA chain again as a certificates-only PKCS#7 or as PEM"
     )]
-    Pkcs7 {
-        source_name: String,
-        index: usize,
-        reason: String,
-    },
+    Pkcs7 { source_name: String, index: usize, reason: String },
     #[error(
         "source {source_name} holds no certificate (expected PEM CERTIFICATE blocks, one DER certificate or a PKCS#7 certificate bundle)"
     )]

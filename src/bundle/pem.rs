@@ -54,33 +54,19 @@ pub(crate) fn read_blocks(input: &[u8]) -> Vec<Block> {
     let mut source_comment = None;
     let push = |blocks: &mut Vec<Block>, label, body, source_comment| {
         let index = blocks.len() + 1;
-        blocks.push(Block {
-            index,
-            label,
-            body,
-            source_comment,
-        });
+        blocks.push(Block { index, label, body, source_comment });
     };
 
     for line in input.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
         if line.starts_with(BEGIN) {
             if let Some(unterminated) = open.take() {
-                push(
-                    &mut blocks,
-                    unterminated.label,
-                    Err(PemError::Unterminated),
-                    unterminated.source_comment,
-                );
+                push(&mut blocks, unterminated.label, Err(PemError::Unterminated), unterminated.source_comment);
             }
             let comment = source_comment.take();
             match begin_label(line) {
                 Ok(label) => {
-                    open = Some(Open {
-                        label,
-                        body: Vec::new(),
-                        source_comment: comment,
-                    });
+                    open = Some(Open { label, body: Vec::new(), source_comment: comment });
                 }
                 Err(label) => push(&mut blocks, label, Err(PemError::BadBegin), comment),
             }
@@ -92,18 +78,14 @@ pub(crate) fn read_blocks(input: &[u8]) -> Vec<Block> {
                 let body = if line != expected.as_bytes() {
                     Err(PemError::MismatchedEnd)
                 } else {
-                    STANDARD
-                        .decode(&block.body)
-                        .map_err(|_| PemError::BadBase64)
+                    STANDARD.decode(&block.body).map_err(|_| PemError::BadBase64)
                 };
                 if let Some(done) = open.take() {
                     push(&mut blocks, done.label, body, done.source_comment);
                 }
             }
             // RFC 7468 allows whitespace anywhere in the body.
-            Some(block) => block
-                .body
-                .extend(line.iter().filter(|b| !b.is_ascii_whitespace())),
+            Some(block) => block.body.extend(line.iter().filter(|b| !b.is_ascii_whitespace())),
             None => {
                 if let Some(rest) = line.strip_prefix(SOURCE_COMMENT) {
                     source_comment = Some(String::from_utf8_lossy(rest.trim_ascii()).into_owned());
@@ -112,12 +94,7 @@ pub(crate) fn read_blocks(input: &[u8]) -> Vec<Block> {
         }
     }
     if let Some(unterminated) = open {
-        push(
-            &mut blocks,
-            unterminated.label,
-            Err(PemError::Unterminated),
-            unterminated.source_comment,
-        );
+        push(&mut blocks, unterminated.label, Err(PemError::Unterminated), unterminated.source_comment);
     }
     blocks
 }
@@ -126,19 +103,11 @@ pub(crate) fn read_blocks(input: &[u8]) -> Vec<Block> {
 /// label (as `Err`) so a broken private-key header is recognised as a private key.
 fn begin_label(line: &[u8]) -> Result<String, String> {
     let rest = &line[BEGIN.len()..];
-    let label = rest
-        .strip_prefix(b" ")
-        .and_then(|r| r.strip_suffix(DASHES))
-        .filter(|l| is_valid_label(l));
+    let label = rest.strip_prefix(b" ").and_then(|r| r.strip_suffix(DASHES)).filter(|l| is_valid_label(l));
     match label {
         Some(l) => Ok(String::from_utf8_lossy(l).into_owned()),
         None => {
-            let guess = rest
-                .iter()
-                .copied()
-                .skip_while(|&b| b == b' ')
-                .take_while(|&b| b != b'-')
-                .collect::<Vec<u8>>();
+            let guess = rest.iter().copied().skip_while(|&b| b == b' ').take_while(|&b| b != b'-').collect::<Vec<u8>>();
             Err(String::from_utf8_lossy(guess.trim_ascii()).into_owned())
         }
     }
@@ -147,10 +116,7 @@ fn begin_label(line: &[u8]) -> Result<String, String> {
 /// RFC 7468 labels: non-empty, with at most single inner hyphens (so the dashes of the
 /// boundary cannot be part of it).
 fn is_valid_label(label: &[u8]) -> bool {
-    !label.is_empty()
-        && !label.starts_with(b"-")
-        && !label.ends_with(b"-")
-        && !label.windows(2).any(|w| w == b"--")
+    !label.is_empty() && !label.starts_with(b"-") && !label.ends_with(b"-") && !label.windows(2).any(|w| w == b"--")
 }
 
 /// Encodes one block with 64-column base64 lines and LF endings.
@@ -201,17 +167,8 @@ mod tests {
             pem("CERTIFICATE", b"three"),
         );
         let blocks = read_blocks(text.as_bytes());
-        let seen: Vec<_> = blocks
-            .iter()
-            .map(|b| {
-                (
-                    b.index,
-                    b.label.as_str(),
-                    b.body.clone(),
-                    b.source_comment.clone(),
-                )
-            })
-            .collect();
+        let seen: Vec<_> =
+            blocks.iter().map(|b| (b.index, b.label.as_str(), b.body.clone(), b.source_comment.clone())).collect();
         assert_eq!(
             seen,
             [
@@ -232,21 +189,12 @@ mod tests {
         assert_eq!(blocks[1].body, Ok(b"abc".to_vec()));
 
         let mismatched = "-----BEGIN CERTIFICATE-----\nYWJj\n-----END X509 CRL-----\n";
-        assert_eq!(
-            read_blocks(mismatched.as_bytes())[0].body,
-            Err(PemError::MismatchedEnd)
-        );
+        assert_eq!(read_blocks(mismatched.as_bytes())[0].body, Err(PemError::MismatchedEnd));
 
         let bad = "-----BEGIN CERTIFICATE-----\nYW*j\n-----END CERTIFICATE-----\n";
-        assert_eq!(
-            read_blocks(bad.as_bytes())[0].body,
-            Err(PemError::BadBase64)
-        );
+        assert_eq!(read_blocks(bad.as_bytes())[0].body, Err(PemError::BadBase64));
         let no_padding = "-----BEGIN CERTIFICATE-----\nYWI\n-----END CERTIFICATE-----\n";
-        assert_eq!(
-            read_blocks(no_padding.as_bytes())[0].body,
-            Err(PemError::BadBase64)
-        );
+        assert_eq!(read_blocks(no_padding.as_bytes())[0].body, Err(PemError::BadBase64));
     }
 
     #[test]

@@ -37,18 +37,14 @@ const CONTEXT_0: u8 = 0xa0;
 /// 1.2.840.113549.1.7.1, PKCS#7 data.
 pub(crate) const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
 /// 1.2.840.113549.1.12.10.1.3, certBag.
-pub(crate) const OID_CERT_BAG: &[u8] = &[
-    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x03,
-];
+pub(crate) const OID_CERT_BAG: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x03];
 /// 1.2.840.113549.1.9.22.1, x509Certificate.
-pub(crate) const OID_X509_CERTIFICATE: &[u8] =
-    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x16, 0x01];
+pub(crate) const OID_X509_CERTIFICATE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x16, 0x01];
 /// 1.2.840.113549.1.9.20, friendlyName.
 pub(crate) const OID_FRIENDLY_NAME: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x14];
 /// 2.16.840.1.113894.746875.1.1, Oracle's trusted key usage.
-pub(crate) const OID_TRUSTED_KEY_USAGE: &[u8] = &[
-    0x60, 0x86, 0x48, 0x01, 0x86, 0xf9, 0x66, 0xad, 0xca, 0x7b, 0x01, 0x01,
-];
+pub(crate) const OID_TRUSTED_KEY_USAGE: &[u8] =
+    &[0x60, 0x86, 0x48, 0x01, 0x86, 0xf9, 0x66, 0xad, 0xca, 0x7b, 0x01, 0x01];
 /// 2.5.29.37.0, anyExtendedKeyUsage: what keytool writes for an imported CA.
 pub(crate) const OID_ANY_EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 
@@ -205,15 +201,9 @@ mod tests {
     fn object_identifiers_match_their_dotted_forms() {
         assert_eq!(OID_DATA, oid(&[1, 2, 840, 113_549, 1, 7, 1]));
         assert_eq!(OID_CERT_BAG, oid(&[1, 2, 840, 113_549, 1, 12, 10, 1, 3]));
-        assert_eq!(
-            OID_X509_CERTIFICATE,
-            oid(&[1, 2, 840, 113_549, 1, 9, 22, 1])
-        );
+        assert_eq!(OID_X509_CERTIFICATE, oid(&[1, 2, 840, 113_549, 1, 9, 22, 1]));
         assert_eq!(OID_FRIENDLY_NAME, oid(&[1, 2, 840, 113_549, 1, 9, 20]));
-        assert_eq!(
-            OID_TRUSTED_KEY_USAGE,
-            oid(&[2, 16, 840, 1, 113_894, 746_875, 1, 1])
-        );
+        assert_eq!(OID_TRUSTED_KEY_USAGE, oid(&[2, 16, 840, 1, 113_894, 746_875, 1, 1]));
         assert_eq!(OID_ANY_EXTENDED_KEY_USAGE, oid(&[2, 5, 29, 37, 0]));
     }
 
@@ -254,21 +244,10 @@ mod tests {
     fn nested_headers_match_writing_each_layer_around_the_next() {
         for size in [0usize, 1, 0x7f, 0x80, 0xff, 0x100, 0x1_0000] {
             let payload = vec![0xab; size];
-            let by_layers = tlv(
-                SEQUENCE,
-                &[
-                    tlv(INTEGER, &[3]),
-                    tlv(CONTEXT_0, &tlv(OCTET_STRING, &payload)),
-                    vec![5, 0],
-                ]
-                .concat(),
-            );
+            let by_layers =
+                tlv(SEQUENCE, &[tlv(INTEGER, &[3]), tlv(CONTEXT_0, &tlv(OCTET_STRING, &payload)), vec![5, 0]].concat());
             let at_once = nested(
-                &[
-                    (SEQUENCE, &tlv(INTEGER, &[3]), &[5, 0]),
-                    (CONTEXT_0, &[], &[]),
-                    (OCTET_STRING, &[], &[]),
-                ],
+                &[(SEQUENCE, &tlv(INTEGER, &[3]), &[5, 0]), (CONTEXT_0, &[], &[]), (OCTET_STRING, &[], &[])],
                 &payload,
             );
             assert_eq!(at_once, by_layers, "payload of {size} bytes");
@@ -287,10 +266,6 @@ mod tests {
         let bytes = truststore(&[], &[]);
         let pfx = read_all(one(&bytes).contents).expect("pfx");
         let safes = read_all(one(data_contents(pfx[1].raw)).contents).expect("authSafe");
-        assert!(
-            read_all(one(data_contents(safes[0].raw)).contents)
-                .expect("bags")
-                .is_empty()
-        );
+        assert!(read_all(one(data_contents(safes[0].raw)).contents).expect("bags").is_empty());
     }
 }

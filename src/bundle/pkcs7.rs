@@ -49,8 +49,7 @@ pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
     }
     if content_type.contents != SIGNED_DATA {
         return Err(
-            "is not of type signedData (it may be encrypted or enveloped, which trustmount cannot read)"
-                .to_owned(),
+            "is not of type signedData (it may be encrypted or enveloped, which trustmount cannot read)".to_owned()
         );
     }
     if explicit.tag != CONTEXT_0 {
@@ -62,19 +61,12 @@ pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
     }
     let fields = der::read_all(signed_data.contents).map_err(framing)?;
     // version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
-    let (Some(version), Some(digests), Some(encapsulated), Some(signers)) = (
-        fields.first(),
-        fields.get(1),
-        fields.get(2),
-        fields.last().filter(|_| fields.len() >= 4),
-    ) else {
+    let (Some(version), Some(digests), Some(encapsulated), Some(signers)) =
+        (fields.first(), fields.get(1), fields.get(2), fields.last().filter(|_| fields.len() >= 4))
+    else {
         return Err("has a signedData with missing fields".to_owned());
     };
-    if version.tag != INTEGER
-        || digests.tag != SET
-        || encapsulated.tag != SEQUENCE
-        || signers.tag != SET
-    {
+    if version.tag != INTEGER || digests.tag != SET || encapsulated.tag != SEQUENCE || signers.tag != SET {
         return Err("has a malformed signedData".to_owned());
     }
     if !signers.contents.is_empty() {
@@ -101,18 +93,11 @@ pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
         return Err("holds no certificates".to_owned());
     };
     let mut out = Vec::new();
-    for (i, choice) in der::read_all(certificates.contents)
-        .map_err(framing)?
-        .into_iter()
-        .enumerate()
-    {
+    for (i, choice) in der::read_all(certificates.contents).map_err(framing)?.into_iter().enumerate() {
         // CertificateChoices: a plain Certificate is a SEQUENCE; the tagged ones are
         // attribute or obsolete extended certificates.
         if choice.tag != SEQUENCE {
-            return Err(format!(
-                "entry {} is not an X.509 certificate (an attribute or extended certificate)",
-                i + 1
-            ));
+            return Err(format!("entry {} is not an X.509 certificate (an attribute or extended certificate)", i + 1));
         }
         out.push(choice.raw);
     }
@@ -123,17 +108,11 @@ pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
 }
 
 /// The `N` TLVs of a SEQUENCE, exactly.
-fn sequence<'a, const N: usize>(
-    tlv: der::Tlv<'a>,
-    what: &str,
-) -> Result<[der::Tlv<'a>; N], String> {
+fn sequence<'a, const N: usize>(tlv: der::Tlv<'a>, what: &str) -> Result<[der::Tlv<'a>; N], String> {
     if tlv.tag != SEQUENCE {
         return Err(format!("is not a DER {what}"));
     }
-    der::read_all(tlv.contents)
-        .map_err(framing)?
-        .try_into()
-        .map_err(|_| format!("has a malformed {what}"))
+    der::read_all(tlv.contents).map_err(framing)?.try_into().map_err(|_| format!("has a malformed {what}"))
 }
 
 fn framing(error: DerError) -> String {
@@ -141,8 +120,7 @@ fn framing(error: DerError) -> String {
         DerError::Truncated => "is truncated".to_owned(),
         // BER's indefinite lengths land here: Windows can write them, openssl never does.
         DerError::Unsupported => {
-            "is not DER (indefinite or non-minimal lengths); convert it with `openssl pkcs7 -outform DER`"
-                .to_owned()
+            "is not DER (indefinite or non-minimal lengths); convert it with `openssl pkcs7 -outform DER`".to_owned()
         }
     }
 }
@@ -199,10 +177,7 @@ pub(crate) mod tests {
         let empty_set = signed_data(&[&tlv(CONTEXT_0, &[])], &[]);
         let no_field = signed_data(&[], &[]);
         for bundle in [empty_set, no_field] {
-            assert_eq!(
-                certificates(&bundle),
-                Err("holds no certificates".to_owned())
-            );
+            assert_eq!(certificates(&bundle), Err("holds no certificates".to_owned()));
         }
     }
 
@@ -222,10 +197,7 @@ pub(crate) mod tests {
         let a = cert();
         let mut enveloped = p7b(&[&a]);
         // The last byte of the content type OID: signedData (2) → envelopedData (3).
-        let at = enveloped
-            .windows(SIGNED_DATA.len())
-            .position(|w| w == SIGNED_DATA)
-            .expect("oid");
+        let at = enveloped.windows(SIGNED_DATA.len()).position(|w| w == SIGNED_DATA).expect("oid");
         enveloped[at + SIGNED_DATA.len() - 1] = 3;
         assert!(looks_like_pkcs7(&enveloped));
         assert!(certificates(&enveloped).unwrap_err().contains("signedData"));
@@ -240,10 +212,7 @@ pub(crate) mod tests {
         let (a, b) = (cert(), cert());
         let bundle = p7b(&[&a, &b]);
         for cut in 0..bundle.len() {
-            assert!(
-                certificates(&bundle[..cut]).is_err(),
-                "prefix of {cut} bytes was accepted"
-            );
+            assert!(certificates(&bundle[..cut]).is_err(), "prefix of {cut} bytes was accepted");
         }
     }
 }

@@ -22,9 +22,7 @@ impl DropReason {
     /// What a log line or `inspect` says, including how to avoid the drop.
     pub fn explain(self) -> &'static str {
         match self {
-            DropReason::Expired => {
-                "expired (set the volume attribute expired: \"keep\" to keep expired certificates)"
-            }
+            DropReason::Expired => "expired (set the volume attribute expired: \"keep\" to keep expired certificates)",
             DropReason::EndEntityNotSelfSigned => {
                 "end-entity certificate issued by a CA, not self-signed (add the issuing CA instead)"
             }
@@ -74,10 +72,7 @@ pub fn apply(
     for certificate in certificates {
         match drop_reason(&certificate, now, keep_expired) {
             None => kept.push(certificate),
-            Some(reason) => dropped.push(Dropped {
-                certificate,
-                reason,
-            }),
+            Some(reason) => dropped.push(Dropped { certificate, reason }),
         }
     }
     (kept, dropped)
@@ -86,9 +81,7 @@ pub fn apply(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
 
     pub(crate) struct Signer {
         pub der: Vec<u8>,
@@ -98,11 +91,7 @@ pub(crate) mod tests {
     fn params(cn: &str, ca: bool) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.is_ca = if ca {
-            IsCa::Ca(BasicConstraints::Unconstrained)
-        } else {
-            IsCa::ExplicitNoCa
-        };
+        params.is_ca = if ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = date_time_ymd(2040, 1, 1);
         params
@@ -113,29 +102,18 @@ pub(crate) mod tests {
         let key = KeyPair::generate().expect("key");
         let params = params(cn, true);
         let der = params.self_signed(&key).expect("sign").der().to_vec();
-        Signer {
-            der,
-            issuer: Issuer::new(params, key),
-        }
+        Signer { der, issuer: Issuer::new(params, key) }
     }
 
     /// An end-entity certificate signed by `by`.
     pub(crate) fn leaf(cn: &str, by: &Signer) -> Vec<u8> {
         let key = KeyPair::generate().expect("key");
-        params(cn, false)
-            .signed_by(&key, &by.issuer)
-            .expect("sign")
-            .der()
-            .to_vec()
+        params(cn, false).signed_by(&key, &by.issuer).expect("sign").der().to_vec()
     }
 
     pub(crate) fn self_signed_leaf(cn: &str) -> Vec<u8> {
         let key = KeyPair::generate().expect("key");
-        params(cn, false)
-            .self_signed(&key)
-            .expect("sign")
-            .der()
-            .to_vec()
+        params(cn, false).self_signed(&key).expect("sign").der().to_vec()
     }
 
     pub(crate) fn expired_ca(cn: &str) -> Vec<u8> {
@@ -164,10 +142,7 @@ pub(crate) mod tests {
     fn a_self_signed_end_entity_is_kept() {
         let registry = cert(&self_signed_leaf("registry.corp"));
         assert_eq!(registry.kind, Kind::SelfSignedEndEntity);
-        assert_eq!(
-            apply([registry.clone()], NOW, false),
-            (vec![registry], vec![])
-        );
+        assert_eq!(apply([registry.clone()], NOW, false), (vec![registry], vec![]));
     }
 
     #[test]
@@ -178,13 +153,7 @@ pub(crate) mod tests {
         for keep_expired in [false, true] {
             let (kept, dropped) = apply([cert(&root.der), server.clone()], NOW, keep_expired);
             assert_eq!(kept, [cert(&root.der)]);
-            assert_eq!(
-                dropped,
-                [Dropped {
-                    certificate: server.clone(),
-                    reason: DropReason::EndEntityNotSelfSigned
-                }]
-            );
+            assert_eq!(dropped, [Dropped { certificate: server.clone(), reason: DropReason::EndEntityNotSelfSigned }]);
         }
     }
 
@@ -193,11 +162,7 @@ pub(crate) mod tests {
         let impostor_key = KeyPair::generate().expect("key");
         let same_name = Issuer::new(params("server.corp", true), impostor_key);
         let key = KeyPair::generate().expect("key");
-        let der = params("server.corp", false)
-            .signed_by(&key, &same_name)
-            .expect("sign")
-            .der()
-            .to_vec();
+        let der = params("server.corp", false).signed_by(&key, &same_name).expect("sign").der().to_vec();
         let forged = cert(&der);
         assert_eq!(forged.subject, forged.issuer);
         assert_eq!(forged.kind, Kind::EndEntity);
@@ -216,10 +181,7 @@ pub(crate) mod tests {
     fn a_certificate_is_valid_through_its_last_second() {
         let root = cert(&ca("Root").der);
         assert_eq!(drop_reason(&root, root.not_after, false), None);
-        assert_eq!(
-            drop_reason(&root, root.not_after + 1, false),
-            Some(DropReason::Expired)
-        );
+        assert_eq!(drop_reason(&root, root.not_after + 1, false), Some(DropReason::Expired));
     }
 
     #[test]

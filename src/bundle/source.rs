@@ -35,11 +35,7 @@ const PKCS7_LABELS: [&str; 3] = ["PKCS7", "PKCS #7 SIGNED DATA", "CMS"];
 /// With [`Strictness::Strict`], any block that is not a parsable certificate (or PKCS#7
 /// certificate bundle) fails the source, and so does a source without certificates.
 pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> Result<Parsed> {
-    let mut parser = Parser {
-        source_name,
-        strictness,
-        parsed: Parsed::default(),
-    };
+    let mut parser = Parser { source_name, strictness, parsed: Parsed::default() };
 
     // A DER certificate whose contents happen to include `-----BEGIN` is still DER: text
     // never parses as a whole certificate (nor as a whole PKCS#7 structure).
@@ -60,9 +56,7 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
                 Err(reason) => parser.fail(Error::BadCertificate {
                     source_name: source_name.to_owned(),
                     index: 1,
-                    reason: format!(
-                        "no `-----BEGIN` line, so it was read as one DER certificate, which is {reason}"
-                    ),
+                    reason: format!("no `-----BEGIN` line, so it was read as one DER certificate, which is {reason}"),
                 })?,
             }
         }
@@ -80,17 +74,11 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
     if let Some(index) = encrypted_block(bytes) {
         return Err(Error::EncryptedPem {
             source_name: source_name.to_owned(),
-            label: blocks
-                .get(index - 1)
-                .map(|b| b.label.clone())
-                .unwrap_or_default(),
+            label: blocks.get(index - 1).map(|b| b.label.clone()).unwrap_or_default(),
             index,
         });
     }
-    for Block {
-        index, label, body, ..
-    } in blocks
-    {
+    for Block { index, label, body, .. } in blocks {
         let der = match body {
             Ok(der) => der,
             Err(e) => {
@@ -113,21 +101,13 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
                 continue;
             }
             _ => {
-                parser.fail(Error::NotACertificate {
-                    source_name: source_name.to_owned(),
-                    label,
-                    index,
-                })?;
+                parser.fail(Error::NotACertificate { source_name: source_name.to_owned(), label, index })?;
                 continue;
             }
         };
         match Certificate::from_der(&der, source_name, allow_trailing) {
             Ok(cert) => parser.push(cert, index),
-            Err(reason) => parser.fail(Error::BadCertificate {
-                source_name: source_name.to_owned(),
-                index,
-                reason,
-            })?,
+            Err(reason) => parser.fail(Error::BadCertificate { source_name: source_name.to_owned(), index, reason })?,
         }
     }
     parser.finish()
@@ -162,11 +142,7 @@ impl Parser<'_> {
         let certificates = match pkcs7::certificates(der) {
             Ok(certificates) => certificates,
             Err(reason) => {
-                return self.fail(Error::Pkcs7 {
-                    source_name: self.source_name.to_owned(),
-                    index,
-                    reason,
-                });
+                return self.fail(Error::Pkcs7 { source_name: self.source_name.to_owned(), index, reason });
             }
         };
         let mut parsed = Vec::with_capacity(certificates.len());
@@ -190,9 +166,7 @@ impl Parser<'_> {
 
     fn finish(self) -> Result<Parsed> {
         if self.parsed.certificates.is_empty() && self.strictness == Strictness::Strict {
-            return Err(Error::Empty {
-                source_name: self.source_name.to_owned(),
-            });
+            return Err(Error::Empty { source_name: self.source_name.to_owned() });
         }
         Ok(self.parsed)
     }
@@ -218,10 +192,7 @@ fn encrypted_block(bytes: &[u8]) -> Option<usize> {
         } else if inside
             && line.len() >= 10
             && line[..10].eq_ignore_ascii_case(b"Proc-Type:")
-            && line
-                .to_ascii_uppercase()
-                .windows(9)
-                .any(|w| w == b"ENCRYPTED")
+            && line.to_ascii_uppercase().windows(9).any(|w| w == b"ENCRYPTED")
         {
             return Some(index);
         }
@@ -244,10 +215,7 @@ mod tests {
     }
 
     fn two_certs() -> (Vec<u8>, Vec<u8>) {
-        (
-            ca_der(&[(DnType::CommonName, "One")]),
-            ca_der(&[(DnType::CommonName, "Two")]),
-        )
+        (ca_der(&[(DnType::CommonName, "One")]), ca_der(&[(DnType::CommonName, "Two")]))
     }
 
     fn strict(bytes: &[u8]) -> Result<Parsed> {
@@ -276,12 +244,8 @@ mod tests {
     #[test]
     fn parses_crlf_pem() {
         let (a, b) = two_certs();
-        let text =
-            format!("{}{}", pem("CERTIFICATE", &a), pem("CERTIFICATE", &b)).replace('\n', "\r\n");
-        assert_eq!(
-            strict(text.as_bytes()).expect("parses").certificates.len(),
-            2
-        );
+        let text = format!("{}{}", pem("CERTIFICATE", &a), pem("CERTIFICATE", &b)).replace('\n', "\r\n");
+        assert_eq!(strict(text.as_bytes()).expect("parses").certificates.len(), 2);
     }
 
     #[test]
@@ -303,10 +267,7 @@ mod tests {
     fn rejects_der_with_trailing_bytes() {
         let (mut a, b) = two_certs();
         a.extend_from_slice(&b);
-        assert!(matches!(
-            strict(&a),
-            Err(Error::BadCertificate { index: 1, .. })
-        ));
+        assert!(matches!(strict(&a), Err(Error::BadCertificate { index: 1, .. })));
     }
 
     #[test]
@@ -323,21 +284,13 @@ mod tests {
         for input in [&b""[..], b"  \n\r\n", b"just a comment\n"] {
             let result = strict(input);
             assert!(
-                matches!(
-                    result,
-                    Err(Error::Empty { .. }) | Err(Error::BadCertificate { .. })
-                ),
+                matches!(result, Err(Error::Empty { .. }) | Err(Error::BadCertificate { .. })),
                 "{input:?}: {result:?}"
             );
         }
         assert!(matches!(strict(b""), Err(Error::Empty { .. })));
         assert!(matches!(strict(b"\n"), Err(Error::Empty { .. })));
-        assert!(
-            best_effort(b"")
-                .expect("empty is fine")
-                .certificates
-                .is_empty()
-        );
+        assert!(best_effort(b"").expect("empty is fine").certificates.is_empty());
     }
 
     #[test]
@@ -356,17 +309,9 @@ mod tests {
     fn rejects_every_truncated_prefix_of_a_der_certificate() {
         let (a, _) = two_certs();
         for cut in 0..a.len() {
-            assert!(
-                strict(&a[..cut]).is_err(),
-                "prefix of {cut} bytes was accepted"
-            );
+            assert!(strict(&a[..cut]).is_err(), "prefix of {cut} bytes was accepted");
             // Never panics, and never yields a certificate either.
-            assert!(
-                best_effort(&a[..cut])
-                    .expect("best effort")
-                    .certificates
-                    .is_empty()
-            );
+            assert!(best_effort(&a[..cut]).expect("best effort").certificates.is_empty());
         }
     }
 
@@ -386,11 +331,7 @@ mod tests {
                 let result = parse_source("corp", text.as_bytes(), strictness);
                 assert_eq!(
                     result.map(|p| p.certificates.len()),
-                    Err(Error::PrivateKey {
-                        source_name: "corp".into(),
-                        label: label.into(),
-                        index: 2
-                    }),
+                    Err(Error::PrivateKey { source_name: "corp".into(), label: label.into(), index: 2 }),
                     "{label} {strictness:?}"
                 );
             }
@@ -399,40 +340,23 @@ mod tests {
 
     #[test]
     fn rejects_private_key_even_after_a_broken_block() {
-        let text = format!(
-            "-----BEGIN CERTIFICATE-----\nabc\n{}",
-            pem("PRIVATE KEY", b"k")
-        );
-        assert!(matches!(
-            best_effort(text.as_bytes()),
-            Err(Error::PrivateKey { index: 2, .. })
-        ));
+        let text = format!("-----BEGIN CERTIFICATE-----\nabc\n{}", pem("PRIVATE KEY", b"k"));
+        assert!(matches!(best_effort(text.as_bytes()), Err(Error::PrivateKey { index: 2, .. })));
     }
 
     #[test]
     fn private_key_error_says_what_to_do() {
-        let message = strict(pem("PRIVATE KEY", b"k").as_bytes())
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let message = strict(pem("PRIVATE KEY", b"k").as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(message.contains("only CA certificates"), "{message}");
     }
 
     #[test]
     fn rejects_a_certificate_request_as_not_a_certificate() {
         let (a, _) = two_certs();
-        let text = format!(
-            "{}{}",
-            pem("CERTIFICATE", &a),
-            pem("CERTIFICATE REQUEST", b"csr")
-        );
+        let text = format!("{}{}", pem("CERTIFICATE", &a), pem("CERTIFICATE REQUEST", b"csr"));
         assert_eq!(
             strict(text.as_bytes()).map(|_| ()),
-            Err(Error::NotACertificate {
-                source_name: "test".into(),
-                label: "CERTIFICATE REQUEST".into(),
-                index: 2
-            })
+            Err(Error::NotACertificate { source_name: "test".into(), label: "CERTIFICATE REQUEST".into(), index: 2 })
         );
         let parsed = best_effort(text.as_bytes()).expect("skips");
         assert_eq!((parsed.certificates.len(), parsed.skipped), (1, 1));
@@ -443,31 +367,18 @@ mod tests {
         let (a, b) = two_certs();
         let mut corrupt = a.clone();
         corrupt.truncate(a.len() / 2);
-        let text = format!(
-            "{}{}{}",
-            pem("CERTIFICATE", &a),
-            pem("CERTIFICATE", &corrupt),
-            pem("CERTIFICATE", &b)
-        );
+        let text = format!("{}{}{}", pem("CERTIFICATE", &a), pem("CERTIFICATE", &corrupt), pem("CERTIFICATE", &b));
         let parsed = best_effort(text.as_bytes()).expect("skips");
         assert_eq!((parsed.certificates.len(), parsed.skipped), (2, 1));
-        assert!(matches!(
-            strict(text.as_bytes()),
-            Err(Error::BadCertificate { index: 2, .. })
-        ));
+        assert!(matches!(strict(text.as_bytes()), Err(Error::BadCertificate { index: 2, .. })));
     }
 
     #[test]
     fn rejects_bad_base64_when_strict_and_skips_it_when_best_effort() {
         let (a, _) = two_certs();
-        let text = format!(
-            "{}-----BEGIN CERTIFICATE-----\nMII!!!\n-----END CERTIFICATE-----\n",
-            pem("CERTIFICATE", &a)
-        );
-        assert!(matches!(
-            strict(text.as_bytes()),
-            Err(Error::MalformedPem { index: 2, .. })
-        ));
+        let text =
+            format!("{}-----BEGIN CERTIFICATE-----\nMII!!!\n-----END CERTIFICATE-----\n", pem("CERTIFICATE", &a));
+        assert!(matches!(strict(text.as_bytes()), Err(Error::MalformedPem { index: 2, .. })));
         let parsed = best_effort(text.as_bytes()).expect("skips");
         assert_eq!((parsed.certificates.len(), parsed.skipped), (1, 1));
     }
@@ -477,10 +388,7 @@ mod tests {
         let (a, _) = two_certs();
         let text = pem("CERTIFICATE", &a);
         let cut = text.replace("-----END CERTIFICATE-----\n", "");
-        assert!(matches!(
-            strict(cut.as_bytes()),
-            Err(Error::MalformedPem { index: 1, .. })
-        ));
+        assert!(matches!(strict(cut.as_bytes()), Err(Error::MalformedPem { index: 1, .. })));
     }
     #[test]
     fn rejects_an_encrypted_block_naming_the_source_even_when_best_effort() {
@@ -488,42 +396,27 @@ mod tests {
         let encrypted = "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END CERTIFICATE-----\n";
         let text = format!("{}{encrypted}", pem("CERTIFICATE", &a));
         for strictness in [Strictness::Strict, Strictness::BestEffort] {
-            let error = parse_source("file:/corp/ca.pem", text.as_bytes(), strictness)
-                .map(|_| ())
-                .unwrap_err();
+            let error = parse_source("file:/corp/ca.pem", text.as_bytes(), strictness).map(|_| ()).unwrap_err();
             assert_eq!(
                 error,
-                Error::EncryptedPem {
-                    source_name: "file:/corp/ca.pem".into(),
-                    label: "CERTIFICATE".into(),
-                    index: 2
-                }
+                Error::EncryptedPem { source_name: "file:/corp/ca.pem".into(), label: "CERTIFICATE".into(), index: 2 }
             );
             let message = error.to_string();
-            assert!(
-                message.contains("file:/corp/ca.pem") && message.contains("unencrypted"),
-                "{message}"
-            );
+            assert!(message.contains("file:/corp/ca.pem") && message.contains("unencrypted"), "{message}");
         }
     }
 
     #[test]
     fn an_encrypted_legacy_key_is_reported_as_a_private_key() {
         let key = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-        assert!(matches!(
-            strict(key.as_bytes()),
-            Err(Error::PrivateKey { index: 1, .. })
-        ));
+        assert!(matches!(strict(key.as_bytes()), Err(Error::PrivateKey { index: 1, .. })));
     }
 
     #[test]
     fn a_proc_type_line_outside_a_block_is_just_text() {
         let (a, _) = two_certs();
         let text = format!("Proc-Type: 4,ENCRYPTED\n{}", pem("CERTIFICATE", &a));
-        assert_eq!(
-            strict(text.as_bytes()).expect("parses").certificates.len(),
-            1
-        );
+        assert_eq!(strict(text.as_bytes()).expect("parses").certificates.len(), 1);
     }
 
     #[test]
@@ -532,20 +425,12 @@ mod tests {
         let der = p7b(&[&a, &b]);
         for label in ["PKCS7", "PKCS #7 SIGNED DATA", "CMS"] {
             let from_pem = strict(pem(label, &der).as_bytes()).expect("pem parses");
-            let ders: Vec<_> = from_pem
-                .certificates
-                .iter()
-                .map(|c| c.der.clone())
-                .collect();
+            let ders: Vec<_> = from_pem.certificates.iter().map(|c| c.der.clone()).collect();
             assert_eq!(ders, [a.clone(), b.clone()], "{label}");
             assert_eq!(from_pem.blocks, [1, 1]);
         }
         let from_der = strict(&der).expect("der parses");
-        let ders: Vec<_> = from_der
-            .certificates
-            .iter()
-            .map(|c| c.der.clone())
-            .collect();
+        let ders: Vec<_> = from_der.certificates.iter().map(|c| c.der.clone()).collect();
         assert_eq!(ders, [a, b]);
     }
 
@@ -562,15 +447,10 @@ mod tests {
     fn rejects_a_pkcs7_without_certificates_naming_the_source() {
         let empty = p7b(&[]);
         for input in [pem("PKCS7", &empty).into_bytes(), empty] {
-            let error = parse_source("file:/corp/chain.p7b", &input, Strictness::Strict)
-                .map(|_| ())
-                .unwrap_err();
+            let error = parse_source("file:/corp/chain.p7b", &input, Strictness::Strict).map(|_| ()).unwrap_err();
             assert!(matches!(error, Error::Pkcs7 { index: 1, .. }), "{error:?}");
             let message = error.to_string();
-            assert!(
-                message.contains("file:/corp/chain.p7b") && message.contains("no certificates"),
-                "{message}"
-            );
+            assert!(message.contains("file:/corp/chain.p7b") && message.contains("no certificates"), "{message}");
         }
     }
 
@@ -593,29 +473,17 @@ mod tests {
         let (a, b) = two_certs();
         let der = p7b(&[&a, &b]);
         for cut in 0..der.len() {
+            assert!(strict(&der[..cut]).is_err(), "DER prefix of {cut} bytes was accepted");
             assert!(
-                strict(&der[..cut]).is_err(),
-                "DER prefix of {cut} bytes was accepted"
-            );
-            assert!(
-                best_effort(&der[..cut])
-                    .expect("best effort")
-                    .certificates
-                    .is_empty(),
+                best_effort(&der[..cut]).expect("best effort").certificates.is_empty(),
                 "DER prefix of {cut} bytes yielded certificates"
             );
         }
         let text = pem("PKCS7", &der);
         let full = text.trim_end();
         for cut in 0..full.len() {
-            assert!(
-                strict(&full.as_bytes()[..cut]).is_err(),
-                "PEM prefix of {cut} bytes was accepted"
-            );
+            assert!(strict(&full.as_bytes()[..cut]).is_err(), "PEM prefix of {cut} bytes was accepted");
         }
-        assert_eq!(
-            strict(full.as_bytes()).expect("whole").certificates.len(),
-            2
-        );
+        assert_eq!(strict(full.as_bytes()).expect("whole").certificates.len(), 2);
     }
 }

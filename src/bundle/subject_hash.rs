@@ -47,9 +47,7 @@ impl From<DerError> for SubjectHashError {
 pub fn subject_hash(name_der: &[u8]) -> Result<u32, SubjectHashError> {
     let canonical = canonical_encoding(name_der)?;
     let digest = Sha1::digest(&canonical);
-    Ok(u32::from_le_bytes([
-        digest[0], digest[1], digest[2], digest[3],
-    ]))
+    Ok(u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]))
 }
 
 /// Each RDN as a DER `SET` of canonicalised `SEQUENCE { OID, value }`, members sorted, SETs
@@ -78,9 +76,7 @@ pub(crate) fn canonical_encoding(name_der: &[u8]) -> Result<Vec<u8>, SubjectHash
             }
             let mut body = oid.raw.to_vec();
             match value_to_utf8(value.tag, value.contents) {
-                Some(Ok(text)) => {
-                    der::write_tlv(&mut body, UTF8_STRING, canonical_text(&text).as_bytes())
-                }
+                Some(Ok(text)) => der::write_tlv(&mut body, UTF8_STRING, canonical_text(&text).as_bytes()),
                 Some(Err(())) => return Err(SubjectHashError::BadString),
                 // Not a canonicalised string type: OpenSSL copies it unchanged.
                 None => body.extend_from_slice(value.raw),
@@ -101,9 +97,7 @@ pub(crate) fn canonical_encoding(name_der: &[u8]) -> Result<Vec<u8>, SubjectHash
 /// invalid for the type.
 pub(crate) fn value_to_utf8(tag: u8, contents: &[u8]) -> Option<Result<String, ()>> {
     Some(match tag {
-        UTF8_STRING => std::str::from_utf8(contents)
-            .map(str::to_owned)
-            .map_err(|_| ()),
+        UTF8_STRING => std::str::from_utf8(contents).map(str::to_owned).map_err(|_| ()),
         // Single-byte types: each byte is the code point (Latin-1), as OpenSSL does for T61.
         PRINTABLE_STRING | T61_STRING | IA5_STRING | VISIBLE_STRING => {
             Ok(contents.iter().map(|&b| char::from(b)).collect())
@@ -229,10 +223,7 @@ mod tests {
         assert_eq!(subject_hash(&odd_bmp), Err(SubjectHashError::BadString));
         let surrogate = name(&[&[(CN, BMP_STRING, &[0xd8, 0x00])]]);
         assert_eq!(subject_hash(&surrogate), Err(SubjectHashError::BadString));
-        assert_eq!(
-            subject_hash(&[0x31, 0x00]),
-            Err(SubjectHashError::Structure)
-        );
+        assert_eq!(subject_hash(&[0x31, 0x00]), Err(SubjectHashError::Structure));
         assert!(subject_hash(&[0x30, 0x03, 0x31, 0x01]).is_err());
         let full = name(&[&[(CN, UTF8_STRING, b"x")]]);
         for cut in 0..full.len() {

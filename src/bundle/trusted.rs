@@ -62,14 +62,8 @@ mod tests {
         assert_eq!(fields[0].tag, SEQUENCE);
         let purposes = read_all(fields[0].contents).expect("purposes");
         assert_eq!(purposes.len(), 1);
-        assert_eq!(
-            (purposes[0].tag, purposes[0].contents),
-            (OID, OID_SERVER_AUTH)
-        );
-        assert_eq!(
-            (fields[1].tag, fields[1].contents),
-            (UTF8_STRING, &b"Trusty Root"[..])
-        );
+        assert_eq!((purposes[0].tag, purposes[0].contents), (OID, OID_SERVER_AUTH));
+        assert_eq!((fields[1].tag, fields[1].contents), (UTF8_STRING, &b"Trusty Root"[..]));
     }
 
     #[test]
@@ -79,9 +73,6 @@ mod tests {
         let encoded = encode(&cert, "Zürich Root");
         let (aux, _) = read_tlv(&encoded[der.len()..]).expect("aux");
         let fields = read_all(aux.contents).expect("fields");
-        assert_eq!(
-            (fields[1].tag, fields[1].contents),
-            (UTF8_STRING, "Zürich Root".as_bytes())
-        );
+        assert_eq!((fields[1].tag, fields[1].contents), (UTF8_STRING, "Zürich Root".as_bytes()));
     }
 }

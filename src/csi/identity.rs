@@ -17,11 +17,7 @@ pub struct IdentityService {
 impl IdentityService {
     /// `ready` flips to true once the certificate sources are loaded.
     pub fn new(name: String, ready: Arc<AtomicBool>) -> Self {
-        Self {
-            name,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            ready,
-        }
+        Self { name, version: env!("CARGO_PKG_VERSION").to_owned(), ready }
     }
 }
 
@@ -47,8 +43,6 @@ impl pb::identity_server::Identity for IdentityService {
     }
 
     async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
-        Ok(Response::new(pb::ProbeResponse {
-            ready: Some(self.ready.load(Ordering::Acquire)),
-        }))
+        Ok(Response::new(pb::ProbeResponse { ready: Some(self.ready.load(Ordering::Acquire)) }))
     }
 }

@@ -25,11 +25,7 @@ impl KeyedLocks {
             locks.entry(key.to_owned()).or_default().clone()
         };
         let guard = mutex.lock_owned().await;
-        KeyedGuard {
-            owner: self,
-            key: key.to_owned(),
-            guard: Some(guard),
-        }
+        KeyedGuard { owner: self, key: key.to_owned(), guard: Some(guard) }
     }
 
     #[cfg(test)]

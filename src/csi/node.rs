@@ -31,13 +31,7 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(node_id: String, sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>) -> Self {
-        Self {
-            node_id,
-            sources,
-            store,
-            rotation,
-            volume_locks: KeyedLocks::default(),
-        }
+        Self { node_id, sources, store, rotation, volume_locks: KeyedLocks::default() }
     }
 
     async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<(), Error> {
@@ -88,21 +82,13 @@ impl NodeService {
             abnormal: problem.is_some(),
             message: problem.unwrap_or_else(|| "trust bundle is current".to_owned()),
         };
-        Ok(pb::NodeGetVolumeStatsResponse {
-            usage,
-            volume_condition: Some(condition),
-        })
+        Ok(pb::NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition) })
     }
 }
 
 fn usage(unit: pb::volume_usage::Unit, total: u64, used: u64, available: u64) -> pb::VolumeUsage {
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    pb::VolumeUsage {
-        available: clamp(available),
-        total: clamp(total),
-        used: clamp(used),
-        unit: unit as i32,
-    }
+    pb::VolumeUsage { available: clamp(available), total: clamp(total), used: clamp(used), unit: unit as i32 }
 }
 
 fn expiry_message(subject: &str, not_after: i64, now: i64) -> String {

@@ -18,13 +18,7 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<Publication>
     let target = absolute_path("target_path", required("target_path", request.target_path)?)?;
     check_capability(request.volume_capability.as_ref())?;
     let (spec, pod) = VolumeSpec::from_attributes(&request.volume_context)?;
-    Ok(Publication {
-        volume_id,
-        target,
-        readonly: request.readonly,
-        spec,
-        pod,
-    })
+    Ok(Publication { volume_id, target, readonly: request.readonly, spec, pod })
 }
 
 pub fn unpublication(request: pb::NodeUnpublishVolumeRequest) -> Result<(String, PathBuf)> {
@@ -69,11 +63,7 @@ fn check_capability(capability: Option<&pb::VolumeCapability>) -> Result<()> {
             }
         }
     }
-    let mode = capability
-        .access_mode
-        .as_ref()
-        .ok_or(Error::MissingField("volume_capability.access_mode"))?
-        .mode;
+    let mode = capability.access_mode.as_ref().ok_or(Error::MissingField("volume_capability.access_mode"))?.mode;
     // Every mode is served read-only; only "no mode" and unknown numbers are wrong.
     match Mode::try_from(mode) {
         Ok(Mode::Unknown) => Err(Error::MissingField("volume_capability.access_mode.mode")),
@@ -92,9 +82,7 @@ mod tests {
             target_path: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/certs/mount".into(),
             volume_capability: Some(pb::VolumeCapability {
                 access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
-                access_mode: Some(pb::volume_capability::AccessMode {
-                    mode: Mode::SingleNodeWriter as i32,
-                }),
+                access_mode: Some(pb::volume_capability::AccessMode { mode: Mode::SingleNodeWriter as i32 }),
             }),
             ..Default::default()
         }

@@ -20,9 +20,7 @@ impl std::str::FromStr for Endpoint {
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let path = value.strip_prefix("unix://").unwrap_or(value);
         if path.is_empty() || !Path::new(path).is_absolute() {
-            return Err(format!(
-                "endpoint {value:?} must be unix:///absolute/path.sock or an absolute path"
-            ));
+            return Err(format!("endpoint {value:?} must be unix:///absolute/path.sock or an absolute path"));
         }
         Ok(Self(PathBuf::from(path)))
     }

@@ -36,14 +36,7 @@ impl Sources {
     /// trust than configured.
     pub fn load(config: Config) -> Result<Self> {
         let catalog = Arc::new(Catalog::load(&config)?);
-        Ok(Self {
-            config,
-            state: RwLock::new(State {
-                catalog,
-                generation: 0,
-                refresh_error: None,
-            }),
-        })
+        Ok(Self { config, state: RwLock::new(State { catalog, generation: 0, refresh_error: None }) })
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {

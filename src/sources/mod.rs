@@ -91,16 +91,8 @@ impl Catalog {
         for path in &config.extra_pem {
             extra.extend(files::load_pem_file(path, config.max_source_size)?);
         }
-        tracing::debug!(
-            system = system.len(),
-            extra = extra.len(),
-            "certificate sources loaded"
-        );
-        Ok(Self {
-            system,
-            extra,
-            logged_drops: Mutex::default(),
-        })
+        tracing::debug!(system = system.len(), extra = extra.len(), "certificate sources loaded");
+        Ok(Self { system, extra, logged_drops: Mutex::default() })
     }
 
     /// Whether two catalogs hold the same certificates from the same sources.
@@ -116,11 +108,7 @@ impl Catalog {
 
     /// The certificates a volume with this spec would hold before the policy, deduplicated.
     fn candidates(&self, spec: &VolumeSpec) -> Bundle {
-        let system = spec
-            .system_roots
-            .then_some(&self.system)
-            .into_iter()
-            .flatten();
+        let system = spec.system_roots.then_some(&self.system).into_iter().flatten();
         // Extra certificates first so that, when a user source repeats a system root, the
         // bundle reports the user's source for it.
         Bundle::new(self.extra.iter().chain(system).cloned())
@@ -130,11 +118,7 @@ impl Catalog {
     /// policy drops.
     pub fn bundle_at(&self, spec: &VolumeSpec, now: i64) -> (Bundle, Vec<bundle::Dropped>) {
         let candidates = self.candidates(spec);
-        let (kept, dropped) = policy::apply(
-            candidates.certificates().iter().cloned(),
-            now,
-            spec.keep_expired,
-        );
+        let (kept, dropped) = policy::apply(candidates.certificates().iter().cloned(), now, spec.keep_expired);
         (Bundle::new(kept), dropped)
     }
 
@@ -184,15 +168,8 @@ impl Catalog {
         if dropped.is_empty() {
             return;
         }
-        let mut logged = self
-            .logged_drops
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for bundle::Dropped {
-            certificate,
-            reason,
-        } in dropped
-        {
+        let mut logged = self.logged_drops.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for bundle::Dropped { certificate, reason } in dropped {
             if logged.insert((certificate.fingerprint, *reason)) {
                 tracing::info!(
                     subject = %certificate.subject,
@@ -219,42 +196,24 @@ mod tests {
     const NOW: i64 = 1_735_689_600;
 
     fn catalog(extra: &[Vec<u8>]) -> Catalog {
-        Catalog {
-            extra: extra.iter().map(|der| cert(der)).collect(),
-            ..Catalog::default()
-        }
+        Catalog { extra: extra.iter().map(|der| cert(der)).collect(), ..Catalog::default() }
     }
 
     fn spec(keep_expired: bool) -> VolumeSpec {
-        VolumeSpec {
-            system_roots: false,
-            keep_expired,
-            ..VolumeSpec::default()
-        }
+        VolumeSpec { system_roots: false, keep_expired, ..VolumeSpec::default() }
     }
 
     fn fingerprints(bundle: &Bundle) -> Vec<[u8; 32]> {
-        bundle
-            .certificates()
-            .iter()
-            .map(|c| c.fingerprint)
-            .collect()
+        bundle.certificates().iter().map(|c| c.fingerprint).collect()
     }
 
     #[test]
     fn render_keeps_cas_and_self_signed_end_entities_and_drops_issued_ones() {
         let root = ca("Root");
         let registry = self_signed_leaf("registry.corp");
-        let catalog = catalog(&[
-            root.der.clone(),
-            leaf("server.corp", &root),
-            registry.clone(),
-        ]);
+        let catalog = catalog(&[root.der.clone(), leaf("server.corp", &root), registry.clone()]);
         let (bundle, dropped) = catalog.bundle_at(&spec(false), NOW);
-        assert_eq!(
-            fingerprints(&bundle),
-            fingerprints(&Bundle::new([cert(&root.der), cert(&registry)]))
-        );
+        assert_eq!(fingerprints(&bundle), fingerprints(&Bundle::new([cert(&root.der), cert(&registry)])));
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].reason, DropReason::EndEntityNotSelfSigned);
         let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
@@ -265,29 +224,14 @@ mod tests {
     fn expired_certificates_are_dropped_per_spec() {
         let old = expired_ca("Old Root");
         let catalog = catalog(&[ca("Root").der, old.clone()]);
-        assert_eq!(
-            catalog
-                .render_at(&spec(false), NOW)
-                .expect("renders")
-                .certificate_count,
-            1
-        );
-        assert_eq!(
-            catalog
-                .render_at(&spec(true), NOW)
-                .expect("renders")
-                .certificate_count,
-            2
-        );
+        assert_eq!(catalog.render_at(&spec(false), NOW).expect("renders").certificate_count, 1);
+        assert_eq!(catalog.render_at(&spec(true), NOW).expect("renders").certificate_count, 2);
     }
 
     #[test]
     fn a_bundle_empty_after_the_policy_is_an_error() {
         let catalog = catalog(&[expired_ca("Old Root")]);
-        assert!(matches!(
-            catalog.render_at(&spec(false), NOW),
-            Err(Error::EmptyBundle)
-        ));
+        assert!(matches!(catalog.render_at(&spec(false), NOW), Err(Error::EmptyBundle)));
         assert!(catalog.render_at(&spec(true), NOW).is_ok());
     }
 
@@ -295,35 +239,18 @@ mod tests {
     fn health_considers_only_certificates_the_volume_holds() {
         let root = ca("Root");
         let old = cert(&expired_ca("Old Root"));
-        let catalog = catalog(&[
-            root.der.clone(),
-            old.der.clone(),
-            leaf("server.corp", &root),
-        ]);
+        let catalog = catalog(&[root.der.clone(), old.der.clone(), leaf("server.corp", &root)]);
         let root = cert(&root.der);
-        assert_eq!(
-            catalog.earliest_user_expiry_at(&spec(false), NOW),
-            Some((root.subject.clone(), root.not_after))
-        );
-        assert_eq!(
-            catalog.earliest_user_expiry_at(&spec(true), NOW),
-            Some((old.subject.clone(), old.not_after))
-        );
+        assert_eq!(catalog.earliest_user_expiry_at(&spec(false), NOW), Some((root.subject.clone(), root.not_after)));
+        assert_eq!(catalog.earliest_user_expiry_at(&spec(true), NOW), Some((old.subject.clone(), old.not_after)));
         let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
-        assert_eq!(
-            rendered.earliest_user_expiry,
-            Some((root.subject, root.not_after))
-        );
+        assert_eq!(rendered.earliest_user_expiry, Some((root.subject, root.not_after)));
     }
 
     #[test]
     fn each_drop_is_logged_once_however_often_volumes_render() {
         let root = ca("Root");
-        let catalog = catalog(&[
-            root.der.clone(),
-            leaf("server.corp", &root),
-            expired_ca("Old"),
-        ]);
+        let catalog = catalog(&[root.der.clone(), leaf("server.corp", &root), expired_ca("Old")]);
         for _ in 0..3 {
             catalog.render_at(&spec(false), NOW).expect("renders");
         }
@@ -342,10 +269,7 @@ mod tests {
             max_source_size,
         };
         let error = Catalog::load(&config(32)).expect_err("too large");
-        assert!(
-            matches!(&error, Error::TooLarge { size: 33, max: 32, path: p } if *p == path),
-            "{error:?}"
-        );
+        assert!(matches!(&error, Error::TooLarge { size: 33, max: 32, path: p } if *p == path), "{error:?}");
         // At the limit the file is read, and then refused for what it is: not a certificate.
         assert!(matches!(Catalog::load(&config(33)), Err(Error::Bundle(_))));
     }

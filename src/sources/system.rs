@@ -51,9 +51,7 @@ impl SystemRoots {
         match self {
             Self::None => Ok(Vec::new()),
             Self::Embedded => Ok(embedded()),
-            Self::Auto if Path::new(HOST_BUNDLE).is_file() => {
-                from_file(Path::new(HOST_BUNDLE), max_source_size)
-            }
+            Self::Auto if Path::new(HOST_BUNDLE).is_file() => from_file(Path::new(HOST_BUNDLE), max_source_size),
             Self::Auto => Ok(embedded()),
             Self::File(path) => from_file(path, max_source_size),
         }

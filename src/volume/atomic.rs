@@ -38,23 +38,14 @@ const DIR_MODE: u32 = 0o555;
 /// An I/O error with context; ENOSPC becomes [`Error::StoreFull`].
 pub(super) fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
     if source.raw_os_error() == Some(nix::libc::ENOSPC) {
-        Error::StoreFull {
-            path: path.to_owned(),
-        }
+        Error::StoreFull { path: path.to_owned() }
     } else {
-        Error::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
+        Error::Io { op, path: path.to_owned(), source }
     }
 }
 
 fn invalid(path: &str, reason: &'static str) -> Error {
-    Error::InvalidFiles {
-        path: path.to_owned(),
-        reason,
-    }
+    Error::InvalidFiles { path: path.to_owned(), reason }
 }
 
 /// Checks every entry before anything is written: relative `/`-separated paths without `.`,
@@ -65,28 +56,16 @@ fn validate(files: &Files) -> Result<()> {
         if path.is_empty() || path.starts_with('/') || path.contains('\0') {
             return Err(invalid(path, "the path must be relative and non-empty"));
         }
-        if path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-        {
-            return Err(invalid(
-                path,
-                "the path has an empty, `.` or `..` component",
-            ));
+        if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(invalid(path, "the path has an empty, `.` or `..` component"));
         }
         if path.starts_with("..") || path.starts_with(TMP_PREFIX) {
-            return Err(invalid(
-                path,
-                "names starting with `..` or `.tmp-` are reserved",
-            ));
+            return Err(invalid(path, "names starting with `..` or `.tmp-` are reserved"));
         }
         if let Entry::Symlink(target) = entry
             && (target.is_empty() || target.starts_with('/') || target.contains('\0'))
         {
-            return Err(invalid(
-                path,
-                "a symlink target must be relative and non-empty",
-            ));
+            return Err(invalid(path, "a symlink target must be relative and non-empty"));
         }
     }
     // A name that is an entry and also a parent of another: the second write would go through
@@ -99,14 +78,8 @@ fn validate(files: &Files) -> Result<()> {
         }
     }
     for (path, _) in &files.entries {
-        if path
-            .match_indices('/')
-            .any(|(i, _)| names.contains(&path[..i]))
-        {
-            return Err(invalid(
-                path,
-                "a parent of this path is itself a file or symlink",
-            ));
+        if path.match_indices('/').any(|(i, _)| names.contains(&path[..i])) {
+            return Err(invalid(path, "a parent of this path is itself a file or symlink"));
         }
     }
     Ok(())
@@ -119,25 +92,17 @@ fn rustix_error(op: &'static str, path: &Path, source: rustix::io::Errno) -> Err
 /// Opens a directory for the `*at` calls, so each entry costs a one-component lookup instead
 /// of a walk of the whole store path.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )
-    .map_err(|e| rustix_error("open", path, e))
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+        .map_err(|e| rustix_error("open", path, e))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| io_error("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_error("chmod", path, e))
 }
 
 fn generation_prefix() -> String {
-    let format =
-        time::macros::format_description!("[year]_[month]_[day]_[hour]_[minute]_[second].");
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_default();
+    let format = time::macros::format_description!("[year]_[month]_[day]_[hour]_[minute]_[second].");
+    let stamp = time::OffsetDateTime::now_utc().format(&format).unwrap_or_default();
     format!("..{stamp}")
 }
 
@@ -156,12 +121,7 @@ pub fn write_generation(spec_dir: &Path, files: &Files) -> Result<()> {
 /// Writes a generation into `spec_dir` (open as `spec_fd`). `fresh`: the directory was just
 /// made empty and nobody sees it yet, so `..data` is linked directly and the visible links
 /// are created without looking at what is there.
-fn write_generation_in(
-    spec_fd: BorrowedFd<'_>,
-    spec_dir: &Path,
-    files: &Files,
-    fresh: bool,
-) -> Result<()> {
+fn write_generation_in(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files, fresh: bool) -> Result<()> {
     let generation = tempfile::Builder::new()
         .prefix(&generation_prefix())
         .rand_bytes(6)
@@ -172,10 +132,7 @@ fn write_generation_in(
         let _ = remove_tree(&generation);
         return Err(e);
     }
-    let name = generation
-        .file_name()
-        .ok_or_else(|| invalid("", "generation directory has no name"))?
-        .to_owned();
+    let name = generation.file_name().ok_or_else(|| invalid("", "generation directory has no name"))?.to_owned();
 
     if fresh {
         rustix::fs::symlinkat(name.as_os_str(), spec_fd, DATA_LINK)
@@ -229,23 +186,16 @@ fn fill_generation(generation_fd: OwnedFd, generation: &Path, files: &Files) -> 
                 let fd = rustix::fs::openat(
                     at,
                     path.as_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(FILE_MODE),
                 )
                 .map_err(|e| rustix_error("create", &full(), e))?;
                 let mut file = fs::File::from(fd);
-                file.write_all(bytes)
-                    .map_err(|e| io_error("write", &full(), e))?;
+                file.write_all(bytes).map_err(|e| io_error("write", &full(), e))?;
                 let chmod = match chmod_files {
                     Some(chmod) => chmod,
                     None => {
-                        let mode = rustix::fs::fstat(&file)
-                            .map_err(|e| rustix_error("inspect", &full(), e))?
-                            .st_mode;
+                        let mode = rustix::fs::fstat(&file).map_err(|e| rustix_error("inspect", &full(), e))?.st_mode;
                         let chmod = mode & 0o7777 != FILE_MODE;
                         chmod_files = Some(chmod);
                         chmod
@@ -268,25 +218,15 @@ fn fill_generation(generation_fd: OwnedFd, generation: &Path, files: &Files) -> 
         rustix::fs::chmodat(at, *dir, Mode::from_raw_mode(DIR_MODE), AtFlags::empty())
             .map_err(|e| rustix_error("chmod", &generation.join(dir), e))?;
     }
-    rustix::fs::fchmod(at, Mode::from_raw_mode(DIR_MODE))
-        .map_err(|e| rustix_error("chmod", generation, e))
+    rustix::fs::fchmod(at, Mode::from_raw_mode(DIR_MODE)).map_err(|e| rustix_error("chmod", generation, e))
 }
 
 /// Top-level names of `files`: what the spec directory shows.
 fn top_level_names(files: &Files) -> BTreeSet<&str> {
-    files
-        .entries
-        .iter()
-        .filter_map(|(path, _)| path.split('/').next())
-        .collect()
+    files.entries.iter().filter_map(|(path, _)| path.split('/').next()).collect()
 }
 
-fn update_visible_links(
-    spec_fd: BorrowedFd<'_>,
-    spec_dir: &Path,
-    files: &Files,
-    fresh: bool,
-) -> Result<()> {
+fn update_visible_links(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files, fresh: bool) -> Result<()> {
     let names = top_level_names(files);
     // One buffer for every `..data/<name>` link target.
     let mut wanted = String::with_capacity(DATA_LINK.len() + 1 + 64);
@@ -325,9 +265,7 @@ fn update_visible_links(
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
-    fs::read_dir(dir)
-        .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
-        .map_err(|e| io_error("list", dir, e))
+    fs::read_dir(dir).and_then(|entries| entries.collect::<io::Result<Vec<_>>>()).map_err(|e| io_error("list", dir, e))
 }
 
 /// Removes every `..*` entry of `spec_dir` except `..data` and the generation it points at:
@@ -362,10 +300,7 @@ pub fn current_generation(spec_dir: &Path) -> Result<PathBuf> {
         return Err(Error::Io {
             op: "follow",
             path: link,
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                "does not name a generation directory",
-            ),
+            source: io::Error::new(io::ErrorKind::InvalidData, "does not name a generation directory"),
         });
     }
     Ok(spec_dir.join(target))
@@ -384,8 +319,7 @@ pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<P
     let spec_dir = store_root.join(name);
     let made = open_dir(&tmp).and_then(|fd| {
         write_generation_in(fd.as_fd(), &tmp, files, true)?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE))
-            .map_err(|e| rustix_error("chmod", &tmp, e))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(|e| rustix_error("chmod", &tmp, e))?;
         fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e))
     });
     if let Err(e) = made {
@@ -437,9 +371,7 @@ pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
     let mut entries = 0;
     for entry in read_dir(dir)? {
         // Relative to the open directory, and not following symlinks.
-        let meta = entry
-            .metadata()
-            .map_err(|e| io_error("inspect", &entry.path(), e))?;
+        let meta = entry.metadata().map_err(|e| io_error("inspect", &entry.path(), e))?;
         entries += 1;
         if meta.is_dir() {
             let (b, n) = usage(&entry.path())?;
@@ -463,10 +395,7 @@ mod tests {
         Files {
             entries: vec![
                 ("ca-certificates.crt".into(), Entry::File(bundle.to_vec())),
-                (
-                    "cert.pem".into(),
-                    Entry::Symlink("ca-certificates.crt".into()),
-                ),
+                ("cert.pem".into(), Entry::Symlink("ca-certificates.crt".into())),
                 ("java/cacerts".into(), Entry::File(java.to_vec())),
                 ("java/nested/deep.txt".into(), Entry::File(b"deep".to_vec())),
             ],
@@ -503,30 +432,18 @@ mod tests {
         let spec_dir = create_spec_dir(root.path(), "abc", &files(b"one", b"jks")).unwrap();
         assert_eq!(spec_dir, root.path().join("abc"));
         assert_eq!(mode(&spec_dir), 0o555);
-        assert_eq!(
-            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
-            b"one"
-        );
+        assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"one");
         assert_eq!(fs::read(spec_dir.join("cert.pem")).unwrap(), b"one");
         assert_eq!(fs::read(spec_dir.join("java/cacerts")).unwrap(), b"jks");
-        assert_eq!(
-            visible(&spec_dir),
-            ["ca-certificates.crt", "cert.pem", "java"]
-        );
-        assert_eq!(
-            fs::read_link(spec_dir.join("java")).unwrap(),
-            Path::new("..data/java")
-        );
+        assert_eq!(visible(&spec_dir), ["ca-certificates.crt", "cert.pem", "java"]);
+        assert_eq!(fs::read_link(spec_dir.join("java")).unwrap(), Path::new("..data/java"));
         let generation = current_generation(&spec_dir).unwrap();
         assert_eq!(generations(&spec_dir).len(), 1);
         assert_eq!(mode(&generation), 0o555);
         assert_eq!(mode(&generation.join("java")), 0o555);
         assert_eq!(mode(&generation.join("java/nested")), 0o555);
         assert_eq!(mode(&generation.join("ca-certificates.crt")), 0o444);
-        assert_eq!(
-            fs::read_link(generation.join("cert.pem")).unwrap(),
-            Path::new("ca-certificates.crt")
-        );
+        assert_eq!(fs::read_link(generation.join("cert.pem")).unwrap(), Path::new("ca-certificates.crt"));
         // No temporary directory left in the store.
         let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
@@ -543,10 +460,7 @@ mod tests {
         let next = Files {
             entries: vec![
                 ("ca-certificates.crt".into(), Entry::File(b"new".to_vec())),
-                (
-                    "1234abcd.0".into(),
-                    Entry::Symlink("ca-certificates.crt".into()),
-                ),
+                ("1234abcd.0".into(), Entry::Symlink("ca-certificates.crt".into())),
             ],
         };
         write_generation(&spec_dir, &next).unwrap();
@@ -554,19 +468,11 @@ mod tests {
         let second = current_generation(&spec_dir).unwrap();
         assert_ne!(first, second);
         assert!(!first.exists(), "old generation removed");
-        assert_eq!(
-            generations(&spec_dir),
-            [second.file_name().unwrap().to_string_lossy().into_owned()]
-        );
+        assert_eq!(generations(&spec_dir), [second.file_name().unwrap().to_string_lossy().into_owned()]);
         assert_eq!(visible(&spec_dir), ["1234abcd.0", "ca-certificates.crt"]);
-        assert_eq!(
-            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
-            b"new"
-        );
+        assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"new");
         assert_eq!(fs::read(spec_dir.join("1234abcd.0")).unwrap(), b"new");
-        assert!(
-            !spec_dir.join("java").exists() && fs::symlink_metadata(spec_dir.join("java")).is_err()
-        );
+        assert!(!spec_dir.join("java").exists() && fs::symlink_metadata(spec_dir.join("java")).is_err());
         assert!(fs::symlink_metadata(spec_dir.join(DATA_LINK_TMP)).is_err());
 
         let mut old = String::new();
@@ -582,10 +488,7 @@ mod tests {
         symlink("..nowhere", spec_dir.join(DATA_LINK_TMP)).unwrap();
         write_generation(&spec_dir, &files(b"c", b"d")).unwrap();
         assert_eq!(generations(&spec_dir).len(), 1);
-        assert_eq!(
-            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
-            b"c"
-        );
+        assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"c");
     }
 
     #[test]
@@ -599,23 +502,15 @@ mod tests {
             ("", Entry::File(vec![])),
             ("link", Entry::Symlink("/etc/passwd".into())),
         ] {
-            let bad = Files {
-                entries: vec![(path.into(), entry)],
-            };
+            let bad = Files { entries: vec![(path.into(), entry)] };
             let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
             assert!(matches!(err, Error::InvalidFiles { .. }), "{path}: {err}");
         }
         // A name that is both an entry and a parent: writing through it could leave the
         // generation, so it is refused up front too.
         for clash in [
-            vec![
-                ("x".to_owned(), Entry::Symlink("../..".into())),
-                ("x/y".to_owned(), Entry::File(vec![])),
-            ],
-            vec![
-                ("a/b".to_owned(), Entry::File(vec![])),
-                ("a/b".to_owned(), Entry::File(vec![])),
-            ],
+            vec![("x".to_owned(), Entry::Symlink("../..".into())), ("x/y".to_owned(), Entry::File(vec![]))],
+            vec![("a/b".to_owned(), Entry::File(vec![])), ("a/b".to_owned(), Entry::File(vec![]))],
         ] {
             let bad = Files { entries: clash };
             let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
@@ -639,10 +534,7 @@ mod tests {
 
         let spec_dir = create_spec_dir(root.path(), "abc", &files(b"keep", b"j")).unwrap();
         assert!(write_generation(&spec_dir, &clash).is_err());
-        assert_eq!(
-            fs::read(spec_dir.join("ca-certificates.crt")).unwrap(),
-            b"keep"
-        );
+        assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"keep");
         assert_eq!(generations(&spec_dir).len(), 1);
     }
 }

@@ -12,9 +12,7 @@ pub struct KeyedLocks<K> {
 
 impl<K> Default for KeyedLocks<K> {
     fn default() -> Self {
-        Self {
-            locks: Mutex::new(HashMap::new()),
-        }
+        Self { locks: Mutex::new(HashMap::new()) }
     }
 }
 

@@ -23,18 +23,9 @@ pub enum Error {
     #[error(
         "target path {target} is outside the kubelet directory {kubelet_dir}; trustmount only mounts into pod volume directories"
     )]
-    TargetOutsideKubeletDir {
-        target: PathBuf,
-        kubelet_dir: PathBuf,
-    },
-    #[error(
-        "target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first"
-    )]
-    AlreadyPublished {
-        target: PathBuf,
-        existing_volume_id: String,
-        difference: String,
-    },
+    TargetOutsideKubeletDir { target: PathBuf, kubelet_dir: PathBuf },
+    #[error("target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first")]
+    AlreadyPublished { target: PathBuf, existing_volume_id: String, difference: String },
     #[error("volume {volume_id} is not published at {path}")]
     NotPublished { volume_id: String, path: PathBuf },
     #[error("cannot {op} {path}: {source}")]
@@ -53,9 +44,7 @@ pub enum Error {
     },
     #[error("the driver's tmpfs at {path} is full; raise --store-size")]
     StoreFull { path: PathBuf },
-    #[error(
-        "rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout"
-    )]
+    #[error("rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout")]
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]
     Record { path: PathBuf, reason: String },

@@ -11,11 +11,7 @@ use super::{Error, Result};
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 fn mount_error(op: &'static str, path: &Path, source: Errno) -> Error {
-    Error::Mount {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    Error::Mount { op, path: path.to_owned(), source }
 }
 
 /// Mounts a fresh tmpfs at `target`: no setuid, no devices, no exec.
@@ -36,14 +32,8 @@ pub fn mount_tmpfs(target: &Path, size_bytes: u64, selinux_context: Option<&str>
 
 /// Bind-mounts `source` onto `target` (not recursive: a spec directory holds no mounts).
 pub fn bind(source: &Path, target: &Path) -> Result<()> {
-    nix::mount::mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| mount_error("bind-mount onto", target, e))
+    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| mount_error("bind-mount onto", target, e))
 }
 
 /// Makes an existing bind mount read-only, without setuid, devices or exec.
@@ -101,17 +91,10 @@ pub fn mounts_at(path: &Path) -> Result<Vec<MountEntry>> {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(Error::Io {
-                op: "resolve",
-                path: path.to_owned(),
-                source,
-            });
+            return Err(Error::Io { op: "resolve", path: path.to_owned(), source });
         }
     };
-    Ok(mounts()?
-        .into_iter()
-        .filter(|m| m.mount_point == canonical)
-        .collect())
+    Ok(mounts()?.into_iter().filter(|m| m.mount_point == canonical).collect())
 }
 
 /// Whether something is mounted exactly at `path` (symlinks in `path` resolved). One `statx`
@@ -138,11 +121,7 @@ pub fn is_mount_root(path: &Path) -> Result<Option<bool>> {
         Err(rustix::io::Errno::NOENT) => Ok(Some(false)),
         // statx itself missing (seccomp, very old kernels): let the scan answer.
         Err(rustix::io::Errno::NOSYS) => Ok(None),
-        Err(e) => Err(Error::Io {
-            op: "inspect",
-            path: path.to_owned(),
-            source: e.into(),
-        }),
+        Err(e) => Err(Error::Io { op: "inspect", path: path.to_owned(), source: e.into() }),
     }
 }
 
@@ -176,9 +155,7 @@ fn unescape(field: &str) -> std::ffi::OsString {
             && let Some(octal) = bytes.get(i + 1..i + 4)
             && octal.iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            let value = octal
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            let value = octal.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;

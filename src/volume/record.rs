@@ -44,11 +44,7 @@ pub fn path_for(dir: &Path, target: &Path) -> PathBuf {
 
 /// Records live on the real disk: ENOSPC there is not the tmpfs being full.
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    Error::Io { op, path: path.to_owned(), source }
 }
 
 fn record_error(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -63,19 +59,12 @@ fn record_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 pub fn read(path: &Path) -> Result<Record> {
     let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
     let record: Record = serde_json::from_slice(&bytes).map_err(|e| record_error(path, e))?;
-    if SpecDigest::parse(record.digest.as_str()).is_none() || record.digest != record.spec.digest()
-    {
-        return Err(record_error(
-            path,
-            "its spec digest does not match its spec",
-        ));
+    if SpecDigest::parse(record.digest.as_str()).is_none() || record.digest != record.spec.digest() {
+        return Err(record_error(path, "its spec digest does not match its spec"));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     if path_for(dir, &record.target) != path {
-        return Err(record_error(
-            path,
-            "its file name does not match its target",
-        ));
+        return Err(record_error(path, "its file name does not match its target"));
     }
     Ok(record)
 }
@@ -120,10 +109,8 @@ pub fn write(dir: &Path, record: &Record) -> Result<()> {
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| io_error("create a temporary record in", dir, e))?;
-    tmp.write_all(&json)
-        .map_err(|e| io_error("write", tmp.path(), e))?;
-    tmp.persist(&path)
-        .map_err(|e| io_error("rename a record to", &path, e.error))?;
+    tmp.write_all(&json).map_err(|e| io_error("write", tmp.path(), e))?;
+    tmp.persist(&path).map_err(|e| io_error("rename a record to", &path, e.error))?;
     Ok(())
 }
 
@@ -142,10 +129,7 @@ mod tests {
     use super::*;
 
     fn record(target: &str) -> Record {
-        let spec = VolumeSpec {
-            namespace: "shop".into(),
-            ..VolumeSpec::default()
-        };
+        let spec = VolumeSpec { namespace: "shop".into(), ..VolumeSpec::default() };
         Record {
             volume_id: "csi-1".into(),
             target: target.into(),
@@ -195,15 +179,8 @@ mod tests {
         // A digest that does not match the spec.
         let mut bad = record("/k/d");
         bad.spec.system_roots = false;
-        fs::write(
-            path_for(dir.path(), Path::new("/k/d")),
-            serde_json::to_vec(&bad).unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(
-            load(dir.path(), Path::new("/k/d")),
-            Err(Error::Record { .. })
-        ));
+        fs::write(path_for(dir.path(), Path::new("/k/d")), serde_json::to_vec(&bad).unwrap()).unwrap();
+        assert!(matches!(load(dir.path(), Path::new("/k/d")), Err(Error::Record { .. })));
 
         fs::write(dir.path().join(".tmp-xyz"), b"half").unwrap();
         let all = load_all(dir.path()).unwrap();

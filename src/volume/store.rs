@@ -59,17 +59,11 @@ struct Inner {
 }
 
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    Error::Io { op, path: path.to_owned(), source }
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// What one publish call made on the target, so a failure can take exactly that back.
@@ -96,21 +90,14 @@ impl Store {
     /// # Errors
     /// The tmpfs cannot be mounted or the state dir cannot be created.
     pub fn open(config: StoreConfig) -> Result<Self> {
-        fs::create_dir_all(&config.state_dir)
-            .map_err(|e| io_error("create", &config.state_dir, e))?;
-        let state_dir = fs::canonicalize(&config.state_dir)
-            .map_err(|e| io_error("resolve", &config.state_dir, e))?;
+        fs::create_dir_all(&config.state_dir).map_err(|e| io_error("create", &config.state_dir, e))?;
+        let state_dir = fs::canonicalize(&config.state_dir).map_err(|e| io_error("resolve", &config.state_dir, e))?;
         let root = state_dir.join(STORE_DIR);
         fs::create_dir_all(&root).map_err(|e| io_error("create", &root, e))?;
-        if mount::mounts_at(&root)?
-            .last()
-            .is_some_and(|m| m.fs_type == "tmpfs")
-        {
+        if mount::mounts_at(&root)?.last().is_some_and(|m| m.fs_type == "tmpfs") {
             tracing::info!(path = %root.display(), "adopting the driver's tmpfs");
         } else {
-            let context = Path::new(SELINUX_ENFORCE)
-                .exists()
-                .then_some(SELINUX_CONTEXT);
+            let context = Path::new(SELINUX_ENFORCE).exists().then_some(SELINUX_CONTEXT);
             mount::mount_tmpfs(&root, config.tmpfs_size_bytes, context)?;
             tracing::info!(path = %root.display(), size = config.tmpfs_size_bytes, "mounted the driver's tmpfs");
         }
@@ -120,9 +107,7 @@ impl Store {
             .recursive(true)
             .mode(RECORDS_DIR_MODE)
             .create(&records)
-            .and_then(|()| {
-                fs::set_permissions(&records, fs::Permissions::from_mode(RECORDS_DIR_MODE))
-            })
+            .and_then(|()| fs::set_permissions(&records, fs::Permissions::from_mode(RECORDS_DIR_MODE)))
             .map_err(|e| io_error("create", &records, e))?;
 
         let mut index: HashMap<SpecDigest, BTreeSet<PathBuf>> = HashMap::new();
@@ -242,12 +227,7 @@ impl Store {
         let mut count = 0;
         for entry in entries {
             let entry = entry.map_err(|e| io_error("list", root, e))?;
-            if entry
-                .file_name()
-                .to_str()
-                .and_then(SpecDigest::parse)
-                .is_some()
-            {
+            if entry.file_name().to_str().and_then(SpecDigest::parse).is_some() {
                 count += 1;
             }
         }
@@ -306,9 +286,7 @@ impl Inner {
     /// Spec-dir errors name the tmpfs, not the file that did not fit.
     fn in_store(&self, error: Error) -> Error {
         match error {
-            Error::StoreFull { .. } => Error::StoreFull {
-                path: self.root.clone(),
-            },
+            Error::StoreFull { .. } => Error::StoreFull { path: self.root.clone() },
             other => other,
         }
     }
@@ -319,8 +297,7 @@ impl Inner {
             return Ok(path);
         }
         let kubelet_dir = &self.config.kubelet_dir;
-        let resolved =
-            fs::canonicalize(kubelet_dir).map_err(|e| io_error("resolve", kubelet_dir, e))?;
+        let resolved = fs::canonicalize(kubelet_dir).map_err(|e| io_error("resolve", kubelet_dir, e))?;
         Ok(self.kubelet_real.get_or_init(|| resolved))
     }
 
@@ -328,14 +305,9 @@ impl Inner {
     /// returns it resolved (the path every syscall then uses). Creates nothing.
     fn check_target(&self, target: &Path) -> Result<PathBuf> {
         let kubelet_dir = &self.config.kubelet_dir;
-        let outside = || Error::TargetOutsideKubeletDir {
-            target: target.to_owned(),
-            kubelet_dir: kubelet_dir.clone(),
-        };
+        let outside = || Error::TargetOutsideKubeletDir { target: target.to_owned(), kubelet_dir: kubelet_dir.clone() };
         let lexically_inside = target.is_absolute()
-            && !target
-                .components()
-                .any(|c| matches!(c, Component::ParentDir))
+            && !target.components().any(|c| matches!(c, Component::ParentDir))
             && target.starts_with(kubelet_dir)
             && target != kubelet_dir.as_path();
         if !lexically_inside {
@@ -381,10 +353,7 @@ impl Inner {
         if let Some(rec) = &existing {
             let mut differences = Vec::new();
             if rec.volume_id != publication.volume_id {
-                differences.push(format!(
-                    "a different volume id than {}",
-                    publication.volume_id
-                ));
+                differences.push(format!("a different volume id than {}", publication.volume_id));
             }
             if rec.digest != digest {
                 differences.push("different volume attributes".to_owned());
@@ -406,9 +375,7 @@ impl Inner {
             tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
         }
 
-        let reservation = self
-            .reserve(&publication.target, &digest, render)
-            .map_err(|e| self.in_store(e))?;
+        let reservation = self.reserve(&publication.target, &digest, render).map_err(|e| self.in_store(e))?;
         let mut undo = Undo::default();
         match self.mount_and_record(&publication, &resolved, &digest, &mut undo) {
             Ok(()) => {
@@ -450,10 +417,7 @@ impl Inner {
         let targets = index.entry(digest.clone()).or_default();
         let known = !targets.is_empty();
         let new_target = targets.insert(target.to_owned());
-        Ok(Reservation {
-            new_target,
-            dir_is_ours: rendered || known,
-        })
+        Ok(Reservation { new_target, dir_is_ours: rendered || known })
     }
 
     /// Takes a failed publish's reservation back; removes the spec dir if that leaves it
@@ -503,10 +467,7 @@ impl Inner {
                 return Err(io_error(
                     "mount onto",
                     resolved,
-                    io::Error::new(
-                        io::ErrorKind::NotADirectory,
-                        "the target exists and is not a directory",
-                    ),
+                    io::Error::new(io::ErrorKind::NotADirectory, "the target exists and is not a directory"),
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -568,8 +529,7 @@ impl Inner {
             return Ok(false);
         }
         let files = render()?;
-        atomic::write_generation(&self.root.join(digest.as_str()), &files)
-            .map_err(|e| self.in_store(e))?;
+        atomic::write_generation(&self.root.join(digest.as_str()), &files).map_err(|e| self.in_store(e))?;
         tracing::info!(spec = %digest, "spec refreshed");
         Ok(true)
     }
@@ -615,13 +575,9 @@ impl Inner {
     // statvfs fields are u32 on 32-bit targets.
     #[allow(clippy::useless_conversion)]
     fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeStats> {
-        let not_published = || Error::NotPublished {
-            volume_id: volume_id.to_owned(),
-            path: path.to_owned(),
-        };
-        let rec = record::load(&self.records, path)?
-            .filter(|rec| rec.volume_id == volume_id)
-            .ok_or_else(not_published)?;
+        let not_published = || Error::NotPublished { volume_id: volume_id.to_owned(), path: path.to_owned() };
+        let rec =
+            record::load(&self.records, path)?.filter(|rec| rec.volume_id == volume_id).ok_or_else(not_published)?;
         let generation = atomic::current_generation(&self.root.join(rec.digest.as_str()))?;
         let (used_bytes, used_inodes) = atomic::usage(&generation)?;
         let vfs = nix::sys::statvfs::statvfs(&self.root).map_err(|source| Error::Mount {
@@ -662,19 +618,10 @@ fn undo_target(undo: &Undo, resolved: &Path) {
 /// back to `canonicalize` without `/proc`, or when the kernel's name is not a plain path.
 fn resolve(path: &Path) -> io::Result<PathBuf> {
     use std::os::fd::AsRawFd;
-    let fd = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
+    let fd = rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
     match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
         // Not absolute: not reachable from our root. " (deleted)": gone meanwhile.
-        Ok(name)
-            if name.is_absolute()
-                && !name.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") =>
-        {
-            Ok(name)
-        }
+        Ok(name) if name.is_absolute() && !name.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") => Ok(name),
         _ => fs::canonicalize(path),
     }
 }
@@ -685,10 +632,7 @@ fn unmount_all(target: &Path) -> Result<()> {
         match mount::unmount(target) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(Error::Mount {
-                source: Errno::EBUSY,
-                ..
-            }) => {
+            Err(Error::Mount { source: Errno::EBUSY, .. }) => {
                 tracing::warn!(target = %target.display(), "target busy; detaching it lazily");
                 mount::unmount_lazy(target)?;
             }
@@ -698,11 +642,7 @@ fn unmount_all(target: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    Err(Error::Mount {
-        op: "unmount all mounts stacked on",
-        path: target.to_owned(),
-        source: Errno::EBUSY,
-    })
+    Err(Error::Mount { op: "unmount all mounts stacked on", path: target.to_owned(), source: Errno::EBUSY })
 }
 
 /// Removes an empty target directory; anything else is only logged (never delete a pod's data).

@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
@@ -32,10 +29,7 @@ pub struct TestLeaf {
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{}-{nanos:x}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -67,7 +61,8 @@ impl TestCa {
         dn.push(DnType::CommonName, common_name.clone());
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = not_before;
         params.not_after = not_after;
         let key = KeyPair::generate().expect("CA key");
@@ -83,8 +78,8 @@ impl TestCa {
 
     /// A server certificate for `localhost` and 127.0.0.1, signed by this CA, valid for 30 days.
     pub fn issue_server(&self, dir: &Path, name: &str) -> TestLeaf {
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("server params");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "localhost");
         params.distinguished_name = dn;

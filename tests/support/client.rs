@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Channel, Endpoint};
 use trustmount::proto::csi::v1::{
+    NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
     identity_client::IdentityClient,
     node_client::NodeClient,
-    volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume},
-    NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
+    volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode},
 };
 
 /// Connects a channel to a unix socket (the URI is a placeholder tonic requires).

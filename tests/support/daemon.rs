@@ -171,9 +171,7 @@ impl Daemon {
         self.clients.node.clone()
     }
 
-    pub fn identity(
-        &self,
-    ) -> trustmount::proto::csi::v1::identity_client::IdentityClient<tonic::transport::Channel> {
+    pub fn identity(&self) -> trustmount::proto::csi::v1::identity_client::IdentityClient<tonic::transport::Channel> {
         self.clients.identity.clone()
     }
 
@@ -202,15 +200,16 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit; panics if it does not exit within 15 s.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
-        
-        terminate(&mut child)
-            .unwrap_or_else(|| panic!("trustmount serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr\n{}", self.stderr()))
+
+        terminate(&mut child).unwrap_or_else(|| {
+            panic!("trustmount serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr\n{}", self.stderr())
+        })
     }
 }
 
 /// SIGTERM, then wait (bounded); SIGKILL on timeout and return None.
 fn terminate(child: &mut Child) -> Option<ExitStatus> {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     if let Some(status) = child.try_wait().ok().flatten() {
         return Some(status);
@@ -229,12 +228,7 @@ fn terminate(child: &mut Child) -> Option<ExitStatus> {
 }
 
 pub fn kubelet_target(kubelet_dir: &Path, pod_uid: &str, volume_name: &str) -> PathBuf {
-    let parent = kubelet_dir
-        .join("pods")
-        .join(pod_uid)
-        .join("volumes")
-        .join("kubernetes.io~csi")
-        .join(volume_name);
+    let parent = kubelet_dir.join("pods").join(pod_uid).join("volumes").join("kubernetes.io~csi").join(volume_name);
     std::fs::create_dir_all(&parent).unwrap();
     parent.join("mount")
 }

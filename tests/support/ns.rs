@@ -47,9 +47,6 @@ pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
         output.status
     );
     // Guard against a filter typo silently running nothing.
-    assert!(
-        stdout.contains("1 passed"),
-        "{test_name} did not run inside its mount namespace\n{stdout}"
-    );
+    assert!(stdout.contains("1 passed"), "{test_name} did not run inside its mount namespace\n{stdout}");
     false
 }

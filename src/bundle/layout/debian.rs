@@ -12,10 +12,7 @@
 use super::{BUNDLE_FILE, Entry, JAVA_STORE, JavaTruststore, Prepared};
 use crate::bundle::Result;
 
-pub(super) fn entries(
-    prepared: &Prepared<'_>,
-    java_format: JavaTruststore,
-) -> Result<Vec<(String, Entry)>> {
+pub(super) fn entries(prepared: &Prepared<'_>, java_format: JavaTruststore) -> Result<Vec<(String, Entry)>> {
     let mut entries = Vec::with_capacity(prepared.certificates.len() * 2 + 5);
     entries.push((BUNDLE_FILE.to_owned(), prepared.bundle()));
     for link in ["ca-bundle.crt", "cert.pem"] {
@@ -24,10 +21,7 @@ pub(super) fn entries(
     prepared.hashed_directory("", &mut entries);
     if let Some(store) = prepared.java_store(java_format)? {
         entries.push((JAVA_STORE.to_owned(), Entry::File(store)));
-        entries.push((
-            "adoptium/cacerts".to_owned(),
-            Entry::Symlink(format!("../{JAVA_STORE}")),
-        ));
+        entries.push(("adoptium/cacerts".to_owned(), Entry::Symlink(format!("../{JAVA_STORE}"))));
     }
     Ok(entries)
 }
@@ -60,22 +54,10 @@ mod tests {
         ];
         expected.sort_unstable();
         assert_eq!(paths(&files), expected);
-        assert_eq!(
-            get(&files, "cert.pem"),
-            Some(&Entry::Symlink("ca-certificates.crt".into()))
-        );
-        assert_eq!(
-            get(&files, "ca-bundle.crt"),
-            Some(&Entry::Symlink("ca-certificates.crt".into()))
-        );
-        assert_eq!(
-            get(&files, &hash),
-            Some(&Entry::Symlink("Alpha_Root.pem".into()))
-        );
-        assert_eq!(
-            get(&files, "adoptium/cacerts"),
-            Some(&Entry::Symlink("../java/cacerts".into()))
-        );
+        assert_eq!(get(&files, "cert.pem"), Some(&Entry::Symlink("ca-certificates.crt".into())));
+        assert_eq!(get(&files, "ca-bundle.crt"), Some(&Entry::Symlink("ca-certificates.crt".into())));
+        assert_eq!(get(&files, &hash), Some(&Entry::Symlink("Alpha_Root.pem".into())));
+        assert_eq!(get(&files, "adoptium/cacerts"), Some(&Entry::Symlink("../java/cacerts".into())));
     }
 
     #[test]
@@ -83,12 +65,8 @@ mod tests {
         let bundle = Bundle::new([cn("B"), cn("A")]);
         let files = render(&bundle, &RenderOptions::default()).expect("renders");
         let text = String::from_utf8(file(&files, BUNDLE_FILE).to_vec()).expect("utf-8");
-        assert!(
-            text.starts_with("# CN=A\n# source: test:src\n-----BEGIN CERTIFICATE-----\n"),
-            "{text}"
-        );
-        let parsed =
-            parse_source("again", text.as_bytes(), Strictness::Strict).expect("parses back");
+        assert!(text.starts_with("# CN=A\n# source: test:src\n-----BEGIN CERTIFICATE-----\n"), "{text}");
+        let parsed = parse_source("again", text.as_bytes(), Strictness::Strict).expect("parses back");
         let ders: Vec<_> = parsed.certificates.iter().map(|c| &c.der).collect();
         let original: Vec<_> = bundle.certificates().iter().map(|c| &c.der).collect();
         assert_eq!(ders, original);

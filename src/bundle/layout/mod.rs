@@ -18,9 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::{Bundle, Certificate, Result, edk2, java, pem, pkcs12, trusted};
 
 /// Which on-disk layout a volume gets (volume attribute `layout`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Layout {
     #[default]
     Debian,
@@ -49,15 +47,8 @@ pub const JAVA_STORE: &str = "java/cacerts";
 
 /// Names a per-certificate file must never take: the bundle's own files and directories in
 /// any layout. Dot-files are excluded separately (the volume's atomic-swap machinery uses them).
-const RESERVED: &[&str] = &[
-    BUNDLE_FILE,
-    "ca-bundle.crt",
-    "cert.pem",
-    "java",
-    "adoptium",
-    "ca-bundle.pem",
-    "java-cacerts",
-];
+const RESERVED: &[&str] =
+    &[BUNDLE_FILE, "ca-bundle.crt", "cert.pem", "java", "adoptium", "ca-bundle.pem", "java-cacerts"];
 
 /// Longest readable stem we keep, so names stay well under the 255-byte limit.
 const MAX_STEM: usize = 64;
@@ -78,18 +69,14 @@ pub fn render(bundle: &Bundle, options: &RenderOptions) -> Result<Files> {
 }
 
 /// How a volume's files are laid out; set by volume attributes.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RenderOptions {
     pub layout: Layout,
     pub java: JavaTruststore,
 }
 
 /// Which Java truststore a volume gets (volume attribute `javaTruststore`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum JavaTruststore {
     #[default]
     Jks,
@@ -136,24 +123,14 @@ pub(super) struct Prepared<'a> {
 
 impl<'a> Prepared<'a> {
     fn new(certificates: &'a [Certificate]) -> Self {
-        let readable: Vec<Option<String>> = certificates
-            .iter()
-            .map(Certificate::readable_name)
-            .collect();
+        let readable: Vec<Option<String>> = certificates.iter().map(Certificate::readable_name).collect();
         let names = names_from(certificates, &readable);
-        Self {
-            certificates,
-            readable,
-            names,
-        }
+        Self { certificates, readable, names }
     }
 
     /// The file names without `.pem`: Java aliases come from them.
     fn stems(&self) -> Vec<&str> {
-        self.names
-            .iter()
-            .map(|n| n.strip_suffix(".pem").unwrap_or(n))
-            .collect()
+        self.names.iter().map(|n| n.strip_suffix(".pem").unwrap_or(n)).collect()
     }
 
     /// `<dir>/<name>.pem` with one `CERTIFICATE` block each, plus `<dir>/<hash>.N` links to
@@ -250,20 +227,13 @@ enum Block {
 
 /// `dir/name`, or `name` at the volume root.
 fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
+    if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") }
 }
 
 /// Keeps a comment on one line and free of anything a lax PEM reader could take for a boundary
 /// (subjects are attacker-influenced text).
 fn comment_safe(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     while out.contains("-----") {
         out = out.replace("-----", "-- --");
     }
@@ -273,10 +243,7 @@ fn comment_safe(text: &str) -> String {
 /// One `.pem` file name per certificate, in the same order, all distinct.
 #[cfg(test)]
 fn file_names(certificates: &[Certificate]) -> Vec<String> {
-    let readable: Vec<_> = certificates
-        .iter()
-        .map(Certificate::readable_name)
-        .collect();
+    let readable: Vec<_> = certificates.iter().map(Certificate::readable_name).collect();
     names_from(certificates, &readable)
 }
 
@@ -285,11 +252,7 @@ fn names_from(certificates: &[Certificate], readable: &[Option<String>]) -> Vec<
     let stems: Vec<String> = certificates
         .iter()
         .zip(readable)
-        .map(|(c, name)| {
-            name.as_deref()
-                .map(sanitize)
-                .unwrap_or_else(|| hex::encode(c.fingerprint))
-        })
+        .map(|(c, name)| name.as_deref().map(sanitize).unwrap_or_else(|| hex::encode(c.fingerprint)))
         .collect();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for stem in &stems {
@@ -297,40 +260,26 @@ fn names_from(certificates: &[Certificate], readable: &[Option<String>]) -> Vec<
     }
     let preferred = certificates.iter().zip(&stems).map(|(cert, stem)| {
         let name = format!("{stem}.pem");
-        if counts.get(stem.as_str()).copied().unwrap_or(0) > 1 || RESERVED.contains(&name.as_str())
-        {
+        if counts.get(stem.as_str()).copied().unwrap_or(0) > 1 || RESERVED.contains(&name.as_str()) {
             format!("{stem}_{}.pem", short_fingerprint(cert))
         } else {
             name
         }
     });
-    let fallbacks = certificates
-        .iter()
-        .zip(&stems)
-        .map(|(cert, stem)| (stem, hex::encode(cert.fingerprint)));
-    make_unique(
-        preferred
-            .zip(fallbacks)
-            .map(|(name, (stem, fp))| (name, format!("{stem}_{fp}"), ".pem")),
-    )
+    let fallbacks = certificates.iter().zip(&stems).map(|(cert, stem)| (stem, hex::encode(cert.fingerprint)));
+    make_unique(preferred.zip(fallbacks).map(|(name, (stem, fp))| (name, format!("{stem}_{fp}"), ".pem")))
 }
 
 /// Keeps each preferred name unless an earlier one took it; then falls back to a longer name,
 /// numbered if even that is taken (only possible with adversarial subjects).
-pub(crate) fn make_unique(
-    candidates: impl Iterator<Item = (String, String, &'static str)>,
-) -> Vec<String> {
+pub(crate) fn make_unique(candidates: impl Iterator<Item = (String, String, &'static str)>) -> Vec<String> {
     let mut taken = HashSet::new();
     candidates
         .map(|(preferred, fallback, suffix)| {
             let mut name = preferred;
             let mut n = 1;
             while taken.contains(&name) {
-                name = if n == 1 {
-                    format!("{fallback}{suffix}")
-                } else {
-                    format!("{fallback}_{n}{suffix}")
-                };
+                name = if n == 1 { format!("{fallback}{suffix}") } else { format!("{fallback}_{n}{suffix}") };
                 n += 1;
             }
             taken.insert(name.clone());
@@ -349,13 +298,7 @@ fn sanitize(name: &str) -> String {
         .trim()
         .chars()
         .take(MAX_STEM)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .collect();
     if out.starts_with('.') {
         out.replace_range(..1, "_");
@@ -399,11 +342,7 @@ pub(super) mod tests {
     }
 
     pub(crate) fn get<'a>(files: &'a Files, path: &str) -> Option<&'a Entry> {
-        files
-            .entries
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, e)| e)
+        files.entries.iter().find(|(p, _)| p == path).map(|(_, e)| e)
     }
 
     pub(crate) fn file<'a>(files: &'a Files, path: &str) -> &'a [u8] {
@@ -472,10 +411,7 @@ pub(super) mod tests {
                 for (path, entry) in &files.entries {
                     if let Entry::Symlink(target) = entry {
                         assert!(!target.starts_with('/'), "{path} → {target}");
-                        assert!(
-                            resolve(&files, path).is_some(),
-                            "{opts:?}: {path} → {target}"
-                        );
+                        assert!(resolve(&files, path).is_some(), "{opts:?}: {path} → {target}");
                     }
                 }
                 let again = render(&Bundle::new(reversed.clone()), &opts).expect("renders");
@@ -503,10 +439,7 @@ pub(super) mod tests {
 
     #[test]
     fn comments_cannot_break_out_of_their_line() {
-        assert_eq!(
-            comment_safe("CN=x\n-----BEGIN CERTIFICATE-----"),
-            "CN=x -- --BEGIN CERTIFICATE-- --"
-        );
+        assert_eq!(comment_safe("CN=x\n-----BEGIN CERTIFICATE-----"), "CN=x -- --BEGIN CERTIFICATE-- --");
         assert!(!comment_safe(&"-".repeat(40)).contains("-----"));
     }
 
@@ -520,10 +453,7 @@ pub(super) mod tests {
         ];
         let names = file_names(&certs);
         assert_eq!(names[..3], ["Root_CA_1.pem", "Acme__Inc..pem", "Ops.pem"]);
-        assert_eq!(
-            names[3],
-            format!("{}.pem", hex::encode(certs[3].fingerprint))
-        );
+        assert_eq!(names[3], format!("{}.pem", hex::encode(certs[3].fingerprint)));
     }
 
     #[test]
@@ -549,10 +479,7 @@ pub(super) mod tests {
         let bundle_named = cn("ca-bundle");
         assert_eq!(
             file_names(std::slice::from_ref(&bundle_named)),
-            [format!(
-                "ca-bundle_{}.pem",
-                short_fingerprint(&bundle_named)
-            )]
+            [format!("ca-bundle_{}.pem", short_fingerprint(&bundle_named))]
         );
     }
 
@@ -574,11 +501,7 @@ pub(super) mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         let hash = certs[0].subject_hash;
-        let expected: Vec<_> = sorted
-            .iter()
-            .enumerate()
-            .map(|(n, f)| (format!("{hash:08x}.{n}"), f.clone()))
-            .collect();
+        let expected: Vec<_> = sorted.iter().enumerate().map(|(n, f)| (format!("{hash:08x}.{n}"), f.clone())).collect();
         assert_eq!(links, expected);
     }
 }

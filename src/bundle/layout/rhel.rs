@@ -28,19 +28,13 @@ pub(super) const TRUST_BUNDLE: &str = "openssl/ca-bundle.trust.crt";
 pub(super) const JAVA_STORE: &str = "java/cacerts";
 pub(super) const EDK2: &str = "edk2/cacerts.bin";
 
-pub(super) fn entries(
-    prepared: &Prepared<'_>,
-    java_format: JavaTruststore,
-) -> Result<Vec<(String, Entry)>> {
+pub(super) fn entries(prepared: &Prepared<'_>, java_format: JavaTruststore) -> Result<Vec<(String, Entry)>> {
     let mut entries = Vec::with_capacity(prepared.certificates.len() * 2 + 7);
     entries.push((BUNDLE.to_owned(), prepared.bundle()));
     prepared.hashed_directory(HASH_DIR, &mut entries);
     // Debian's and older Fedora's names for the bundle, as update-ca-trust links them.
     for link in ["ca-bundle.crt", "ca-certificates.crt"] {
-        entries.push((
-            format!("{HASH_DIR}/{link}"),
-            Entry::Symlink("../tls-ca-bundle.pem".to_owned()),
-        ));
+        entries.push((format!("{HASH_DIR}/{link}"), Entry::Symlink("../tls-ca-bundle.pem".to_owned())));
     }
     entries.push((TRUST_BUNDLE.to_owned(), prepared.trusted_bundle()));
     if let Some(store) = prepared.java_store(java_format)? {
@@ -79,25 +73,15 @@ mod tests {
         ];
         expected.sort_unstable();
         assert_eq!(paths(&files), expected);
-        assert_eq!(
-            get(&files, &hash),
-            Some(&Entry::Symlink("Alpha_Root.pem".into()))
-        );
-        assert_eq!(
-            resolve(&files, "pem/directory-hash/ca-bundle.crt"),
-            Some(file(&files, BUNDLE))
-        );
+        assert_eq!(get(&files, &hash), Some(&Entry::Symlink("Alpha_Root.pem".into())));
+        assert_eq!(resolve(&files, "pem/directory-hash/ca-bundle.crt"), Some(file(&files, BUNDLE)));
     }
 
     #[test]
     fn every_file_holds_every_certificate_in_bundle_order() {
         let bundle = Bundle::new([cn("B"), cn("A"), cn("C")]);
         let files = rhel(&bundle, JavaTruststore::Jks);
-        let ders: Vec<Vec<u8>> = bundle
-            .certificates()
-            .iter()
-            .map(|c| c.der.clone())
-            .collect();
+        let ders: Vec<Vec<u8>> = bundle.certificates().iter().map(|c| c.der.clone()).collect();
         assert_eq!(pem_ders(file(&files, BUNDLE), "CERTIFICATE"), ders);
         // A TRUSTED CERTIFICATE is the certificate followed by its trust settings.
         let trusted = pem_ders(file(&files, TRUST_BUNDLE), "TRUSTED CERTIFICATE");
@@ -112,9 +96,7 @@ mod tests {
         let bundle = Bundle::new([cn("A")]);
         let files = rhel(&bundle, JavaTruststore::None);
         let text = file(&files, TRUST_BUNDLE);
-        assert!(
-            text.starts_with(b"# CN=A\n# source: test:src\n-----BEGIN TRUSTED CERTIFICATE-----\n")
-        );
+        assert!(text.starts_with(b"# CN=A\n# source: test:src\n-----BEGIN TRUSTED CERTIFICATE-----\n"));
         let parsed = parse_source("trust", text, Strictness::Strict).expect("parses back");
         assert_eq!(parsed.certificates[0].der, bundle.certificates()[0].der);
     }
@@ -126,14 +108,8 @@ mod tests {
         let files = rhel(&Bundle::new([named, unnamed]), JavaTruststore::None);
         let blocks = pem_ders(file(&files, TRUST_BUNDLE), "TRUSTED CERTIFICATE");
         let tails: Vec<&[u8]> = blocks.iter().map(|b| &b[b.len() - 10..]).collect();
-        assert!(
-            tails.iter().any(|t| t.ends_with(b"Named Root")),
-            "{tails:?}"
-        );
-        assert!(
-            tails.iter().any(|t| t.ends_with(b"\x0c\x04C=DE")),
-            "{tails:?}"
-        );
+        assert!(tails.iter().any(|t| t.ends_with(b"Named Root")), "{tails:?}");
+        assert!(tails.iter().any(|t| t.ends_with(b"\x0c\x04C=DE")), "{tails:?}");
     }
 
     #[test]

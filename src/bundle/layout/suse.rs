@@ -19,10 +19,7 @@ pub(super) const PEM_DIR: &str = "pem";
 pub(super) const OPENSSL_DIR: &str = "openssl";
 pub(super) const JAVA_STORE: &str = "java-cacerts";
 
-pub(super) fn entries(
-    prepared: &Prepared<'_>,
-    java_format: JavaTruststore,
-) -> Result<Vec<(String, Entry)>> {
+pub(super) fn entries(prepared: &Prepared<'_>, java_format: JavaTruststore) -> Result<Vec<(String, Entry)>> {
     let mut entries = Vec::with_capacity(prepared.certificates.len() * 4 + 2);
     entries.push((BUNDLE.to_owned(), prepared.bundle()));
     prepared.hashed_directory(PEM_DIR, &mut entries);
@@ -61,10 +58,7 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(paths(&files), expected);
         for link in [&pem_link, &openssl_link] {
-            assert_eq!(
-                get(&files, link),
-                Some(&Entry::Symlink("Alpha_Root.pem".into()))
-            );
+            assert_eq!(get(&files, link), Some(&Entry::Symlink("Alpha_Root.pem".into())));
         }
     }
 
@@ -72,10 +66,7 @@ mod tests {
     fn pem_files_are_plain_and_openssl_files_carry_trust_settings() {
         let a = cn("A");
         let files = suse(&Bundle::new([a.clone()]), JavaTruststore::None);
-        assert_eq!(
-            pem_ders(file(&files, "pem/A.pem"), "CERTIFICATE"),
-            [a.der.clone()]
-        );
+        assert_eq!(pem_ders(file(&files, "pem/A.pem"), "CERTIFICATE"), [a.der.clone()]);
         let trusted = pem_ders(file(&files, "openssl/A.pem"), "TRUSTED CERTIFICATE");
         assert_eq!(trusted.len(), 1);
         assert!(trusted[0].starts_with(&a.der) && trusted[0].len() > a.der.len());
