@@ -66,7 +66,7 @@ mod tests {
     fn pem_files_are_plain_and_openssl_files_carry_trust_settings() {
         let a = cn("A");
         let files = suse(&Bundle::new([a.clone()]), JavaTruststore::None);
-        assert_eq!(pem_ders(file(&files, "pem/A.pem"), "CERTIFICATE"), [a.der.clone()]);
+        assert_eq!(pem_ders(file(&files, "pem/A.pem"), "CERTIFICATE"), std::slice::from_ref(&a.der));
         let trusted = pem_ders(file(&files, "openssl/A.pem"), "TRUSTED CERTIFICATE");
         assert_eq!(trusted.len(), 1);
         assert!(trusted[0].starts_with(&a.der) && trusted[0].len() > a.der.len());
