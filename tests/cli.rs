@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
 use support::daemon::BIN;
+use support::output::{assert_success, text};
 
 fn trustmount(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {BIN}: {e}"))
@@ -22,20 +23,6 @@ fn render(out: &Path, pems: &[&Path], system_roots: &str) -> Output {
     args.push("--system-roots".as_ref());
     args.push(system_roots.as_ref());
     trustmount(&args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 #[test]

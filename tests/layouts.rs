@@ -252,27 +252,11 @@ fn curl_trusts_the_server_through_each_layouts_bundle_and_hash_directory() {
     assert!(!ok, "control: curl trusted the server with an empty --capath\n{output}");
 }
 
-const FETCH_JAVA: &str = r#"
-import java.net.URL;
-import javax.net.ssl.HttpsURLConnection;
-
-public class Fetch {
-    public static void main(String[] args) throws Exception {
-        HttpsURLConnection c = (HttpsURLConnection) new URL(args[0]).openConnection();
-        c.setConnectTimeout(30000);
-        c.setReadTimeout(30000);
-        int code = c.getResponseCode();
-        System.out.println("HTTP " + code);
-        System.exit(code == 200 ? 0 : 1);
-    }
-}
-"#;
-
 /// `java Fetch.java URL` with only `store` as its truststore and no password, as the JVM
 /// opens a default truststore.
 fn java_fetch(fx: &Fixture, url: &str, store: &Path, store_type: Option<&str>) -> (bool, String) {
     let source = fx.dir.path().join("Fetch.java");
-    std::fs::write(&source, FETCH_JAVA).unwrap();
+    std::fs::write(&source, support::programs::FETCH_JAVA).unwrap();
     let mut cmd = Command::new("java");
     cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", fx.dir.path());
     cmd.arg(format!("-Djavax.net.ssl.trustStore={}", store.display()));

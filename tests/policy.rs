@@ -1,31 +1,16 @@
 //! The certificate policy and input formats through the CLI: PKCS#7 bundles made by openssl,
 //! what `render` keeps and `inspect` says it would drop, and the per-source size limit.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
 use trustmount::bundle::{Strictness, parse_source};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trustmount");
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn check(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
+use support::daemon::BIN;
+use support::output::{assert_success, run, text};
 
 fn params(cn: &str, ca: bool) -> CertificateParams {
     let mut params = CertificateParams::default();
@@ -100,7 +85,7 @@ fn chain_files(dir: &Path) -> [Vec<u8>; 3] {
                 dir.join(file).to_str().unwrap(),
             ],
         );
-        check(&format!("openssl crl2pkcs7 -outform {form}"), &made);
+        assert_success(&format!("openssl crl2pkcs7 -outform {form}"), &made);
     }
     chain
 }
@@ -114,7 +99,7 @@ fn an_openssl_pkcs7_bundle_in_pem_or_der_renders_the_chains_ca_certificates() {
     for file in ["chain.p7b", "chain.p7c"] {
         let out = dir.path().join(format!("out-{file}"));
         let rendered = render(&out, &["--pem", dir.path().join(file).to_str().unwrap()]);
-        check(&format!("render --pem {file}"), &rendered);
+        assert_success(&format!("render --pem {file}"), &rendered);
         let mut got = bundle_ders(&out.join("ca-certificates.crt"));
         got.sort();
         let mut want = vec![root.clone(), intermediate.clone()];
@@ -137,13 +122,13 @@ fn inspect_of_a_source_shows_what_a_volume_would_drop_and_why() {
     std::fs::write(&expired_pem, pem(&[&expired])).unwrap();
 
     let listing = run(BIN, &["inspect", dir.path().join("chain.p7b").to_str().unwrap()]);
-    check("inspect chain.p7b", &listing);
+    assert_success("inspect chain.p7b", &listing);
     let stdout = text(&listing.stdout);
     assert!(stdout.contains("3 certificates, 0 expired"), "{stdout}");
     assert!(stdout.contains("a volume would drop 1:\n  1 end-entity certificate issued by a CA"), "{stdout}");
 
     let listing = run(BIN, &["inspect", "--json", expired_pem.to_str().unwrap()]);
-    check("inspect --json expired.pem", &listing);
+    assert_success("inspect --json expired.pem", &listing);
     let json: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     assert_eq!(json["kept"], 0, "{json}");
     assert_eq!(json["dropped"][0]["reason"], "expired", "{json}");
@@ -155,7 +140,7 @@ fn inspect_of_a_source_shows_what_a_volume_would_drop_and_why() {
     assert!(text(&refused.stderr).contains("would be empty"), "{}", text(&refused.stderr));
     // …unless expired certificates are kept.
     let kept = render(&dir.path().join("out"), &["--pem", expired_pem.to_str().unwrap(), "--expired", "keep"]);
-    check("render --expired keep", &kept);
+    assert_success("render --expired keep", &kept);
     assert_eq!(bundle_ders(&dir.path().join("out/ca-certificates.crt")), vec![expired]);
 }
 
@@ -174,7 +159,7 @@ fn a_source_over_max_source_size_is_refused_with_its_size_and_one_at_the_limit_i
     std::fs::write(&over, format!("{padding}#\n{certificate}")).unwrap();
 
     let rendered = render(&dir.path().join("ok"), &["--max-source-size", "1Mi", "--pem", at_limit.to_str().unwrap()]);
-    check("render at the limit", &rendered);
+    assert_success("render at the limit", &rendered);
     assert_eq!(bundle_ders(&dir.path().join("ok/ca-certificates.crt")), vec![root]);
 
     let refused = render(&dir.path().join("no"), &["--max-source-size", "1Mi", "--pem", over.to_str().unwrap()]);

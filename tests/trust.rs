@@ -191,22 +191,6 @@ fn debian_python() -> &'static str {
     python
 }
 
-const FETCH_JAVA: &str = r#"
-import java.net.URL;
-import javax.net.ssl.HttpsURLConnection;
-
-public class Fetch {
-    public static void main(String[] args) throws Exception {
-        HttpsURLConnection c = (HttpsURLConnection) new URL(args[0]).openConnection();
-        c.setConnectTimeout(30000);
-        c.setReadTimeout(30000);
-        int code = c.getResponseCode();
-        System.out.println("HTTP " + code);
-        System.exit(code == 200 ? 0 : 1);
-    }
-}
-"#;
-
 const FETCH_GO: &str = r#"
 package main
 
@@ -269,7 +253,7 @@ fn build_programs(dir: &Path) -> Programs {
     let java_dir = dir.join("java");
     std::fs::create_dir_all(&java_dir).unwrap();
     let source = java_dir.join("Fetch.java");
-    std::fs::write(&source, FETCH_JAVA).unwrap();
+    std::fs::write(&source, support::programs::FETCH_JAVA).unwrap();
     let (ok, stdout, stderr) = run(Command::new("javac").arg("-d").arg(&java_dir).arg(&source));
     assert!(ok, "javac Fetch.java failed\n{stdout}{stderr}");
 

@@ -6,6 +6,8 @@ pub mod client;
 pub mod daemon;
 pub mod fsutil;
 pub mod ns;
+pub mod output;
+pub mod programs;
 pub mod tls;
 
 /// Runs a future to completion on a fresh multi-threaded runtime. Tests that mount are plain
