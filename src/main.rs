@@ -276,15 +276,24 @@ fn inspect(args: InspectArgs) -> Result<(), Failure> {
     if args.json {
         let json =
             serde_json::to_string_pretty(&bundle::Inspection::new(reports)).map_err(|e| Failure::Runtime(e.into()))?;
-        println!("{json}");
+        write_stdout(&format!("{json}\n"))?;
     } else {
-        print!("{}", bundle::to_text(&reports));
+        write_stdout(&bundle::to_text(&reports))?;
     }
     Ok(())
 }
 
 /// Where each layout keeps its merged bundle, relative to the volume root.
 const MERGED_BUNDLES: &[&str] = &["ca-certificates.crt", "pem/tls-ca-bundle.pem", "ca-bundle.pem"];
+
+/// `inspect … | head` closes the pipe early; that is the reader's choice, not an error.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Runtime(error.into())),
+        _ => Ok(()),
+    }
+}
 
 /// A file is read as it is. In a directory, the merged bundle file of any layout if there is one
 /// (it carries each certificate's source), else every regular file.

@@ -282,3 +282,21 @@ fn inspect_finds_the_merged_bundle_of_every_layout() {
         assert!(text(&listed.stdout).contains(&ca.common_name), "{layout}: {}", text(&listed.stdout));
     }
 }
+
+#[test]
+fn inspect_piped_into_a_reader_that_stops_early_exits_cleanly() {
+    use std::io::Read;
+    // Far more than a pipe buffer of report: the same certificates many times over.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "pipe");
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, ca.pem.repeat(2000)).unwrap();
+    let mut child =
+        Command::new(BIN).arg("inspect").arg(&big).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // what `| head` does
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "inspect failed on a closed pipe ({})\n{}", out.status, text(&out.stderr));
+}
