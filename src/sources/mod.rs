@@ -1,5 +1,6 @@
-//! Where certificates come from. Sources are read and parsed once, at start, and kept parsed,
-//! so publishing a volume never touches the disk for certificate input.
+//! Where certificates come from. Sources are read and parsed at start, and again only when a
+//! watched file changes ([`Sources::reload`]); they are kept parsed, so publishing a volume never
+//! touches the disk for certificate input.
 //!
 //! - [`system`]: the node's or the embedded Mozilla roots (best-effort: a bad root is counted
 //!   and skipped).
