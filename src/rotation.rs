@@ -59,7 +59,7 @@ impl Rotation {
         })
     }
 
-    /// Runs until `changes` closes (and no refresh can be requested any more).
+    /// Runs for the life of the driver: on each source change (or request), a refresh pass.
     pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>) {
         loop {
             let reload = tokio::select! {
