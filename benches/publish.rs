@@ -243,9 +243,42 @@ fn render_against_update_ca_certificates() {
         command
     });
     println!("  certificates:                        {count}");
-    println!("  update-ca-certificates --fresh:      {:>9.2} ms", ms(baseline));
+    println!("  update-ca-certificates --fresh:      {:>9.2} ms (no hooks: no Java store)", ms(baseline));
     println!("  trustmount render (incl. JKS store): {:>9.2} ms", ms(ours));
     println!("  ratio: trustmount is {:.0}x faster", baseline.as_secs_f64() / ours.as_secs_f64());
+    if let Some(with_java) = debian_with_java_store(&hooks) {
+        println!("  update-ca-certificates --fresh + its Java store step: {:>9.2} ms", ms(with_java));
+        println!("  ratio, same outputs as trustmount: {:.0}x faster", with_java.as_secs_f64() / ours.as_secs_f64());
+    }
+}
+
+/// Debian's whole `update-ca-certificates --fresh` with ca-certificates-java installed: the
+/// PEM side, then the JKS store its `jks-keystore` hook has dpkg build (the same command the
+/// package's trigger runs). That step writes the fixed path /etc/ssl/certs/java/cacerts, so it
+/// runs with a tmpfs over /etc/ssl/certs — in this bench's private mount namespace only.
+fn debian_with_java_store(hooks: &Path) -> Option<Duration> {
+    const JAR: &str = "/usr/share/ca-certificates-java/ca-certificates-java.jar";
+    if !Path::new(JAR).is_file() || which("java").is_none() {
+        println!("  (Java store step skipped: ca-certificates-java or java is not installed)");
+        return None;
+    }
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "tmpfs", "/etc/ssl/certs"]).status();
+    assert!(mounted.is_ok_and(|s| s.success()), "mount tmpfs over /etc/ssl/certs in the bench namespace");
+    let script = format!(
+        "[ \"$(stat -f -c %T /etc/ssl/certs)\" = tmpfs ] || {{ echo 'not on tmpfs: refusing' >&2; exit 1; }}
+         rm -f /etc/ssl/certs/java/cacerts && mkdir -p /etc/ssl/certs/java \\
+         && update-ca-certificates --fresh --hooksdir '{hooks}' \\
+         && for pem in /etc/ssl/certs/*.pem; do echo \"+$pem\"; done \\
+            | java -Xmx64m -jar {JAR} -storepass changeit",
+        hooks = hooks.display()
+    );
+    let took = median_run(RENDER_RUNS, || {
+        let mut command = Command::new("sh");
+        command.args(["-c", &script]);
+        command
+    });
+    let _ = Command::new("umount").arg("/etc/ssl/certs").status();
+    Some(took)
 }
 
 fn median_run(runs: usize, mut command: impl FnMut() -> Command) -> Duration {
