@@ -58,7 +58,7 @@ struct ServeArgs {
     /// This node's name, as the kubelet knows it.
     #[arg(long, env = "NODE_NAME")]
     node_id: String,
-    /// Targets outside this directory are refused.
+    /// Targets outside its `pods/` directory are refused.
     #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
     kubelet_dir: PathBuf,
     /// Holds the driver's tmpfs (store/) and the per-volume records (volumes/).

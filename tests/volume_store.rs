@@ -304,6 +304,10 @@ fn targets_outside_the_kubelet_dir_are_refused() {
         pods.join("evil/mount"),
         pods.join("evil/volumes/mount"),
         env.kubelet.path().to_owned(),
+        // Inside the kubelet dir but not a pod's: plugin sockets and registration live there.
+        env.kubelet.path().join("plugins_registry/mount"),
+        env.kubelet.path().join("plugins/csi.trustmount.io/mount"),
+        pods.clone(),
     ];
     for target in &targets {
         let err =

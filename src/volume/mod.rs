@@ -21,7 +21,7 @@ use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "target path {target} is outside the kubelet directory {kubelet_dir}; trustmount only mounts into pod volume directories"
+        "target path {target} is outside the kubelet's pods directory {kubelet_dir}; trustmount only mounts into pod volume directories (check --kubelet-dir)"
     )]
     TargetOutsideKubeletDir { target: PathBuf, kubelet_dir: PathBuf },
     #[error("target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first")]

@@ -27,6 +27,8 @@ use super::record::{self, Record};
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, atomic, mount};
 
 const STORE_DIR: &str = "store";
+/// Below `--kubelet-dir`: every pod volume's target (`pods/<uid>/volumes/<plugin>/<name>/mount`).
+const PODS_DIR: &str = "pods";
 const RECORDS_DIR: &str = "volumes";
 const TARGET_DIR_MODE: u32 = 0o750;
 const RECORDS_DIR_MODE: u32 = 0o700;
@@ -48,7 +50,7 @@ struct Inner {
     root: PathBuf,
     /// `<state_dir>/volumes`, the records.
     records: PathBuf,
-    /// `config.kubelet_dir` with symlinks resolved: resolved at open, or at first use when it
+    /// `<kubelet_dir>/pods` with symlinks resolved: resolved at open, or at first use when it
     /// did not exist yet then.
     kubelet_real: OnceLock<PathBuf>,
     /// Spec digest → targets published from it (record targets, as the kubelet gave them), and
@@ -127,7 +129,7 @@ impl Store {
         let kubelet_real = OnceLock::new();
         // Once here rather than on every call; a kubelet dir that does not exist yet is resolved
         // on first use instead.
-        if let Ok(path) = fs::canonicalize(&config.kubelet_dir) {
+        if let Ok(path) = fs::canonicalize(config.kubelet_dir.join(PODS_DIR)) {
             let _ = kubelet_real.set(path);
         }
         tracing::info!(
@@ -291,25 +293,26 @@ impl Inner {
         }
     }
 
-    /// The kubelet dir, symlinks resolved (cached: see `kubelet_real`).
+    /// The kubelet's pods dir, symlinks resolved (cached: see `kubelet_real`).
     fn kubelet_real(&self) -> Result<&Path> {
         if let Some(path) = self.kubelet_real.get() {
             return Ok(path);
         }
-        let kubelet_dir = &self.config.kubelet_dir;
-        let resolved = fs::canonicalize(kubelet_dir).map_err(|e| io_error("resolve", kubelet_dir, e))?;
+        let pods = self.config.kubelet_dir.join(PODS_DIR);
+        let resolved = fs::canonicalize(&pods).map_err(|e| io_error("resolve", &pods, e))?;
         Ok(self.kubelet_real.get_or_init(|| resolved))
     }
 
-    /// Checks that `target` is inside the kubelet dir, lexically and with symlinks resolved;
-    /// returns it resolved (the path every syscall then uses). Creates nothing.
+    /// Checks that `target` is inside the kubelet's pods dir (every pod volume's mount point
+    /// is), lexically and with symlinks resolved; returns it resolved (the path every syscall
+    /// then uses). Creates nothing.
     fn check_target(&self, target: &Path) -> Result<PathBuf> {
-        let kubelet_dir = &self.config.kubelet_dir;
-        let outside = || Error::TargetOutsideKubeletDir { target: target.to_owned(), kubelet_dir: kubelet_dir.clone() };
+        let pods_dir = self.config.kubelet_dir.join(PODS_DIR);
+        let outside = || Error::TargetOutsideKubeletDir { target: target.to_owned(), kubelet_dir: pods_dir.clone() };
         let lexically_inside = target.is_absolute()
             && !target.components().any(|c| matches!(c, Component::ParentDir))
-            && target.starts_with(kubelet_dir)
-            && target != kubelet_dir.as_path();
+            && target.starts_with(&pods_dir)
+            && target != pods_dir.as_path();
         if !lexically_inside {
             return Err(outside());
         }
