@@ -608,7 +608,7 @@ fn volume_condition_is_abnormal_when_a_kept_extra_ca_has_expired() {
 }
 
 #[test]
-fn volume_condition_ignores_an_expired_extra_ca_the_volume_drops() {
+fn volume_condition_is_abnormal_when_an_extra_ca_expired_even_though_volumes_leave_it_out() {
     if !in_private_mount_namespace!() {
         return;
     }
@@ -621,9 +621,11 @@ fn volume_condition_ignores_an_expired_extra_ca_the_volume_drops() {
         node.node_publish_volume(publish_request("vol-d", &target, &[])).await.unwrap();
         let bundle = std::fs::read_to_string(target.join("ca-certificates.crt")).unwrap();
         assert!(!bundle.contains(&expired.common_name), "the expired CA was published");
+        // Its clients just lost trust in it: the operator must hear about it.
         let stats = node.node_get_volume_stats(stats_request("vol-d", &target)).await.unwrap().into_inner();
         let condition = stats.volume_condition.expect("volume_condition");
-        assert!(!condition.abnormal, "a dropped certificate made the volume abnormal: {}", condition.message);
+        assert!(condition.abnormal, "an expired extra CA left the volume normal");
+        assert!(condition.message.contains(&expired.common_name), "{}", condition.message);
     });
 }
 

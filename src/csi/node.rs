@@ -97,7 +97,9 @@ fn expiry_message(subject: &str, not_after: i64, now: i64) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| not_after.to_string());
     if not_after <= now {
-        format!("certificate {subject:?} expired at {when}; replace it in its source")
+        format!(
+            "certificate {subject:?} expired at {when}; volumes leave it out unless the volume attribute expired is \"keep\"; replace it in its source"
+        )
     } else {
         let days = (not_after - now) / 86_400;
         format!("certificate {subject:?} expires at {when} (in {days} days); rotate it in its source")

@@ -124,8 +124,10 @@ impl Catalog {
     }
 
     /// The earliest-expiring certificate a volume with this spec gets from a non-system source:
-    /// (subject, not_after). System roots are the distro's business, not the user's. Only
-    /// certificates the policy keeps count: a dropped one is not in the volume.
+    /// (subject, not_after). System roots are the distro's business, not the user's. An expired
+    /// one counts even when volumes leave it out — its source still needs a new certificate, and
+    /// its clients have just lost trust — but an end-entity certificate issued by a CA, which no
+    /// volume ever holds, does not.
     pub fn earliest_user_expiry(&self, spec: &VolumeSpec) -> Option<(String, i64)> {
         self.earliest_user_expiry_at(spec, unix_now())
     }
@@ -133,7 +135,7 @@ impl Catalog {
     pub fn earliest_user_expiry_at(&self, spec: &VolumeSpec, now: i64) -> Option<(String, i64)> {
         self.extra
             .iter()
-            .filter(|c| policy::drop_reason(c, now, spec.keep_expired).is_none())
+            .filter(|c| policy::drop_reason(c, now, true).is_none())
             .min_by_key(|c| c.not_after)
             .map(|c| (c.subject.clone(), c.not_after))
     }
@@ -237,15 +239,24 @@ mod tests {
     }
 
     #[test]
-    fn health_considers_only_certificates_the_volume_holds() {
+    fn health_counts_expired_user_certificates_but_not_end_entities_issued_by_a_ca() {
         let root = ca("Root");
         let old = cert(&expired_ca("Old Root"));
-        let catalog = catalog(&[root.der.clone(), old.der.clone(), leaf("server.corp", &root)]);
-        let root = cert(&root.der);
-        assert_eq!(catalog.earliest_user_expiry_at(&spec(false), NOW), Some((root.subject.clone(), root.not_after)));
-        assert_eq!(catalog.earliest_user_expiry_at(&spec(true), NOW), Some((old.subject.clone(), old.not_after)));
+        let issued = leaf("server.corp", &root);
+        let root_cert = cert(&root.der);
+        // Without the expired CA, the earliest is the root: the issued leaf never counts.
+        let without_old = catalog(&[root.der.clone(), issued.clone()]);
+        assert_eq!(
+            without_old.earliest_user_expiry_at(&spec(false), NOW),
+            Some((root_cert.subject.clone(), root_cert.not_after))
+        );
+        // The expired CA counts whether volumes keep it or leave it out.
+        let catalog = catalog(&[root.der.clone(), old.der.clone(), issued]);
+        for keep in [false, true] {
+            assert_eq!(catalog.earliest_user_expiry_at(&spec(keep), NOW), Some((old.subject.clone(), old.not_after)));
+        }
         let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
-        assert_eq!(rendered.earliest_user_expiry, Some((root.subject, root.not_after)));
+        assert_eq!(rendered.earliest_user_expiry, Some((old.subject, old.not_after)));
     }
 
     #[test]
