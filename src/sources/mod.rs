@@ -132,7 +132,9 @@ impl Catalog {
         self.earliest_user_expiry_at(spec, unix_now())
     }
 
-    pub fn earliest_user_expiry_at(&self, spec: &VolumeSpec, now: i64) -> Option<(String, i64)> {
+    // `_spec`: every spec sees every extra certificate today; with namespace-scoped sources it
+    // will choose which ones count.
+    pub fn earliest_user_expiry_at(&self, _spec: &VolumeSpec, now: i64) -> Option<(String, i64)> {
         self.extra
             .iter()
             .filter(|c| policy::drop_reason(c, now, true).is_none())
