@@ -640,3 +640,19 @@ fn daemon_exits_cleanly_on_sigterm() {
         assert!(status.success(), "trustmount serve exited with {status} on SIGTERM\n{}", daemon.stderr());
     });
 }
+
+#[test]
+fn a_stale_socket_left_by_a_killed_driver_is_replaced() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        // A socket file nobody listens on: what a SIGKILLed driver leaves behind.
+        let root = tempfile::tempdir().unwrap();
+        drop(std::os::unix::net::UnixListener::bind(root.path().join("csi.sock")).unwrap());
+        assert!(std::os::unix::net::UnixStream::connect(root.path().join("csi.sock")).is_err());
+        let daemon = Daemon::start(DaemonOptions::default().restart_in(root.path())).await;
+        let info = daemon.identity().get_plugin_info(GetPluginInfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(info.name, "csi.trustmount.io");
+    });
+}
