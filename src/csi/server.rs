@@ -4,8 +4,10 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use http::header::{CONTENT_TYPE, HeaderValue};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use super::{IdentityService, NodeService};
 use crate::proto::csi::v1::{identity_server::IdentityServer, node_server::NodeServer};
@@ -56,6 +58,7 @@ pub async fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(endpoint = %path.display(), "serving CSI");
     tonic::transport::Server::builder()
+        .layer(CatchPanicLayer::custom(panic_response))
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
@@ -63,4 +66,56 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     let _ = std::fs::remove_file(path);
     Ok(())
+}
+
+/// A panic in a handler becomes one INTERNAL status for that call (a gRPC "trailers-only"
+/// response) instead of unwinding the connection task, which would fail every call the kubelet
+/// has in flight on the connection. Blocking work already turns panics into `volume::Error::Task`.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned());
+    tracing::error!(panic = %what, "a CSI handler panicked");
+    let mut response = http::Response::new(String::new());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(tonic::Code::Internal as i32));
+    headers.insert("grpc-message", HeaderValue::from_static("trustmount hit an internal error; see the driver log"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_instead_of_dropping_the_connection() {
+        let service = ServiceBuilder::new().layer(CatchPanicLayer::custom(panic_response)).service_fn(
+            |_request: http::Request<String>| async move {
+                if true {
+                    panic!("a bug");
+                }
+                Ok::<_, Infallible>(http::Response::new(String::new()))
+            },
+        );
+        let response = service.oneshot(http::Request::new(String::new())).await.expect("a response, not an error");
+        assert_eq!(response.status(), http::StatusCode::OK, "gRPC carries errors in grpc-status");
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status header");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("driver log"), "{}", status.message());
+    }
+
+    #[test]
+    fn endpoints_take_a_unix_url_or_an_absolute_path() {
+        assert_eq!("unix:///csi/csi.sock".parse::<Endpoint>().unwrap().path(), Path::new("/csi/csi.sock"));
+        assert_eq!("/csi/csi.sock".parse::<Endpoint>().unwrap().path(), Path::new("/csi/csi.sock"));
+        assert!("csi.sock".parse::<Endpoint>().is_err());
+        assert!("unix://".parse::<Endpoint>().is_err());
+    }
 }
