@@ -57,6 +57,32 @@ pub(crate) fn read_all(mut input: &[u8]) -> Result<Vec<Tlv<'_>>, DerError> {
     Ok(out)
 }
 
+/// The identifier octets this crate reads and writes: universal tags, and the constructed
+/// context-specific ones used as `[n] EXPLICIT`.
+pub(crate) mod tag {
+    pub(crate) const INTEGER: u8 = 0x02;
+    pub(crate) const OCTET_STRING: u8 = 0x04;
+    pub(crate) const OID: u8 = 0x06;
+    pub(crate) const UTF8_STRING: u8 = 0x0c;
+    pub(crate) const PRINTABLE_STRING: u8 = 0x13;
+    pub(crate) const T61_STRING: u8 = 0x14;
+    pub(crate) const IA5_STRING: u8 = 0x16;
+    pub(crate) const VISIBLE_STRING: u8 = 0x1a;
+    pub(crate) const UNIVERSAL_STRING: u8 = 0x1c;
+    pub(crate) const BMP_STRING: u8 = 0x1e;
+    pub(crate) const SEQUENCE: u8 = 0x30;
+    pub(crate) const SET: u8 = 0x31;
+    pub(crate) const CONTEXT_0: u8 = 0xa0;
+    pub(crate) const CONTEXT_1: u8 = 0xa1;
+}
+
+/// One TLV as a new buffer; [`write_tlv`] appends to an existing one.
+pub(crate) fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(contents.len() + 6);
+    write_tlv(&mut out, tag, contents);
+    out
+}
+
 /// Appends `tag`, the minimal DER length of `contents`, and `contents`.
 pub(crate) fn write_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
     out.push(tag);
@@ -78,27 +104,21 @@ pub(crate) fn write_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
 mod tests {
     use super::*;
 
-    fn encode(tag: u8, contents: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_tlv(&mut out, tag, contents);
-        out
-    }
-
     #[test]
     fn writes_minimal_lengths_at_every_boundary() {
-        assert_eq!(encode(0x04, &[])[..], [0x04, 0x00]);
-        assert_eq!(encode(0x04, &[7; 0x7f])[..2], [0x04, 0x7f]);
-        assert_eq!(encode(0x04, &[7; 0x80])[..3], [0x04, 0x81, 0x80]);
-        assert_eq!(encode(0x04, &[7; 0xff])[..3], [0x04, 0x81, 0xff]);
-        assert_eq!(encode(0x04, &[7; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
-        assert_eq!(encode(0x04, &[7; 0x10000])[..5], [0x04, 0x83, 0x01, 0x00, 0x00]);
+        assert_eq!(tlv(0x04, &[])[..], [0x04, 0x00]);
+        assert_eq!(tlv(0x04, &[7; 0x7f])[..2], [0x04, 0x7f]);
+        assert_eq!(tlv(0x04, &[7; 0x80])[..3], [0x04, 0x81, 0x80]);
+        assert_eq!(tlv(0x04, &[7; 0xff])[..3], [0x04, 0x81, 0xff]);
+        assert_eq!(tlv(0x04, &[7; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
+        assert_eq!(tlv(0x04, &[7; 0x10000])[..5], [0x04, 0x83, 0x01, 0x00, 0x00]);
     }
 
     #[test]
     fn reads_back_what_it_writes() {
         for len in [0usize, 1, 0x7f, 0x80, 0xff, 0x100, 0x1234] {
             let contents = vec![0xab; len];
-            let encoded = encode(0x30, &contents);
+            let encoded = tlv(0x30, &contents);
             let (tlv, rest) = read_tlv(&encoded).expect("valid");
             assert_eq!(tlv.tag, 0x30);
             assert_eq!(tlv.contents, &contents[..]);

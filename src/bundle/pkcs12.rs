@@ -22,17 +22,9 @@
 //! (`keystore.pkcs12.certProtectionAlgorithm=NONE`, `keystore.pkcs12.macAlgorithm=NONE`).
 
 use super::Certificate;
-use super::der::write_tlv;
+use super::der::tag::{BMP_STRING, CONTEXT_0, INTEGER, OCTET_STRING, OID, SEQUENCE, SET};
+use super::der::{tlv, write_tlv};
 use super::java;
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const INTEGER: u8 = 0x02;
-const OCTET_STRING: u8 = 0x04;
-const OID: u8 = 0x06;
-const BMP_STRING: u8 = 0x1e;
-/// `[0] EXPLICIT`, constructed.
-const CONTEXT_0: u8 = 0xa0;
 
 /// 1.2.840.113549.1.7.1, PKCS#7 data.
 pub(crate) const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
@@ -145,12 +137,6 @@ fn attribute(oid: &[u8], value: &[u8]) -> Vec<u8> {
 fn set_of(mut members: Vec<Vec<u8>>) -> Vec<u8> {
     members.sort();
     members.concat()
-}
-
-fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(contents.len() + 6);
-    write_tlv(&mut out, tag, contents);
-    out
 }
 
 #[cfg(test)]

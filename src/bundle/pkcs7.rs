@@ -6,21 +6,13 @@
 //! like any other. Anything else a `SignedData` can carry (signers, CRLs, attribute
 //! certificates) is refused: a trust bundle should hold certificates only.
 
+use super::der::tag::{CONTEXT_0, CONTEXT_1, INTEGER, OID, SEQUENCE, SET};
 use super::der::{self, DerError};
 
 /// 1.2.840.113549.1.7.2, `id-signedData`, as DER contents.
 const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
 /// 1.2.840.113549.1.7, the PKCS#7 content types' arc: `data`, `signedData`, `envelopedData`, …
 const PKCS7_ARC: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07];
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const INTEGER: u8 = 0x02;
-const OID: u8 = 0x06;
-/// `[0]` constructed: the explicit content of `ContentInfo`, and `certificates` in `SignedData`.
-const CONTEXT_0: u8 = 0xa0;
-/// `[1]` constructed: `crls` in `SignedData`.
-const CONTEXT_1: u8 = 0xa1;
 
 /// Whether DER `bytes` claim to be a PKCS#7 `ContentInfo` (a SEQUENCE starting with an OID
 /// under 1.2.840.113549.1.7), so errors can speak of PKCS#7 instead of a broken certificate.
@@ -128,7 +120,7 @@ fn framing(error: DerError) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bundle::der::write_tlv;
+    use crate::bundle::der::tlv;
 
     /// A certificates-only PKCS#7, as `openssl crl2pkcs7 -nocrl` writes it.
     pub(crate) fn p7b(certificates: &[&[u8]]) -> Vec<u8> {
@@ -137,12 +129,6 @@ pub(crate) mod tests {
             set.extend_from_slice(der);
         }
         signed_data(&[&tlv(CONTEXT_0, &set)], &[])
-    }
-
-    fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_tlv(&mut out, tag, contents);
-        out
     }
 
     /// version 1, no digest algorithms, `data` content, `optional` fields, `signers` set.

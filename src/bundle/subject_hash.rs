@@ -7,20 +7,12 @@
 
 use sha1::{Digest, Sha1};
 
+// Tags of the string types OpenSSL canonicalises (`ASN1_MASK_CANON`), and the name framing.
+use super::der::tag::{
+    BMP_STRING, IA5_STRING, OID, PRINTABLE_STRING, SEQUENCE, SET, T61_STRING, UNIVERSAL_STRING, UTF8_STRING,
+    VISIBLE_STRING,
+};
 use super::der::{self, DerError};
-
-/// Universal tags of the string types OpenSSL canonicalises (`ASN1_MASK_CANON`).
-const UTF8_STRING: u8 = 0x0c;
-const PRINTABLE_STRING: u8 = 0x13;
-const T61_STRING: u8 = 0x14;
-const IA5_STRING: u8 = 0x16;
-const VISIBLE_STRING: u8 = 0x1a;
-const UNIVERSAL_STRING: u8 = 0x1c;
-const BMP_STRING: u8 = 0x1e;
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
 
 /// Why a name cannot be hashed. OpenSSL refuses to decode such a name, too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -17,16 +17,13 @@
 //! S/MIME or code-signing checks against this file are refused rather than silently allowed.
 
 use super::Certificate;
+use super::der::tag::{OID, SEQUENCE, UTF8_STRING};
 use super::der::write_tlv;
 
 pub(crate) const LABEL: &str = "TRUSTED CERTIFICATE";
 
 /// 1.3.6.1.5.5.7.3.1, id-kp-serverAuth (contents only).
 pub(crate) const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
-
-const SEQUENCE: u8 = 0x30;
-const OID: u8 = 0x06;
-const UTF8_STRING: u8 = 0x0c;
 
 /// The body of one `TRUSTED CERTIFICATE` PEM block; `alias` is what `openssl x509 -text`
 /// shows (p11-kit fills it from the certificate's label).
