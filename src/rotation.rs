@@ -88,13 +88,7 @@ impl Rotation {
     }
 
     async fn refresh_all(&self) {
-        let specs = match self.store.live_specs().await {
-            Ok(specs) => specs,
-            Err(error) => {
-                tracing::warn!(%error, "cannot list live specs to refresh");
-                return;
-            }
-        };
+        let specs = self.store.live_specs();
         tracing::info!(specs = specs.len(), "refreshing published bundles");
         for spec in specs {
             let digest = spec.digest();

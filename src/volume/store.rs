@@ -8,7 +8,7 @@
 //! lock), so a spec dir is rendered once and never removed while a publication of it is under
 //! way, and publishes of one spec mount in parallel.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -53,9 +53,7 @@ struct Inner {
     /// `<kubelet_dir>/pods` with symlinks resolved: resolved at open, or at first use when it
     /// did not exist yet then.
     kubelet_real: OnceLock<PathBuf>,
-    /// Spec digest → targets published from it (record targets, as the kubelet gave them), and
-    /// targets a publish is mounting right now (reserved, so their spec dir stays).
-    index: Mutex<HashMap<SpecDigest, BTreeSet<PathBuf>>>,
+    index: Mutex<Index>,
     spec_locks: KeyedLocks<SpecDigest>,
     target_locks: KeyedLocks<PathBuf>,
 }
@@ -85,6 +83,23 @@ struct Reservation {
     dir_is_ours: bool,
 }
 
+/// Spec digest → the spec and the targets published from it (record targets, as the kubelet
+/// gave them), plus targets a publish is mounting right now (reserved, so their spec dir stays).
+type Index = HashMap<SpecDigest, SpecUse>;
+
+#[derive(Debug)]
+struct SpecUse {
+    /// Kept so rotation can re-render every live spec without reading the records back.
+    spec: VolumeSpec,
+    targets: BTreeSet<PathBuf>,
+}
+
+impl SpecUse {
+    fn entry<'a>(index: &'a mut Index, digest: &SpecDigest, spec: &VolumeSpec) -> &'a mut SpecUse {
+        index.entry(digest.clone()).or_insert_with(|| SpecUse { spec: spec.clone(), targets: BTreeSet::new() })
+    }
+}
+
 impl Store {
     /// Mounts the driver's tmpfs under the state dir (or adopts it after a restart), and loads
     /// the records. Blocking; call before serving.
@@ -112,12 +127,12 @@ impl Store {
             .and_then(|()| fs::set_permissions(&records, fs::Permissions::from_mode(RECORDS_DIR_MODE)))
             .map_err(|e| io_error("create", &records, e))?;
 
-        let mut index: HashMap<SpecDigest, BTreeSet<PathBuf>> = HashMap::new();
+        let mut index = Index::new();
         let mut unreadable = 0usize;
         for (path, loaded) in record::load_all(&records)? {
             match loaded {
                 Ok(rec) => {
-                    index.entry(rec.digest).or_default().insert(rec.target);
+                    SpecUse::entry(&mut index, &rec.digest, &rec.spec).targets.insert(rec.target);
                 }
                 Err(e) => {
                     unreadable += 1;
@@ -133,7 +148,7 @@ impl Store {
             let _ = kubelet_real.set(path);
         }
         tracing::info!(
-            volumes = index.values().map(BTreeSet::len).sum::<usize>(),
+            volumes = index.values().map(|spec_use| spec_use.targets.len()).sum::<usize>(),
             specs = index.len(),
             "volume store open"
         );
@@ -182,13 +197,13 @@ impl Store {
         tokio::task::spawn_blocking(move || inner.stats(&volume_id, &path)).await?
     }
 
-    /// The specs at least one published volume uses.
-    ///
-    /// # Errors
-    /// The records cannot be listed.
-    pub async fn live_specs(&self) -> Result<Vec<VolumeSpec>> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.live_specs()).await?
+    /// The specs at least one published volume uses, ordered by digest.
+    pub fn live_specs(&self) -> Vec<VolumeSpec> {
+        let index = self.inner.index();
+        let mut live: Vec<(&SpecDigest, &VolumeSpec)> =
+            index.iter().map(|(digest, spec_use)| (digest, &spec_use.spec)).collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        live.into_iter().map(|(_, spec)| spec.clone()).collect()
     }
 
     /// Gives a live spec a new generation from `render` (one `..data` swap that every volume of
@@ -239,13 +254,13 @@ impl Store {
     /// How many volumes are published (from the in-memory index; a publish in flight counts from
     /// its reservation on).
     pub fn published_count(&self) -> usize {
-        self.inner.index().values().map(BTreeSet::len).sum()
+        self.inner.index().values().map(|spec_use| spec_use.targets.len()).sum()
     }
 }
 
 /// Removes what a crash left in the store: temporary spec dirs, spec dirs no record uses
 /// (unless some record was unreadable: it might be theirs), stray generations.
-fn collect_garbage(root: &Path, index: &HashMap<SpecDigest, BTreeSet<PathBuf>>, unreadable: usize) {
+fn collect_garbage(root: &Path, index: &Index, unreadable: usize) {
     let entries = match fs::read_dir(root).and_then(|e| e.collect::<io::Result<Vec<_>>>()) {
         Ok(entries) => entries,
         Err(e) => {
@@ -281,7 +296,7 @@ fn collect_garbage(root: &Path, index: &HashMap<SpecDigest, BTreeSet<PathBuf>>, 
 }
 
 impl Inner {
-    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<SpecDigest, BTreeSet<PathBuf>>> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -378,7 +393,8 @@ impl Inner {
             tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
         }
 
-        let reservation = self.reserve(&publication.target, &digest, render).map_err(|e| self.in_store(e))?;
+        let reservation =
+            self.reserve(&publication.target, &publication.spec, &digest, render).map_err(|e| self.in_store(e))?;
         let mut undo = Undo::default();
         match self.mount_and_record(&publication, &resolved, &digest, &mut undo) {
             Ok(()) => {
@@ -400,7 +416,7 @@ impl Inner {
 
     /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` in the
     /// index, so no unpublish removes the dir until this publish is done or has failed.
-    fn reserve<R>(&self, target: &Path, digest: &SpecDigest, render: R) -> Result<Reservation>
+    fn reserve<R>(&self, target: &Path, spec: &VolumeSpec, digest: &SpecDigest, render: R) -> Result<Reservation>
     where
         R: FnOnce() -> Result<Files, sources::Error>,
     {
@@ -417,7 +433,7 @@ impl Inner {
             Err(e) => return Err(io_error("inspect", &spec_dir, e)),
         };
         let mut index = self.index();
-        let targets = index.entry(digest.clone()).or_default();
+        let targets = &mut SpecUse::entry(&mut index, digest, spec).targets;
         let known = !targets.is_empty();
         let new_target = targets.insert(target.to_owned());
         Ok(Reservation { new_target, dir_is_ours: rendered || known })
@@ -444,11 +460,11 @@ impl Inner {
     /// spec lock held.
     fn forget(&self, digest: &SpecDigest, target: &Path) -> bool {
         let mut index = self.index();
-        let Some(targets) = index.get_mut(digest) else {
+        let Some(spec_use) = index.get_mut(digest) else {
             return true;
         };
-        targets.remove(target);
-        let unused = targets.is_empty();
+        spec_use.targets.remove(target);
+        let unused = spec_use.targets.is_empty();
         if unused {
             index.remove(digest);
         }
@@ -506,19 +522,6 @@ impl Inner {
             published_at: now_unix(),
         };
         record::write(&self.records, &rec)
-    }
-
-    fn live_specs(&self) -> Result<Vec<VolumeSpec>> {
-        let live: BTreeSet<SpecDigest> = self.index().keys().cloned().collect();
-        let mut specs = BTreeMap::new();
-        for (_, loaded) in record::load_all(&self.records)? {
-            if let Ok(rec) = loaded
-                && live.contains(&rec.digest)
-            {
-                specs.insert(rec.digest, rec.spec);
-            }
-        }
-        Ok(specs.into_values().collect())
     }
 
     fn refresh<R>(&self, spec: &VolumeSpec, render: R) -> Result<bool>
