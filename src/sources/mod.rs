@@ -71,13 +71,10 @@ pub struct Catalog {
     logged_drops: Mutex<HashSet<([u8; 32], DropReason)>>,
 }
 
-/// A rendered volume plus what health reporting needs to know about it.
+/// A rendered volume, and how many certificates it holds.
 #[derive(Debug)]
 pub struct Rendered {
     pub files: Files,
-    /// The earliest-expiring certificate that did not come from the system roots:
-    /// (subject, not_after in Unix seconds). System roots are the distro's business.
-    pub earliest_user_expiry: Option<(String, i64)>,
     pub certificate_count: usize,
 }
 
@@ -163,7 +160,6 @@ impl Catalog {
         Ok(Rendered {
             certificate_count: bundle.certificates().len(),
             files: bundle::render(&bundle, &spec.render)?,
-            earliest_user_expiry: self.earliest_user_expiry_at(spec, now),
         })
     }
 
@@ -257,8 +253,6 @@ mod tests {
         for keep in [false, true] {
             assert_eq!(catalog.earliest_user_expiry_at(&spec(keep), NOW), Some((old.subject.clone(), old.not_after)));
         }
-        let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
-        assert_eq!(rendered.earliest_user_expiry, Some((old.subject, old.not_after)));
     }
 
     #[test]
