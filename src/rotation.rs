@@ -49,14 +49,8 @@ impl Rotation {
 
     /// Why this spec's bundle is not current, if it is not.
     pub fn problem(&self, digest: &SpecDigest) -> Option<String> {
-        if let Some(error) = self.sources.refresh_error() {
-            return Some(format!(
-                "the trust bundle could not be refreshed ({error}); the volume keeps the previous certificates"
-            ));
-        }
-        self.failures().get(digest).map(|error| {
-            format!("the trust bundle could not be refreshed ({error}); the volume keeps the previous certificates")
-        })
+        let error = self.sources.refresh_error().or_else(|| self.failures().get(digest).cloned())?;
+        Some(format!("the trust bundle could not be refreshed ({error}); the volume keeps the previous certificates"))
     }
 
     /// Runs for the life of the driver: on each source change (or request), a refresh pass.

@@ -157,10 +157,7 @@ impl Catalog {
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
         }
-        Ok(Rendered {
-            certificate_count: bundle.certificates().len(),
-            files: bundle::render(&bundle, &spec.render)?,
-        })
+        Ok(Rendered { certificate_count: bundle.certificates().len(), files: bundle::render(&bundle, &spec.render)? })
     }
 
     /// Logs each (certificate, reason) once per catalog: renders run on every publish and
