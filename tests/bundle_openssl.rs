@@ -1,6 +1,8 @@
 //! Checks `trustmount::bundle` against the real tools that will read its output: the `openssl`
 //! CLI (subject hashes, `openssl rehash`, `openssl verify`) and `keytool` (the Java store).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,7 +11,8 @@ use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, DnVa
 use trustmount::bundle::{self, Bundle, Certificate, Entry, Files, RenderOptions, Strictness};
 
 fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let output =
+        Command::new(program).args(args).output().unwrap_or_else(|e| support::tools::spawn_failed(program.as_ref(), e));
     assert!(output.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     output
 }

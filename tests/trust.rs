@@ -31,6 +31,9 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    // The clients of the matrices: a missing one must fail with its install command, not look
+    // like a client that does not trust the volume.
+    support::tools::require(&["curl", "openssl", "gnutls-cli", "java", "javac", "go", "ruby", "php", "node"]);
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new(certs.path(), "ca");
     let leaf = ca.issue_server(certs.path(), "server");

@@ -61,7 +61,10 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
 
 /// Runs a command, returning (success, stdout, stderr) as text.
 pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
-    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| super::tools::spawn_failed(cmd.get_program(), e));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

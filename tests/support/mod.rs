@@ -3,12 +3,14 @@
 
 pub mod certs;
 pub mod client;
+pub mod control_plane;
 pub mod daemon;
 pub mod fsutil;
 pub mod ns;
 pub mod output;
 pub mod programs;
 pub mod tls;
+pub mod tools;
 
 /// Runs a future to completion on a fresh multi-threaded runtime. Tests that mount are plain
 /// `#[test]` functions (so the namespace macro sees their exact name) and call this after

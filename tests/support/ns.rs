@@ -31,14 +31,19 @@ pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let output = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    // The inner run uses the outer run's control plane (if it started one) instead of its own.
+    if let Some(plane) = super::control_plane::ControlPlane::running() {
+        command.env(super::control_plane::ATTACH_ENV, &plane.dir);
+    }
+    let output = command
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
         // `--include-ignored`: an ignored test run with `--ignored` is still found inside.
         .args([test_name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(INNER_MARKER, "1")
         .output()
-        .expect("run unshare (util-linux) — tests that mount need root and unshare");
+        .unwrap_or_else(|e| super::tools::spawn_failed("unshare".as_ref(), e));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

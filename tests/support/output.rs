@@ -4,7 +4,11 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs `program` with no standard input and collects its output.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| super::tools::spawn_failed(program.as_ref(), e))
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -18,6 +18,7 @@ impl TlsServer {
     /// Serves `cert`/`key` on a free port of 127.0.0.1; returns once the port accepts.
     pub fn start(cert: &Path, key: &Path) -> Self {
         let port = free_port();
+        super::tools::require(&["openssl"]);
         let child = Command::new("openssl")
             .arg("s_server")
             .args(["-accept", &format!("127.0.0.1:{port}")])
