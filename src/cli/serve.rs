@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
+use trustmount::node::Node;
 use trustmount::rotation::Rotation;
 use trustmount::sources::{self, Sources};
 use trustmount::volume::{Store, StoreConfig};
@@ -46,7 +47,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     ready.store(true, Ordering::Release);
 
     let identity = IdentityService::new(args.driver_name, ready);
-    let node = NodeService::new(args.node_id, sources, store, rotation);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation));
     let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
     drop(watch);
     served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)
