@@ -194,6 +194,8 @@ impl Inner {
     // statvfs fields are u32 on 32-bit targets.
     #[allow(clippy::useless_conversion)]
     pub(super) fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeStats> {
+        // A record is looked up by the exact path: one that is relative or unclean names none
+        // (publish refuses those), so it is NOT_FOUND like any path without this volume.
         let not_published = || Error::NotPublished { volume_id: volume_id.to_owned(), path: path.to_owned() };
         let rec =
             record::load(&self.records, path)?.filter(|rec| rec.volume_id == volume_id).ok_or_else(not_published)?;
