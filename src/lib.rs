@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod csi;
 pub mod node;
+pub mod readiness;
 pub mod rotation;
 pub mod sources;
 pub mod spec;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use crate::readiness::{Condition, Readiness};
 use crate::sources::{self, Reload, Sources};
 use crate::spec::SpecDigest;
 use crate::volume::{self, Store};
@@ -68,8 +69,14 @@ impl Rotation {
         self.failures().get(digest).cloned().map(Problem::Refresh)
     }
 
-    /// Runs for the life of the driver: on each source change (or request), a refresh pass.
-    pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>) {
+    /// Runs for the life of the driver: a first pass over the specs adopted from a previous run
+    /// (then `readiness` learns [`Condition::VolumesRefreshed`]), and a pass on each source
+    /// change (or request).
+    pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>, readiness: Readiness) {
+        // Spec directories adopted from a previous run were rendered from the sources of that
+        // run, which may have changed (new flags, edited files) while the driver was down.
+        self.refresh_all().await;
+        readiness.mark(Condition::VolumesRefreshed);
         loop {
             let reload = tokio::select! {
                 change = changes.recv() => match change {

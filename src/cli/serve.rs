@@ -1,11 +1,12 @@
-//! `trustmount serve`: loads the sources, opens the store, then serves CSI until SIGTERM/SIGINT.
+//! `trustmount serve`: loads the sources, opens the store, then serves CSI until SIGTERM/SIGINT;
+//! Probe says ready once the adopted volumes are refreshed too.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::node::Node;
+use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
 use trustmount::sources::{self, Sources};
 use trustmount::volume::{Store, StoreConfig};
@@ -17,7 +18,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.node_id.is_empty() {
         return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
     }
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness::new(Condition::DAEMON);
     let sources = Sources::load(sources::Config {
         system_roots: args.sources.system_roots,
         extra_pem: args.extra_pem,
@@ -26,6 +27,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     .context("loading certificate sources")
     .map_err(Failure::Config)?;
     let sources = Arc::new(sources);
+    readiness.mark(Condition::SourcesLoaded);
     let store = Store::open(StoreConfig {
         state_dir: args.state_dir,
         kubelet_dir: args.kubelet_dir,
@@ -33,6 +35,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     })
     .context("opening the volume store")
     .map_err(Failure::Runtime)?;
+    readiness.mark(Condition::StoreOpen);
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
     let _guard = runtime.enter();
@@ -40,13 +43,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .context("watching the source files")
         .map_err(Failure::Runtime)?;
     let rotation = Rotation::new(Arc::clone(&sources), store.clone());
-    runtime.spawn(Arc::clone(&rotation).run(changes));
-    // Spec directories adopted from a previous run were rendered from the sources of that run,
-    // which may have changed (new flags, edited files) while the driver was down.
-    rotation.request_refresh();
-    ready.store(true, Ordering::Release);
+    // Its first pass refreshes the adopted volumes; Probe says ready after it.
+    runtime.spawn(Arc::clone(&rotation).run(changes, readiness.clone()));
 
-    let identity = IdentityService::new(args.driver_name, ready);
+    let identity = IdentityService::new(args.driver_name, readiness);
     let node = NodeService::new(args.node_id, Node::new(sources, store, rotation));
     let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
     drop(watch);
