@@ -1,11 +1,14 @@
 //! trustmount: a CSI node driver that publishes a merged CA trust bundle as a read-only volume.
 //!
-//! Data flows one way: [`csi`] (validate, map errors) → [`sources`] (resolve certificates) →
-//! [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs, atomic swap, bind mount).
+//! Data flows one way: [`csi`] (validate, map errors) → [`node`] (the use cases) → [`sources`]
+//! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
+//! atomic swap, bind mount). [`rotation`] re-enters at `sources/` and leaves through `volume/`.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod csi;
+pub mod node;
+pub mod readiness;
 pub mod rotation;
 pub mod sources;
 pub mod spec;

@@ -10,35 +10,49 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
-use crate::sources::{Reload, Sources};
-use crate::spec::{SpecDigest, VolumeSpec};
-use crate::volume::Store;
+use crate::readiness::{Condition, Readiness};
+use crate::sources::{self, Reload, Sources};
+use crate::spec::SpecDigest;
+use crate::volume::{self, Store};
 
 /// File updates come in bursts (a ConfigMap swap is several renames); wait for the burst to end
 /// so one reload sees the final state.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// Why one spec's refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Render(#[from] sources::Error),
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+}
+
+/// Why a spec's bundle is not current.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Problem {
+    /// The sources could not be reloaded: every spec keeps its previous bundle.
+    #[error("the trust bundle could not be refreshed ({0}); the volume keeps the previous certificates")]
+    Reload(Arc<sources::Error>),
+    /// This spec's last refresh failed.
+    #[error("the trust bundle could not be refreshed ({0}); the volume keeps the previous certificates")]
+    Refresh(Arc<Error>),
+}
 
 #[derive(Debug)]
 pub struct Rotation {
     sources: Arc<Sources>,
     store: Store,
     /// Specs whose last refresh failed, with why.
-    failures: Mutex<HashMap<SpecDigest, String>>,
+    failures: Mutex<HashMap<SpecDigest, Arc<Error>>>,
     requested: Notify,
 }
 
 impl Rotation {
     pub fn new(sources: Arc<Sources>, store: Store) -> Arc<Self> {
         Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new() })
-    }
-
-    /// Renders a spec with the current sources; what publish and refresh both call.
-    pub fn renderer(
-        sources: Arc<Sources>,
-        spec: VolumeSpec,
-    ) -> impl FnOnce() -> Result<crate::bundle::Files, crate::sources::Error> + Send + 'static {
-        move || sources.catalog().render(&spec).map(|rendered| rendered.files)
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog
@@ -48,13 +62,21 @@ impl Rotation {
     }
 
     /// Why this spec's bundle is not current, if it is not.
-    pub fn problem(&self, digest: &SpecDigest) -> Option<String> {
-        let error = self.sources.refresh_error().or_else(|| self.failures().get(digest).cloned())?;
-        Some(format!("the trust bundle could not be refreshed ({error}); the volume keeps the previous certificates"))
+    pub fn problem(&self, digest: &SpecDigest) -> Option<Problem> {
+        if let Some(error) = self.sources.refresh_error() {
+            return Some(Problem::Reload(error));
+        }
+        self.failures().get(digest).cloned().map(Problem::Refresh)
     }
 
-    /// Runs for the life of the driver: on each source change (or request), a refresh pass.
-    pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>) {
+    /// Runs for the life of the driver: a first pass over the specs adopted from a previous run
+    /// (then `readiness` learns [`Condition::VolumesRefreshed`]), and a pass on each source
+    /// change (or request).
+    pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>, readiness: Readiness) {
+        // Spec directories adopted from a previous run were rendered from the sources of that
+        // run, which may have changed (new flags, edited files) while the driver was down.
+        self.refresh_all().await;
+        readiness.mark(Condition::VolumesRefreshed);
         loop {
             let reload = tokio::select! {
                 change = changes.recv() => match change {
@@ -68,7 +90,8 @@ impl Rotation {
                 tokio::time::sleep(SETTLE).await;
                 while changes.try_recv().is_ok() {}
                 let sources = Arc::clone(&self.sources);
-                match tokio::task::spawn_blocking(move || sources.reload()).await {
+                let span = tracing::Span::current();
+                match tokio::task::spawn_blocking(move || span.in_scope(|| sources.reload())).await {
                     Ok(Reload::Changed) => {}
                     Ok(Reload::Unchanged | Reload::Failed(_)) => continue,
                     Err(error) => {
@@ -86,20 +109,25 @@ impl Rotation {
         tracing::info!(specs = specs.len(), "refreshing published bundles");
         for spec in specs {
             let digest = spec.digest();
-            let render = Self::renderer(Arc::clone(&self.sources), spec.clone());
-            match self.store.refresh(spec, render).await {
+            let sources = Arc::clone(&self.sources);
+            let render = {
+                let spec = spec.clone();
+                move || sources.render_files(&spec).map_err(Error::Render)
+            };
+            let span = tracing::info_span!("refresh", spec = %digest);
+            match self.store.refresh(spec, render).instrument(span).await {
                 Ok(_) => {
                     self.failures().remove(&digest);
                 }
                 Err(error) => {
                     tracing::warn!(spec = %digest, %error, "refresh failed; keeping the current bundle");
-                    self.failures().insert(digest, error.to_string());
+                    self.failures().insert(digest, Arc::new(error));
                 }
             }
         }
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<SpecDigest, String>> {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<SpecDigest, Arc<Error>>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -123,10 +123,55 @@ impl VolumeSpec {
     }
 
     pub fn digest(&self) -> SpecDigest {
+        let canonical = CanonicalV1 {
+            namespace: &self.namespace,
+            system_roots: self.system_roots,
+            render: CanonicalRender {
+                layout: layout_tag(self.render.layout),
+                java: java_truststore_tag(self.render.java),
+            },
+            keep_expired: self.keep_expired,
+        };
         // Versioned so a future change of the canonical form never reuses an old directory.
-        let canonical = serde_json::to_vec(&("v1", self)).unwrap_or_default();
+        let canonical = serde_json::to_vec(&("v1", canonical)).unwrap_or_default();
         let hash = Sha256::digest(&canonical);
         SpecDigest(hex::encode(&hash[..16]))
+    }
+}
+
+/// The digested form of a [`VolumeSpec`], spelled out so that renaming a Rust field or variant
+/// cannot move a digest: digests name store directories that are adopted across restarts and
+/// upgrades. Field names and order are the JSON keys; changing them needs a new version tag.
+#[derive(Serialize)]
+struct CanonicalV1<'a> {
+    namespace: &'a str,
+    system_roots: bool,
+    render: CanonicalRender,
+    keep_expired: bool,
+}
+
+#[derive(Serialize)]
+struct CanonicalRender {
+    layout: &'static str,
+    java: &'static str,
+}
+
+/// The spellings serde's derive gave the variants when v1 was fixed (not the attribute values,
+/// which are lowercase); frozen so existing digests stay put.
+fn layout_tag(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Debian => "Debian",
+        Layout::Rhel => "Rhel",
+        Layout::Suse => "Suse",
+    }
+}
+
+/// As [`layout_tag`].
+fn java_truststore_tag(java: JavaTruststore) -> &'static str {
+    match java {
+        JavaTruststore::Jks => "Jks",
+        JavaTruststore::Pkcs12 => "Pkcs12",
+        JavaTruststore::None => "None",
     }
 }
 
@@ -221,6 +266,20 @@ mod tests {
         assert_eq!(spec.namespace, "shop");
         assert_eq!(pod.name, "web-0");
         assert!(pod.ephemeral);
+    }
+
+    /// Digests name directories that survive restarts and upgrades: computed once with the
+    /// code of e137d69, they must never move (a new canonical form gets a new version tag).
+    #[test]
+    fn digests_are_pinned_to_the_v1_canonical_form() {
+        assert_eq!(VolumeSpec::default().digest().as_str(), "fb1ed9f925a99a3a134377a57bfd9e52");
+        let spec = VolumeSpec {
+            namespace: "shop".to_owned(),
+            system_roots: false,
+            render: RenderOptions { layout: Layout::Rhel, java: JavaTruststore::Pkcs12 },
+            keep_expired: true,
+        };
+        assert_eq!(spec.digest().as_str(), "4f40c66253ad2ed2fd987c5626132533");
     }
 
     #[test]

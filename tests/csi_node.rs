@@ -563,6 +563,29 @@ fn volume_stats_report_usage_and_a_normal_condition_and_not_found_for_unknown_vo
     });
 }
 
+/// csi-sanity "should fail when volume is not found" and "should fail when volume does not exist
+/// on the specified path": the volume is looked up before its path is judged.
+#[test]
+fn volume_stats_for_an_unknown_volume_or_path_are_not_found_even_when_the_path_is_relative() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let daemon = Daemon::start(DaemonOptions::default()).await;
+        let mut node = daemon.node();
+        let unknown = node.node_get_volume_stats(stats_request("some-vol-id", Path::new("some/path"))).await;
+        assert_eq!(code_of(&unknown), Code::NotFound, "{unknown:?}");
+
+        let target = daemon.target("pod-n", "trust");
+        node.node_publish_volume(publish_request("vol-n", &target, &[])).await.unwrap();
+        for path in ["/not/a/path", "some/path", "../etc"] {
+            let elsewhere = node.node_get_volume_stats(stats_request("vol-n", Path::new(path))).await;
+            assert_eq!(code_of(&elsewhere), Code::NotFound, "{path}: {elsewhere:?}");
+        }
+        node.node_unpublish_volume(unpublish_request("vol-n", &target)).await.unwrap();
+    });
+}
+
 async fn assert_condition_names(ca: &TestCa, daemon: &Daemon, attributes: &[(&str, &str)]) {
     let mut node = daemon.node();
     let target = daemon.target("pod-c", "trust");

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
 use trustmount::bundle::{Entry, Files};
-use trustmount::sources;
 use trustmount::spec::{PodInfo, VolumeSpec};
-use trustmount::volume::{self, Error, Publication, Store, StoreConfig, current_generation};
+use trustmount::volume::{self, Difference, Error, Publication, Store, StoreConfig, current_generation};
+use trustmount::{node, sources};
 
 const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -92,10 +92,7 @@ fn files(bundle: &[u8]) -> Files {
 }
 
 /// A render closure that counts its calls.
-fn render(
-    calls: &Arc<AtomicUsize>,
-    bundle: &'static [u8],
-) -> impl FnOnce() -> Result<Files, sources::Error> + Send + 'static {
+fn render(calls: &Arc<AtomicUsize>, bundle: &'static [u8]) -> impl FnOnce() -> Result<Files, Error> + Send + 'static {
     let calls = Arc::clone(calls);
     move || {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -107,16 +104,7 @@ fn mounts_at(path: &Path) -> Vec<String> {
     let Ok(path) = fs::canonicalize(path) else {
         return Vec::new();
     };
-    let path = path.to_str().unwrap().to_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            (fields[4] == path).then(|| fields[dash + 1].to_owned())
-        })
-        .collect()
+    volume::mounts().unwrap().into_iter().filter(|m| m.mount_point == path).map(|m| m.fs_type).collect()
 }
 
 fn is_mountpoint(path: &Path) -> bool {
@@ -217,9 +205,9 @@ fn incompatible_publication_at_the_same_target_is_refused() {
 
     let err = run(env.store.publish(publication("vol-a", &target, spec("other")), render(&calls, BUNDLE))).unwrap_err();
     match &err {
-        Error::AlreadyPublished { existing_volume_id, difference, .. } => {
+        Error::AlreadyPublished { existing_volume_id, differences, .. } => {
             assert_eq!(existing_volume_id, "vol-a");
-            assert!(difference.contains("different volume attributes"), "{err}");
+            assert!(differences.contains(&Difference::Attributes), "{err}");
         }
         other => panic!("expected AlreadyPublished, got {other}"),
     }
@@ -227,7 +215,10 @@ fn incompatible_publication_at_the_same_target_is_refused() {
     let mut writable = publication("vol-a", &target, spec("shop"));
     writable.readonly = false;
     let err = run(env.store.publish(writable, render(&calls, BUNDLE))).unwrap_err();
-    assert!(err.to_string().contains("readonly=true"), "{err}");
+    assert!(
+        matches!(&err, Error::AlreadyPublished { differences, .. } if differences.contains(&Difference::Readonly { existing: true })),
+        "{err}"
+    );
 
     let err = run(env.store.publish(publication("vol-z", &target, spec("shop")), render(&calls, BUNDLE))).unwrap_err();
     assert!(matches!(err, Error::AlreadyPublished { .. }), "{err}");
@@ -342,9 +333,9 @@ fn failures_leave_nothing_behind() {
     let env = Env::new();
     let target = env.target("pod-a");
 
-    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), || Err(sources::Error::EmptyBundle)))
-        .unwrap_err();
-    assert!(matches!(err, Error::Render(sources::Error::EmptyBundle)), "{err}");
+    let empty = || Err(node::Error::Sources(sources::Error::EmptyBundle));
+    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), empty)).unwrap_err();
+    assert!(matches!(err, node::Error::Sources(sources::Error::EmptyBundle)), "{err}");
     assert!(!target.exists());
     assert_eq!(env.records(), 0);
     assert_eq!(env.store.spec_dir_count().unwrap(), 0);

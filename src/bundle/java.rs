@@ -10,24 +10,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use jks::{KeyStore, KeyStoreOptions, TrustedCertificateEntry};
 
-use super::layout::{make_unique, short_fingerprint};
+use super::naming::java_aliases;
 use super::{Certificate, Error, Result};
 
 pub const PASSWORD: &str = "changeit";
 
-/// One alias per certificate: the lowercase forms of `stems` (the per-certificate file names
-/// without `.pem`), made unique again because Java compares aliases case-insensitively.
-pub(crate) fn aliases(certificates: &[Certificate], stems: &[&str]) -> Vec<String> {
-    make_unique(certificates.iter().zip(stems).map(|(cert, stem)| {
-        let alias = stem.to_ascii_lowercase();
-        let fallback = format!("{alias}_{}", short_fingerprint(cert));
-        (alias, fallback, "")
-    }))
-}
-
-/// Encodes the JKS store; `stems` as for [`aliases`].
+/// Encodes the JKS store; `stems` as for [`java_aliases`].
 pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Result<Vec<u8>> {
-    let aliases = aliases(certificates, stems);
+    let aliases = java_aliases(certificates, stems);
     let mut store = KeyStore::with_options(KeyStoreOptions {
         // Sorted aliases: the store is a hash map, and iteration order must not leak out.
         ordered_aliases: true,

@@ -24,7 +24,7 @@
 use super::Certificate;
 use super::der::tag::{BMP_STRING, CONTEXT_0, INTEGER, OCTET_STRING, OID, SEQUENCE, SET};
 use super::der::{tlv, write_tlv};
-use super::java;
+use super::naming::java_aliases;
 
 /// 1.2.840.113549.1.7.1, PKCS#7 data.
 pub(crate) const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
@@ -40,9 +40,9 @@ pub(crate) const OID_TRUSTED_KEY_USAGE: &[u8] =
 /// 2.5.29.37.0, anyExtendedKeyUsage: what keytool writes for an imported CA.
 pub(crate) const OID_ANY_EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 
-/// Encodes the store; aliases as for the JKS store (see [`java::aliases`]).
+/// Encodes the store; aliases as for the JKS store (see [`java_aliases`]).
 pub(crate) fn truststore(certificates: &[Certificate], stems: &[&str]) -> Vec<u8> {
-    let aliases = java::aliases(certificates, stems);
+    let aliases = java_aliases(certificates, stems);
     let mut bags = Vec::new();
     for (cert, alias) in certificates.iter().zip(&aliases) {
         bags.extend_from_slice(&cert_bag(cert, alias));

@@ -1,23 +1,21 @@
 //! CSI Identity: who we are, what we offer (no controller service), whether we are ready.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tonic::{Request, Response, Status};
 
 use crate::proto::csi::v1 as pb;
+use crate::readiness::Readiness;
 
 #[derive(Debug, Clone)]
 pub struct IdentityService {
     name: String,
     version: String,
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
 }
 
 impl IdentityService {
-    /// `ready` flips to true once the certificate sources are loaded.
-    pub fn new(name: String, ready: Arc<AtomicBool>) -> Self {
-        Self { name, version: env!("CARGO_PKG_VERSION").to_owned(), ready }
+    /// Probe answers ready once every condition of `readiness` is met.
+    pub fn new(name: String, readiness: Readiness) -> Self {
+        Self { name, version: env!("CARGO_PKG_VERSION").to_owned(), readiness }
     }
 }
 
@@ -42,7 +40,33 @@ impl pb::identity_server::Identity for IdentityService {
         Ok(Response::new(pb::GetPluginCapabilitiesResponse { capabilities: vec![] }))
     }
 
+    /// CSI: "The plugin is still initializing, but is otherwise perfectly healthy. In this case
+    /// a successful response SHALL be returned with a readiness value of `false`." Ready means a
+    /// publish can succeed now ([`Readiness`]).
     async fn probe(&self, _request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
-        Ok(Response::new(pb::ProbeResponse { ready: Some(self.ready.load(Ordering::Acquire)) }))
+        Ok(Response::new(pb::ProbeResponse { ready: Some(self.readiness.is_ready()) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::csi::v1::identity_server::Identity;
+    use crate::readiness::Condition;
+
+    async fn probe(identity: &IdentityService) -> Option<bool> {
+        identity.probe(Request::new(pb::ProbeRequest {})).await.expect("probe answers").into_inner().ready
+    }
+
+    #[tokio::test]
+    async fn probe_answers_not_ready_while_starting_and_ready_once_every_condition_is_met() {
+        let readiness = Readiness::new(Condition::DAEMON);
+        let identity = IdentityService::new("csi.trustmount.io".into(), readiness.clone());
+        assert_eq!(probe(&identity).await, Some(false));
+        readiness.mark(Condition::SourcesLoaded);
+        readiness.mark(Condition::StoreOpen);
+        assert_eq!(probe(&identity).await, Some(false), "adopted volumes not refreshed yet");
+        readiness.mark(Condition::VolumesRefreshed);
+        assert_eq!(probe(&identity).await, Some(true));
     }
 }

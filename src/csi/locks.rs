@@ -1,5 +1,5 @@
-//! One operation per volume at a time: calls for the same volume id wait for each other, calls
-//! for different volumes run in parallel. Entries are dropped once nobody holds or waits.
+//! [`VolumeIdLocks`]: one CSI operation per volume id at a time. Calls for the same volume id
+//! wait for each other, calls for different volumes run in parallel. Entries are dropped once nobody holds or waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,25 +7,25 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 #[derive(Debug, Default)]
-pub struct KeyedLocks {
+pub struct VolumeIdLocks {
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
 }
 
-pub struct KeyedGuard<'a> {
-    owner: &'a KeyedLocks,
+pub struct VolumeIdGuard<'a> {
+    owner: &'a VolumeIdLocks,
     key: String,
     // Dropped before the map cleanup in `Drop` (fields drop after `drop` runs, so take it).
     guard: Option<OwnedMutexGuard<()>>,
 }
 
-impl KeyedLocks {
-    pub async fn lock(&self, key: &str) -> KeyedGuard<'_> {
+impl VolumeIdLocks {
+    pub async fn lock(&self, key: &str) -> VolumeIdGuard<'_> {
         let mutex = {
             let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             locks.entry(key.to_owned()).or_default().clone()
         };
         let guard = mutex.lock_owned().await;
-        KeyedGuard { owner: self, key: key.to_owned(), guard: Some(guard) }
+        VolumeIdGuard { owner: self, key: key.to_owned(), guard: Some(guard) }
     }
 
     #[cfg(test)]
@@ -34,7 +34,7 @@ impl KeyedLocks {
     }
 }
 
-impl Drop for KeyedGuard<'_> {
+impl Drop for VolumeIdGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut locks = self.owner.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -54,7 +54,7 @@ mod tests {
 
     #[tokio::test]
     async fn same_key_is_serialised_and_entries_are_dropped() {
-        let locks = Arc::new(KeyedLocks::default());
+        let locks = Arc::new(VolumeIdLocks::default());
         let inside = Arc::new(AtomicUsize::new(0));
         let max_inside = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..8)
@@ -78,7 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn different_keys_do_not_wait_for_each_other() {
-        let locks = KeyedLocks::default();
+        let locks = VolumeIdLocks::default();
         let _a = locks.lock("a").await;
         let b = tokio::time::timeout(Duration::from_secs(5), locks.lock("b")).await;
         assert!(b.is_ok());

@@ -1,6 +1,6 @@
 //! The gRPC face: CSI Identity and Node services. Handlers turn each protobuf request into a
-//! typed one once ([`request`]), call `sources/` and `volume/`, and map errors to gRPC status
-//! codes in one place ([`status`]). No certificate or mount code lives here.
+//! typed one once ([`request`]), call [`node`](crate::node), and map errors to gRPC status codes
+//! in one place ([`status`]). No certificate or mount code lives here.
 
 mod identity;
 mod locks;
@@ -13,7 +13,7 @@ pub use identity::IdentityService;
 pub use node::NodeService;
 pub use server::{Endpoint, serve};
 
-use crate::{sources, spec, volume};
+use crate::spec;
 
 /// Why a CSI call failed; [`status`] turns each variant into a `tonic::Status`.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +33,7 @@ pub enum Error {
     #[error(transparent)]
     Attributes(#[from] spec::Error),
     #[error(transparent)]
-    Volume(#[from] volume::Error),
-    #[error(transparent)]
-    Sources(#[from] sources::Error),
+    Node(#[from] crate::node::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

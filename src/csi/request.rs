@@ -27,9 +27,11 @@ pub fn unpublication(request: pb::NodeUnpublishVolumeRequest) -> Result<(String,
     Ok((volume_id, target))
 }
 
+/// Only presence is checked: the path is judged by looking the volume up there (CSI: NOT_FOUND
+/// when "the volume does not exist on the specified path", relative paths included).
 pub fn stats_query(request: pb::NodeGetVolumeStatsRequest) -> Result<(String, PathBuf)> {
     let volume_id = required("volume_id", request.volume_id)?;
-    let path = absolute_path("volume_path", required("volume_path", request.volume_path)?)?;
+    let path = PathBuf::from(required("volume_path", request.volume_path)?);
     Ok((volume_id, path))
 }
 

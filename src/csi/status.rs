@@ -22,8 +22,8 @@ fn code_of(error: &Error) -> Code {
         | Error::MountFlags(_)
         | Error::BadPath { .. }
         | Error::Attributes(_) => Code::InvalidArgument,
-        Error::Volume(error) => volume_code(error),
-        Error::Sources(error) => sources_code(error),
+        Error::Node(crate::node::Error::Volume(error)) => volume_code(error),
+        Error::Node(crate::node::Error::Sources(error)) => sources_code(error),
     }
 }
 
@@ -32,8 +32,9 @@ fn volume_code(error: &volume::Error) -> Code {
         volume::Error::TargetOutsideKubeletDir { .. } => Code::InvalidArgument,
         volume::Error::AlreadyPublished { .. } => Code::AlreadyExists,
         volume::Error::NotPublished { .. } => Code::NotFound,
+        // A race with whoever changes the path; a retry resolves it afresh.
+        volume::Error::TargetChanged { .. } => Code::Aborted,
         volume::Error::StoreFull { .. } => Code::ResourceExhausted,
-        volume::Error::Render(error) => sources_code(error),
         volume::Error::Io { .. }
         | volume::Error::Mount { .. }
         | volume::Error::Record { .. }

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use super::{Catalog, Config, Result};
+use crate::bundle::Files;
+use crate::spec::VolumeSpec;
+
+use super::{Catalog, Config, Error, Result};
 
 #[derive(Debug)]
 pub struct Sources {
@@ -18,16 +21,16 @@ struct State {
     catalog: Arc<Catalog>,
     /// Bumped each time the catalog is replaced.
     generation: u64,
-    refresh_error: Option<String>,
+    refresh_error: Option<Arc<Error>>,
 }
 
 /// What a reload found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reload {
     Unchanged,
     Changed,
     /// The files could not be loaded; the previous catalog stays in use.
-    Failed(String),
+    Failed(Arc<Error>),
 }
 
 impl Sources {
@@ -53,8 +56,16 @@ impl Sources {
         self.read().generation
     }
 
+    /// Renders a spec's files with the current catalog: what publish and refresh both call.
+    ///
+    /// # Errors
+    /// As [`Catalog::render`].
+    pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
+        self.catalog().render(spec).map(|rendered| rendered.files)
+    }
+
     /// Why the last reload failed, while the failure lasts.
-    pub fn refresh_error(&self) -> Option<String> {
+    pub fn refresh_error(&self) -> Option<Arc<Error>> {
         self.read().refresh_error.clone()
     }
 
@@ -69,10 +80,10 @@ impl Sources {
     pub fn reload(&self) -> Reload {
         match Catalog::load(&self.config) {
             Err(error) => {
-                let message = format!("{error}");
-                tracing::warn!(error = %message, "source reload failed; keeping the previous certificates");
-                self.write().refresh_error = Some(message.clone());
-                Reload::Failed(message)
+                tracing::warn!(%error, "source reload failed; keeping the previous certificates");
+                let error = Arc::new(error);
+                self.write().refresh_error = Some(Arc::clone(&error));
+                Reload::Failed(error)
             }
             Ok(catalog) => {
                 let mut state = self.write();
@@ -119,19 +130,20 @@ mod tests {
             max_source_size: crate::sources::DEFAULT_MAX_SOURCE_SIZE,
         })
         .unwrap();
-        assert_eq!(sources.reload(), Reload::Unchanged);
+        assert!(matches!(sources.reload(), Reload::Unchanged));
 
         std::fs::write(&file, ca_pem("Second CA")).unwrap();
-        assert_eq!(sources.reload(), Reload::Changed);
+        assert!(matches!(sources.reload(), Reload::Changed));
         let good = sources.catalog();
 
         std::fs::write(&file, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
         assert!(matches!(sources.reload(), Reload::Failed(_)));
         assert!(Arc::ptr_eq(&good, &sources.catalog()), "a bad source must not replace good certificates");
-        assert!(sources.refresh_error().unwrap().contains("private key"));
+        let error = sources.refresh_error().unwrap();
+        assert!(matches!(*error, Error::Bundle(crate::bundle::Error::PrivateKey { .. })), "{error:?}");
 
         std::fs::write(&file, ca_pem("Third CA")).unwrap();
-        assert_eq!(sources.reload(), Reload::Changed);
-        assert_eq!(sources.refresh_error(), None);
+        assert!(matches!(sources.reload(), Reload::Changed));
+        assert!(sources.refresh_error().is_none());
     }
 }

@@ -1,21 +1,36 @@
 //! Volumes on disk: the driver's own tmpfs, one directory per volume spec written like
 //! kubelet's AtomicWriter (`..data` swap), read-only bind mounts onto targets, and one record
-//! per published volume.
+//! per published volume. Files in, mounts out: where the files come from is the caller's business
+//! (a publish or refresh takes a render callback typed on the caller's error).
+//!
+//! - [`store`]: the handle, and the blocking hop each call makes.
+//! - [`flows`]: publish, unpublish, refresh, stats.
+//! - [`index`]: live specs and publish reservations; [`locks`]: per-dir mutexes.
+//! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
+//! - [`tmpfs`]: mounting or adopting the tmpfs, and cleaning up after a crash.
+//! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
 
 mod atomic;
-mod keyed;
+mod flows;
+mod index;
+mod locks;
 mod mount;
+mod mountinfo;
 mod record;
 mod store;
+mod target;
+mod tmpfs;
+mod unmount;
 
 pub use atomic::{current_generation, write_generation};
-pub use mount::{is_mount_root, is_mountpoint, is_mountpoint_by_mountinfo};
+pub use mount::{is_mount_root, is_mountpoint};
+pub use mountinfo::{MountEntry, is_mountpoint as is_mountpoint_by_mountinfo, mounts};
 pub use record::Record;
 pub use store::Store;
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::sources;
 use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +39,12 @@ pub enum Error {
         "target path {target} is outside the kubelet's pods directory {kubelet_dir}; trustmount only mounts into pod volume directories (check --kubelet-dir)"
     )]
     TargetOutsideKubeletDir { target: PathBuf, kubelet_dir: PathBuf },
-    #[error("target path {target} already holds volume {existing_volume_id} with {difference}; unpublish it first")]
-    AlreadyPublished { target: PathBuf, existing_volume_id: String, difference: String },
+    #[error(
+        "target path {target} changed while it was being published: a symlink appeared in it; trustmount follows no symlink it has not checked"
+    )]
+    TargetChanged { target: PathBuf },
+    #[error("target path {target} already holds volume {existing_volume_id} with {differences}; unpublish it first")]
+    AlreadyPublished { target: PathBuf, existing_volume_id: String, differences: Differences },
     #[error("volume {volume_id} is not published at {path}")]
     NotPublished { volume_id: String, path: PathBuf },
     #[error("cannot {op} {path}: {source}")]
@@ -48,13 +67,54 @@ pub enum Error {
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]
     Record { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Render(#[from] sources::Error),
     #[error("volume task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One way the publication already at a target differs from a new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// The new publication has another volume id.
+    VolumeId { requested: String },
+    /// Its volume attributes give another spec.
+    Attributes,
+    /// The existing publication has the other readonly flag.
+    Readonly { existing: bool },
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::VolumeId { requested } => write!(f, "a different volume id than {requested}"),
+            Self::Attributes => f.write_str("different volume attributes"),
+            Self::Readonly { existing } => write!(f, "readonly={existing}"),
+        }
+    }
+}
+
+/// Every way an existing publication differs from a new one (never empty in an error).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Differences(pub Vec<Difference>);
+
+impl Differences {
+    pub fn contains(&self, difference: &Difference) -> bool {
+        self.0.contains(difference)
+    }
+}
+
+impl fmt::Display for Differences {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, difference) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" and ")?;
+            }
+            write!(f, "{difference}")?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {

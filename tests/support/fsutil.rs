@@ -2,30 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Mount points of this mount namespace, from `/proc/self/mountinfo` (octal escapes decoded).
+/// Mount points of this mount namespace (the driver's own mountinfo reader).
 pub fn mount_points() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
-        .collect()
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap(), 8).unwrap();
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    trustmount::volume::mounts().expect("read /proc/self/mountinfo").into_iter().map(|m| m.mount_point).collect()
 }
 
 pub fn is_mount_point(path: &Path) -> bool {

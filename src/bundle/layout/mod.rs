@@ -6,16 +6,17 @@
 //! - [`Layout::Suse`] (`suse.rs`): `/var/lib/ca-certificates` of SLES and openSUSE, as
 //!   `update-ca-certificates` leaves it.
 //!
-//! Shared here: the bundle text, per-certificate file names, OpenSSL hash links and the Java
-//! store, so each layout only says where things go.
+//! Shared here: the bundle text, per-certificate file names (made in `naming.rs`), OpenSSL
+//! hash links and the Java store, so each layout only says where things go.
 
 mod debian;
 mod rhel;
 mod suse;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-use super::{Bundle, Certificate, Result, edk2, java, pem, pkcs12, trusted};
+use super::files::{Entry, Files};
+use super::{Bundle, Certificate, Result, edk2, java, naming, pem, pkcs12, trusted};
 
 /// Which on-disk layout a volume gets (volume attribute `layout`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -24,20 +25,6 @@ pub enum Layout {
     Debian,
     Rhel,
     Suse,
-}
-
-/// One entry of a rendered volume. Directories are implied by the paths.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entry {
-    File(Vec<u8>),
-    /// A relative symlink target, e.g. `ca-certificates.crt` or `../java/cacerts`.
-    Symlink(String),
-}
-
-/// The rendered files, sorted by relative path (`/`-separated, no `..`, no leading `/`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Files {
-    pub entries: Vec<(String, Entry)>,
 }
 
 /// The Debian layout's bundle file.
@@ -49,9 +36,6 @@ pub const JAVA_STORE: &str = "java/cacerts";
 /// any layout. Dot-files are excluded separately (the volume's atomic-swap machinery uses them).
 const RESERVED: &[&str] =
     &[BUNDLE_FILE, "ca-bundle.crt", "cert.pem", "java", "adoptium", "ca-bundle.pem", "java-cacerts"];
-
-/// Longest readable stem we keep, so names stay well under the 255-byte limit.
-const MAX_STEM: usize = 64;
 
 /// Lays a bundle out as files.
 ///
@@ -124,7 +108,7 @@ pub(super) struct Prepared<'a> {
 impl<'a> Prepared<'a> {
     fn new(certificates: &'a [Certificate]) -> Self {
         let readable: Vec<Option<String>> = certificates.iter().map(Certificate::readable_name).collect();
-        let names = names_from(certificates, &readable);
+        let names = naming::file_names(certificates, &readable, RESERVED);
         Self { certificates, readable, names }
     }
 
@@ -244,66 +228,7 @@ fn comment_safe(text: &str) -> String {
 #[cfg(test)]
 fn file_names(certificates: &[Certificate]) -> Vec<String> {
     let readable: Vec<_> = certificates.iter().map(Certificate::readable_name).collect();
-    names_from(certificates, &readable)
-}
-
-/// [`file_names`] from the already parsed readable names.
-fn names_from(certificates: &[Certificate], readable: &[Option<String>]) -> Vec<String> {
-    let stems: Vec<String> = certificates
-        .iter()
-        .zip(readable)
-        .map(|(c, name)| name.as_deref().map(sanitize).unwrap_or_else(|| hex::encode(c.fingerprint)))
-        .collect();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for stem in &stems {
-        *counts.entry(stem).or_default() += 1;
-    }
-    let preferred = certificates.iter().zip(&stems).map(|(cert, stem)| {
-        let name = format!("{stem}.pem");
-        if counts.get(stem.as_str()).copied().unwrap_or(0) > 1 || RESERVED.contains(&name.as_str()) {
-            format!("{stem}_{}.pem", short_fingerprint(cert))
-        } else {
-            name
-        }
-    });
-    let fallbacks = certificates.iter().zip(&stems).map(|(cert, stem)| (stem, hex::encode(cert.fingerprint)));
-    make_unique(preferred.zip(fallbacks).map(|(name, (stem, fp))| (name, format!("{stem}_{fp}"), ".pem")))
-}
-
-/// Keeps each preferred name unless an earlier one took it; then falls back to a longer name,
-/// numbered if even that is taken (only possible with adversarial subjects).
-pub(crate) fn make_unique(candidates: impl Iterator<Item = (String, String, &'static str)>) -> Vec<String> {
-    let mut taken = HashSet::new();
-    candidates
-        .map(|(preferred, fallback, suffix)| {
-            let mut name = preferred;
-            let mut n = 1;
-            while taken.contains(&name) {
-                name = if n == 1 { format!("{fallback}{suffix}") } else { format!("{fallback}_{n}{suffix}") };
-                n += 1;
-            }
-            taken.insert(name.clone());
-            name
-        })
-        .collect()
-}
-
-pub(crate) fn short_fingerprint(cert: &Certificate) -> String {
-    hex::encode(&cert.fingerprint[..4])
-}
-
-/// `[A-Za-z0-9._-]` only, never starting with a dot, at most [`MAX_STEM`] characters.
-fn sanitize(name: &str) -> String {
-    let mut out: String = name
-        .trim()
-        .chars()
-        .take(MAX_STEM)
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
-        .collect();
-    if out.starts_with('.') {
-        out.replace_range(..1, "_");
-    }
-    out
+    naming::file_names(certificates, &readable, RESERVED)
 }
 
 /// `<hash>.N` → file: for each hash, N counts from 0 in file-name order, as `openssl rehash`
@@ -325,8 +250,11 @@ fn hash_links(certificates: &[Certificate], names: &[String]) -> Vec<(String, St
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::bundle::certificate::tests::ca_der;
+    use crate::bundle::naming::{MAX_STEM, sanitize, short_fingerprint};
     use rcgen::DnType;
 
     pub(crate) fn cert(attributes: &[(DnType, &str)]) -> Certificate {

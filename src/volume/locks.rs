@@ -1,22 +1,22 @@
-//! A mutex per key (per spec digest, per target), for blocking code. Entries vanish when no one
-//! holds or waits for them.
+//! [`DirLocks`]: a blocking mutex per directory the store writes (a spec dir by its digest, a
+//! target by its path). Entries vanish when no one holds or waits for them.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 #[derive(Debug)]
-pub struct KeyedLocks<K> {
+pub struct DirLocks<K> {
     locks: Mutex<HashMap<K, Weak<Mutex<()>>>>,
 }
 
-impl<K> Default for KeyedLocks<K> {
+impl<K> Default for DirLocks<K> {
     fn default() -> Self {
         Self { locks: Mutex::new(HashMap::new()) }
     }
 }
 
-impl<K: Eq + Hash + Clone> KeyedLocks<K> {
+impl<K: Eq + Hash + Clone> DirLocks<K> {
     /// The lock for `key`; lock it with `.lock()`. Blocking.
     pub fn get(&self, key: &K) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -41,7 +41,7 @@ mod tests {
 
     #[test]
     fn same_key_same_lock_and_entries_are_dropped() {
-        let locks = KeyedLocks::<String>::default();
+        let locks = DirLocks::<String>::default();
         let a = locks.get(&"a".to_owned());
         let a2 = locks.get(&"a".to_owned());
         assert!(Arc::ptr_eq(&a, &a2));

@@ -1,0 +1,124 @@
+//! The command line: every flag with its env var, default and help text, plus the value
+//! parsers that reject bad sizes and driver names before anything starts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use trustmount::csi::Endpoint;
+use trustmount::sources::SystemRoots;
+
+#[derive(Parser)]
+#[command(name = "trustmount", version, about = "CSI node driver that mounts a merged CA trust bundle into pods")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the CSI node driver.
+    Serve(ServeArgs),
+    /// Write a bundle directory locally: the same files a volume gets.
+    Render(RenderArgs),
+    /// List the certificates in a bundle file or directory.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// `auto` (the host's /etc/ssl/certs/ca-certificates.crt, else embedded), `embedded`
+    /// (Mozilla roots built in), `none`, or a PEM file.
+    #[arg(long, env = "TRUSTMOUNT_SYSTEM_ROOTS", default_value = "auto")]
+    pub system_roots: SystemRoots,
+    /// Largest certificate source file accepted, e.g. 4194304, 4Mi or 1Gi; larger files are
+    /// refused before they are read.
+    #[arg(long, env = "TRUSTMOUNT_MAX_SOURCE_SIZE", default_value = "4Mi", value_parser = parse_size)]
+    pub max_source_size: u64,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// CSI socket: unix:///path/csi.sock or a bare absolute path.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: Endpoint,
+    #[arg(long, env = "DRIVER_NAME", default_value = "csi.trustmount.io", value_parser = parse_driver_name)]
+    pub driver_name: String,
+    /// This node's name, as the kubelet knows it.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_id: String,
+    /// Targets outside its `pods/` directory are refused.
+    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+    /// Holds the driver's tmpfs (store/) and the per-volume records (volumes/).
+    #[arg(long, env = "TRUSTMOUNT_STATE_DIR", default_value = "/var/lib/trustmount")]
+    pub state_dir: PathBuf,
+    /// Size limit of the driver's tmpfs, e.g. 268435456, 256Mi or 1Gi.
+    #[arg(long, env = "TRUSTMOUNT_STORE_SIZE", default_value = "256Mi", value_parser = parse_size)]
+    pub store_size: u64,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// A PEM or DER file whose certificates every volume trusts (repeatable).
+    #[arg(long = "extra-pem", value_name = "FILE")]
+    pub extra_pem: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// Directory to write; created if missing. Existing files of the same names are replaced.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A PEM or DER file to add (repeatable).
+    #[arg(long = "pem", value_name = "FILE")]
+    pub pem: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Same as the volume attribute `layout`.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Same as the volume attribute `javaTruststore`.
+    #[arg(long)]
+    pub java_truststore: Option<String>,
+    /// Same as the volume attribute `expired` (`drop` or `keep`).
+    #[arg(long)]
+    pub expired: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A bundle file (PEM or DER) or a directory such as a rendered volume.
+    pub path: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(value: &str) -> Result<u64, String> {
+    let (digits, multiplier) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .into_iter()
+        .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|d| (d, m)))
+        .unwrap_or((value, 1));
+    let number: u64 =
+        digits.parse().map_err(|_| format!("{value:?} is not a size; use bytes or a Ki/Mi/Gi suffix, e.g. 256Mi"))?;
+    number
+        .checked_mul(multiplier)
+        .filter(|size| *size >= 1 << 20)
+        .ok_or_else(|| format!("{value:?} is out of range; use at least 1Mi"))
+}
+
+/// CSI: at most 63 characters, starting and ending with an alphanumeric, with dashes, dots and
+/// alphanumerics between.
+fn parse_driver_name(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "driver name {value:?} must be ≤ 63 characters of [a-zA-Z0-9.-], starting and ending with a letter or digit"
+        ))
+    }
+}

@@ -1,0 +1,18 @@
+//! The binary's subcommands: the clap types (`args.rs`), the daemon's wiring (`serve.rs`) and
+//! the local tools that call `bundle/` directly (`render.rs`, `inspect.rs`).
+
+mod args;
+mod inspect;
+mod render;
+mod serve;
+
+pub use args::{Cli, Command};
+pub use inspect::inspect;
+pub use render::render;
+pub use serve::serve;
+
+/// Config errors exit 64 so an operator can tell "fix the flags" from "something broke".
+pub enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}

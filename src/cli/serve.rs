@@ -1,0 +1,67 @@
+//! `trustmount serve`: loads the sources, opens the store, then serves CSI until SIGTERM/SIGINT;
+//! Probe says ready once the adopted volumes are refreshed too.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use trustmount::csi::{self, IdentityService, NodeService};
+use trustmount::node::Node;
+use trustmount::readiness::{Condition, Readiness};
+use trustmount::rotation::Rotation;
+use trustmount::sources::{self, Sources};
+use trustmount::volume::{Store, StoreConfig};
+
+use super::Failure;
+use super::args::ServeArgs;
+
+pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.node_id.is_empty() {
+        return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
+    }
+    let readiness = Readiness::new(Condition::DAEMON);
+    let sources = Sources::load(sources::Config {
+        system_roots: args.sources.system_roots,
+        extra_pem: args.extra_pem,
+        max_source_size: args.sources.max_source_size,
+    })
+    .context("loading certificate sources")
+    .map_err(Failure::Config)?;
+    let sources = Arc::new(sources);
+    readiness.mark(Condition::SourcesLoaded);
+    let store = Store::open(StoreConfig {
+        state_dir: args.state_dir,
+        kubelet_dir: args.kubelet_dir,
+        tmpfs_size_bytes: args.store_size,
+    })
+    .context("opening the volume store")
+    .map_err(Failure::Runtime)?;
+    readiness.mark(Condition::StoreOpen);
+    tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
+    let _guard = runtime.enter();
+    let (watch, changes) = sources::watch_files(&sources.watched_files())
+        .context("watching the source files")
+        .map_err(Failure::Runtime)?;
+    let rotation = Rotation::new(Arc::clone(&sources), store.clone());
+    // Its first pass refreshes the adopted volumes; Probe says ready after it.
+    runtime.spawn(Arc::clone(&rotation).run(changes, readiness.clone()));
+
+    let identity = IdentityService::new(args.driver_name, readiness);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation));
+    let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
+    drop(watch);
+    served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can still serve; the process then dies by default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

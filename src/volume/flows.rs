@@ -1,0 +1,235 @@
+//! The store's flows, each run whole on a blocking thread: publish (reserve the spec dir, mount,
+//! record; a failure takes back its own steps), unpublish, refresh and stats.
+
+use std::io;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::bundle::Files;
+use crate::spec::{SpecDigest, VolumeSpec};
+
+use super::locks;
+use super::record::{self, Record};
+use super::store::Inner;
+use super::target::{Found, Target};
+use super::unmount::unmount_all;
+use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
+
+const TARGET_DIR_MODE: u32 = 0o750;
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What one publish call made on the target, so a failure can take exactly that back.
+#[derive(Default)]
+struct Undo {
+    target_dir: bool,
+    mounted: bool,
+}
+
+impl Differences {
+    /// How `publication` differs from the record already at its target.
+    fn between(rec: &Record, publication: &Publication, digest: &SpecDigest) -> Self {
+        let mut differences = Vec::new();
+        if rec.volume_id != publication.volume_id {
+            differences.push(Difference::VolumeId { requested: publication.volume_id.clone() });
+        }
+        if rec.digest != *digest {
+            differences.push(Difference::Attributes);
+        }
+        if rec.readonly != publication.readonly {
+            differences.push(Difference::Readonly { existing: rec.readonly });
+        }
+        Self(differences)
+    }
+}
+
+impl Inner {
+    pub(super) fn publish<R, E>(&self, publication: Publication, render: R) -> Result<(), E>
+    where
+        R: FnOnce() -> Result<Files, E>,
+        E: From<Error>,
+    {
+        let target = self.targets.resolve(&publication.target)?;
+        let target_lock = self.target_locks.get(&publication.target);
+        let _target_guard = locks::lock(&target_lock);
+
+        let digest = publication.spec.digest();
+        if let Some(rec) = record::load(&self.records, &publication.target)? {
+            let differences = Differences::between(&rec, &publication, &digest);
+            if !differences.0.is_empty() {
+                return Err(Error::AlreadyPublished {
+                    target: publication.target,
+                    existing_volume_id: rec.volume_id,
+                    differences,
+                }
+                .into());
+            }
+            if target.is_mounted()? {
+                tracing::debug!(volume_id = %publication.volume_id, target = %publication.target.display(), "already published");
+                return Ok(());
+            }
+            tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
+        }
+
+        let reservation = self.index.reserve(&publication.target, &publication.spec, &digest, render)?;
+        let mut undo = Undo::default();
+        match self.mount_and_record(&publication, &target, &digest, &mut undo) {
+            Ok(()) => {
+                tracing::info!(
+                    volume_id = %publication.volume_id,
+                    target = %publication.target.display(),
+                    spec = %digest,
+                    "published"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                undo_target(&undo, &target);
+                self.index.release(&reservation, &publication.target, &digest);
+                Err(self.index.in_store(e).into())
+            }
+        }
+    }
+
+    /// The part of a publish after the reservation: under the target lock only.
+    fn mount_and_record(
+        &self,
+        publication: &Publication,
+        target: &Target,
+        digest: &SpecDigest,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        match target.found()? {
+            Found::Directory => {}
+            Found::Other => {
+                return Err(Error::Io {
+                    op: "mount onto",
+                    path: target.resolved().to_owned(),
+                    source: io::Error::new(io::ErrorKind::NotADirectory, "the target exists and is not a directory"),
+                });
+            }
+            Found::Nothing => {
+                target.create_dir(TARGET_DIR_MODE)?;
+                undo.target_dir = true;
+                target.set_mode(TARGET_DIR_MODE)?;
+            }
+        }
+
+        // A mount without a record: a crash between mounting and recording. Replace it. (A
+        // directory made just now holds no mount.)
+        if !undo.target_dir && target.is_mounted()? {
+            tracing::warn!(target = %target.resolved().display(), "target is mounted but not recorded; unmounting it first");
+            unmount_all(target)?;
+        }
+
+        target.bind(&self.index.spec_dir(digest))?;
+        undo.mounted = true;
+        target.remount_read_only()?;
+
+        let rec = Record {
+            volume_id: publication.volume_id.clone(),
+            target: publication.target.clone(),
+            readonly: publication.readonly,
+            spec: publication.spec.clone(),
+            digest: digest.clone(),
+            pod: publication.pod.clone(),
+            published_at: now_unix(),
+        };
+        record::write(&self.records, &rec)
+    }
+
+    pub(super) fn refresh<R, E>(&self, spec: &VolumeSpec, render: R) -> Result<bool, E>
+    where
+        R: FnOnce() -> Result<Files, E>,
+        E: From<Error>,
+    {
+        let digest = spec.digest();
+        let spec_lock = self.index.spec_lock(&digest);
+        let _spec_guard = locks::lock(&spec_lock);
+        if !self.index.contains(&digest) {
+            return Ok(false);
+        }
+        let files = render()?;
+        atomic::write_generation(&self.index.spec_dir(&digest), &files).map_err(|e| self.index.in_store(e))?;
+        tracing::info!(spec = %digest, "spec refreshed");
+        Ok(true)
+    }
+
+    pub(super) fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
+        let target = self.targets.resolve(target)?;
+        let given = target.given();
+        let target_lock = self.target_locks.get(&given.to_owned());
+        let _target_guard = locks::lock(&target_lock);
+
+        let Some(rec) = record::load(&self.records, given)? else {
+            // No record: nothing of ours, unless a crash lost it after mounting.
+            if target.is_mounted()? {
+                tracing::warn!(volume_id, target = %given.display(), "unmounting a target without a record");
+                unmount_all(&target)?;
+            }
+            target.remove_empty_dir();
+            return Ok(());
+        };
+        if rec.volume_id != volume_id {
+            tracing::warn!(
+                volume_id,
+                recorded = %rec.volume_id,
+                target = %given.display(),
+                "unpublish of a volume that is not the one at this target; leaving it"
+            );
+            return Ok(());
+        }
+
+        unmount_all(&target)?;
+        target.remove_empty_dir();
+        record::remove(&self.records, given)?;
+        // Only the index and the spec dir need the spec lock: the target is ours alone.
+        self.index.remove(&rec.digest, given)?;
+        tracing::info!(volume_id, target = %given.display(), "unpublished");
+        Ok(())
+    }
+
+    // statvfs fields are u32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    pub(super) fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeStats> {
+        // A record is looked up by the exact path: one that is relative or unclean names none
+        // (publish refuses those), so it is NOT_FOUND like any path without this volume.
+        let not_published = || Error::NotPublished { volume_id: volume_id.to_owned(), path: path.to_owned() };
+        let rec =
+            record::load(&self.records, path)?.filter(|rec| rec.volume_id == volume_id).ok_or_else(not_published)?;
+        let generation = atomic::current_generation(&self.index.spec_dir(&rec.digest))?;
+        let (used_bytes, used_inodes) = atomic::usage(&generation)?;
+        let vfs = nix::sys::statvfs::statvfs(&self.root).map_err(|source| Error::Mount {
+            op: "statvfs",
+            path: self.root.clone(),
+            source,
+        })?;
+        let fragment = u64::from(vfs.fragment_size());
+        Ok(VolumeStats {
+            spec: rec.spec,
+            digest: rec.digest,
+            used_bytes,
+            total_bytes: u64::from(vfs.blocks()).saturating_mul(fragment),
+            available_bytes: u64::from(vfs.blocks_available()).saturating_mul(fragment),
+            used_inodes,
+            total_inodes: u64::from(vfs.files()),
+            available_inodes: u64::from(vfs.files_available()),
+        })
+    }
+}
+
+/// Takes back what a failed publish did to its target.
+fn undo_target(undo: &Undo, target: &Target) {
+    if undo.mounted
+        && let Err(e) = target.unmount()
+    {
+        tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot unmount");
+    }
+    if undo.target_dir
+        && let Err(e) = target.remove_dir()
+    {
+        tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot remove the target");
+    }
+}

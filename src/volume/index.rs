@@ -1,0 +1,175 @@
+//! The index of live specs (spec digest → the spec and the targets published from it) and the
+//! reservations a publish holds on its spec directory while it mounts.
+//!
+//! Under a spec's lock a publish makes sure the spec dir exists and reserves its target here;
+//! an unpublish removes a spec dir only when its entry is empty (under the same lock). So a spec
+//! dir is rendered once and never removed while a publication of it is under way.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::bundle::Files;
+use crate::spec::{SpecDigest, VolumeSpec};
+
+use super::locks::{self, DirLocks};
+use super::{Error, Result, atomic};
+
+#[derive(Debug)]
+pub(super) struct Index {
+    /// The tmpfs holding one directory per spec digest.
+    root: PathBuf,
+    specs: Mutex<HashMap<SpecDigest, SpecUse>>,
+    locks: DirLocks<SpecDigest>,
+}
+
+#[derive(Debug)]
+struct SpecUse {
+    /// Kept so rotation can re-render every live spec without reading the records back.
+    spec: VolumeSpec,
+    /// Record targets, as the kubelet gave them, plus targets a publish is mounting right now.
+    targets: BTreeSet<PathBuf>,
+}
+
+/// A publish's claim on its spec dir (see the module doc).
+pub(super) struct Reservation {
+    /// The target was not in the index before: a failure takes it out again.
+    new_target: bool,
+    /// The spec dir may go with the reservation: this publish rendered it, or the index already
+    /// knew it. Not one the store found on disk unused (kept at open because some record was
+    /// unreadable): a failed publish leaves that as it was.
+    dir_is_ours: bool,
+}
+
+impl Index {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root, specs: Mutex::default(), locks: DirLocks::default() }
+    }
+
+    fn specs(&self) -> MutexGuard<'_, HashMap<SpecDigest, SpecUse>> {
+        self.specs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a recorded publication (at open, before anyone else sees the index).
+    pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf) {
+        entry(&mut self.specs(), digest, spec).targets.insert(target);
+    }
+
+    pub fn contains(&self, digest: &SpecDigest) -> bool {
+        self.specs().contains_key(digest)
+    }
+
+    /// The lock every change to a spec dir and its entry is made under.
+    pub fn spec_lock(&self, digest: &SpecDigest) -> std::sync::Arc<Mutex<()>> {
+        self.locks.get(digest)
+    }
+
+    /// How many specs and how many targets the index holds.
+    pub fn counts(&self) -> (usize, usize) {
+        let specs = self.specs();
+        (specs.len(), specs.values().map(|spec_use| spec_use.targets.len()).sum())
+    }
+
+    /// The specs at least one published volume uses, ordered by digest.
+    pub fn live_specs(&self) -> Vec<VolumeSpec> {
+        let specs = self.specs();
+        let mut live: Vec<(&SpecDigest, &VolumeSpec)> =
+            specs.iter().map(|(digest, spec_use)| (digest, &spec_use.spec)).collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        live.into_iter().map(|(_, spec)| spec.clone()).collect()
+    }
+
+    /// The spec directory of `digest` (it may not exist).
+    pub fn spec_dir(&self, digest: &SpecDigest) -> PathBuf {
+        self.root.join(digest.as_str())
+    }
+
+    /// Spec-dir errors name the tmpfs, not the file that did not fit.
+    pub fn in_store(&self, error: Error) -> Error {
+        match error {
+            Error::StoreFull { .. } => Error::StoreFull { path: self.root.clone() },
+            other => other,
+        }
+    }
+
+    /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` in the
+    /// index, so no unpublish removes the dir until this publish is done or has failed.
+    pub fn reserve<R, E>(
+        &self,
+        target: &Path,
+        spec: &VolumeSpec,
+        digest: &SpecDigest,
+        render: R,
+    ) -> Result<Reservation, E>
+    where
+        R: FnOnce() -> Result<Files, E>,
+        E: From<Error>,
+    {
+        let spec_lock = self.spec_lock(digest);
+        let _spec_guard = locks::lock(&spec_lock);
+        let spec_dir = self.spec_dir(digest);
+        let rendered = match fs::symlink_metadata(&spec_dir) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let files = render()?;
+                atomic::create_spec_dir(&self.root, digest.as_str(), &files).map_err(|e| self.in_store(e))?;
+                true
+            }
+            Err(e) => return Err(Error::Io { op: "inspect", path: spec_dir, source: e }.into()),
+        };
+        let mut specs = self.specs();
+        let targets = &mut entry(&mut specs, digest, spec).targets;
+        let known = !targets.is_empty();
+        let new_target = targets.insert(target.to_owned());
+        Ok(Reservation { new_target, dir_is_ours: rendered || known })
+    }
+
+    /// Takes a failed publish's reservation back; removes the spec dir if that leaves it
+    /// unused.
+    pub fn release(&self, reservation: &Reservation, target: &Path, digest: &SpecDigest) {
+        if !reservation.new_target {
+            return;
+        }
+        let spec_lock = self.spec_lock(digest);
+        let _spec_guard = locks::lock(&spec_lock);
+        let unused = self.forget(digest, target);
+        if unused
+            && reservation.dir_is_ours
+            && let Err(e) = atomic::remove_tree(&self.spec_dir(digest))
+        {
+            tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
+        }
+    }
+
+    /// Takes an unpublished target out, and its spec dir with it when no target is left.
+    pub fn remove(&self, digest: &SpecDigest, target: &Path) -> Result<()> {
+        let spec_lock = self.spec_lock(digest);
+        let _spec_guard = locks::lock(&spec_lock);
+        if self.forget(digest, target) {
+            atomic::remove_tree(&self.spec_dir(digest))?;
+            tracing::info!(spec = %digest, "removed an unused spec directory");
+        }
+        Ok(())
+    }
+
+    /// Removes `target` from the index; true when no target of `digest` is left. Call with the
+    /// spec lock held.
+    fn forget(&self, digest: &SpecDigest, target: &Path) -> bool {
+        let mut specs = self.specs();
+        let Some(spec_use) = specs.get_mut(digest) else {
+            return true;
+        };
+        spec_use.targets.remove(target);
+        let unused = spec_use.targets.is_empty();
+        if unused {
+            specs.remove(digest);
+        }
+        unused
+    }
+}
+
+fn entry<'a>(specs: &'a mut HashMap<SpecDigest, SpecUse>, digest: &SpecDigest, spec: &VolumeSpec) -> &'a mut SpecUse {
+    specs.entry(digest.clone()).or_insert_with(|| SpecUse { spec: spec.clone(), targets: BTreeSet::new() })
+}
