@@ -3,7 +3,20 @@
 use sha2::{Digest, Sha256};
 
 use super::der;
-use super::subject_hash::{subject_hash, value_to_utf8};
+use super::subject_hash::{SubjectHashError, subject_hash, value_to_utf8};
+
+/// Why DER bytes are not a usable certificate. Messages read as the end of "certificate N is …"
+/// or "cannot be parsed: …"; the caller adds the source and block index.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// x509-parser's error type is not `Eq` (and [`super::Error`] is), so its text is kept.
+    #[error("not a valid X.509 certificate ({detail})")]
+    NotX509 { detail: String },
+    #[error("{count} unexpected bytes after the certificate")]
+    TrailingBytes { count: usize },
+    #[error("the subject cannot be hashed the way OpenSSL does: {0}")]
+    SubjectHash(SubjectHashError),
+}
 
 /// One parsed certificate plus what we derive from it once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,16 +58,15 @@ impl Certificate {
     /// ignored (OpenSSL's `TRUSTED CERTIFICATE` appends its trust settings there) and not kept.
     ///
     /// # Errors
-    /// A human-readable reason, wrapped by the caller with the source and block index.
-    pub fn from_der(der: &[u8], source: &str, allow_trailing: bool) -> Result<Self, String> {
-        let (rest, cert) =
-            x509_parser::parse_x509_certificate(der).map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
+    /// What is wrong with the bytes; the caller adds the source and block index.
+    pub fn from_der(der: &[u8], source: &str, allow_trailing: bool) -> Result<Self, CertificateError> {
+        let (rest, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CertificateError::NotX509 { detail: e.to_string() })?;
         if !rest.is_empty() && !allow_trailing {
-            return Err(format!("{} unexpected bytes after the certificate", rest.len()));
+            return Err(CertificateError::TrailingBytes { count: rest.len() });
         }
         let der = &der[..der.len() - rest.len()];
-        let subject_hash = subject_hash(cert.subject().as_raw())
-            .map_err(|e| format!("the subject cannot be hashed the way OpenSSL does: {e}"))?;
+        let subject_hash = subject_hash(cert.subject().as_raw()).map_err(CertificateError::SubjectHash)?;
         let validity = cert.validity();
         let kind = kind(&cert);
         Ok(Self {
@@ -178,7 +190,7 @@ pub(crate) mod tests {
         let mut der = ca_der(&[(DnType::CommonName, "x")]);
         let len = der.len();
         der.extend_from_slice(&[0x30, 0x00]);
-        assert!(Certificate::from_der(&der, "s", false).is_err());
+        assert_eq!(Certificate::from_der(&der, "s", false), Err(CertificateError::TrailingBytes { count: 2 }));
         let cert = Certificate::from_der(&der, "s", true).expect("leading certificate");
         assert_eq!(cert.der.len(), len);
     }

@@ -27,12 +27,13 @@ mod source;
 mod subject_hash;
 mod trusted;
 
-pub use certificate::{Certificate, Kind};
+pub use certificate::{Certificate, CertificateError, Kind};
 pub use dedupe::Bundle;
 pub use files::{Entry, Files};
 pub use inspect::{CertificateReport, DropCount, Inspection, inspect, to_text};
 pub use java::PASSWORD as JAVA_STORE_PASSWORD;
 pub use layout::{BUNDLE_FILE, JAVA_STORE, JavaTruststore, Layout, RenderOptions, render};
+pub use pkcs7::Pkcs7Error;
 pub use policy::{DropReason, Dropped};
 pub use source::{Parsed, Strictness, parse_source};
 pub use subject_hash::{SubjectHashError, subject_hash};
@@ -44,8 +45,12 @@ pub enum Error {
         "source {source_name} contains a private key ({label}) at PEM block {index}; trustmount never copies keys into pods — give it a file with only CA certificates"
     )]
     PrivateKey { source_name: String, label: String, index: usize },
-    #[error("source {source_name}: certificate {index} cannot be parsed: {reason}; fix or remove that certificate")]
-    BadCertificate { source_name: String, index: usize, reason: String },
+    // Reasons are part of the message rather than `#[source]`, so `{:#}` chains print them once.
+    #[error(
+        "source {source_name}: certificate {index} cannot be parsed: {}; fix or remove that certificate",
+        .at.explain(.reason)
+    )]
+    BadCertificate { source_name: String, index: usize, at: CertificateAt, reason: CertificateError },
     #[error(
         "source {source_name}: PEM block {index} is a {label:?}, not a CERTIFICATE; remove it so the source holds only CA certificates"
     )]
@@ -59,7 +64,7 @@ pub enum Error {
     #[error(
         "source {source_name}: the PKCS#7 bundle at block {index} {reason}; export the CA chain again as a certificates-only PKCS#7 or as PEM"
     )]
-    Pkcs7 { source_name: String, index: usize, reason: String },
+    Pkcs7 { source_name: String, index: usize, reason: Pkcs7Error },
     #[error(
         "source {source_name} holds no certificate (expected PEM CERTIFICATE blocks, one DER certificate or a PKCS#7 certificate bundle)"
     )]
@@ -69,3 +74,27 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where in a source a certificate that does not parse was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateAt {
+    /// A `CERTIFICATE` or `TRUSTED CERTIFICATE` PEM block.
+    PemBlock,
+    /// The whole source: it has no `-----BEGIN` line, so it was read as one DER certificate.
+    WholeSource,
+    /// The `position`th (1-based) certificate of a PKCS#7 bundle.
+    Pkcs7Entry { position: usize },
+}
+
+impl CertificateAt {
+    /// The reason, with where it was found when that is not obvious from the block index.
+    fn explain(self, reason: &CertificateError) -> String {
+        match self {
+            Self::PemBlock => reason.to_string(),
+            Self::WholeSource => {
+                format!("no `-----BEGIN` line, so it was read as one DER certificate, which is {reason}")
+            }
+            Self::Pkcs7Entry { position } => format!("certificate {position} of the PKCS#7 bundle is {reason}"),
+        }
+    }
+}

@@ -26,95 +26,118 @@ pub(crate) fn looks_like_pkcs7(bytes: &[u8]) -> bool {
     outer.tag == SEQUENCE && content_type.tag == OID && content_type.contents.starts_with(PKCS7_ARC)
 }
 
+/// Why bytes are not a certificates-only PKCS#7 bundle. Messages finish "the PKCS#7 bundle …".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Pkcs7Error {
+    #[error("is truncated")]
+    Truncated,
+    /// BER's indefinite lengths land here: Windows can write them, openssl never does.
+    #[error("is not DER (indefinite or non-minimal lengths); convert it with `openssl pkcs7 -outform DER`")]
+    NotDer,
+    #[error("has {count} unexpected bytes after it")]
+    TrailingBytes { count: usize },
+    #[error("is not a DER ContentInfo")]
+    NotAContentInfo,
+    #[error("has a malformed ContentInfo")]
+    MalformedContentInfo,
+    #[error("does not start with a content type")]
+    NoContentType,
+    #[error("is not of type signedData (it may be encrypted or enveloped, which trustmount cannot read)")]
+    NotSignedData,
+    #[error("has no signedData content")]
+    NoSignedDataContent,
+    #[error("has a malformed signedData content")]
+    MalformedSignedDataContent,
+    #[error("has a signedData with missing fields")]
+    MissingSignedDataFields,
+    #[error("has a malformed signedData")]
+    MalformedSignedData,
+    #[error(
+        "is a signed message (it has signers), not a certificate bundle; export only the certificates, e.g. with `openssl crl2pkcs7 -nocrl -certfile chain.pem`"
+    )]
+    HasSigners,
+    #[error("contains certificate revocation lists; export it with certificates only (`openssl crl2pkcs7 -nocrl`)")]
+    HasCrls,
+    #[error("holds no certificates")]
+    NoCertificates,
+    /// CertificateChoices: a plain Certificate is a SEQUENCE; the tagged ones are attribute or
+    /// obsolete extended certificates.
+    #[error("entry {position} is not an X.509 certificate (an attribute or extended certificate)")]
+    NotX509Entry { position: usize },
+}
+
+impl From<DerError> for Pkcs7Error {
+    fn from(error: DerError) -> Self {
+        match error {
+            DerError::Truncated => Self::Truncated,
+            DerError::Unsupported => Self::NotDer,
+        }
+    }
+}
+
 /// The DER of every certificate in a certificates-only PKCS#7 `ContentInfo`, in order.
 ///
 /// # Errors
-/// Why the bytes are not such a bundle, phrased to finish "the PKCS#7 bundle …".
-pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let (content_info, rest) = der::read_tlv(bytes).map_err(framing)?;
+/// Why the bytes are not such a bundle.
+pub(crate) fn certificates(bytes: &[u8]) -> Result<Vec<&[u8]>, Pkcs7Error> {
+    let (content_info, rest) = der::read_tlv(bytes)?;
     if !rest.is_empty() {
-        return Err(format!("has {} unexpected bytes after it", rest.len()));
+        return Err(Pkcs7Error::TrailingBytes { count: rest.len() });
     }
-    let [content_type, explicit] = sequence::<2>(content_info, "ContentInfo")?;
+    if content_info.tag != SEQUENCE {
+        return Err(Pkcs7Error::NotAContentInfo);
+    }
+    let [content_type, explicit]: [der::Tlv<'_>; 2] =
+        der::read_all(content_info.contents)?.try_into().map_err(|_| Pkcs7Error::MalformedContentInfo)?;
     if content_type.tag != OID {
-        return Err("does not start with a content type".to_owned());
+        return Err(Pkcs7Error::NoContentType);
     }
     if content_type.contents != SIGNED_DATA {
-        return Err(
-            "is not of type signedData (it may be encrypted or enveloped, which trustmount cannot read)".to_owned()
-        );
+        return Err(Pkcs7Error::NotSignedData);
     }
     if explicit.tag != CONTEXT_0 {
-        return Err("has no signedData content".to_owned());
+        return Err(Pkcs7Error::NoSignedDataContent);
     }
-    let (signed_data, rest) = der::read_tlv(explicit.contents).map_err(framing)?;
+    let (signed_data, rest) = der::read_tlv(explicit.contents)?;
     if !rest.is_empty() || signed_data.tag != SEQUENCE {
-        return Err("has a malformed signedData content".to_owned());
+        return Err(Pkcs7Error::MalformedSignedDataContent);
     }
-    let fields = der::read_all(signed_data.contents).map_err(framing)?;
+    let fields = der::read_all(signed_data.contents)?;
     // version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
     let (Some(version), Some(digests), Some(encapsulated), Some(signers)) =
         (fields.first(), fields.get(1), fields.get(2), fields.last().filter(|_| fields.len() >= 4))
     else {
-        return Err("has a signedData with missing fields".to_owned());
+        return Err(Pkcs7Error::MissingSignedDataFields);
     };
     if version.tag != INTEGER || digests.tag != SET || encapsulated.tag != SEQUENCE || signers.tag != SET {
-        return Err("has a malformed signedData".to_owned());
+        return Err(Pkcs7Error::MalformedSignedData);
     }
     if !signers.contents.is_empty() {
-        return Err(
-            "is a signed message (it has signers), not a certificate bundle; export only the certificates, e.g. with `openssl crl2pkcs7 -nocrl -certfile chain.pem`"
-                .to_owned(),
-        );
+        return Err(Pkcs7Error::HasSigners);
     }
     let optional = &fields[3..fields.len() - 1];
     let mut certificates = None;
     for (position, field) in optional.iter().enumerate() {
         match field.tag {
             CONTEXT_0 if position == 0 => certificates = Some(field),
-            CONTEXT_1 if position + 1 == optional.len() => {
-                return Err(
-                    "contains certificate revocation lists; export it with certificates only (`openssl crl2pkcs7 -nocrl`)"
-                        .to_owned(),
-                );
-            }
-            _ => return Err("has a malformed signedData".to_owned()),
+            CONTEXT_1 if position + 1 == optional.len() => return Err(Pkcs7Error::HasCrls),
+            _ => return Err(Pkcs7Error::MalformedSignedData),
         }
     }
     let Some(certificates) = certificates else {
-        return Err("holds no certificates".to_owned());
+        return Err(Pkcs7Error::NoCertificates);
     };
     let mut out = Vec::new();
-    for (i, choice) in der::read_all(certificates.contents).map_err(framing)?.into_iter().enumerate() {
-        // CertificateChoices: a plain Certificate is a SEQUENCE; the tagged ones are
-        // attribute or obsolete extended certificates.
+    for (i, choice) in der::read_all(certificates.contents)?.into_iter().enumerate() {
         if choice.tag != SEQUENCE {
-            return Err(format!("entry {} is not an X.509 certificate (an attribute or extended certificate)", i + 1));
+            return Err(Pkcs7Error::NotX509Entry { position: i + 1 });
         }
         out.push(choice.raw);
     }
     if out.is_empty() {
-        return Err("holds no certificates".to_owned());
+        return Err(Pkcs7Error::NoCertificates);
     }
     Ok(out)
-}
-
-/// The `N` TLVs of a SEQUENCE, exactly.
-fn sequence<'a, const N: usize>(tlv: der::Tlv<'a>, what: &str) -> Result<[der::Tlv<'a>; N], String> {
-    if tlv.tag != SEQUENCE {
-        return Err(format!("is not a DER {what}"));
-    }
-    der::read_all(tlv.contents).map_err(framing)?.try_into().map_err(|_| format!("has a malformed {what}"))
-}
-
-fn framing(error: DerError) -> String {
-    match error {
-        DerError::Truncated => "is truncated".to_owned(),
-        // BER's indefinite lengths land here: Windows can write them, openssl never does.
-        DerError::Unsupported => {
-            "is not DER (indefinite or non-minimal lengths); convert it with `openssl pkcs7 -outform DER`".to_owned()
-        }
-    }
 }
 
 #[cfg(test)]
@@ -163,7 +186,7 @@ pub(crate) mod tests {
         let empty_set = signed_data(&[&tlv(CONTEXT_0, &[])], &[]);
         let no_field = signed_data(&[], &[]);
         for bundle in [empty_set, no_field] {
-            assert_eq!(certificates(&bundle), Err("holds no certificates".to_owned()));
+            assert_eq!(certificates(&bundle), Err(Pkcs7Error::NoCertificates));
         }
     }
 
@@ -171,11 +194,11 @@ pub(crate) mod tests {
     fn rejects_signers_and_crls_and_attribute_certificates() {
         let a = cert();
         let signed = signed_data(&[&tlv(CONTEXT_0, &a)], &tlv(SEQUENCE, &[]));
-        assert!(certificates(&signed).unwrap_err().contains("signers"));
+        assert_eq!(certificates(&signed), Err(Pkcs7Error::HasSigners));
         let with_crl = signed_data(&[&tlv(CONTEXT_0, &a), &tlv(CONTEXT_1, &[])], &[]);
-        assert!(certificates(&with_crl).unwrap_err().contains("revocation"));
+        assert_eq!(certificates(&with_crl), Err(Pkcs7Error::HasCrls));
         let attribute = signed_data(&[&tlv(CONTEXT_0, &tlv(0xa1, &[]))], &[]);
-        assert!(certificates(&attribute).unwrap_err().contains("entry 1"));
+        assert_eq!(certificates(&attribute), Err(Pkcs7Error::NotX509Entry { position: 1 }));
     }
 
     #[test]
@@ -186,10 +209,10 @@ pub(crate) mod tests {
         let at = enveloped.windows(SIGNED_DATA.len()).position(|w| w == SIGNED_DATA).expect("oid");
         enveloped[at + SIGNED_DATA.len() - 1] = 3;
         assert!(looks_like_pkcs7(&enveloped));
-        assert!(certificates(&enveloped).unwrap_err().contains("signedData"));
+        assert_eq!(certificates(&enveloped), Err(Pkcs7Error::NotSignedData));
         let mut trailing = p7b(&[&a]);
         trailing.push(0);
-        assert!(certificates(&trailing).unwrap_err().contains("after it"));
+        assert_eq!(certificates(&trailing), Err(Pkcs7Error::TrailingBytes { count: 1 }));
         assert!(!looks_like_pkcs7(&a));
     }
 

@@ -2,7 +2,7 @@
 //! DER certificate, or a PKCS#7 certificate bundle (PEM `PKCS7` block or DER `ContentInfo`).
 
 use super::pem::{self, Block};
-use super::{Certificate, Error, Result, pkcs7};
+use super::{Certificate, CertificateAt, Error, Result, pkcs7};
 
 /// Which sources are checked strictly: a user's source fails on any bad block; system roots
 /// are best-effort (a distro bundle with one odd certificate must not take every volume down).
@@ -56,7 +56,8 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
                 Err(reason) => parser.fail(Error::BadCertificate {
                     source_name: source_name.to_owned(),
                     index: 1,
-                    reason: format!("no `-----BEGIN` line, so it was read as one DER certificate, which is {reason}"),
+                    at: CertificateAt::WholeSource,
+                    reason,
                 })?,
             }
         }
@@ -107,7 +108,12 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
         };
         match Certificate::from_der(&der, source_name, allow_trailing) {
             Ok(cert) => parser.push(cert, index),
-            Err(reason) => parser.fail(Error::BadCertificate { source_name: source_name.to_owned(), index, reason })?,
+            Err(reason) => parser.fail(Error::BadCertificate {
+                source_name: source_name.to_owned(),
+                index,
+                at: CertificateAt::PemBlock,
+                reason,
+            })?,
         }
     }
     parser.finish()
@@ -153,7 +159,8 @@ impl Parser<'_> {
                     return self.fail(Error::BadCertificate {
                         source_name: self.source_name.to_owned(),
                         index,
-                        reason: format!("certificate {} of the PKCS#7 bundle is {reason}", n + 1),
+                        at: CertificateAt::Pkcs7Entry { position: n + 1 },
+                        reason,
                     });
                 }
             }
@@ -203,6 +210,7 @@ fn encrypted_block(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::CertificateError;
     use crate::bundle::certificate::tests::ca_der;
     use crate::bundle::pem::write_block;
     use crate::bundle::pkcs7::tests::p7b;
@@ -455,13 +463,33 @@ mod tests {
     }
 
     #[test]
+    fn bad_certificate_messages_say_where_the_certificate_was_found() {
+        let message = |at| {
+            let reason = CertificateError::TrailingBytes { count: 2 };
+            Error::BadCertificate { source_name: "s".to_owned(), index: 3, at, reason }.to_string()
+        };
+        let tail = "2 unexpected bytes after the certificate; fix or remove that certificate";
+        assert_eq!(message(CertificateAt::PemBlock), format!("source s: certificate 3 cannot be parsed: {tail}"));
+        assert_eq!(
+            message(CertificateAt::WholeSource),
+            format!(
+                "source s: certificate 3 cannot be parsed: no `-----BEGIN` line, so it was read as one DER certificate, which is {tail}"
+            )
+        );
+        assert_eq!(
+            message(CertificateAt::Pkcs7Entry { position: 2 }),
+            format!("source s: certificate 3 cannot be parsed: certificate 2 of the PKCS#7 bundle is {tail}")
+        );
+    }
+
+    #[test]
     fn rejects_a_pkcs7_holding_a_broken_certificate() {
         let (a, _) = two_certs();
         let broken = [0x30, 0x03, 0x02, 0x01, 0x00];
         let der = p7b(&[&a, &broken]);
         let error = strict(&der).map(|_| ()).unwrap_err();
         assert!(
-            matches!(&error, Error::BadCertificate { index: 1, reason, .. } if reason.contains("certificate 2 of the PKCS#7")),
+            matches!(&error, Error::BadCertificate { index: 1, at: CertificateAt::Pkcs7Entry { position: 2 }, .. }),
             "{error:?}"
         );
         let parsed = best_effort(pem("PKCS7", &der).as_bytes()).expect("skips");
