@@ -267,7 +267,8 @@ fn build_programs(dir: &Path) -> Programs {
     std::fs::write(&source, FETCH_GO).unwrap();
     let binary = go_dir.join("fetch");
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let (ok, stdout, stderr) = run(Command::new("go")
+    // Found on the test's PATH: Go often lives outside the clean PATH given to the build.
+    let (ok, stdout, stderr) = run(Command::new(support::tools::which("go"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &tmp)

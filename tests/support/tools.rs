@@ -1,7 +1,7 @@
 //! The external programs the tests drive. A missing one fails the test with the command that
 //! installs it; a test never passes or skips because a tool is absent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Program → the Debian package `tests/run` installs it from.
 const PACKAGES: &[(&str, &str)] = &[
@@ -32,11 +32,19 @@ pub fn install_hint(program: &str) -> String {
 
 /// Panics, naming the install command, unless every program is on PATH.
 pub fn require(programs: &[&str]) {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     for program in programs {
-        let found = std::env::split_paths(&path).any(|dir| dir.join(program).is_file());
-        assert!(found, "{program} is not on PATH: {}", install_hint(program));
+        which(program);
     }
+}
+
+/// The absolute path of `program` on this process's PATH (for a child run with another PATH),
+/// or a panic naming the install command.
+pub fn which(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH: {}", install_hint(program)))
 }
 
 /// The panic for a program that could not be started.
