@@ -166,3 +166,50 @@ async fn grant(admin: &kube::Client, namespace: &str, name: &str, resource: &str
     }]);
     Api::<RoleBinding>::namespaced(admin.clone(), namespace).create(&post, &binding).await.unwrap();
 }
+
+/// Run only by the test below, in a process of its own: starts a control plane, says where, and
+/// fails.
+#[test]
+#[ignore = "a helper that fails on purpose; run by a_test_binary_that_fails_leaves_no_control_plane_behind"]
+fn helper_starts_a_control_plane_and_fails() {
+    let plane = ControlPlane::shared();
+    println!("control plane dir: {}", plane.dir.display());
+    panic!("failing on purpose with the control plane running");
+}
+
+#[test]
+fn a_test_binary_that_fails_leaves_no_control_plane_behind() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["helper_starts_a_control_plane_and_fails", "--exact", "--ignored", "--nocapture"])
+        // Its own control plane, not this process's.
+        .env_remove(support::control_plane::ATTACH_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the helper was meant to fail\n{stdout}");
+    let dir = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("control plane dir: "))
+        .unwrap_or_else(|| panic!("the helper did not start a control plane\n{stdout}"));
+
+    // Its processes are known by the data dir on their command lines.
+    let processes_using_dir = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+            .filter(|cmdline| cmdline.contains(dir) && !cmdline.contains("sh -c"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(dir).exists() || !processes_using_dir().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "30 s after the helper failed, {dir} exists: {} and processes use it: {:?}",
+            std::path::Path::new(dir).exists(),
+            processes_using_dir()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
