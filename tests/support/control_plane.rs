@@ -257,6 +257,8 @@ fn launch(etcd: &Path, apiserver: &Path) -> ControlPlane {
         format!("--audit-policy-file={}", dir.join("audit-policy.yaml").display()),
         format!("--audit-log-path={}", audit_log.display()),
         "--profiling=false".into(),
+        // As in kubeadm clusters: privileged pods (a CSI node plugin is one) are admitted.
+        "--allow-privileged=true".into(),
     ];
     let apiserver_log = dir.join("kube-apiserver.log");
     let mut apiserver_child = spawn_component(apiserver, &apiserver_args, &apiserver_log);

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod client;
 pub mod control_plane;
 pub mod daemon;
+pub mod deploy;
 pub mod fsutil;
 pub mod ns;
 pub mod output;

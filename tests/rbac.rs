@@ -1,0 +1,170 @@
+//! The driver's RBAC in `deploy/` is least privilege, proven against the real API server with a
+//! real token of the driver's ServiceAccount: it may read exactly what the driver reads as itself
+//! (ConfigMaps, ClusterTrustBundles, its own CSIDriver) and nothing else, Secrets above all.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SelfSubjectRulesReview,
+    SelfSubjectRulesReviewSpec,
+};
+use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::storage::v1::CSIDriver;
+use kube::api::{Api, ListParams, PostParams};
+use support::control_plane::ControlPlane;
+use support::deploy;
+
+/// The driver's ServiceAccount, as `deploy/daemonset.yaml` names it.
+const DRIVER_NAMESPACE: &str = "trustmount";
+const DRIVER_ACCOUNT: &str = "trustmount";
+
+/// Applies the shipped manifests and returns a client holding a token of the driver's
+/// ServiceAccount (what the DaemonSet's pods get).
+async fn driver_client(plane: &ControlPlane) -> kube::Client {
+    let admin = plane.admin_client().await;
+    for manifest in ["daemonset.yaml", "rbac.yaml", "csidriver.yaml"] {
+        deploy::apply(&admin, &deploy::manifest(manifest)).await;
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin, DRIVER_NAMESPACE)
+        .create_token_request(DRIVER_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|status| status.token)
+        .expect("a token in the TokenRequest's status");
+    plane.token_client(&token)
+}
+
+/// Asks the API server whether the caller may `verb` the resource (its authorizer's answer).
+async fn may(client: &kube::Client, verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> bool {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: (!namespace.is_empty()).then(|| namespace.into()),
+                name: (!name.is_empty()).then(|| name.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await;
+    answer.unwrap().status.expect("review status").allowed
+}
+
+#[tokio::test]
+async fn the_driver_may_read_trust_material_and_its_own_csidriver_and_nothing_else() {
+    let plane = ControlPlane::shared();
+    let driver = driver_client(plane).await;
+    let namespace = plane.namespace("driver-rbac").await;
+
+    for (verb, group, resource, name) in [
+        ("get", "", "configmaps", "corp-ca"),
+        ("list", "", "configmaps", ""),
+        ("watch", "", "configmaps", ""),
+        ("get", "certificates.k8s.io", "clustertrustbundles", ""),
+        ("list", "certificates.k8s.io", "clustertrustbundles", ""),
+        ("watch", "certificates.k8s.io", "clustertrustbundles", ""),
+        ("get", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
+    ] {
+        let scope = if resource == "configmaps" { namespace.as_str() } else { "" };
+        assert!(may(&driver, verb, group, resource, scope, name).await, "the driver may not {verb} {resource}");
+    }
+    for (verb, group, resource, name) in [
+        ("get", "", "secrets", "corp-ca-secret"),
+        ("list", "", "secrets", ""),
+        ("watch", "", "secrets", ""),
+        ("create", "", "configmaps", ""),
+        ("update", "", "configmaps", "corp-ca"),
+        ("delete", "", "configmaps", "corp-ca"),
+        ("create", "certificates.k8s.io", "clustertrustbundles", ""),
+        ("get", "storage.k8s.io", "csidrivers", "another.driver.io"),
+        ("list", "storage.k8s.io", "csidrivers", ""),
+        ("list", "", "pods", ""),
+        ("create", "", "serviceaccounts/token", "default"),
+    ] {
+        let scope = if matches!(resource, "secrets" | "configmaps" | "pods" | "serviceaccounts/token") {
+            namespace.as_str()
+        } else {
+            ""
+        };
+        assert!(!may(&driver, verb, group, resource, scope, name).await, "the driver may {verb} {resource} {name}");
+    }
+
+    // The same, as real requests.
+    let admin = plane.admin_client().await;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("corp-ca-secret".into());
+    Api::<Secret>::namespaced(admin.clone(), &namespace).create(&PostParams::default(), &secret).await.unwrap();
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some("corp-ca".into());
+    Api::<ConfigMap>::namespaced(admin, &namespace).create(&PostParams::default(), &config_map).await.unwrap();
+
+    Api::<ConfigMap>::namespaced(driver.clone(), &namespace).get("corp-ca").await.expect("get a ConfigMap");
+    let one = ListParams::default().fields("metadata.name=corp-ca");
+    assert_eq!(Api::<ConfigMap>::namespaced(driver.clone(), &namespace).list(&one).await.unwrap().items.len(), 1);
+    Api::<ClusterTrustBundle>::all(driver.clone()).list(&ListParams::default()).await.expect("list bundles");
+    let own = Api::<CSIDriver>::all(driver.clone()).get("csi.trustmount.io").await.expect("get its CSIDriver");
+    assert_eq!(own.spec.pod_info_on_mount, Some(true));
+    let refused = Api::<Secret>::namespaced(driver, &namespace).get("corp-ca-secret").await;
+    assert!(matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_driver_role_grants_exactly_the_rules_the_driver_needs() {
+    let plane = ControlPlane::shared();
+    let driver = driver_client(plane).await;
+    let namespace = plane.namespace("driver-rules").await;
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec { namespace: Some(namespace) },
+        ..Default::default()
+    };
+    let status = Api::<SelfSubjectRulesReview>::all(driver)
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .expect("rules review status");
+
+    // Every authenticated identity may ask who it is and what it may do; the rest is ours.
+    let self_review_groups = ["authorization.k8s.io", "authentication.k8s.io"];
+    let mut granted = BTreeSet::new();
+    for rule in status.resource_rules {
+        let groups = rule.api_groups.unwrap_or_default();
+        if groups.iter().all(|group| self_review_groups.contains(&group.as_str())) {
+            continue;
+        }
+        for group in &groups {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    let names = rule.resource_names.clone().unwrap_or_default().join(",");
+                    granted.insert(format!("{group}/{resource} {verb} [{names}]"));
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "/configmaps get []",
+        "/configmaps list []",
+        "/configmaps watch []",
+        "certificates.k8s.io/clustertrustbundles get []",
+        "certificates.k8s.io/clustertrustbundles list []",
+        "certificates.k8s.io/clustertrustbundles watch []",
+        "storage.k8s.io/csidrivers get [csi.trustmount.io]",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(granted, expected);
+}
