@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use support::certs::TestCa;
-use support::control_plane::ControlPlane;
+use support::control_plane::{ControlPlane, RuntimeConfig};
 
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<kube::core::Status> {
     match result {
@@ -76,6 +76,43 @@ async fn cluster_trust_bundles_are_served_as_v1_and_as_v1beta1() {
         Api::<v1beta1::ClusterTrustBundle>::all(client.clone()).get(&name).await.expect("v1beta1 served");
     assert_eq!(through_beta.spec.trust_bundle, created.spec.trust_bundle);
     Api::<v1::ClusterTrustBundle>::all(client).delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dedicated_control_plane_can_serve_cluster_trust_bundles_only_as_v1beta1() {
+    let plane = ControlPlane::dedicated(RuntimeConfig::cluster_trust_bundles_v1beta1_only());
+    assert_ne!(plane.dir, ControlPlane::shared().dir, "a control plane of its own");
+    let client = plane.admin_client().await;
+    let served = |version: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get(format!("/apis/certificates.k8s.io/{version}")).body(vec![]).unwrap();
+            let resources: serde_json::Value = client.request(request).await.unwrap_or_default();
+            resources["resources"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|resource| resource["name"] == "clustertrustbundles"))
+        }
+    };
+    assert!(!served("v1").await, "v1 ClusterTrustBundles are turned off");
+    assert!(served("v1beta1").await);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "beta-only");
+    let mut bundle = v1beta1::ClusterTrustBundle::default();
+    bundle.metadata.name = Some("beta-only".into());
+    bundle.spec.trust_bundle = ca.pem.clone();
+    Api::<v1beta1::ClusterTrustBundle>::all(client.clone()).create(&PostParams::default(), &bundle).await.unwrap();
+    let through_v1 = Api::<v1::ClusterTrustBundle>::all(client).get("beta-only").await;
+    assert!(matches!(&through_v1, Err(kube::Error::Api(status)) if status.code == 404), "{through_v1:?}");
+
+    // Dropping it stops it and removes its files.
+    let dir = plane.dir.clone();
+    drop(plane);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.exists() {
+        assert!(Instant::now() < deadline, "{} still exists 30 s after the drop", dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -81,12 +81,20 @@ impl ControlPlane {
     pub fn shared() -> &'static ControlPlane {
         let started = SHARED.get_or_init(|| match std::env::var_os(ATTACH_ENV) {
             Some(dir) => Ok(Self::attach(PathBuf::from(dir))),
-            None => Self::start(),
+            None => Self::start(RuntimeConfig::default()),
         });
         match started {
             Ok(plane) => plane,
             Err(message) => panic!("the test control plane did not start: {message}"),
         }
+    }
+
+    /// A control plane of the caller's own, for a test that needs the API server configured
+    /// otherwise (e.g. an API version turned off). Stopped and removed when dropped (and, like
+    /// the shared one, when the test binary exits however it exits).
+    pub fn dedicated(runtime_config: RuntimeConfig) -> ControlPlane {
+        Self::start(runtime_config)
+            .unwrap_or_else(|message| panic!("a dedicated control plane did not start: {message}"))
     }
 
     /// The shared control plane if this process has one already (for `ns.rs` to pass on).
@@ -107,17 +115,18 @@ impl ControlPlane {
         }
     }
 
-    fn start() -> Result<Self, String> {
+    fn start(runtime_config: RuntimeConfig) -> Result<Self, String> {
         super::tools::require(&["curl"]);
         let etcd = component("etcd");
         let apiserver = component("kube-apiserver");
         // The children's parent thread must outlive every test (PR_SET_PDEATHSIG fires when the
-        // forking *thread* exits), so a thread of its own spawns them and then parks forever.
+        // forking *thread* exits), so a thread of its own spawns them and then parks forever
+        // (one per control plane: a handful per test binary at most).
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(|| launch(&etcd, &apiserver));
+                let result = std::panic::catch_unwind(|| launch(&etcd, &apiserver, &runtime_config));
                 let _ = sender.send(result);
                 loop {
                     std::thread::park();
@@ -206,7 +215,30 @@ fn spawn_janitor(root: &Path, children: &[&Child]) -> ChildStdin {
     janitor.stdin.take().expect("janitor stdin")
 }
 
-fn launch(etcd: &Path, apiserver: &Path) -> ControlPlane {
+/// API groups, versions or resources served besides (`=true`) or instead of (`=false`) the
+/// defaults: the API server's `--runtime-config` entries.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig(pub Vec<&'static str>);
+
+impl Default for RuntimeConfig {
+    /// ClusterTrustBundle is GA (v1) in 1.37 and v1beta1 is off by default: serve both, so a
+    /// driver's choice between them can be tested.
+    fn default() -> Self {
+        Self(vec!["certificates.k8s.io/v1beta1/clustertrustbundles=true"])
+    }
+}
+
+impl RuntimeConfig {
+    /// ClusterTrustBundles only as v1beta1, as a 1.33–1.36 cluster with the beta enabled.
+    pub fn cluster_trust_bundles_v1beta1_only() -> Self {
+        Self(vec![
+            "certificates.k8s.io/v1beta1/clustertrustbundles=true",
+            "certificates.k8s.io/v1/clustertrustbundles=false",
+        ])
+    }
+}
+
+fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> ControlPlane {
     let dir = tempfile::Builder::new().prefix("trustmount-control-plane-").tempdir().expect("temp root").keep();
     let pki = Pki::write(&dir);
 
@@ -251,9 +283,7 @@ fn launch(etcd: &Path, apiserver: &Path) -> ControlPlane {
         format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
         format!("--service-account-issuer={server}"),
         "--service-cluster-ip-range=10.0.0.0/24".into(),
-        // ClusterTrustBundle is GA (v1) in 1.37; v1beta1 is off by default. Serve both, so a
-        // driver's choice between them can be tested.
-        "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles=true".into(),
+        format!("--runtime-config={}", runtime_config.0.join(",")),
         format!("--audit-policy-file={}", dir.join("audit-policy.yaml").display()),
         format!("--audit-log-path={}", audit_log.display()),
         "--profiling=false".into(),
