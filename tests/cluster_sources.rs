@@ -562,3 +562,38 @@ fn a_standalone_driver_refuses_cluster_sources() {
         assert!(daemon.stderr().contains("cluster sources off"), "the mode is logged");
     });
 }
+
+#[test]
+fn after_a_restart_adopted_volumes_watch_their_config_maps_again() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let mut world = World::start("restart").await;
+        let first = TestCa::new(world.dir.path(), "before");
+        world.put_config_map("adopted", &[("ca.crt", &first.pem)], &[]).await;
+        let (target, result) = world.publish("pod-adopted", &[("configMaps", "adopted")]).await;
+        result.unwrap();
+        world.daemon.stop();
+
+        // Changed while the driver was down: the restart's first pass catches up.
+        let second = TestCa::new(world.dir.path(), "while-down");
+        world.put_config_map("adopted", &[("ca.crt", &second.pem)], &[]).await;
+        let mut options = DaemonOptions::default().system_roots("none").restart_in(world.daemon.root.clone());
+        options.extra_args =
+            vec!["--kubeconfig".into(), world.dir.path().join("driver.kubeconfig").display().to_string()];
+        let restarted = Daemon::start(options).await;
+        assert_eq!(bundle_ders(&target), ders(&[&second]), "ready only once adopted volumes are current");
+        assert!(restarted.stderr().contains("watching ConfigMap"), "the adopted volume's watch is back");
+
+        // And the watch is live: a later change arrives without a publish.
+        let third = TestCa::new(world.dir.path(), "after");
+        world.put_config_map("adopted", &[("ca.crt", &third.pem)], &[]).await;
+        eventually("a change after the restart reaches the adopted volume", async || {
+            bundle_ders(&target) == ders(&[&third])
+        })
+        .await;
+        restarted.node().node_unpublish_volume(unpublish_request("pod-adopted", &target)).await.unwrap();
+    });
+}
