@@ -188,16 +188,123 @@ async fn run(
             Some(previous) => Some(changed_keys(previous, &content)),
         };
         sender.send_replace(Some(Arc::new(content)));
-        if let Some(data_keys) = changed {
+        if let Some(data_keys) = changed.filter(|keys| keys.as_ref().is_none_or(|keys| !keys.is_empty())) {
             tracing::info!("ConfigMap changed");
             let _ = changes.send(Change::ConfigMap { object: key.clone(), data_keys });
         }
     }
 }
 
-/// The keys whose content differs, or `None` when the object appeared or vanished.
+/// The keys whose content differs in a way a bundle can see (a key that holds no certificate
+/// before and after changes no bundle), or `None` when the object appeared or vanished.
 fn changed_keys(before: &ConfigMapContent, after: &ConfigMapContent) -> Option<BTreeSet<String>> {
     let (Some(before), Some(after)) = (before, after) else { return None };
     let keys = before.keys().chain(after.keys());
-    Some(keys.filter(|key| before.get(*key) != after.get(*key)).cloned().collect())
+    let visible = |key: &&String| match (before.get(*key), after.get(*key)) {
+        (Some(KeyContent::Ignored(_)), Some(KeyContent::Ignored(_))) => false,
+        (was, is) => was != is,
+    };
+    Some(keys.filter(visible).cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bundle::policy::tests::ca;
+
+    fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some(name.to_owned());
+        map.data = Some(data.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>());
+        map
+    }
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    /// Feeds `events` to the writer and returns every state it published, and its changes.
+    async fn replay(events: Vec<watcher::Event<ConfigMap>>) -> (Vec<Synced>, Vec<Change>) {
+        let key = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        let (sender, mut state) = watch::channel(None);
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let seen = tokio::spawn(async move {
+            let mut states = Vec::new();
+            while state.changed().await.is_ok() {
+                states.push(state.borrow_and_update().clone());
+            }
+            states
+        });
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        run(key, stream, sender, changes).await;
+        let states = seen.await.expect("observer");
+        let mut all = Vec::new();
+        while let Ok(change) = received.try_recv() {
+            all.push(change);
+        }
+        (states, all)
+    }
+
+    #[tokio::test]
+    async fn a_relist_is_applied_whole_and_a_vanished_object_is_gone() {
+        let first = pem(&ca("First").der);
+        let second = pem(&ca("Second").der);
+        let (states, changes) = replay(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "hi")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &second), ("README", "hi")])),
+            // A re-list in which the object is missing: it was deleted while the watch was down.
+            watcher::Event::Init,
+            watcher::Event::InitDone,
+        ])
+        .await;
+        let last = states.last().cloned().flatten().expect("synced");
+        assert!(last.is_none(), "not re-listed means gone");
+        let keys = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>());
+        let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        assert_eq!(
+            changes,
+            [
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["ca.crt"]) },
+                Change::ConfigMap { object, data_keys: None },
+            ],
+            "the first list is no change; each later one names what changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_object_or_key_without_certificates_sends_no_change() {
+        let first = pem(&ca("First").der);
+        let (_, changes) = replay(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "hi")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "a new text")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+        ])
+        .await;
+        let keys = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>());
+        let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        // README appearing and going is visible (a `corp-ca:README` volume fails or recovers);
+        // README's text changing is not: it holds no certificate before or after.
+        assert_eq!(
+            changes,
+            [
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
+                Change::ConfigMap { object, data_keys: keys(&["README"]) },
+            ]
+        );
+    }
 }
