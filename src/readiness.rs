@@ -12,6 +12,9 @@ pub enum Condition {
     SourcesLoaded,
     /// The driver's tmpfs is mounted (or adopted) and the records are loaded.
     StoreOpen,
+    /// The caches of the cluster sources adopted volumes name have their first lists (nothing
+    /// to wait for when standalone or without such volumes).
+    CachesSynced,
     /// Volumes adopted from a previous run were refreshed with this run's sources (a failure is
     /// recorded in their health; the pass ran).
     VolumesRefreshed,
@@ -19,7 +22,8 @@ pub enum Condition {
 
 impl Condition {
     /// What `trustmount serve` waits for.
-    pub const DAEMON: [Condition; 3] = [Condition::SourcesLoaded, Condition::StoreOpen, Condition::VolumesRefreshed];
+    pub const DAEMON: [Condition; 4] =
+        [Condition::SourcesLoaded, Condition::StoreOpen, Condition::CachesSynced, Condition::VolumesRefreshed];
 }
 
 impl fmt::Display for Condition {
@@ -27,6 +31,7 @@ impl fmt::Display for Condition {
         f.write_str(match self {
             Self::SourcesLoaded => "sources loaded",
             Self::StoreOpen => "store open",
+            Self::CachesSynced => "cluster caches synced",
             Self::VolumesRefreshed => "adopted volumes refreshed",
         })
     }
@@ -77,6 +82,7 @@ mod tests {
         assert!(!reader.is_ready());
         readiness.mark(Condition::VolumesRefreshed);
         readiness.mark(Condition::SourcesLoaded);
+        readiness.mark(Condition::CachesSynced);
         assert_eq!(reader.pending(), [Condition::StoreOpen]);
         assert!(!reader.is_ready());
         readiness.mark(Condition::StoreOpen);

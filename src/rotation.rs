@@ -1,6 +1,7 @@
 //! Keeps published bundles current. When a source file changes, the sources are reloaded and
-//! every live spec gets a new generation: one `..data` swap that all its pods see at once.
-//! Rotation re-enters the data flow at `sources/` and leaves through `volume/`.
+//! every live spec gets a new generation: one `..data` swap that all its pods see at once. When
+//! a watched cluster object changes, only the specs that name it (and whose certificates can
+//! differ) get one. Rotation re-enters the data flow at `sources/` and leaves through `volume/`.
 //!
 //! A reload or render that fails leaves the current generation in place and is remembered per
 //! spec, so NodeGetVolumeStats can report the volume abnormal until it recovers.
@@ -13,13 +14,16 @@ use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use crate::readiness::{Condition, Readiness};
+use crate::sources::cluster::Change;
 use crate::sources::{self, Reload, Sources};
-use crate::spec::SpecDigest;
+use crate::spec::{SpecDigest, VolumeSpec};
 use crate::volume::{self, Store};
 
 /// File updates come in bursts (a ConfigMap swap is several renames); wait for the burst to end
 /// so one reload sees the final state.
 const SETTLE: Duration = Duration::from_millis(200);
+/// Watch events come in bursts too (an apply touching several objects); one pass for a burst.
+const CLUSTER_SETTLE: Duration = Duration::from_millis(50);
 
 /// Why one spec's refresh failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +73,37 @@ impl Rotation {
         self.failures().get(digest).cloned().map(Problem::Refresh)
     }
 
-    /// Runs for the life of the driver: a first pass over the specs adopted from a previous run
-    /// (then `readiness` learns [`Condition::VolumesRefreshed`]), and a pass on each source
-    /// change (or request).
-    pub async fn run(self: Arc<Self>, mut changes: mpsc::Receiver<()>, readiness: Readiness) {
+    /// Runs for the life of the driver: the adopted specs' cluster caches (then `readiness`
+    /// learns [`Condition::CachesSynced`]), a first pass over the specs adopted from a previous
+    /// run (then [`Condition::VolumesRefreshed`]), and a pass on each source change (or
+    /// request).
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: mpsc::Receiver<()>,
+        mut cluster_changes: Option<mpsc::UnboundedReceiver<Change>>,
+        readiness: Readiness,
+    ) {
+        // Adopted specs re-acquire the watches their records name.
+        self.sources.retain(|| self.store.live_specs());
+        self.sources.synced(&self.store.live_specs()).await;
+        readiness.mark(Condition::CachesSynced);
         // Spec directories adopted from a previous run were rendered from the sources of that
         // run, which may have changed (new flags, edited files) while the driver was down.
         self.refresh_all().await;
         readiness.mark(Condition::VolumesRefreshed);
         loop {
             let reload = tokio::select! {
+                Some(change) = next_change(&mut cluster_changes) => {
+                    tokio::time::sleep(CLUSTER_SETTLE).await;
+                    let mut burst = vec![change];
+                    if let Some(receiver) = cluster_changes.as_mut() {
+                        while let Ok(change) = receiver.try_recv() {
+                            burst.push(change);
+                        }
+                    }
+                    self.refresh_where(|spec| burst.iter().any(|change| Sources::affected_by(change, spec))).await;
+                    continue;
+                }
                 change = changes.recv() => match change {
                     Some(()) => true,
                     // No watch (no files to watch): refresh passes on request only.
@@ -105,7 +130,16 @@ impl Rotation {
     }
 
     async fn refresh_all(&self) {
-        let specs = self.store.live_specs();
+        self.refresh_where(|_| true).await;
+    }
+
+    /// Refreshes the live specs `affected` picks; the others keep their generation untouched.
+    async fn refresh_where(&self, affected: impl Fn(&VolumeSpec) -> bool) {
+        let specs: Vec<VolumeSpec> = self.store.live_specs().into_iter().filter(|spec| affected(spec)).collect();
+        if specs.is_empty() {
+            tracing::debug!("no published bundle is affected");
+            return;
+        }
         tracing::info!(specs = specs.len(), "refreshing published bundles");
         for spec in specs {
             let digest = spec.digest();
@@ -129,5 +163,16 @@ impl Rotation {
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<SpecDigest, Arc<Error>>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The next cluster change; pending forever when the driver is standalone or the caches are gone.
+async fn next_change(receiver: &mut Option<mpsc::UnboundedReceiver<Change>>) -> Option<Change> {
+    match receiver {
+        Some(receiver) => match receiver.recv().await {
+            Some(change) => Some(change),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }

@@ -339,15 +339,24 @@ fn bad_publish_requests_get_the_csi_status_codes() {
             case("non-empty mount_flags", Code::InvalidArgument, |r| mount_of(r).mount_flags = vec!["noexec".into()]),
             case("same target, different attributes", Code::AlreadyExists, move |r| {
                 r.target_path = e1.clone();
+                // As the kubelet would send it: the UID of the pod whose directory it is.
+                let uid = support::client::pod_uid_of(Path::new(&r.target_path));
+                r.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), uid);
                 r.volume_id = "vol-existing".into();
                 r.volume_context.insert("systemRoots".into(), "false".into());
             }),
             case("same target, different volume_id", Code::AlreadyExists, move |r| {
                 r.target_path = e2.clone();
+                // As the kubelet would send it: the UID of the pod whose directory it is.
+                let uid = support::client::pod_uid_of(Path::new(&r.target_path));
+                r.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), uid);
                 r.volume_id = "vol-other".into();
             }),
             case("same target, different readonly", Code::AlreadyExists, move |r| {
                 r.target_path = e3.clone();
+                // As the kubelet would send it: the UID of the pod whose directory it is.
+                let uid = support::client::pod_uid_of(Path::new(&r.target_path));
+                r.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), uid);
                 r.volume_id = "vol-existing".into();
                 r.readonly = false;
             }),

@@ -60,6 +60,14 @@ pub struct ServeArgs {
     /// A PEM or DER file whose certificates every volume trusts (repeatable).
     #[arg(long = "extra-pem", value_name = "FILE")]
     pub extra_pem: Vec<PathBuf>,
+    /// The kubeconfig the driver reads cluster sources with. Without it, the driver uses its
+    /// pod's ServiceAccount when running in a pod, and runs standalone otherwise.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Local sources only: never talk to the Kubernetes API. Volumes naming cluster sources
+    /// fail with FAILED_PRECONDITION.
+    #[arg(long, env = "TRUSTMOUNT_STANDALONE")]
+    pub standalone: bool,
 }
 
 #[derive(clap::Args)]

@@ -1,5 +1,6 @@
-//! `trustmount serve`: loads the sources, opens the store, then serves CSI until SIGTERM/SIGINT;
-//! Probe says ready once the adopted volumes are refreshed too.
+//! `trustmount serve`: loads the sources, opens the store, connects to the cluster (unless
+//! standalone), then serves CSI until SIGTERM/SIGINT; Probe says ready once the adopted volumes'
+//! caches are synced and the volumes refreshed too.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
-use trustmount::sources::{self, Sources};
+use trustmount::sources::cluster::{Cluster, Mode};
+use trustmount::sources::{self, ClusterAccess, Sources};
 use trustmount::volume::{Store, StoreConfig};
 
 use super::Failure;
@@ -19,14 +21,15 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
     }
     let readiness = Readiness::new(Condition::DAEMON);
-    let sources = Sources::load(sources::Config {
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let mode = Mode::choose(args.standalone, args.kubeconfig, in_pod);
+    let mut sources = Sources::load(sources::Config {
         system_roots: args.sources.system_roots,
         extra_pem: args.extra_pem,
         max_source_size: args.sources.max_source_size,
     })
     .context("loading certificate sources")
     .map_err(Failure::Config)?;
-    let sources = Arc::new(sources);
     readiness.mark(Condition::SourcesLoaded);
     let store = Store::open(StoreConfig {
         state_dir: args.state_dir,
@@ -39,12 +42,36 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
     let _guard = runtime.enter();
+    let client =
+        runtime.block_on(mode.client()).context("configuring the Kubernetes client").map_err(Failure::Config)?;
+    let cluster_changes = match (client, &mode) {
+        (Some(client), _) => {
+            match &mode {
+                Mode::Kubeconfig(path) => {
+                    tracing::info!(mode = %mode, kubeconfig = %path.display(), "cluster sources on");
+                }
+                Mode::Standalone { .. } | Mode::InCluster => tracing::info!(mode = %mode, "cluster sources on"),
+            }
+            let (cluster, changes) = Cluster::new(client);
+            sources.set_cluster(ClusterAccess::Connected(cluster));
+            Some(changes)
+        }
+        (None, Mode::Standalone { reason }) => {
+            tracing::info!(mode = %mode, reason, "cluster sources off: local sources only");
+            sources.set_cluster(ClusterAccess::Standalone(reason));
+            None
+        }
+        (None, Mode::Kubeconfig(_) | Mode::InCluster) => {
+            return Err(Failure::Runtime(anyhow::anyhow!("the Kubernetes client could not be built")));
+        }
+    };
+    let sources = Arc::new(sources);
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
         .map_err(Failure::Runtime)?;
     let rotation = Rotation::new(Arc::clone(&sources), store.clone());
     // Its first pass refreshes the adopted volumes; Probe says ready after it.
-    runtime.spawn(Arc::clone(&rotation).run(changes, readiness.clone()));
+    runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
     let node = NodeService::new(args.node_id, Node::new(sources, store, rotation));

@@ -65,8 +65,9 @@ mod tests {
         assert_eq!(probe(&identity).await, Some(false));
         readiness.mark(Condition::SourcesLoaded);
         readiness.mark(Condition::StoreOpen);
-        assert_eq!(probe(&identity).await, Some(false), "adopted volumes not refreshed yet");
         readiness.mark(Condition::VolumesRefreshed);
+        assert_eq!(probe(&identity).await, Some(false), "adopted volumes' caches not synced yet");
+        readiness.mark(Condition::CachesSynced);
         assert_eq!(probe(&identity).await, Some(true));
     }
 }

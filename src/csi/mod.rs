@@ -32,6 +32,14 @@ pub enum Error {
     BadPath { field: &'static str, path: String },
     #[error(transparent)]
     Attributes(#[from] spec::Error),
+    #[error(
+        "the volume names cluster sources but the request carries no csi.storage.k8s.io/pod.namespace; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
+    )]
+    NoPodInfo,
+    #[error(
+        "csi.storage.k8s.io/pod.uid is {uid:?} but target_path {target:?} is not in that pod's volumes directory (<kubelet-dir>/pods/{uid}/volumes/…)"
+    )]
+    PodUidMismatch { uid: String, target: String },
     #[error(transparent)]
     Node(#[from] crate::node::Error),
 }

@@ -18,6 +18,13 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<Publication>
     let target = absolute_path("target_path", required("target_path", request.target_path)?)?;
     check_capability(request.volume_capability.as_ref())?;
     let (spec, pod) = VolumeSpec::from_attributes(&request.volume_context)?;
+    // The namespace decides what a cluster source may read: it must come from the kubelet.
+    if spec.has_cluster_sources() && pod.namespace.is_empty() {
+        return Err(Error::NoPodInfo);
+    }
+    if !pod.uid.is_empty() && pod_uid_of(&target) != Some(pod.uid.as_str()) {
+        return Err(Error::PodUidMismatch { uid: pod.uid, target: target.display().to_string() });
+    }
     Ok(Publication { volume_id, target, readonly: request.readonly, spec, pod })
 }
 
@@ -33,6 +40,15 @@ pub fn stats_query(request: pb::NodeGetVolumeStatsRequest) -> Result<(String, Pa
     let volume_id = required("volume_id", request.volume_id)?;
     let path = PathBuf::from(required("volume_path", request.volume_path)?);
     Ok((volume_id, path))
+}
+
+/// The pod UID in a kubelet target path, `…/pods/<uid>/volumes/<plugin>/<name>/mount`.
+fn pod_uid_of(target: &Path) -> Option<&str> {
+    let components: Vec<&str> = target.components().filter_map(|c| c.as_os_str().to_str()).collect();
+    match components.as_slice() {
+        [.., "pods", uid, "volumes", _plugin, _name, "mount"] => Some(uid),
+        _ => None,
+    }
 }
 
 fn required(field: &'static str, value: String) -> Result<String> {
@@ -104,6 +120,35 @@ mod tests {
             request.target_path = target.into();
             assert!(matches!(publication(request), Err(Error::BadPath { .. })), "{target}");
         }
+    }
+
+    #[test]
+    fn the_pod_uid_must_be_the_one_in_the_target_path() {
+        let with = |uid: &str, target: &str| {
+            let mut request = valid();
+            request.target_path = target.into();
+            request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), uid.into());
+            publication(request)
+        };
+        assert!(with("u", "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/certs/mount").is_ok());
+        for target in [
+            "/var/lib/kubelet/pods/other/volumes/kubernetes.io~csi/certs/mount",
+            "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/certs/elsewhere",
+            "/somewhere/else",
+        ] {
+            assert!(matches!(with("u", target), Err(Error::PodUidMismatch { .. })), "{target}");
+        }
+        assert!(publication(valid()).is_ok(), "without a pod UID (no podInfoOnMount) nothing is compared");
+    }
+
+    #[test]
+    fn a_cluster_source_without_pod_info_asks_for_pod_info_on_mount() {
+        let mut request = valid();
+        request.volume_context.insert("configMaps".into(), "corp-ca".into());
+        let error = publication(request.clone()).unwrap_err();
+        assert!(matches!(error, Error::NoPodInfo) && error.to_string().contains("podInfoOnMount"), "{error}");
+        request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), "shop".into());
+        assert!(publication(request).is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use tonic::{Code, Status};
 
 use super::Error;
-use crate::{sources, volume};
+use crate::sources::{self, cluster};
+use crate::volume;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
@@ -21,7 +22,13 @@ fn code_of(error: &Error) -> Code {
         | Error::UnsupportedFsType(_)
         | Error::MountFlags(_)
         | Error::BadPath { .. }
+        // The kubelet never sends a pod UID that its own target path contradicts: the request
+        // is malformed (or forged), and retrying it cannot help. Not PERMISSION_DENIED: no
+        // identity lacks a permission here, the arguments disagree with each other.
+        | Error::PodUidMismatch { .. }
         | Error::Attributes(_) => Code::InvalidArgument,
+        // The operator's CSIDriver object must change; the request itself is fine.
+        Error::NoPodInfo => Code::FailedPrecondition,
         Error::Node(crate::node::Error::Volume(error)) => volume_code(error),
         Error::Node(crate::node::Error::Sources(error)) => sources_code(error),
     }
@@ -52,5 +59,24 @@ fn sources_code(error: &sources::Error) -> Code {
         sources::Error::TooLarge { .. } => Code::FailedPrecondition,
         sources::Error::Read { .. } => Code::Unavailable,
         sources::Error::Bundle(_) => Code::Internal,
+        sources::Error::Cluster(error) => cluster_code(error),
+    }
+}
+
+fn cluster_code(error: &cluster::Error) -> Code {
+    match error {
+        // The cluster (or the driver's mode) cannot satisfy the volume until someone changes
+        // it; the kubelet retries and shows the message in the pod's events.
+        cluster::Error::Standalone { .. }
+        | cluster::Error::Missing { .. }
+        | cluster::Error::MissingKey { .. }
+        | cluster::Error::NoMatch { .. }
+        | cluster::Error::NoCertificates { .. }
+        | cluster::Error::Content { .. }
+        | cluster::Error::TrustBundlesNotServed => Code::FailedPrecondition,
+        // Transient: the cache will sync, and the kubelet retries.
+        cluster::Error::NotSynced { .. } => Code::Unavailable,
+        // Only at start, which exits instead; here for completeness.
+        cluster::Error::Config { .. } => Code::Internal,
     }
 }

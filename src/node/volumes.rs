@@ -35,12 +35,21 @@ impl Node {
     /// # Errors
     /// A render failure ([`Error::Sources`]) or a store failure ([`Error::Volume`]).
     pub async fn publish(&self, publication: Publication) -> Result<()> {
+        // Cluster sources: their watches held (and first-synced) before anything is rendered.
+        // A warm spec's watches already run: no request, no wait.
+        let hold = self.sources.hold(&publication.spec).await?;
         let generation = self.sources.generation();
         let sources = Arc::clone(&self.sources);
         let spec = publication.spec.clone();
         // Called by the store only when no directory for this spec exists yet.
         let render = move || sources.render_files(&spec).map_err(Error::Sources);
-        self.store.publish(publication, render).await?;
+        let published = self.store.publish(publication, render).await;
+        if hold.is_some() {
+            // Now live (or not): the spec's watches are kept by the live set, not the hold.
+            self.sources.retain(|| self.store.live_specs());
+        }
+        drop(hold);
+        published?;
         // The sources changed while this publish ran: its render may predate the change, and the
         // rotation pass for that change may have run before this spec was live.
         if self.sources.generation() != generation {
@@ -52,7 +61,10 @@ impl Node {
     /// # Errors
     /// As [`Store::unpublish`].
     pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
-        Ok(self.store.unpublish(volume_id, target).await?)
+        self.store.unpublish(volume_id, target).await?;
+        // The last volume naming an object gives up its watch.
+        self.sources.retain(|| self.store.live_specs());
+        Ok(())
     }
 
     /// # Errors

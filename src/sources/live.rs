@@ -1,6 +1,7 @@
 //! The live sources: the current parsed catalog, replaced whole when a source file changes.
 //! A reload that fails keeps the last good catalog (a bad source never replaces a good bundle)
-//! and is remembered so volume health can report it.
+//! and is remembered so volume health can report it. Cluster sources come from the caches of
+//! [`Cluster`], read from memory at render time.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -8,12 +9,22 @@ use std::sync::{Arc, RwLock};
 use crate::bundle::Files;
 use crate::spec::VolumeSpec;
 
+use super::cluster::{self, Change, Cluster, Hold};
 use super::{Catalog, Config, Error, Result};
 
 #[derive(Debug)]
 pub struct Sources {
     config: Config,
     state: RwLock<State>,
+    cluster: ClusterAccess,
+}
+
+/// Whether the driver reads from a cluster.
+#[derive(Clone, Debug)]
+pub enum ClusterAccess {
+    /// Local sources only, and why (for the error a volume naming a cluster source gets).
+    Standalone(&'static str),
+    Connected(Arc<Cluster>),
 }
 
 #[derive(Debug)]
@@ -39,7 +50,56 @@ impl Sources {
     /// trust than configured.
     pub fn load(config: Config) -> Result<Self> {
         let catalog = Arc::new(Catalog::load(&config)?);
-        Ok(Self { config, state: RwLock::new(State { catalog, generation: 0, refresh_error: None }) })
+        Ok(Self {
+            config,
+            state: RwLock::new(State { catalog, generation: 0, refresh_error: None }),
+            cluster: ClusterAccess::Standalone("no cluster configuration"),
+        })
+    }
+
+    /// Gives the sources their cluster (or says why there is none).
+    pub fn set_cluster(&mut self, cluster: ClusterAccess) {
+        self.cluster = cluster;
+    }
+
+    fn cluster(&self, spec: &VolumeSpec) -> Result<&Arc<Cluster>> {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => Ok(cluster),
+            ClusterAccess::Standalone(reason) => {
+                Err(Error::Cluster(cluster::Error::Standalone { what: describe(spec), reason }))
+            }
+        }
+    }
+
+    /// For a spec with cluster sources: holds their watches (starting new ones) and waits for
+    /// their first lists, bounded. `None` for a spec of local sources only.
+    ///
+    /// # Errors
+    /// A standalone driver, or a first list that does not complete in time.
+    pub async fn hold(&self, spec: &VolumeSpec) -> Result<Option<Hold>> {
+        if !spec.has_cluster_sources() {
+            return Ok(None);
+        }
+        Ok(Some(self.cluster(spec)?.hold(spec).await?))
+    }
+
+    /// Keeps the watches that `live_specs` need (and those publishes hold), no others.
+    pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
+        if let ClusterAccess::Connected(cluster) = &self.cluster {
+            cluster.retain(live_specs);
+        }
+    }
+
+    /// Waits until the caches `specs` need have their first lists (unbounded).
+    pub async fn synced(&self, specs: &[VolumeSpec]) {
+        if let ClusterAccess::Connected(cluster) = &self.cluster {
+            cluster.synced(specs).await;
+        }
+    }
+
+    /// Whether a cluster change can change the bundle of `spec`.
+    pub fn affected_by(change: &Change, spec: &VolumeSpec) -> bool {
+        Cluster::affects(change, spec)
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -61,7 +121,8 @@ impl Sources {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
-        self.catalog().render(spec).map(|rendered| rendered.files)
+        let cluster = if spec.has_cluster_sources() { self.cluster(spec)?.certificates(spec)? } else { Vec::new() };
+        self.catalog().render_with(spec, &cluster).map(|rendered| rendered.files)
     }
 
     /// Why the last reload failed, while the failure lasts.
@@ -105,6 +166,23 @@ impl Sources {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// "ClusterTrustBundles a, b and ConfigMaps x": what a spec asks of the cluster, for messages.
+fn describe(spec: &VolumeSpec) -> String {
+    let cluster = &spec.cluster;
+    let mut parts = Vec::new();
+    if !cluster.trust_bundles.is_empty() {
+        parts.push(format!("ClusterTrustBundles {}", cluster.trust_bundles.join(", ")));
+    }
+    if let Some(signer) = &cluster.signer {
+        parts.push(format!("the ClusterTrustBundles of signer {}", signer.signer_name));
+    }
+    if !cluster.config_maps.is_empty() {
+        let names: Vec<String> = cluster.config_maps.iter().map(ToString::to_string).collect();
+        parts.push(format!("ConfigMaps {}", names.join(", ")));
+    }
+    parts.join(" and ")
 }
 
 #[cfg(test)]

@@ -6,11 +6,15 @@
 //!   and skipped).
 //! - [`files`]: `--extra-pem` files added to every volume (strict: a bad file stops the driver
 //!   from starting instead of silently serving less trust).
+//! - [`cluster`]: ClusterTrustBundles and ConfigMaps a volume names, cached by watches (strict:
+//!   a missing source or a private key fails the publish, or keeps the last good bundle on
+//!   refresh).
 //!
 //! Every source file is size-checked before it is read (`--max-source-size`). The certificate
 //! policy (drop expired certificates and end entities issued by a CA) runs per volume at render
 //! time with the real clock, since what is expired changes while the catalog stays loaded.
 
+pub mod cluster;
 mod files;
 mod live;
 mod system;
@@ -23,7 +27,7 @@ use std::sync::Mutex;
 use crate::bundle::{self, Bundle, Certificate, DropReason, Files, policy};
 use crate::spec::VolumeSpec;
 
-pub use live::{Reload, Sources};
+pub use live::{ClusterAccess, Reload, Sources};
 pub use system::SystemRoots;
 pub use watch::{SourceWatch, watch_files};
 
@@ -41,6 +45,8 @@ pub enum Error {
     TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error(transparent)]
     Bundle(#[from] bundle::Error),
+    #[error(transparent)]
+    Cluster(#[from] cluster::Error),
     #[error(
         "the volume's bundle would be empty: no source gives it a certificate to keep (systemRoots may be \"false\"; expired certificates and end-entity certificates issued by a CA are dropped, see the log); add a CA certificate, keep the system roots, or set expired: \"keep\""
     )]
@@ -104,18 +110,29 @@ impl Catalog {
         self.system.len()
     }
 
-    /// The certificates a volume with this spec would hold before the policy, deduplicated.
-    fn candidates(&self, spec: &VolumeSpec) -> Bundle {
+    /// The certificates a volume with this spec would hold before the policy, deduplicated;
+    /// `cluster` is what its cluster sources give it.
+    fn candidates(&self, spec: &VolumeSpec, cluster: &[Certificate]) -> Bundle {
         let system = spec.system_roots.then_some(&self.system).into_iter().flatten();
-        // Extra certificates first so that, when a user source repeats a system root, the
+        // User certificates first so that, when a user source repeats a system root, the
         // bundle reports the user's source for it.
-        Bundle::new(self.extra.iter().chain(system).cloned())
+        Bundle::new(self.extra.iter().chain(cluster).chain(system).cloned())
     }
 
     /// The certificates a volume with this spec trusts at `now` (Unix seconds), and the ones the
     /// policy drops.
     pub fn bundle_at(&self, spec: &VolumeSpec, now: i64) -> (Bundle, Vec<bundle::Dropped>) {
-        let candidates = self.candidates(spec);
+        self.bundle_with_at(spec, &[], now)
+    }
+
+    /// [`Catalog::bundle_at`] with the certificates of the spec's cluster sources.
+    pub fn bundle_with_at(
+        &self,
+        spec: &VolumeSpec,
+        cluster: &[Certificate],
+        now: i64,
+    ) -> (Bundle, Vec<bundle::Dropped>) {
+        let candidates = self.candidates(spec, cluster);
         let (kept, dropped) = policy::apply(candidates.certificates().iter().cloned(), now, spec.keep_expired);
         (Bundle::new(kept), dropped)
     }
@@ -152,7 +169,19 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_at(&self, spec: &VolumeSpec, now: i64) -> Result<Rendered> {
-        let (bundle, dropped) = self.bundle_at(spec, now);
+        self.render_with_at(spec, &[], now)
+    }
+
+    /// [`Catalog::render`] with the certificates of the spec's cluster sources.
+    ///
+    /// # Errors
+    /// As [`Catalog::render`].
+    pub fn render_with(&self, spec: &VolumeSpec, cluster: &[Certificate]) -> Result<Rendered> {
+        self.render_with_at(spec, cluster, unix_now())
+    }
+
+    fn render_with_at(&self, spec: &VolumeSpec, cluster: &[Certificate], now: i64) -> Result<Rendered> {
+        let (bundle, dropped) = self.bundle_with_at(spec, cluster, now);
         self.log_drops(&dropped);
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);

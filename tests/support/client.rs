@@ -56,13 +56,24 @@ pub fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// The pod UID a kubelet target path names (`…/pods/<uid>/volumes/<plugin>/<name>/mount`), as
+/// the kubelet sends it in `csi.storage.k8s.io/pod.uid`; a fixed one for other paths.
+pub fn pod_uid_of(target: &Path) -> String {
+    let components: Vec<&str> = target.iter().filter_map(|c| c.to_str()).collect();
+    match components.as_slice() {
+        [.., "pods", uid, "volumes", _, _, "mount"] => uid.to_string(),
+        _ => "0c1f4d6e-0000-4000-8000-000000000001".to_string(),
+    }
+}
+
 /// A NodePublishVolume request as the kubelet sends it for an inline volume (readonly, with the
 /// pod-info keys the CSIDriver's `podInfoOnMount` adds) plus `extra` attributes.
 pub fn publish_request(volume_id: &str, target: &Path, extra: &[(&str, &str)]) -> NodePublishVolumeRequest {
+    let uid = pod_uid_of(target);
     let mut volume_context = attrs(&[
         ("csi.storage.k8s.io/pod.name", "web-0"),
         ("csi.storage.k8s.io/pod.namespace", "default"),
-        ("csi.storage.k8s.io/pod.uid", "0c1f4d6e-0000-4000-8000-000000000001"),
+        ("csi.storage.k8s.io/pod.uid", uid.as_str()),
         ("csi.storage.k8s.io/serviceAccount.name", "default"),
         ("csi.storage.k8s.io/ephemeral", "true"),
     ]);

@@ -111,6 +111,8 @@ impl Daemon {
             cmd.args(["--driver-name", name]);
         }
         cmd.args(&opts.extra_args);
+        // Hermetic: the cluster a test means is given by flag, never inherited.
+        cmd.env_remove("KUBECONFIG").env_remove("KUBERNETES_SERVICE_HOST");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }

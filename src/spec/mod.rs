@@ -3,6 +3,15 @@
 //! Parsing is strict — an unknown attribute is an error, so a typo (`systemroots`) never silently
 //! falls back to a default. The spec's digest names the shared directory every volume with the
 //! same spec is bind-mounted from.
+//!
+//! - [`cluster`]: the cluster sources (ClusterTrustBundles, ConfigMaps) a volume names.
+//! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
+
+mod cluster;
+mod selector;
+
+pub use cluster::{ClusterSources, ConfigMapRef, SignerSelection};
+pub use selector::{LabelSelector, ParseError as SelectorError};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +28,18 @@ pub const ATTR_LAYOUT: &str = "layout";
 pub const ATTR_JAVA_TRUSTSTORE: &str = "javaTruststore";
 /// Volume attribute: `"keep"` keeps expired certificates, `"drop"` (default) leaves them out.
 pub const ATTR_EXPIRED: &str = "expired";
+/// Volume attribute: ClusterTrustBundles by name, comma-separated.
+pub const ATTR_CLUSTER_TRUST_BUNDLES: &str = "clusterTrustBundles";
+/// Volume attribute: every ClusterTrustBundle of this signer (whose labels match `labelSelector`).
+pub const ATTR_SIGNER_NAME: &str = "signerName";
+/// Volume attribute: a Kubernetes label selector narrowing `signerName`.
+pub const ATTR_LABEL_SELECTOR: &str = "labelSelector";
+/// Volume attribute: ConfigMaps in the pod's namespace, `name` or `name:key`, comma-separated.
+pub const ATTR_CONFIG_MAPS: &str = "configMaps";
+/// Volume attribute: `"true"` skips a missing cluster source instead of failing the publish.
+pub const ATTR_OPTIONAL: &str = "optional";
+/// Volume attribute: `"false"` leaves out the driver-wide default sources.
+pub const ATTR_DEFAULTS: &str = "defaults";
 
 /// Attributes the kubelet adds itself (podInfoOnMount, tokenRequests, ephemeral).
 const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
@@ -29,7 +50,18 @@ const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
 const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 
 /// The attributes a user may set, listed in error messages.
-pub const USER_ATTRIBUTES: &[&str] = &[ATTR_SYSTEM_ROOTS, ATTR_LAYOUT, ATTR_JAVA_TRUSTSTORE, ATTR_EXPIRED];
+pub const USER_ATTRIBUTES: &[&str] = &[
+    ATTR_SYSTEM_ROOTS,
+    ATTR_LAYOUT,
+    ATTR_JAVA_TRUSTSTORE,
+    ATTR_EXPIRED,
+    ATTR_CLUSTER_TRUST_BUNDLES,
+    ATTR_SIGNER_NAME,
+    ATTR_LABEL_SELECTOR,
+    ATTR_CONFIG_MAPS,
+    ATTR_OPTIONAL,
+    ATTR_DEFAULTS,
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -39,6 +71,14 @@ pub enum Error {
     UnknownAttribute { key: String, accepted: String },
     #[error("volume attribute {key:?} has value {value:?}; use {expected}")]
     InvalidValue { key: String, value: String, expected: String },
+    #[error(
+        "volume attribute {key:?} has value {value:?}, which names namespace {namespace:?}; a volume reads only from its pod's own namespace, so give the bare name of an object there"
+    )]
+    OtherNamespace { key: String, value: String, namespace: String },
+    #[error("volume attribute {key:?} has value {value:?}, which is not a label selector: {reason}")]
+    LabelSelector { key: String, value: String, reason: SelectorError },
+    #[error("volume attribute \"labelSelector\" needs \"signerName\": a selector narrows the bundles of one signer")]
+    SelectorWithoutSigner,
 }
 
 /// The content-defining part of a volume: two volumes with equal specs see identical files.
@@ -49,6 +89,10 @@ pub struct VolumeSpec {
     pub system_roots: bool,
     pub render: RenderOptions,
     pub keep_expired: bool,
+    /// What the volume reads from the Kubernetes API (absent in records written before cluster
+    /// sources existed).
+    #[serde(default, skip_serializing_if = "ClusterSources::is_default")]
+    pub cluster: ClusterSources,
 }
 
 /// Who the volume is for; recorded, never part of the content.
@@ -94,6 +138,7 @@ impl VolumeSpec {
         let mut pod = PodInfo::default();
         // Sorted so the first error reported does not depend on hash order.
         let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
+        let mut label_selector = None;
         for (key, value) in sorted {
             match key.as_str() {
                 ATTR_SYSTEM_ROOTS => spec.system_roots = parse_bool(key, value)?,
@@ -102,6 +147,21 @@ impl VolumeSpec {
                     spec.render.java = parse_choice(key, value, JavaTruststore::ALL, |j| j.name())?;
                 }
                 ATTR_EXPIRED => spec.keep_expired = parse_choice(key, value, &[false, true], expired_name)?,
+                ATTR_CLUSTER_TRUST_BUNDLES => spec.cluster.trust_bundles = cluster::parse_trust_bundles(key, value)?,
+                ATTR_SIGNER_NAME => {
+                    let signer_name = cluster::parse_signer_name(key, value)?;
+                    spec.cluster.signer = Some(SignerSelection { signer_name, selector: LabelSelector::default() });
+                }
+                ATTR_LABEL_SELECTOR => {
+                    label_selector = Some(LabelSelector::parse(value).map_err(|reason| Error::LabelSelector {
+                        key: key.clone(),
+                        value: value.clone(),
+                        reason,
+                    })?);
+                }
+                ATTR_CONFIG_MAPS => spec.cluster.config_maps = cluster::parse_config_maps(key, value)?,
+                ATTR_OPTIONAL => spec.cluster.optional = parse_bool(key, value)?,
+                ATTR_DEFAULTS => spec.cluster.defaults = parse_bool(key, value)?,
                 POD_NAME => pod.name = value.clone(),
                 POD_NAMESPACE => pod.namespace = value.clone(),
                 POD_UID => pod.uid = value.clone(),
@@ -118,12 +178,20 @@ impl VolumeSpec {
                 }
             }
         }
+        if let Some(selector) = label_selector {
+            spec.cluster.signer.as_mut().ok_or(Error::SelectorWithoutSigner)?.selector = selector;
+        }
         spec.namespace = pod.namespace.clone();
         Ok((spec, pod))
     }
 
+    /// Whether the volume reads anything from the Kubernetes API.
+    pub fn has_cluster_sources(&self) -> bool {
+        !self.cluster.names_none()
+    }
+
     pub fn digest(&self) -> SpecDigest {
-        let canonical = CanonicalV1 {
+        let v1 = CanonicalV1 {
             namespace: &self.namespace,
             system_roots: self.system_roots,
             render: CanonicalRender {
@@ -132,11 +200,38 @@ impl VolumeSpec {
             },
             keep_expired: self.keep_expired,
         };
-        // Versioned so a future change of the canonical form never reuses an old directory.
-        let canonical = serde_json::to_vec(&("v1", canonical)).unwrap_or_default();
-        let hash = Sha256::digest(&canonical);
+        // Versioned so a future change of the canonical form never reuses an old directory. A
+        // spec without cluster attributes keeps its v1 digest (and so its adopted directory).
+        let canonical = if self.cluster.is_default() {
+            serde_json::to_vec(&("v1", v1))
+        } else {
+            let cluster = &self.cluster;
+            let v2 = CanonicalV2 {
+                v1,
+                cluster_trust_bundles: &cluster.trust_bundles,
+                signer: cluster.signer.as_ref().map(|s| (s.signer_name.as_str(), s.selector.to_string())),
+                config_maps: cluster.config_maps.iter().map(|r| (r.name.as_str(), r.key.as_deref())).collect(),
+                optional: cluster.optional,
+                defaults: cluster.defaults,
+            };
+            serde_json::to_vec(&("v2", v2))
+        };
+        let hash = Sha256::digest(canonical.unwrap_or_default());
         SpecDigest(hex::encode(&hash[..16]))
     }
+}
+
+/// v1 plus the cluster sources; same rules as [`CanonicalV1`]. The selector is digested in its
+/// canonical spelling, so `a=1,b=2` and `b=2, a==1` share a directory.
+#[derive(Serialize)]
+struct CanonicalV2<'a> {
+    #[serde(flatten)]
+    v1: CanonicalV1<'a>,
+    cluster_trust_bundles: &'a [String],
+    signer: Option<(&'a str, String)>,
+    config_maps: Vec<(&'a str, Option<&'a str>)>,
+    optional: bool,
+    defaults: bool,
 }
 
 /// The digested form of a [`VolumeSpec`], spelled out so that renaming a Rust field or variant
@@ -177,7 +272,13 @@ fn java_truststore_tag(java: JavaTruststore) -> &'static str {
 
 impl Default for VolumeSpec {
     fn default() -> Self {
-        Self { namespace: String::new(), system_roots: true, render: RenderOptions::default(), keep_expired: false }
+        Self {
+            namespace: String::new(),
+            system_roots: true,
+            render: RenderOptions::default(),
+            keep_expired: false,
+            cluster: ClusterSources::default(),
+        }
     }
 }
 
@@ -278,6 +379,7 @@ mod tests {
             system_roots: false,
             render: RenderOptions { layout: Layout::Rhel, java: JavaTruststore::Pkcs12 },
             keep_expired: true,
+            cluster: ClusterSources::default(),
         };
         assert_eq!(spec.digest().as_str(), "4f40c66253ad2ed2fd987c5626132533");
     }
@@ -291,5 +393,86 @@ mod tests {
         assert_ne!(a.digest(), b.digest());
         assert!(SpecDigest::parse(a.digest().as_str()).is_some());
         assert!(SpecDigest::parse("../etc").is_none());
+    }
+
+    #[test]
+    fn cluster_attributes_are_parsed_sorted_and_deduplicated() {
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
+            ("clusterTrustBundles", "b, a,b"),
+            ("configMaps", "team-ca:ca.crt, corp-ca,corp-ca"),
+            ("signerName", "example.com/corp"),
+            ("labelSelector", "env in (prod), !legacy"),
+            ("optional", "true"),
+            ("defaults", "false"),
+        ]))
+        .unwrap();
+        let cluster = &spec.cluster;
+        assert_eq!(cluster.trust_bundles, ["a", "b"]);
+        let refs: Vec<String> = cluster.config_maps.iter().map(ToString::to_string).collect();
+        assert_eq!(refs, ["corp-ca", "team-ca:ca.crt"]);
+        let signer = cluster.signer.as_ref().unwrap();
+        assert_eq!(signer.signer_name, "example.com/corp");
+        assert_eq!(signer.selector.to_string(), "env in (prod),!legacy");
+        assert!(cluster.optional && !cluster.defaults);
+        assert!(spec.has_cluster_sources());
+    }
+
+    #[test]
+    fn another_namespace_is_refused_by_name() {
+        for (key, value) in [("configMaps", "team-b/ca"), ("configMaps", "ok, team-b/ca:ca.crt")] {
+            let error = VolumeSpec::from_attributes(&attrs(&[(key, value)])).unwrap_err();
+            assert!(matches!(&error, Error::OtherNamespace { namespace, .. } if namespace == "team-b"), "{error:?}");
+            assert!(error.to_string().contains("own namespace"), "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_cluster_values_are_refused() {
+        for (key, value) in [
+            ("configMaps", ""),
+            ("configMaps", "a,,b"),
+            ("configMaps", "Upper"),
+            ("configMaps", "ca:"),
+            ("configMaps", "ca:bad key"),
+            ("clusterTrustBundles", "-x"),
+            ("signerName", "no-slash"),
+            ("labelSelector", "a in"),
+            ("optional", "yes"),
+        ] {
+            let with_signer = [(key, value), ("signerName", "example.com/s")];
+            let pairs: &[(&str, &str)] = if key == "labelSelector" { &with_signer } else { &with_signer[..1] };
+            assert!(VolumeSpec::from_attributes(&attrs(pairs)).is_err(), "{key}={value:?}");
+        }
+        let error = VolumeSpec::from_attributes(&attrs(&[("labelSelector", "a=b")])).unwrap_err();
+        assert_eq!(error, Error::SelectorWithoutSigner);
+    }
+
+    #[test]
+    fn cluster_sources_are_part_of_the_digest_and_equal_ones_share_it() {
+        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
+        let plain = digest(&[(POD_NAMESPACE, "a")]);
+        let a = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "corp-ca")]);
+        let b = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "team-ca")]);
+        let key = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "corp-ca:ca.crt")]);
+        assert_ne!(plain, a);
+        assert_ne!(a, b);
+        assert_ne!(a, key);
+        let selector = |s| digest(&[("signerName", "example.com/s"), ("labelSelector", s)]);
+        assert_eq!(selector("a=1,b=2"), selector("b=2, a==1"));
+        assert_ne!(selector("a=1"), selector("a=2"));
+        assert_eq!(
+            digest(&[("configMaps", "x, y")]),
+            digest(&[("configMaps", "y,x")]),
+            "the order of a list is not content"
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_cluster_sources_reads_back_with_none() {
+        let old = r#"{"namespace":"shop","system_roots":true,"render":{"layout":"Debian","java":"Jks"},"keep_expired":false}"#;
+        let spec: VolumeSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.cluster.is_default());
+        let written = serde_json::to_string(&VolumeSpec::default()).unwrap();
+        assert!(!written.contains("cluster"), "{written}");
     }
 }

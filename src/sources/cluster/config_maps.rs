@@ -1,0 +1,310 @@
+//! ConfigMaps, each watched on demand with a single-object watch (`metadata.name=` field
+//! selector, in its namespace) and shared by every volume that names it. Never a list or watch
+//! of all ConfigMaps: that would hold every ConfigMap of the cluster on every node.
+//!
+//! A watch lives while a publish holds it ([`Hold`]) or a live spec names its object
+//! ([`ConfigMaps::retain`]); the last one gone stops it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::content::{self, ConfigMapContent, KeyContent};
+use super::{Change, ObjectKey};
+
+/// The cache's state for one ConfigMap: `None` until its first list completed.
+pub type Synced = Option<Arc<ConfigMapContent>>;
+
+pub struct ConfigMaps {
+    client: kube::Client,
+    changes: mpsc::UnboundedSender<Change>,
+    watches: Mutex<Watches>,
+}
+
+impl std::fmt::Debug for ConfigMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigMaps").field("watches", &self.watch_count()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Watches {
+    entries: HashMap<ObjectKey, Entry>,
+    /// The objects live specs name, as of the last [`ConfigMaps::retain`].
+    live: HashSet<ObjectKey>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: watch::Receiver<Synced>,
+    /// Publishes in flight holding this watch.
+    held: usize,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watches {
+    fn unused(&self, key: &ObjectKey) -> bool {
+        self.entries.get(key).is_some_and(|entry| entry.held == 0) && !self.live.contains(key)
+    }
+
+    fn drop_unused(&mut self) {
+        let unused: Vec<ObjectKey> = self.entries.keys().filter(|key| self.unused(key)).cloned().collect();
+        for key in unused {
+            tracing::debug!(object = %key, "no volume uses this ConfigMap any more; watch stopped");
+            self.entries.remove(&key);
+        }
+    }
+}
+
+impl ConfigMaps {
+    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
+        Self { client, changes, watches: Mutex::default() }
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
+        self.watches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds the watches of `keys` (starting those not running) until [`ConfigMaps::release`];
+    /// returns their states. Must run inside the tokio runtime.
+    pub fn hold(&self, keys: &[ObjectKey]) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
+        let mut watches = self.watches();
+        keys.iter()
+            .map(|key| {
+                let entry = watches.entries.entry(key.clone()).or_insert_with(|| self.start(key));
+                entry.held += 1;
+                (key.clone(), entry.state.clone())
+            })
+            .collect()
+    }
+
+    /// Gives back a [`ConfigMaps::hold`].
+    pub fn release(&self, keys: &[ObjectKey]) {
+        let mut watches = self.watches();
+        for key in keys {
+            if let Some(entry) = watches.entries.get_mut(key) {
+                entry.held = entry.held.saturating_sub(1);
+            }
+        }
+        watches.drop_unused();
+    }
+
+    /// Makes the watched set what `live` (computed under the lock, so two calls cannot apply
+    /// stale views out of order) names, plus what publishes hold.
+    pub fn retain(&self, live: impl FnOnce() -> HashSet<ObjectKey>) {
+        let mut watches = self.watches();
+        watches.live = live();
+        let missing: Vec<ObjectKey> =
+            watches.live.iter().filter(|key| !watches.entries.contains_key(*key)).cloned().collect();
+        for key in missing {
+            let entry = self.start(&key);
+            watches.entries.insert(key, entry);
+        }
+        watches.drop_unused();
+    }
+
+    /// The cached state of one object (`None`: not watched, or not listed yet).
+    pub fn get(&self, key: &ObjectKey) -> Synced {
+        self.watches().entries.get(key).and_then(|entry| entry.state.borrow().clone())
+    }
+
+    /// The states of every watched object, for waiting until they are all synced.
+    pub fn states(&self, keys: &HashSet<ObjectKey>) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
+        let watches = self.watches();
+        keys.iter().filter_map(|key| watches.entries.get(key).map(|e| (key.clone(), e.state.clone()))).collect()
+    }
+
+    /// How many ConfigMap watches are open.
+    pub fn watch_count(&self) -> usize {
+        self.watches().entries.len()
+    }
+
+    fn start(&self, key: &ObjectKey) -> Entry {
+        let (sender, state) = watch::channel(None);
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(self.client.clone(), &key.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+        let stream = watcher(api, config).default_backoff();
+        let span = tracing::info_span!("configmap_watch", object = %key);
+        let task = tokio::spawn(run(key.clone(), stream, sender, self.changes.clone()).instrument(span));
+        tracing::debug!(object = %key, "watching ConfigMap");
+        Entry { state, held: 0, task }
+    }
+}
+
+/// The one writer of an object's state. Rebuilds on `Init`…`InitDone` (what was not re-listed
+/// is gone), so a reader never sees a half-applied re-list.
+async fn run(
+    key: ObjectKey,
+    stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>,
+    sender: watch::Sender<Synced>,
+    changes: mpsc::UnboundedSender<Change>,
+) {
+    futures::pin_mut!(stream);
+    let mut relisting: Option<Option<ConfigMap>> = None;
+    while let Some(event) = stream.next().await {
+        let found = match event {
+            Ok(watcher::Event::Init) => {
+                relisting = Some(None);
+                continue;
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let Some(buffer) = relisting.as_mut() {
+                    *buffer = Some(object);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => relisting.take().flatten(),
+            Ok(watcher::Event::Apply(object)) => Some(object),
+            Ok(watcher::Event::Delete(_)) => None,
+            Err(error) => {
+                tracing::warn!(%error, "ConfigMap watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let found = found.filter(|object| object.metadata.name.as_deref() == Some(key.name.as_str()));
+        let object = format!("configmap:{key}");
+        let content: ConfigMapContent =
+            found.map(|cm| content::config_map(&object, cm.data.as_ref(), cm.binary_data.as_ref()));
+        if let Some(keys) = &content {
+            let ignored = keys.values().filter(|value| matches!(value, KeyContent::Ignored(_))).count();
+            tracing::debug!(keys = keys.len(), ignored, "ConfigMap read; keys without certificates are ignored");
+        }
+        let previous = sender.borrow().clone();
+        let changed = match previous.as_deref() {
+            // The first list: no volume was rendered from this object yet.
+            None => None,
+            Some(previous) if *previous == content => continue,
+            Some(previous) => Some(changed_keys(previous, &content)),
+        };
+        sender.send_replace(Some(Arc::new(content)));
+        if let Some(data_keys) = changed.filter(|keys| keys.as_ref().is_none_or(|keys| !keys.is_empty())) {
+            tracing::info!("ConfigMap changed");
+            let _ = changes.send(Change::ConfigMap { object: key.clone(), data_keys });
+        }
+    }
+}
+
+/// The keys whose content differs in a way a bundle can see (a key that holds no certificate
+/// before and after changes no bundle), or `None` when the object appeared or vanished.
+fn changed_keys(before: &ConfigMapContent, after: &ConfigMapContent) -> Option<BTreeSet<String>> {
+    let (Some(before), Some(after)) = (before, after) else { return None };
+    let keys = before.keys().chain(after.keys());
+    let visible = |key: &&String| match (before.get(*key), after.get(*key)) {
+        (Some(KeyContent::Ignored(_)), Some(KeyContent::Ignored(_))) => false,
+        (was, is) => was != is,
+    };
+    Some(keys.filter(visible).cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bundle::policy::tests::ca;
+
+    fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some(name.to_owned());
+        map.data = Some(data.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>());
+        map
+    }
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    /// Feeds `events` to the writer and returns every state it published, and its changes.
+    async fn replay(events: Vec<watcher::Event<ConfigMap>>) -> (Vec<Synced>, Vec<Change>) {
+        let key = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        let (sender, mut state) = watch::channel(None);
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let seen = tokio::spawn(async move {
+            let mut states = Vec::new();
+            while state.changed().await.is_ok() {
+                states.push(state.borrow_and_update().clone());
+            }
+            states
+        });
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        run(key, stream, sender, changes).await;
+        let states = seen.await.expect("observer");
+        let mut all = Vec::new();
+        while let Ok(change) = received.try_recv() {
+            all.push(change);
+        }
+        (states, all)
+    }
+
+    #[tokio::test]
+    async fn a_relist_is_applied_whole_and_a_vanished_object_is_gone() {
+        let first = pem(&ca("First").der);
+        let second = pem(&ca("Second").der);
+        let (states, changes) = replay(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "hi")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &second), ("README", "hi")])),
+            // A re-list in which the object is missing: it was deleted while the watch was down.
+            watcher::Event::Init,
+            watcher::Event::InitDone,
+        ])
+        .await;
+        let last = states.last().cloned().flatten().expect("synced");
+        assert!(last.is_none(), "not re-listed means gone");
+        let keys = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>());
+        let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        assert_eq!(
+            changes,
+            [
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["ca.crt"]) },
+                Change::ConfigMap { object, data_keys: None },
+            ],
+            "the first list is no change; each later one names what changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_object_or_key_without_certificates_sends_no_change() {
+        let first = pem(&ca("First").der);
+        let (_, changes) = replay(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "hi")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first), ("README", "a new text")])),
+            watcher::Event::Apply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("corp-ca", &[("ca.crt", &first)])),
+            watcher::Event::InitDone,
+        ])
+        .await;
+        let keys = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>());
+        let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
+        // README appearing and going is visible (a `corp-ca:README` volume fails or recovers);
+        // README's text changing is not: it holds no certificate before or after.
+        assert_eq!(
+            changes,
+            [
+                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
+                Change::ConfigMap { object, data_keys: keys(&["README"]) },
+            ]
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! What a ConfigMap key or a ClusterTrustBundle holds, parsed once when the watch delivers it:
+//! certificates, nothing of ours (ignored, counted), or something that must never reach a pod.
+
+use std::collections::BTreeMap;
+
+use crate::bundle::{self, Certificate, Strictness};
+
+/// One ConfigMap key's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyContent {
+    Certificates(Vec<Certificate>),
+    /// Holds no certificate (a README, a JWKS, a config file): skipped by a bare-name reference,
+    /// refused (with this strict parse error) by a `name:key` one.
+    Ignored(bundle::Error),
+    /// Looks like certificate material but fails (a private key, a broken certificate): fails
+    /// every reference to it.
+    Invalid(bundle::Error),
+}
+
+/// A ConfigMap as the cache holds it: `None` when it does not exist.
+pub type ConfigMapContent = Option<BTreeMap<String, KeyContent>>;
+
+/// PEM labels that say "this is meant to be a certificate", so a parse failure is an error.
+const CERTIFICATE_LABELS: [&str; 5] =
+    ["CERTIFICATE-----", "TRUSTED CERTIFICATE-----", "PKCS7-----", "CMS-----", "PKCS #7 SIGNED DATA-----"];
+
+/// Classifies one value. A private key anywhere is [`KeyContent::Invalid`].
+pub fn classify(source_name: &str, bytes: &[u8]) -> KeyContent {
+    match bundle::parse_source(source_name, bytes, Strictness::Strict) {
+        Ok(parsed) => KeyContent::Certificates(parsed.certificates),
+        Err(error @ (bundle::Error::PrivateKey { .. } | bundle::Error::EncryptedPem { .. })) => {
+            KeyContent::Invalid(error)
+        }
+        Err(error) if mentions_certificates(bytes) => KeyContent::Invalid(error),
+        Err(error) => KeyContent::Ignored(error),
+    }
+}
+
+fn mentions_certificates(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("-----BEGIN ").any(|(at, begin)| {
+        let after = &text[at + begin.len()..];
+        CERTIFICATE_LABELS.iter().any(|label| after.starts_with(label))
+    })
+}
+
+/// Parses a ConfigMap's `data` and `binaryData` (a key in both is refused by the API server).
+pub fn config_map(
+    object: &str,
+    data: Option<&BTreeMap<String, String>>,
+    binary_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+) -> BTreeMap<String, KeyContent> {
+    let text = data.into_iter().flatten().map(|(key, value)| (key, value.as_bytes()));
+    let binary = binary_data.into_iter().flatten().map(|(key, value)| (key, value.0.as_slice()));
+    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&format!("{object}:{key}"), bytes))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::policy::tests::ca;
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    #[test]
+    fn values_are_certificates_ignored_or_invalid() {
+        let root = ca("Root");
+        assert!(matches!(classify("s", pem(&root.der).as_bytes()), KeyContent::Certificates(c) if c.len() == 1));
+        assert!(matches!(classify("s", &root.der), KeyContent::Certificates(c) if c.len() == 1), "DER");
+        for ignored in [&b"hello: world\n"[..], b"", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"] {
+            assert!(matches!(classify("s", ignored), KeyContent::Ignored(_)), "{ignored:?}");
+        }
+        let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(matches!(classify("s", key), KeyContent::Invalid(bundle::Error::PrivateKey { .. })));
+        let with_key = format!("{}{}", pem(&root.der), String::from_utf8_lossy(key));
+        assert!(matches!(classify("s", with_key.as_bytes()), KeyContent::Invalid(_)), "a key beside a CA");
+        let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(classify("s", broken), KeyContent::Invalid(_)));
+    }
+}

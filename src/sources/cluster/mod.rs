@@ -1,0 +1,207 @@
+//! Cluster sources: ClusterTrustBundles and ConfigMaps read through the Kubernetes API, cached
+//! by watches (never polled), so a publish reads memory and a warm publish sends no request.
+//!
+//! - [`client`]: the mode (kubeconfig, in-cluster, standalone) and its client.
+//! - [`trust_bundles`]: one shared watch of all ClusterTrustBundles, started on first use.
+//! - [`config_maps`]: one single-object watch per referenced ConfigMap, shared and dropped with
+//!   the last volume that names it.
+//! - [`content`]: what a ConfigMap key or bundle holds, parsed once per change.
+//! - [`select`]: a spec's certificates from the caches, and which specs a change touches.
+
+mod client;
+mod config_maps;
+mod content;
+mod select;
+mod trust_bundles;
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::bundle;
+use crate::spec::VolumeSpec;
+
+pub use client::Mode;
+pub use trust_bundles::{BundleMeta, Version};
+
+/// How long the first publish naming a new object waits for its first list (the kubelet's own
+/// ClusterTrustBundle and ConfigMap waits are of this order); then UNAVAILABLE, and the kubelet
+/// retries.
+pub const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "the volume names {what}, but this driver runs standalone ({reason}); give the driver cluster access (--kubeconfig, or run it in a pod) to use cluster sources"
+    )]
+    Standalone { what: String, reason: &'static str },
+    #[error("{kind} {object} does not exist; create it, or set the volume attribute optional: \"true\" to skip it")]
+    Missing { kind: &'static str, object: String },
+    #[error(
+        "ConfigMap {object} has no key {key:?} in data or binaryData; name an existing key, or set the volume attribute optional: \"true\" to skip it"
+    )]
+    MissingKey { object: String, key: String },
+    #[error(
+        "no ClusterTrustBundle of signer {signer:?} matches label selector {selector:?}; create one, or set the volume attribute optional: \"true\""
+    )]
+    NoMatch { signer: String, selector: String },
+    #[error("{kind} {object} holds no certificates in any key of data or binaryData; add a CA certificate to it")]
+    NoCertificates { kind: &'static str, object: String },
+    #[error("{kind} {object} key {key:?} cannot be used: {source}")]
+    Content {
+        kind: &'static str,
+        object: String,
+        key: String,
+        #[source]
+        source: Box<bundle::Error>,
+    },
+    #[error(
+        "{what} not read from the API server within {waited:?}; the kubelet will retry (check the driver's connection to the API server, and that its ClusterRole may list and watch them)"
+    )]
+    NotSynced { what: String, waited: Duration },
+    #[error(
+        "the volume names ClusterTrustBundles, but this cluster serves none (neither certificates.k8s.io/v1 nor v1beta1)"
+    )]
+    TrustBundlesNotServed,
+    #[error("cannot configure the Kubernetes client from {origin}: {reason}")]
+    Config { origin: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A namespaced object: `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A watched object changed in a way that can change bundles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `data_keys`: the keys whose content changed; `None` when the object appeared or vanished.
+    ConfigMap { object: ObjectKey, data_keys: Option<BTreeSet<String>> },
+    /// A bundle appeared, vanished, or changed its content, signer or labels.
+    TrustBundle { name: String, before: Option<BundleMeta>, after: Option<BundleMeta> },
+}
+
+/// The caches, shared by publish (readers and holders) and rotation (changes).
+#[derive(Debug)]
+pub struct Cluster {
+    trust_bundles: trust_bundles::TrustBundles,
+    config_maps: config_maps::ConfigMaps,
+}
+
+/// A publish's hold on the watches its spec needs; given back on drop.
+#[derive(Debug)]
+pub struct Hold {
+    cluster: Arc<Cluster>,
+    config_maps: Vec<ObjectKey>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.cluster.config_maps.release(&self.config_maps);
+    }
+}
+
+impl Cluster {
+    /// Starts API discovery in the background; watches start on first use. Must run inside the
+    /// tokio runtime. The receiver gets every [`Change`].
+    pub fn new(client: kube::Client) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+        let (changes, receiver) = mpsc::unbounded_channel();
+        let cluster = Self {
+            trust_bundles: trust_bundles::TrustBundles::new(client.clone(), changes.clone()),
+            config_maps: config_maps::ConfigMaps::new(client, changes),
+        };
+        (Arc::new(cluster), receiver)
+    }
+
+    /// Holds the watches `spec` needs (starting new ones) and waits, at most
+    /// [`FIRST_SYNC_TIMEOUT`], until each has its first list. A warm spec's watches are running
+    /// and synced: no request, no wait.
+    ///
+    /// # Errors
+    /// [`Error::NotSynced`] when a first list does not complete in time.
+    pub async fn hold(self: &Arc<Self>, spec: &VolumeSpec) -> Result<Hold> {
+        let keys = select::config_map_keys(spec);
+        let states = self.config_maps.hold(&keys);
+        let hold = Hold { cluster: Arc::clone(self), config_maps: keys };
+        let trust_bundles = select::uses_trust_bundles(spec).then(|| self.trust_bundles.subscribe());
+        let wait = async {
+            for (_, mut state) in states.clone() {
+                let _ = state.wait_for(Option::is_some).await;
+            }
+            if let Some(mut state) = trust_bundles.clone() {
+                let _ = state.wait_for(Option::is_some).await;
+            }
+        };
+        if tokio::time::timeout(FIRST_SYNC_TIMEOUT, wait).await.is_err() {
+            let mut pending: Vec<String> = states
+                .iter()
+                .filter(|(_, state)| state.borrow().is_none())
+                .map(|(key, _)| format!("ConfigMap {key}"))
+                .collect();
+            if trust_bundles.is_some_and(|state| state.borrow().is_none()) {
+                pending.push("ClusterTrustBundles".to_owned());
+            }
+            return Err(Error::NotSynced { what: pending.join(", "), waited: FIRST_SYNC_TIMEOUT });
+        }
+        Ok(hold)
+    }
+
+    /// Keeps exactly the watches that live specs (computed under the lock) and holds need:
+    /// after an unpublish, the last volume naming an object gives up its watch; after a
+    /// restart, adopted specs get theirs.
+    pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
+        let mut uses_trust_bundles = false;
+        self.config_maps.retain(|| {
+            let specs = live_specs();
+            uses_trust_bundles = specs.iter().any(select::uses_trust_bundles);
+            specs.iter().flat_map(select::config_map_keys).collect::<HashSet<_>>()
+        });
+        if uses_trust_bundles {
+            let _ = self.trust_bundles.subscribe();
+        }
+    }
+
+    /// Waits (unbounded: the watches retry with backoff) until every cache `specs` need has its
+    /// first list. For readiness: adopted volumes need their caches before they can refresh.
+    pub async fn synced(&self, specs: &[VolumeSpec]) {
+        let keys: HashSet<ObjectKey> = specs.iter().flat_map(select::config_map_keys).collect();
+        for (_, mut state) in self.config_maps.states(&keys) {
+            let _ = state.wait_for(Option::is_some).await;
+        }
+        if specs.iter().any(select::uses_trust_bundles) {
+            let _ = self.trust_bundles.subscribe().wait_for(Option::is_some).await;
+        }
+    }
+
+    /// The certificates the cluster gives `spec`, from memory.
+    ///
+    /// # Errors
+    /// A missing source (unless `optional`), a source without certificates or with a private
+    /// key, or a cache not synced yet.
+    pub fn certificates(&self, spec: &VolumeSpec) -> Result<Vec<bundle::Certificate>> {
+        select::certificates(spec, &self.trust_bundles, &self.config_maps)
+    }
+
+    /// Whether `change` can change the bundle of `spec`.
+    pub fn affects(change: &Change, spec: &VolumeSpec) -> bool {
+        select::affects(change, spec)
+    }
+
+    /// How many ConfigMap watches are open (one per distinct object referenced).
+    pub fn config_map_watches(&self) -> usize {
+        self.config_maps.watch_count()
+    }
+}

@@ -1,0 +1,250 @@
+//! ClusterTrustBundles: cluster-scoped, few and public, so one shared watch of them all, started
+//! on first use. The API version is found by discovery at start: `certificates.k8s.io/v1` where
+//! served (GA in Kubernetes 1.37), else `v1beta1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::certificates::{v1, v1beta1};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::Change;
+use super::content::{self, KeyContent};
+use crate::spec::SignerSelection;
+
+const GROUP: &str = "certificates.k8s.io";
+const RESOURCE: &str = "clustertrustbundles";
+
+/// Which `certificates.k8s.io` version serves ClusterTrustBundles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V1beta1,
+}
+
+impl Version {
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::V1 => "certificates.k8s.io/v1",
+            Self::V1beta1 => "certificates.k8s.io/v1beta1",
+        }
+    }
+}
+
+/// One bundle as the cache holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    pub meta: BundleMeta,
+    pub content: KeyContent,
+}
+
+/// What selects a bundle: its signer and labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleMeta {
+    pub signer_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl BundleMeta {
+    pub fn selected_by(&self, selection: &SignerSelection) -> bool {
+        self.signer_name.as_deref() == Some(selection.signer_name.as_str()) && selection.selector.matches(&self.labels)
+    }
+}
+
+/// The cache: `None` until the first list completed (or discovery said none is served).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    NotServed,
+    Synced(Arc<BTreeMap<String, Bundle>>),
+}
+
+pub struct TrustBundles {
+    client: kube::Client,
+    changes: mpsc::UnboundedSender<Change>,
+    state: watch::Sender<Option<State>>,
+    /// Set once, on first use: the watch runs from then on.
+    started: OnceLock<()>,
+    version: watch::Receiver<Option<Option<Version>>>,
+}
+
+impl std::fmt::Debug for TrustBundles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustBundles").field("started", &self.started.get().is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TrustBundles {
+    /// Starts discovery (one request, retried until it answers) in the background.
+    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
+        let (version_sender, version) = watch::channel(None);
+        let discovering = client.clone();
+        tokio::spawn(
+            async move {
+                let mut delay = std::time::Duration::from_millis(500);
+                loop {
+                    match discover(&discovering).await {
+                        Ok(found) => {
+                            match found {
+                                Some(version) => tracing::info!(api_version = version.api_version(), "ClusterTrustBundles served"),
+                                None => tracing::warn!("this cluster serves no ClusterTrustBundles (neither certificates.k8s.io/v1 nor v1beta1); volumes naming them will fail"),
+                            }
+                            let _ = version_sender.send(Some(found));
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "API discovery failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Self { client, changes, state: watch::Sender::new(None), started: OnceLock::new(), version }
+    }
+
+    /// The cache's state, starting the watch if nobody used it before.
+    pub fn subscribe(&self) -> watch::Receiver<Option<State>> {
+        self.started.get_or_init(|| {
+            let span = tracing::info_span!("clustertrustbundle_watch");
+            let task = run(self.client.clone(), self.version.clone(), self.state.clone(), self.changes.clone());
+            tokio::spawn(task.instrument(span));
+        });
+        self.state.subscribe()
+    }
+
+    pub fn get(&self) -> Option<State> {
+        self.state.borrow().clone()
+    }
+}
+
+async fn discover(client: &kube::Client) -> Result<Option<Version>, kube::Error> {
+    for version in [Version::V1, Version::V1beta1] {
+        match client.list_api_group_resources(version.api_version()).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == RESOURCE) => return Ok(Some(version)),
+            Ok(_) => {}
+            // The group version is not served at all.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    tracing::debug!(group = GROUP, "no ClusterTrustBundle resource in discovery");
+    Ok(None)
+}
+
+/// Both served versions, read as one shape.
+trait Object: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static {
+    fn into_bundle(self) -> (Option<String>, BundleMeta, String);
+}
+
+impl Object for v1::ClusterTrustBundle {
+    fn into_bundle(self) -> (Option<String>, BundleMeta, String) {
+        let meta = BundleMeta { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
+        (self.metadata.name, meta, self.spec.trust_bundle)
+    }
+}
+
+impl Object for v1beta1::ClusterTrustBundle {
+    fn into_bundle(self) -> (Option<String>, BundleMeta, String) {
+        let meta = BundleMeta { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
+        (self.metadata.name, meta, self.spec.trust_bundle)
+    }
+}
+
+async fn run(
+    client: kube::Client,
+    mut version: watch::Receiver<Option<Option<Version>>>,
+    state: watch::Sender<Option<State>>,
+    changes: mpsc::UnboundedSender<Change>,
+) {
+    let Ok(found) = version.wait_for(Option::is_some).await.map(|v| v.flatten()) else { return };
+    match found {
+        None => {
+            state.send_replace(Some(State::NotServed));
+        }
+        Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), state, changes).await,
+        Some(Version::V1beta1) => {
+            watch_bundles(kube::Api::<v1beta1::ClusterTrustBundle>::all(client), state, changes).await;
+        }
+    }
+}
+
+/// The one writer of the cache. Rebuilds on `Init`…`InitDone`, so readers never see a
+/// half-applied re-list.
+async fn watch_bundles<K: Object>(
+    api: kube::Api<K>,
+    state: watch::Sender<Option<State>>,
+    changes: mpsc::UnboundedSender<Change>,
+) {
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    let mut relisting: Option<BTreeMap<String, Bundle>> = None;
+    while let Some(event) = stream.next().await {
+        let current = match state.borrow().as_ref() {
+            Some(State::Synced(bundles)) => Some(Arc::clone(bundles)),
+            _ => None,
+        };
+        let next: BTreeMap<String, Bundle> = match event {
+            Ok(watcher::Event::Init) => {
+                relisting = Some(BTreeMap::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let (Some(buffer), Some((name, bundle))) = (relisting.as_mut(), parse(object)) {
+                    buffer.insert(name, bundle);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => relisting.take().unwrap_or_default(),
+            Ok(watcher::Event::Apply(object)) => {
+                let Some((name, bundle)) = parse(object) else { continue };
+                let mut next = current.as_deref().cloned().unwrap_or_default();
+                next.insert(name, bundle);
+                next
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let Some(name) = object.meta().name.clone() else { continue };
+                let mut next = current.as_deref().cloned().unwrap_or_default();
+                next.remove(&name);
+                next
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ClusterTrustBundle watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let first = current.is_none();
+        let before = current.unwrap_or_default();
+        if !first && *before == next {
+            continue;
+        }
+        let names: BTreeSet<&String> = before.keys().chain(next.keys()).collect();
+        let differing: Vec<Change> = names
+            .into_iter()
+            .filter(|name| before.get(*name) != next.get(*name))
+            .map(|name| Change::TrustBundle {
+                name: name.clone(),
+                before: before.get(name).map(|b| b.meta.clone()),
+                after: next.get(name).map(|b| b.meta.clone()),
+            })
+            .collect();
+        tracing::debug!(bundles = next.len(), changed = differing.len(), "ClusterTrustBundles cached");
+        state.send_replace(Some(State::Synced(Arc::new(next))));
+        if !first {
+            for change in differing {
+                let _ = changes.send(change);
+            }
+        }
+    }
+}
+
+fn parse<K: Object>(object: K) -> Option<(String, Bundle)> {
+    let (name, meta, trust_bundle) = object.into_bundle();
+    let name = name?;
+    let content = content::classify(&format!("clustertrustbundle:{name}"), trust_bundle.as_bytes());
+    Some((name, Bundle { meta, content }))
+}
