@@ -17,18 +17,20 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use kube::api::{Api, ListParams, PostParams};
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, stats_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
+use support::deploy;
 use tonic::Code;
 
 /// Bounds every wait for a change to arrive (watch + settle + render); never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-const DRIVER_ROLE: &str = "trustmount-test-driver";
+/// The driver's ClusterRole, as deploy/rbac.yaml names it.
+const DRIVER_ROLE: &str = "trustmount";
 
 fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
     match result {
@@ -123,27 +125,9 @@ async fn driver_identity(
     dir: &Path,
 ) -> (PathBuf, String, String) {
     let post = PostParams::default();
-    let mut role = ClusterRole::default();
-    role.metadata.name = Some(DRIVER_ROLE.into());
-    role.rules = Some(vec![
-        PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["configmaps".into()]),
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
-            ..Default::default()
-        },
-        PolicyRule {
-            api_groups: Some(vec!["certificates.k8s.io".into()]),
-            resources: Some(vec!["clustertrustbundles".into()]),
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
-            ..Default::default()
-        },
-    ]);
-    match Api::<ClusterRole>::all(admin.clone()).create(&post, &role).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("create the driver's ClusterRole: {error}"),
-    }
+    // The ClusterRole exactly as deploy/rbac.yaml ships it (tests/rbac.rs proves it grants no more);
+    // each test binds its own ServiceAccount to it, so the audit log tells the drivers apart.
+    deploy::apply(admin, &deploy::manifest("rbac.yaml")).await;
     let mut account = ServiceAccount::default();
     account.metadata.name = Some("trustmount-driver".into());
     Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
