@@ -196,7 +196,9 @@ fn spawn_component(program: &Path, args: &[String], log: &Path) -> Child {
 }
 
 /// A process that waits for EOF on its stdin (the test binary exiting, however it exits), then
-/// kills the components' process groups and removes `root`.
+/// kills the components' process groups and removes `root`. Never waited for: it must outlive
+/// this process, and init reaps it.
+#[allow(clippy::zombie_processes)]
 fn spawn_janitor(root: &Path, children: &[&Child]) -> ChildStdin {
     let groups: Vec<String> = children.iter().map(|child| format!("-{}", child.id())).collect();
     let script = format!(
