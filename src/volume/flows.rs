@@ -152,7 +152,8 @@ impl Inner {
             return Ok(false);
         }
         let files = render()?;
-        atomic::write_generation(&self.index.spec_dir(&digest), &files).map_err(|e| self.index.in_store(e))?;
+        atomic::write_generation(self.index.blobs(), &self.index.spec_dir(&digest), &files)
+            .map_err(|e| self.index.in_store(e))?;
         tracing::info!(spec = %digest, "spec refreshed");
         Ok(true)
     }
