@@ -53,6 +53,11 @@ impl Index {
         Self { root, dir, blobs, specs: Mutex::default(), locks: DirLocks::default() }
     }
 
+    /// Where spec dirs are written (see the field).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn blobs(&self) -> &Blobs {
         &self.blobs
     }
