@@ -133,6 +133,23 @@ impl Blobs {
         full: &Path,
         make: impl Fn(&str) -> Result<()>,
     ) -> Result<()> {
+        let linked = self.link_shared(name, at, path, full, make);
+        if linked.is_err() {
+            // A blob written just now and then not linked (ENOSPC on the link) would otherwise
+            // hold its pages until the next start.
+            self.collect(&BTreeSet::from([name.to_owned()]));
+        }
+        linked
+    }
+
+    fn link_shared(
+        &self,
+        name: &str,
+        at: BorrowedFd<'_>,
+        path: &str,
+        full: &Path,
+        make: impl Fn(&str) -> Result<()>,
+    ) -> Result<()> {
         let _linking = self.lock.read().unwrap_or_else(PoisonError::into_inner);
         for _ in 0..LINK_ATTEMPTS {
             // No AT_SYMLINK_FOLLOW: a symlink blob is linked itself, not what it points at.
