@@ -8,6 +8,10 @@
 //!   not the cold renders').
 //! - `trustmount render` against `update-ca-certificates --fresh` on the same certificates,
 //!   run side by side, as a ratio.
+//! - Kernel memory per spec (`memory`): growth of Shmem + Slab in /proc/meminfo while 100 and
+//!   1000 specs with identical content (one per namespace) are published, and while specs with
+//!   different content (every attribute combination) are. `df` would count tmpfs pages only and
+//!   hide the inodes and dentries. Run only this part with `cargo bench --bench publish -- memory`.
 //!
 //! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
 //! the host. Needs root.
@@ -36,6 +40,7 @@ fn main() {
         let status = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--"])
             .arg(exe)
+            .args(std::env::args_os().skip(1))
             .env(IN_NAMESPACE, "1")
             // Per-call info logs would be measured too; a real node runs with info, so this
             // flatters nothing but the log volume.
@@ -45,12 +50,20 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
     println!("trustmount benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    // `cargo bench` passes `--bench`; any other word picks sections.
+    let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if sections.iter().any(|s| s == "memory") {
+        support::block_on(memory_benchmarks());
+        return;
+    }
     let disk_cost = metadata_cycle_cost(Path::new("/tmp"));
     println!(
         "\n== state dir (records) on this machine's /tmp: create+rename+unlink costs {:.0} µs here",
         disk_cost.as_secs_f64() * 1e6
     );
     support::block_on(publish_benchmarks(true));
+    // Before /tmp becomes a tmpfs: records and target dirs on disk, as on a node.
+    support::block_on(memory_benchmarks());
     // Same runs with /tmp on tmpfs (this namespace only): the driver's own cost, without the
     // disk's metadata latency.
     mount_tmpfs_over_tmp();
@@ -62,6 +75,104 @@ fn main() {
     );
     support::block_on(publish_benchmarks(false));
     render_against_update_ca_certificates();
+}
+
+/// Specs per run of identical content: a node's namespaces.
+const MEMORY_SPECS: [usize; 2] = [100, 1000];
+/// Enough for 1000 specs stored the way the store did before content was shared.
+const MEMORY_STORE_SIZE: &str = "2Gi";
+
+/// Shmem + Slab (SReclaimable + SUnreclaim) from /proc/meminfo, in KiB.
+fn kernel_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    field("Shmem:") + field("SReclaimable:") + field("SUnreclaim:")
+}
+
+/// Every combination of the attributes that change a volume's content.
+fn content_variants() -> Vec<Vec<(&'static str, &'static str)>> {
+    let mut variants = Vec::new();
+    for system_roots in ["true", "false"] {
+        for layout in ["debian", "rhel", "suse"] {
+            for java in ["jks", "pkcs12", "none"] {
+                for expired in ["drop", "keep"] {
+                    variants.push(vec![
+                        ("systemRoots", system_roots),
+                        ("layout", layout),
+                        ("javaTruststore", java),
+                        ("expired", expired),
+                    ]);
+                }
+            }
+        }
+    }
+    variants
+}
+
+/// Kernel memory a spec costs: publishes one volume per spec into a fresh driver, measuring the
+/// growth of Shmem + Slab (and of the tmpfs's own page count) across the batch. The first spec
+/// is published before the "before" reading, so "identical" measures what a spec whose content
+/// another spec already has costs.
+async fn memory_benchmarks() {
+    println!("\nkernel memory per spec (Shmem + Slab growth in /proc/meminfo; tmpfs pages from statvfs)");
+    println!("{:<34} {:>6} {:>12} {:>13} {:>13}", "", "specs", "total MiB", "KiB per spec", "tmpfs KiB/spec");
+    for count in MEMORY_SPECS {
+        let label = format!("identical content, {count} namespaces");
+        let specs: Vec<Vec<(String, String)>> = (0..count).map(|i| namespace_attributes(&format!("ns-{i}"))).collect();
+        memory_run(&label, &specs).await;
+    }
+    let variants: Vec<Vec<(String, String)>> = content_variants()
+        .into_iter()
+        .map(|variant| {
+            let mut attributes = namespace_attributes("ns-variants");
+            attributes.extend(variant.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+            attributes
+        })
+        .collect();
+    memory_run(&format!("different content ({} variants)", variants.len()), &variants).await;
+}
+
+fn namespace_attributes(namespace: &str) -> Vec<(String, String)> {
+    vec![("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.to_owned())]
+}
+
+async fn memory_run(label: &str, specs: &[Vec<(String, String)>]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "Bench Private CA");
+    let mut options = DaemonOptions::default().extra_pem(&ca.cert_path);
+    options.extra_args.extend(["--store-size".to_owned(), MEMORY_STORE_SIZE.to_owned()]);
+    let daemon = Daemon::start(options).await;
+    // The content every spec of the batch has (for "identical"), already in the store.
+    let first = daemon.target("memory-first", "trust");
+    call_publish(&daemon, "memory-first", &first, &[("csi.storage.k8s.io/pod.namespace", "ns-first")]).await;
+
+    let targets: Vec<PathBuf> = (0..specs.len()).map(|i| daemon.target(&format!("memory-{i}"), "trust")).collect();
+    let tmpfs_before = used_bytes(&daemon.store_dir());
+    let before = kernel_kib();
+    for (i, (target, attributes)) in targets.iter().zip(specs).enumerate() {
+        let attributes: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        call_publish(&daemon, &format!("memory-{i}"), target, &attributes).await;
+    }
+    let grown = kernel_kib().saturating_sub(before);
+    let tmpfs_grown = used_bytes(&daemon.store_dir()).saturating_sub(tmpfs_before);
+    let n = specs.len() as f64;
+    println!(
+        "{label:<34} {:>6} {:>12.1} {:>13.1} {:>13.1}",
+        specs.len(),
+        grown as f64 / 1024.0,
+        grown as f64 / n,
+        tmpfs_grown as f64 / 1024.0 / n
+    );
+    for (i, target) in targets.iter().enumerate() {
+        call_unpublish(&daemon, &format!("memory-{i}"), target).await;
+    }
+    call_unpublish(&daemon, "memory-first", &first).await;
 }
 
 fn mount_tmpfs_over_tmp() {

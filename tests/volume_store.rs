@@ -619,3 +619,164 @@ fn publishes_and_unpublishes_of_one_spec_interleave_safely() {
     assert_eq!(env.records(), 0);
     assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
 }
+
+/// The content-addressed blobs every spec directory hard-links.
+fn blob_dir(env: &Env) -> PathBuf {
+    fs::canonicalize(env.state.path()).unwrap().join("tmpfs/blobs")
+}
+
+fn blob_names(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(blob_dir(env)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// What a Debian layout looks like in miniature: a bundle, a hash link, a nested file.
+fn hashed_files(bundle: &'static [u8]) -> impl FnOnce() -> Result<Files, Error> + Send + 'static {
+    move || {
+        Ok(Files {
+            entries: vec![
+                ("ca-certificates.crt".into(), Entry::File(bundle.to_vec())),
+                ("1234abcd.0".into(), Entry::Symlink("ca-certificates.crt".into())),
+                ("java/cacerts".into(), Entry::File(b"jks".to_vec())),
+            ],
+        })
+    }
+}
+
+fn ino(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().ino()
+}
+
+fn nlink(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().nlink()
+}
+
+#[test]
+fn specs_with_the_same_content_share_inodes() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let (a, b) = (env.target("pod-a"), env.target("pod-b"));
+    run(env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE))).unwrap();
+    run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
+    assert_eq!(env.store.spec_dir_count().unwrap(), 2, "two specs, two directories");
+
+    let dir_a = env.store.spec_dir(&spec("team-a").digest());
+    let dir_b = env.store.spec_dir(&spec("team-b").digest());
+    let (gen_a, gen_b) = (current_generation(&dir_a).unwrap(), current_generation(&dir_b).unwrap());
+    for name in ["ca-certificates.crt", "1234abcd.0", "java/cacerts"] {
+        assert_eq!(ino(&gen_a.join(name)), ino(&gen_b.join(name)), "{name} is one inode in both generations");
+    }
+    // The visible `name -> ..data/name` links too; directories cannot be shared.
+    assert_eq!(ino(&dir_a.join("ca-certificates.crt")), ino(&dir_b.join("ca-certificates.crt")));
+    assert_eq!(ino(&dir_a.join("java")), ino(&dir_b.join("java")));
+    assert_ne!(ino(&gen_a.join("java")), ino(&gen_b.join("java")));
+    // Through the mounts, as a pod sees them.
+    assert_eq!(ino(&a.join("..data/ca-certificates.crt")), ino(&b.join("..data/ca-certificates.crt")));
+    assert!(fs::symlink_metadata(gen_a.join("1234abcd.0")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(b.join("1234abcd.0")).unwrap(), BUNDLE);
+    assert_eq!(mode(&a.join("ca-certificates.crt")), 0o444);
+    assert_eq!(mode(&b.join("java")), 0o555);
+    assert_eq!(mode(&b), 0o555);
+    // Blob + two generations.
+    assert_eq!(nlink(&gen_a.join("ca-certificates.crt")), 3);
+    // Three files or symlinks in a generation, three visible links: six blobs for both specs.
+    assert_eq!(blob_names(&env).len(), 6, "{:?}", blob_names(&env));
+}
+
+#[test]
+fn a_blob_goes_once_no_generation_links_it() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let env = Env::new();
+    let (a, b) = (env.target("pod-a"), env.target("pod-b"));
+    run(env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE))).unwrap();
+    run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
+    let shared = blob_names(&env);
+
+    run(env.store.unpublish("vol-a", &a)).unwrap();
+    assert_eq!(blob_names(&env), shared, "team-b still links every blob");
+    assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
+
+    run(env.store.unpublish("vol-b", &b)).unwrap();
+    assert_eq!(blob_names(&env), Vec::<String>::new(), "collected with the last spec dir");
+    assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_new_generation_of_one_spec_leaves_the_other_spec_intact() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    const ROTATED: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n";
+    let env = Env::new();
+    let (a, b) = (env.target("pod-a"), env.target("pod-b"));
+    run(env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE))).unwrap();
+    run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
+    let dir_b = env.store.spec_dir(&spec("team-b").digest());
+    let old_blob = ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt"));
+    let blobs_before = blob_names(&env).len();
+
+    assert!(run(env.store.refresh(spec("team-a"), hashed_files(ROTATED))).unwrap());
+    assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), ROTATED);
+    assert_eq!(fs::read(a.join("1234abcd.0")).unwrap(), ROTATED);
+    // team-b still reads the old content, through the very same inode.
+    assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
+    assert_eq!(fs::read(b.join("1234abcd.0")).unwrap(), BUNDLE);
+    assert_eq!(fs::read(b.join("java/cacerts")).unwrap(), b"jks");
+    assert_eq!(ino(&b.join("..data/ca-certificates.crt")), old_blob);
+    assert_eq!(nlink(&b.join("..data/ca-certificates.crt")), 2, "blob + team-b: team-a's old generation is gone");
+    // Only the new bundle is a new blob; the rest is still shared.
+    assert_eq!(blob_names(&env).len(), blobs_before + 1);
+
+    // Rotated too: the old bundle has no link left and goes.
+    assert!(run(env.store.refresh(spec("team-b"), hashed_files(ROTATED))).unwrap());
+    assert_eq!(blob_names(&env).len(), blobs_before);
+    let dir_a = env.store.spec_dir(&spec("team-a").digest());
+    let new_a = current_generation(&dir_a).unwrap().join("ca-certificates.crt");
+    assert_eq!(ino(&new_a), ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt")));
+}
+
+#[test]
+fn blob_leftovers_of_a_crash_are_cleaned_at_open() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let mut env = Env::new();
+    let a = env.target("pod-a");
+    run(env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE))).unwrap();
+    let used = blob_names(&env);
+
+    // A writer killed mid-blob, and a blob whose last generation went before it was collected.
+    let blobs = blob_dir(&env);
+    fs::write(blobs.join(".tmp-3"), b"half a certif").unwrap();
+    fs::write(blobs.join(format!("f-{}", "0".repeat(64))), b"orphan").unwrap();
+    symlink("nowhere", blobs.join(format!("l-{}", "1".repeat(64)))).unwrap();
+    // And a spec directory whose record was lost: it goes at open, and its own blobs with it.
+    let gone = env.target("pod-gone");
+    run(env.store.publish(publication("vol-gone", &gone, spec("gone")), hashed_files(b"gone"))).unwrap();
+    for entry in fs::read_dir(env.store.records_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if fs::read_to_string(&path).unwrap().contains("vol-gone") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    nix::mount::umount(&gone).unwrap();
+    assert_eq!(blob_names(&env).len(), used.len() + 3 + 1, "3 leftovers, the blob of its own bundle");
+
+    env.reopen();
+    assert!(!env.store.spec_dir(&spec("gone").digest()).exists());
+    assert_eq!(blob_names(&env), used);
+    assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), BUNDLE);
+    // Writing still finds, or rewrites, every blob.
+    let b = env.target("pod-b");
+    run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
+    assert_eq!(blob_names(&env), used);
+    assert_eq!(ino(&a.join("..data/ca-certificates.crt")), ino(&b.join("..data/ca-certificates.crt")));
+}

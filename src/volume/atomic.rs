@@ -10,10 +10,15 @@
 //!
 //! A new generation is written next to the old one, `..data` is swapped to it with one
 //! `rename`, the visible top-level symlinks are brought in line, and the old generation goes.
+//!
+//! Every file and symlink (the visible ones too, whose targets are the same in every spec) is a
+//! hard link of a [`Blobs`] blob, so a spec whose content another spec has costs only its
+//! directories and their entries. Removing anything goes through [`Blobs::remove_tree`], which
+//! collects the blobs it leaves unlinked.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -22,6 +27,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::bundle::{Entry, Files};
 
+use super::blobs::Blobs;
 use super::{Error, Result};
 
 /// `..data`: the symlink readers go through.
@@ -112,24 +118,30 @@ fn generation_prefix() -> String {
 /// # Errors
 /// Invalid entries (nothing written), or an I/O failure (`StoreFull` on ENOSPC); a failure
 /// before the swap leaves the current generation in place.
-pub fn write_generation(spec_dir: &Path, files: &Files) -> Result<()> {
+pub(super) fn write_generation(blobs: &Blobs, spec_dir: &Path, files: &Files) -> Result<()> {
     validate(files)?;
     let spec_fd = open_dir(spec_dir)?;
-    write_generation_in(spec_fd.as_fd(), spec_dir, files, false)
+    write_generation_in(blobs, spec_fd.as_fd(), spec_dir, files, false)
 }
 
 /// Writes a generation into `spec_dir` (open as `spec_fd`). `fresh`: the directory was just
 /// made empty and nobody sees it yet, so `..data` is linked directly and the visible links
 /// are created without looking at what is there.
-fn write_generation_in(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files, fresh: bool) -> Result<()> {
+fn write_generation_in(
+    blobs: &Blobs,
+    spec_fd: BorrowedFd<'_>,
+    spec_dir: &Path,
+    files: &Files,
+    fresh: bool,
+) -> Result<()> {
     let generation = tempfile::Builder::new()
         .prefix(&generation_prefix())
         .rand_bytes(6)
         .tempdir_in(spec_dir)
         .map_err(|e| io_error("create a generation directory in", spec_dir, e))?
         .keep();
-    if let Err(e) = open_dir(&generation).and_then(|fd| fill_generation(fd, &generation, files)) {
-        let _ = remove_tree(&generation);
+    if let Err(e) = open_dir(&generation).and_then(|fd| fill_generation(blobs, fd, &generation, files)) {
+        let _ = blobs.remove_tree(&generation);
         return Err(e);
     }
     let name = generation.file_name().ok_or_else(|| invalid("", "generation directory has no name"))?.to_owned();
@@ -152,26 +164,22 @@ fn write_generation_in(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files, 
             });
         if let Err(e) = swap {
             let _ = rustix::fs::unlinkat(spec_fd, DATA_LINK_TMP, AtFlags::empty());
-            let _ = remove_tree(&generation);
+            let _ = blobs.remove_tree(&generation);
             return Err(e);
         }
     }
 
-    update_visible_links(spec_fd, spec_dir, files, fresh)?;
+    update_visible_links(blobs, spec_fd, spec_dir, files, fresh)?;
     if fresh {
         return Ok(());
     }
-    remove_stray_generations(spec_dir)
+    remove_stray_generations(blobs, spec_dir)
 }
 
-fn fill_generation(generation_fd: OwnedFd, generation: &Path, files: &Files) -> Result<()> {
+fn fill_generation(blobs: &Blobs, generation_fd: OwnedFd, generation: &Path, files: &Files) -> Result<()> {
     let at = generation_fd.as_fd();
     // `validate` made sure no directory name is also an entry, so every name here is new.
     let mut dirs = BTreeSet::new();
-    // Whether files need a chmod after creation: only if the umask strips bits of FILE_MODE.
-    // Learnt from the first file (the umask is per process and the driver never changes it),
-    // which saves one syscall per file.
-    let mut chmod_files = None;
     for (path, entry) in &files.entries {
         for (end, _) in path.match_indices('/') {
             let dir = &path[..end];
@@ -181,36 +189,8 @@ fn fill_generation(generation_fd: OwnedFd, generation: &Path, files: &Files) -> 
             }
         }
         match entry {
-            Entry::File(bytes) => {
-                let full = || generation.join(path);
-                let fd = rustix::fs::openat(
-                    at,
-                    path.as_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(FILE_MODE),
-                )
-                .map_err(|e| rustix_error("create", &full(), e))?;
-                let mut file = fs::File::from(fd);
-                file.write_all(bytes).map_err(|e| io_error("write", &full(), e))?;
-                let chmod = match chmod_files {
-                    Some(chmod) => chmod,
-                    None => {
-                        let mode = rustix::fs::fstat(&file).map_err(|e| rustix_error("inspect", &full(), e))?.st_mode;
-                        let chmod = mode & 0o7777 != FILE_MODE;
-                        chmod_files = Some(chmod);
-                        chmod
-                    }
-                };
-                if chmod {
-                    // Exactly 0444 whatever the umask.
-                    rustix::fs::fchmod(&file, Mode::from_raw_mode(FILE_MODE))
-                        .map_err(|e| rustix_error("chmod", &full(), e))?;
-                }
-            }
-            Entry::Symlink(target) => {
-                rustix::fs::symlinkat(target.as_str(), at, path.as_str())
-                    .map_err(|e| rustix_error("create symlink", &generation.join(path), e))?;
-            }
+            Entry::File(bytes) => blobs.link_file(bytes, FILE_MODE, at, path, &generation.join(path))?,
+            Entry::Symlink(target) => blobs.link_symlink(target, at, path, &generation.join(path))?,
         }
     }
     // Read-only last, so writing them did not depend on overriding permissions.
@@ -226,7 +206,13 @@ fn top_level_names(files: &Files) -> BTreeSet<&str> {
     files.entries.iter().filter_map(|(path, _)| path.split('/').next()).collect()
 }
 
-fn update_visible_links(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files, fresh: bool) -> Result<()> {
+fn update_visible_links(
+    blobs: &Blobs,
+    spec_fd: BorrowedFd<'_>,
+    spec_dir: &Path,
+    files: &Files,
+    fresh: bool,
+) -> Result<()> {
     let names = top_level_names(files);
     // One buffer for every `..data/<name>` link target.
     let mut wanted = String::with_capacity(DATA_LINK.len() + 1 + 64);
@@ -239,13 +225,12 @@ fn update_visible_links(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files,
             // One readlink tells both "is a symlink" (EINVAL if not) and where it points.
             match rustix::fs::readlinkat(spec_fd, *name, Vec::new()) {
                 Ok(current) if current.as_bytes() == wanted.as_bytes() => continue,
-                Ok(_) | Err(rustix::io::Errno::INVAL) => remove_tree(&spec_dir.join(name))?,
+                Ok(_) | Err(rustix::io::Errno::INVAL) => blobs.remove_tree(&spec_dir.join(name))?,
                 Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(rustix_error("inspect", &spec_dir.join(name), e)),
             }
         }
-        rustix::fs::symlinkat(wanted.as_str(), spec_fd, *name)
-            .map_err(|e| rustix_error("create symlink", &spec_dir.join(name), e))?;
+        blobs.link_symlink(&wanted, spec_fd, name, &spec_dir.join(name))?;
     }
     if fresh {
         // Nothing else was ever in it.
@@ -254,11 +239,11 @@ fn update_visible_links(spec_fd: BorrowedFd<'_>, spec_dir: &Path, files: &Files,
     for entry in read_dir(spec_dir)? {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else {
-            remove_tree(&entry.path())?;
+            blobs.remove_tree(&entry.path())?;
             continue;
         };
         if !name.starts_with("..") && !names.contains(name) {
-            remove_tree(&entry.path())?;
+            blobs.remove_tree(&entry.path())?;
         }
     }
     Ok(())
@@ -270,14 +255,14 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 
 /// Removes every `..*` entry of `spec_dir` except `..data` and the generation it points at:
 /// the previous generation, and leftovers of a crash in the middle of a write.
-pub fn remove_stray_generations(spec_dir: &Path) -> Result<()> {
+pub(super) fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
     let current = current_generation(spec_dir)?;
     for entry in read_dir(spec_dir)? {
         let path = entry.path();
         let name = entry.file_name();
         let reserved = name.to_str().is_some_and(|n| n.starts_with(".."));
         if reserved && name != DATA_LINK && path != current {
-            remove_tree(&path)?;
+            blobs.remove_tree(&path)?;
         }
     }
     Ok(())
@@ -309,7 +294,7 @@ pub fn current_generation(spec_dir: &Path) -> Result<PathBuf> {
 /// Creates `<store_root>/<name>` holding a first generation of `files`, atomically: it is
 /// written under a temporary name and renamed, so a crash never leaves a half-made spec dir
 /// under its real name.
-pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<PathBuf> {
+pub(super) fn create_spec_dir(blobs: &Blobs, store_root: &Path, name: &str, files: &Files) -> Result<PathBuf> {
     validate(files)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("{TMP_PREFIX}{name}-"))
@@ -318,12 +303,12 @@ pub fn create_spec_dir(store_root: &Path, name: &str, files: &Files) -> Result<P
         .keep();
     let spec_dir = store_root.join(name);
     let made = open_dir(&tmp).and_then(|fd| {
-        write_generation_in(fd.as_fd(), &tmp, files, true)?;
+        write_generation_in(blobs, fd.as_fd(), &tmp, files, true)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(|e| rustix_error("chmod", &tmp, e))?;
         fs::rename(&tmp, &spec_dir).map_err(|e| io_error("rename", &tmp, e))
     });
     if let Err(e) = made {
-        let _ = remove_tree(&tmp);
+        let _ = blobs.remove_tree(&tmp);
         return Err(e);
     }
     Ok(spec_dir)
@@ -391,6 +376,14 @@ mod tests {
 
     use super::*;
 
+    /// A store root and a blob directory beside it (same file system, as hard links need).
+    fn store() -> (tempfile::TempDir, tempfile::TempDir, Blobs) {
+        let root = tempfile::tempdir().unwrap();
+        let blob_dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&blob_dir.path().join("blobs")).unwrap();
+        (root, blob_dir, blobs)
+    }
+
     fn files(bundle: &[u8], java: &[u8]) -> Files {
         Files {
             entries: vec![
@@ -428,8 +421,8 @@ mod tests {
 
     #[test]
     fn first_generation_is_laid_out_like_atomic_writer() {
-        let root = tempfile::tempdir().unwrap();
-        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
         assert_eq!(spec_dir, root.path().join("abc"));
         assert_eq!(mode(&spec_dir), 0o555);
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"one");
@@ -452,8 +445,8 @@ mod tests {
 
     #[test]
     fn second_generation_swaps_atomically_and_old_readers_keep_old_content() {
-        let root = tempfile::tempdir().unwrap();
-        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"old", b"jks")).unwrap();
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"old", b"jks")).unwrap();
         let first = current_generation(&spec_dir).unwrap();
         let mut reader = fs::File::open(spec_dir.join("ca-certificates.crt")).unwrap();
 
@@ -463,7 +456,7 @@ mod tests {
                 ("1234abcd.0".into(), Entry::Symlink("ca-certificates.crt".into())),
             ],
         };
-        write_generation(&spec_dir, &next).unwrap();
+        write_generation(&blobs, &spec_dir, &next).unwrap();
 
         let second = current_generation(&spec_dir).unwrap();
         assert_ne!(first, second);
@@ -482,18 +475,18 @@ mod tests {
 
     #[test]
     fn crash_leftovers_are_removed_on_the_next_write() {
-        let root = tempfile::tempdir().unwrap();
-        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"a", b"b")).unwrap();
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"a", b"b")).unwrap();
         fs::create_dir(spec_dir.join("..2020_01_01_00_00_00.half")).unwrap();
         symlink("..nowhere", spec_dir.join(DATA_LINK_TMP)).unwrap();
-        write_generation(&spec_dir, &files(b"c", b"d")).unwrap();
+        write_generation(&blobs, &spec_dir, &files(b"c", b"d")).unwrap();
         assert_eq!(generations(&spec_dir).len(), 1);
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"c");
     }
 
     #[test]
     fn invalid_entries_are_rejected_before_writing() {
-        let root = tempfile::tempdir().unwrap();
+        let (root, _blob_dir, blobs) = store();
         for (path, entry) in [
             ("../escape", Entry::File(vec![])),
             ("/abs", Entry::File(vec![])),
@@ -503,7 +496,7 @@ mod tests {
             ("link", Entry::Symlink("/etc/passwd".into())),
         ] {
             let bad = Files { entries: vec![(path.into(), entry)] };
-            let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
+            let err = create_spec_dir(&blobs, root.path(), "abc", &bad).unwrap_err();
             assert!(matches!(err, Error::InvalidFiles { .. }), "{path}: {err}");
         }
         // A name that is both an entry and a parent: writing through it could leave the
@@ -513,7 +506,7 @@ mod tests {
             vec![("a/b".to_owned(), Entry::File(vec![])), ("a/b".to_owned(), Entry::File(vec![]))],
         ] {
             let bad = Files { entries: clash };
-            let err = create_spec_dir(root.path(), "abc", &bad).unwrap_err();
+            let err = create_spec_dir(&blobs, root.path(), "abc", &bad).unwrap_err();
             assert!(matches!(err, Error::InvalidFiles { .. }), "{err}");
         }
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
@@ -521,7 +514,7 @@ mod tests {
 
     #[test]
     fn failed_write_leaves_nothing_behind() {
-        let root = tempfile::tempdir().unwrap();
+        let (root, _blob_dir, blobs) = store();
         // A file and a directory of the same name: the second entry fails.
         let clash = Files {
             entries: vec![
@@ -529,11 +522,11 @@ mod tests {
                 ("java/cacerts".into(), Entry::File(b"y".to_vec())),
             ],
         };
-        assert!(create_spec_dir(root.path(), "abc", &clash).is_err());
+        assert!(create_spec_dir(&blobs, root.path(), "abc", &clash).is_err());
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
 
-        let spec_dir = create_spec_dir(root.path(), "abc", &files(b"keep", b"j")).unwrap();
-        assert!(write_generation(&spec_dir, &clash).is_err());
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"keep", b"j")).unwrap();
+        assert!(write_generation(&blobs, &spec_dir, &clash).is_err());
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"keep");
         assert_eq!(generations(&spec_dir).len(), 1);
     }

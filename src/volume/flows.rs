@@ -152,7 +152,17 @@ impl Inner {
             return Ok(false);
         }
         let files = render()?;
-        atomic::write_generation(&self.index.spec_dir(&digest), &files).map_err(|e| self.index.in_store(e))?;
+        let spec_dir = self.index.spec_dir(&digest);
+        let written = if spec_dir.exists() {
+            atomic::write_generation(self.index.blobs(), &spec_dir, &files)
+        } else {
+            // A live spec without its directory: adopted from a store of the layout before
+            // blobs (its volumes are bound to the old tmpfs underneath), or removed by hand.
+            // New publishes of the spec then find it.
+            tracing::warn!(spec = %digest, "a live spec has no directory; writing it again");
+            atomic::create_spec_dir(self.index.blobs(), self.index.dir(), digest.as_str(), &files).map(|_| ())
+        };
+        written.map_err(|e| self.index.in_store(e))?;
         tracing::info!(spec = %digest, "spec refreshed");
         Ok(true)
     }

@@ -14,13 +14,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::bundle::Files;
 use crate::spec::{SpecDigest, VolumeSpec};
 
+use super::blobs::Blobs;
 use super::locks::{self, DirLocks};
 use super::{Error, Result, atomic};
 
 #[derive(Debug)]
 pub(super) struct Index {
-    /// The tmpfs holding one directory per spec digest.
+    /// The store as it is shown (`<state_dir>/store`), named in errors.
     root: PathBuf,
+    /// The same directory through the tmpfs's own mount (`<tmpfs>/specs`), one directory per
+    /// spec digest: spec dirs are written here, so their hard links reach the blobs.
+    dir: PathBuf,
+    blobs: Blobs,
     specs: Mutex<HashMap<SpecDigest, SpecUse>>,
     locks: DirLocks<SpecDigest>,
 }
@@ -44,8 +49,17 @@ pub(super) struct Reservation {
 }
 
 impl Index {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root, specs: Mutex::default(), locks: DirLocks::default() }
+    pub fn new(root: PathBuf, dir: PathBuf, blobs: Blobs) -> Self {
+        Self { root, dir, blobs, specs: Mutex::default(), locks: DirLocks::default() }
+    }
+
+    /// Where spec dirs are written (see the field).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
     }
 
     fn specs(&self) -> MutexGuard<'_, HashMap<SpecDigest, SpecUse>> {
@@ -83,7 +97,7 @@ impl Index {
 
     /// The spec directory of `digest` (it may not exist).
     pub fn spec_dir(&self, digest: &SpecDigest) -> PathBuf {
-        self.root.join(digest.as_str())
+        self.dir.join(digest.as_str())
     }
 
     /// Spec-dir errors name the tmpfs, not the file that did not fit.
@@ -114,7 +128,8 @@ impl Index {
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let files = render()?;
-                atomic::create_spec_dir(&self.root, digest.as_str(), &files).map_err(|e| self.in_store(e))?;
+                atomic::create_spec_dir(&self.blobs, &self.dir, digest.as_str(), &files)
+                    .map_err(|e| self.in_store(e))?;
                 true
             }
             Err(e) => return Err(Error::Io { op: "inspect", path: spec_dir, source: e }.into()),
@@ -137,7 +152,7 @@ impl Index {
         let unused = self.forget(digest, target);
         if unused
             && reservation.dir_is_ours
-            && let Err(e) = atomic::remove_tree(&self.spec_dir(digest))
+            && let Err(e) = self.blobs.remove_tree(&self.spec_dir(digest))
         {
             tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
         }
@@ -148,7 +163,7 @@ impl Index {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = locks::lock(&spec_lock);
         if self.forget(digest, target) {
-            atomic::remove_tree(&self.spec_dir(digest))?;
+            self.blobs.remove_tree(&self.spec_dir(digest))?;
             tracing::info!(spec = %digest, "removed an unused spec directory");
         }
         Ok(())

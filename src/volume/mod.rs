@@ -9,8 +9,10 @@
 //! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
 //! - [`tmpfs`]: mounting or adopting the tmpfs, and cleaning up after a crash.
 //! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
+//! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
 
 mod atomic;
+mod blobs;
 mod flows;
 mod index;
 mod locks;
@@ -22,7 +24,7 @@ mod target;
 mod tmpfs;
 mod unmount;
 
-pub use atomic::{current_generation, write_generation};
+pub use atomic::current_generation;
 pub use mount::{is_mount_root, is_mountpoint};
 pub use mountinfo::{MountEntry, is_mountpoint as is_mountpoint_by_mountinfo, mounts};
 pub use record::Record;

@@ -4,7 +4,8 @@
 //! Locking: a per-target lock, then a per-spec lock (always in that order). Under the per-spec
 //! lock a publish makes sure the spec dir exists and reserves its target in the index; it then
 //! mounts and records with only the target lock held, and takes the reservation back if that
-//! fails. Publishes of one spec mount in parallel.
+//! fails. Publishes of one spec mount in parallel. The blob lock comes last of all and is held
+//! for one link or one collection at a time, never while taking another lock.
 
 use std::fs;
 use std::io;
@@ -15,12 +16,16 @@ use std::sync::Arc;
 use crate::bundle::Files;
 use crate::spec::{SpecDigest, VolumeSpec};
 
+use super::blobs::Blobs;
 use super::index::Index;
 use super::locks::DirLocks;
 use super::target::Targets;
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, record, tmpfs};
 
 const STORE_DIR: &str = "store";
+const TMPFS_DIR: &str = "tmpfs";
+const SPECS_DIR: &str = "specs";
+const BLOBS_DIR: &str = "blobs";
 const RECORDS_DIR: &str = "volumes";
 const RECORDS_DIR_MODE: u32 = 0o700;
 
@@ -32,7 +37,7 @@ pub struct Store {
 
 #[derive(Debug)]
 pub(super) struct Inner {
-    /// `<state_dir>/store`, the tmpfs.
+    /// `<state_dir>/store`, the tmpfs's spec directories as shown (a bind mount).
     pub(super) root: PathBuf,
     /// `<state_dir>/volumes`, the records.
     pub(super) records: PathBuf,
@@ -65,9 +70,15 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Self> {
         fs::create_dir_all(&config.state_dir).map_err(|e| io_error("create", &config.state_dir, e))?;
         let state_dir = fs::canonicalize(&config.state_dir).map_err(|e| io_error("resolve", &config.state_dir, e))?;
+        let tmpfs_dir = state_dir.join(TMPFS_DIR);
+        fs::create_dir_all(&tmpfs_dir).map_err(|e| io_error("create", &tmpfs_dir, e))?;
+        tmpfs::mount_or_adopt(&tmpfs_dir, config.tmpfs_size_bytes)?;
+        let specs = tmpfs_dir.join(SPECS_DIR);
+        fs::create_dir_all(&specs).map_err(|e| io_error("create", &specs, e))?;
+        let blobs = Blobs::open(&tmpfs_dir.join(BLOBS_DIR))?;
         let root = state_dir.join(STORE_DIR);
         fs::create_dir_all(&root).map_err(|e| io_error("create", &root, e))?;
-        tmpfs::mount_or_adopt(&root, config.tmpfs_size_bytes)?;
+        tmpfs::bind_or_adopt(&specs, &root)?;
 
         let records = state_dir.join(RECORDS_DIR);
         fs::DirBuilder::new()
@@ -77,7 +88,7 @@ impl Store {
             .and_then(|()| fs::set_permissions(&records, fs::Permissions::from_mode(RECORDS_DIR_MODE)))
             .map_err(|e| io_error("create", &records, e))?;
 
-        let index = Index::new(root.clone());
+        let index = Index::new(root.clone(), specs.clone(), blobs);
         let mut unreadable = 0usize;
         for (path, loaded) in record::load_all(&records)? {
             match loaded {
@@ -88,7 +99,7 @@ impl Store {
                 }
             }
         }
-        tmpfs::collect_garbage(&root, &index, unreadable);
+        tmpfs::collect_garbage(&specs, &index, unreadable);
         let (specs, volumes) = index.counts();
         tracing::info!(volumes, specs, "volume store open");
         Ok(Self {
@@ -170,7 +181,7 @@ impl Store {
 
     /// The directory volumes of a spec are bind-mounted from (it may not exist).
     pub fn spec_dir(&self, digest: &SpecDigest) -> PathBuf {
-        self.inner.index.spec_dir(digest)
+        self.inner.root.join(digest.as_str())
     }
 
     /// How many spec directories exist in the store. Blocking (one `readdir`).
