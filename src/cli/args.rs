@@ -49,7 +49,8 @@ pub struct ServeArgs {
     /// Targets outside its `pods/` directory are refused.
     #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
-    /// Holds the driver's tmpfs (store/) and the per-volume records (volumes/).
+    /// Holds the driver's tmpfs (tmpfs/: spec dirs and content blobs), its bind mount store/ and
+    /// the per-volume records (volumes/).
     #[arg(long, env = "TRUSTMOUNT_STATE_DIR", default_value = "/var/lib/trustmount")]
     pub state_dir: PathBuf,
     /// Size limit of the driver's tmpfs, e.g. 268435456, 256Mi or 1Gi.
