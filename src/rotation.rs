@@ -101,7 +101,7 @@ impl Rotation {
                             burst.push(change);
                         }
                     }
-                    self.refresh_where(|spec| burst.iter().any(|change| Sources::affected_by(change, spec))).await;
+                    self.refresh_where(|spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
                     continue;
                 }
                 change = changes.recv() => match change {

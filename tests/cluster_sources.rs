@@ -18,11 +18,12 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
 use kube::api::{Api, ListParams, PostParams};
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, stats_request, unpublish_request};
-use support::control_plane::ControlPlane;
+use support::control_plane::{ControlPlane, RuntimeConfig};
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
 use tonic::Code;
@@ -31,6 +32,8 @@ use tonic::Code;
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
 /// The driver's ClusterRole, as deploy/rbac.yaml names it.
 const DRIVER_ROLE: &str = "trustmount";
+/// The CSIDriver deploy/csidriver.yaml ships, and the driver's default --driver-name.
+const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 
 fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
     match result {
@@ -55,8 +58,8 @@ fn ders(cas: &[&TestCa]) -> BTreeSet<Vec<u8>> {
 }
 
 /// One test's world: a namespace, the driver's own identity, and a daemon using it.
-struct World {
-    plane: &'static ControlPlane,
+struct World<'p> {
+    plane: &'p ControlPlane,
     admin: kube::Client,
     namespace: String,
     /// The driver's user name in the audit log.
@@ -66,20 +69,30 @@ struct World {
     dir: tempfile::TempDir,
 }
 
-impl World {
+impl World<'static> {
+    /// On the shared control plane, with the CSIDriver deploy/csidriver.yaml ships.
     async fn start(prefix: &str) -> Self {
-        let plane = ControlPlane::shared();
+        World::start_on(ControlPlane::shared(), prefix, &[]).await
+    }
+}
+
+impl<'p> World<'p> {
+    /// Applies deploy/csidriver.yaml as shipped (the driver's start-up check reads it), unless
+    /// the plane already has a CSIDriver of that name; `extra_args` go to the daemon.
+    async fn start_on(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str]) -> World<'p> {
         let admin = plane.admin_client().await;
+        let shipped = deploy::manifest("csidriver.yaml");
+        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
+            deploy::apply(&admin, &shipped).await;
+        }
         let namespace = plane.namespace(prefix).await;
         let dir = tempfile::tempdir().unwrap();
         let (kubeconfig, user, token) = driver_identity(plane, &admin, &namespace, dir.path()).await;
-        let options = DaemonOptions {
-            extra_args: vec!["--kubeconfig".into(), kubeconfig.display().to_string()],
-            ..DaemonOptions::default()
-        }
-        .system_roots("none");
+        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
         let daemon = Daemon::start(options).await;
-        Self { plane, admin, namespace, user, token, daemon, dir }
+        World { plane, admin, namespace, user, token, daemon, dir }
     }
 
     fn config_maps(&self) -> Api<ConfigMap> {
@@ -594,5 +607,183 @@ fn after_a_restart_adopted_volumes_watch_their_config_maps_again() {
         })
         .await;
         restarted.node().node_unpublish_volume(unpublish_request("pod-adopted", &target)).await.unwrap();
+    });
+}
+
+/// The start-up check refuses cluster sources (and only them) for a CSIDriver that is missing,
+/// unreadable or without podInfoOnMount; the publish names the field to set.
+/// `local` is the daemon's --extra-pem: what a local-only volume still gets.
+async fn assert_cluster_sources_refused(world: &World<'_>, problem: &str, local_ca: &TestCa) {
+    eventually("the refusal is logged", async || world.daemon.stderr().contains("cluster sources refused")).await;
+    assert!(world.daemon.stderr().contains(problem), "{}", world.daemon.stderr());
+    let (target, result) = world.publish("pod-cluster", &[("configMaps", "corp-ca")]).await;
+    assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
+    assert!(message_of(&result).contains("podInfoOnMount: true"), "{}", message_of(&result));
+    assert!(!target.exists());
+    let local = world.daemon.target("pod-local", "trust");
+    let request = publish_request("pod-local", &local, &[("systemRoots", "false")]);
+    world.daemon.node().node_publish_volume(request).await.expect("local-only volumes keep working");
+    assert_eq!(bundle_ders(&local), ders(&[local_ca]));
+}
+
+#[test]
+fn a_csidriver_without_pod_info_on_mount_refuses_cluster_sources() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        // CSIDriver is cluster-scoped: an API server of its own, so the shared one keeps the
+        // shipped object.
+        let plane = ControlPlane::dedicated(RuntimeConfig::default());
+        let admin = plane.admin_client().await;
+        let mut driver = CSIDriver::default();
+        driver.metadata.name = Some(SHIPPED_DRIVER.into());
+        driver.spec = CSIDriverSpec { pod_info_on_mount: Some(false), ..Default::default() };
+        Api::<CSIDriver>::all(admin).create(&PostParams::default(), &driver).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let local_ca = TestCa::new(scratch.path(), "local");
+        let extra = local_ca.cert_path.display().to_string();
+        let world = World::start_on(&plane, "no-pod-info", &["--extra-pem", &extra]).await;
+        assert_cluster_sources_refused(&world, "sets podInfoOnMount: false", &local_ca).await;
+    });
+}
+
+#[test]
+fn a_csidriver_the_driver_may_not_read_refuses_cluster_sources() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        // The ClusterRole grants get on csi.trustmount.io only: another name is a 403.
+        let other = format!("other-{}.trustmount.io", std::process::id());
+        let admin = ControlPlane::shared().admin_client().await;
+        let mut driver = CSIDriver::default();
+        driver.metadata.name = Some(other.clone());
+        driver.spec = CSIDriverSpec { pod_info_on_mount: Some(true), ..Default::default() };
+        Api::<CSIDriver>::all(admin.clone()).create(&PostParams::default(), &driver).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let local_ca = TestCa::new(scratch.path(), "local");
+        let extra = local_ca.cert_path.display().to_string();
+        let args = ["--driver-name", &other, "--extra-pem", &extra];
+        let world = World::start_on(ControlPlane::shared(), "unreadable", &args).await;
+        assert_cluster_sources_refused(&world, "cannot be read", &local_ca).await;
+        Api::<CSIDriver>::all(admin).delete(&other, &Default::default()).await.unwrap();
+    });
+}
+
+#[test]
+fn on_a_v1beta1_only_cluster_the_driver_finds_v1beta1_and_serves_its_bundles() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        use k8s_openapi::api::certificates::v1beta1;
+        let plane = ControlPlane::dedicated(RuntimeConfig::cluster_trust_bundles_v1beta1_only());
+        let world = World::start_on(&plane, "v1beta1", &[]).await;
+        let ca = TestCa::new(world.dir.path(), "beta");
+        let mut bundle = v1beta1::ClusterTrustBundle::default();
+        bundle.metadata.name = Some("beta-corp".into());
+        bundle.spec.trust_bundle = ca.pem.clone();
+        Api::<v1beta1::ClusterTrustBundle>::all(world.admin.clone())
+            .create(&PostParams::default(), &bundle)
+            .await
+            .unwrap();
+        let (target, result) = world.publish("pod-beta", &[("clusterTrustBundles", "beta-corp")]).await;
+        result.unwrap();
+        assert_eq!(bundle_ders(&target), ders(&[&ca]));
+        assert!(world.daemon.stderr().contains("certificates.k8s.io/v1beta1"), "the discovered version is logged");
+    });
+}
+
+#[test]
+fn a_cluster_trust_bundle_change_reaches_the_volumes_that_use_it_by_name_and_by_signer() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let world = World::start("ctb-change").await;
+        let id = std::process::id();
+        let signer = format!("example.com/rotating-{id}");
+        let name = format!("example.com:rotating-{id}:a");
+        let steady_name = format!("steady-{id}");
+        let first = TestCa::new(world.dir.path(), "first");
+        let other = TestCa::new(world.dir.path(), "other");
+        let api: Api<ClusterTrustBundle> = Api::all(world.admin.clone());
+        let post = PostParams::default();
+        api.create(&post, &trust_bundle(&name, Some(&signer), &[], &first.pem)).await.unwrap();
+        api.create(&post, &trust_bundle(&steady_name, None, &[], &other.pem)).await.unwrap();
+        let (by_name, result) = world.publish("by-name", &[("clusterTrustBundles", &name)]).await;
+        result.unwrap();
+        let (by_signer, result) = world.publish("by-signer", &[("signerName", &signer)]).await;
+        result.unwrap();
+        let (steady, result) = world.publish("steady", &[("clusterTrustBundles", &steady_name)]).await;
+        result.unwrap();
+        let steady_generation = generation(&steady);
+
+        let second = TestCa::new(world.dir.path(), "second");
+        let mut changed = api.get(&name).await.unwrap();
+        changed.spec.trust_bundle = second.pem.clone();
+        api.replace(&name, &post, &changed).await.unwrap();
+        eventually("the change reaches the volume naming the bundle", async || {
+            bundle_ders(&by_name) == ders(&[&second])
+        })
+        .await;
+        eventually("the change reaches the volume selecting its signer", async || {
+            bundle_ders(&by_signer) == ders(&[&second])
+        })
+        .await;
+        assert_eq!(generation(&steady), steady_generation, "a volume of another bundle is not rewritten");
+        assert_eq!(bundle_ders(&steady), ders(&[&other]));
+    });
+}
+
+#[test]
+fn default_config_maps_reach_every_volume_unless_it_opts_out_and_change_live() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        // The driver's own namespace holds the default; pods live in another.
+        let plane = ControlPlane::shared();
+        let admin = plane.admin_client().await;
+        let driver_namespace = plane.namespace("driver-ns").await;
+        let scratch = tempfile::tempdir().unwrap();
+        let first = TestCa::new(scratch.path(), "default-first");
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some("org-ca".into());
+        map.data = Some(BTreeMap::from([("ca.crt".to_string(), first.pem.clone())]));
+        let defaults_api = Api::<ConfigMap>::namespaced(admin.clone(), &driver_namespace);
+        defaults_api.create(&PostParams::default(), &map).await.unwrap();
+        let world = World::start_on(
+            plane,
+            "defaults",
+            &["--namespace", &driver_namespace, "--default-config-map", "org-ca:ca.crt"],
+        )
+        .await;
+        let own = TestCa::new(world.dir.path(), "own");
+        world.put_config_map("team-ca", &[("ca.crt", &own.pem)], &[]).await;
+
+        let (plain, result) = world.publish("pod-plain", &[]).await;
+        result.unwrap();
+        assert_eq!(bundle_ders(&plain), ders(&[&first]), "a volume without cluster attributes gets the default");
+        let (mixed, result) = world.publish("pod-mixed", &[("configMaps", "team-ca")]).await;
+        result.unwrap();
+        assert_eq!(bundle_ders(&mixed), ders(&[&first, &own]));
+        let (out, result) = world.publish("pod-out", &[("configMaps", "team-ca"), ("defaults", "false")]).await;
+        result.unwrap();
+        assert_eq!(bundle_ders(&out), ders(&[&own]), "defaults: false leaves the default out");
+        let out_generation = generation(&out);
+
+        let second = TestCa::new(world.dir.path(), "default-second");
+        let mut changed = defaults_api.get("org-ca").await.unwrap();
+        changed.data = Some(BTreeMap::from([("ca.crt".to_string(), second.pem.clone())]));
+        defaults_api.replace("org-ca", &PostParams::default(), &changed).await.unwrap();
+        eventually("the changed default reaches a plain volume", async || bundle_ders(&plain) == ders(&[&second]))
+            .await;
+        eventually("and one with sources of its own", async || bundle_ders(&mixed) == ders(&[&second, &own])).await;
+        assert_eq!(generation(&out), out_generation, "the opted-out volume is not rewritten");
     });
 }

@@ -69,6 +69,46 @@ pub struct ServeArgs {
     /// fail with FAILED_PRECONDITION.
     #[arg(long, env = "TRUSTMOUNT_STANDALONE")]
     pub standalone: bool,
+    /// The driver's own namespace (the downward API's metadata.namespace): where
+    /// --default-config-map ConfigMaps are read.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+}
+
+/// Cluster sources added to every volume unless it sets `defaults: "false"` (repeatable; the
+/// env vars take comma-separated lists).
+#[derive(clap::Args)]
+pub struct DefaultArgs {
+    /// A ClusterTrustBundle by name.
+    #[arg(
+        long = "default-cluster-trust-bundle",
+        env = "TRUSTMOUNT_DEFAULT_CLUSTER_TRUST_BUNDLES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub cluster_trust_bundles: Vec<String>,
+    /// Every ClusterTrustBundle of this signer (matching --default-label-selector, if given).
+    #[arg(
+        long = "default-signer-name",
+        env = "TRUSTMOUNT_DEFAULT_SIGNER_NAMES",
+        value_name = "SIGNER",
+        value_delimiter = ','
+    )]
+    pub signer_names: Vec<String>,
+    /// Label selector for the --default-signer-name bundles; absent: every bundle of the signer.
+    #[arg(long = "default-label-selector", env = "TRUSTMOUNT_DEFAULT_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub label_selector: Option<String>,
+    /// A ConfigMap in the driver's own namespace (--namespace): NAME (every key holding
+    /// certificates) or NAME:KEY.
+    #[arg(
+        long = "default-config-map",
+        env = "TRUSTMOUNT_DEFAULT_CONFIG_MAPS",
+        value_name = "NAME[:KEY]",
+        value_delimiter = ','
+    )]
+    pub config_maps: Vec<String>,
 }
 
 #[derive(clap::Args)]

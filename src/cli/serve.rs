@@ -9,7 +9,7 @@ use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
-use trustmount::sources::cluster::{Cluster, Mode};
+use trustmount::sources::cluster::{self, Cluster, Defaults, DefaultsFlags, Mode};
 use trustmount::sources::{self, ClusterAccess, Sources};
 use trustmount::volume::{Store, StoreConfig};
 
@@ -20,6 +20,15 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.node_id.is_empty() {
         return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
     }
+    let defaults = Defaults::parse(&DefaultsFlags {
+        trust_bundles: &args.defaults.cluster_trust_bundles,
+        signer_names: &args.defaults.signer_names,
+        label_selector: args.defaults.label_selector.as_deref(),
+        config_maps: &args.defaults.config_maps,
+        namespace: args.namespace.as_deref(),
+    })
+    .context("the default sources")
+    .map_err(Failure::Config)?;
     let readiness = Readiness::new(Condition::DAEMON);
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let mode = Mode::choose(args.standalone, args.kubeconfig, in_pod);
@@ -52,9 +61,31 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 }
                 Mode::Standalone { .. } | Mode::InCluster => tracing::info!(mode = %mode, "cluster sources on"),
             }
-            let (cluster, changes) = Cluster::new(client);
-            sources.set_cluster(ClusterAccess::Connected(cluster));
-            Some(changes)
+            let check = cluster::check_pod_info(client.clone(), &args.driver_name, cluster::FIRST_SYNC_TIMEOUT);
+            match runtime.block_on(check) {
+                Ok(()) => {
+                    if !defaults.is_empty() {
+                        tracing::info!(
+                            cluster_trust_bundles = defaults.trust_bundles.len(),
+                            signers = defaults.signers.len(),
+                            config_maps = defaults.config_maps.len(),
+                            namespace = %defaults.namespace,
+                            "default sources added to every volume that does not set defaults: \"false\""
+                        );
+                    }
+                    let (cluster, changes) = Cluster::new(client, defaults);
+                    sources.set_cluster(ClusterAccess::Connected(cluster));
+                    Some(changes)
+                }
+                Err(problem) => {
+                    tracing::error!(
+                        %problem,
+                        "cluster sources refused: the CSIDriver must set podInfoOnMount: true, so the kubelet passes the pod's namespace; volumes naming cluster sources fail with FAILED_PRECONDITION until it does and the driver restarts"
+                    );
+                    sources.set_cluster(ClusterAccess::Refused(problem));
+                    None
+                }
+            }
         }
         (None, Mode::Standalone { reason }) => {
             tracing::info!(mode = %mode, reason, "cluster sources off: local sources only");

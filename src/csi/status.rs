@@ -73,7 +73,9 @@ fn cluster_code(error: &cluster::Error) -> Code {
         | cluster::Error::NoMatch { .. }
         | cluster::Error::NoCertificates { .. }
         | cluster::Error::Content { .. }
-        | cluster::Error::TrustBundlesNotServed => Code::FailedPrecondition,
+        | cluster::Error::TrustBundlesNotServed
+        // The operator's CSIDriver object must change (and the driver restart).
+        | cluster::Error::PodInfoOff { .. } => Code::FailedPrecondition,
         // Transient: the cache will sync, and the kubelet retries.
         cluster::Error::NotSynced { .. } => Code::Unavailable,
         // Only at start, which exits instead; here for completeness.

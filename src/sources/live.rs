@@ -24,6 +24,9 @@ pub struct Sources {
 pub enum ClusterAccess {
     /// Local sources only, and why (for the error a volume naming a cluster source gets).
     Standalone(&'static str),
+    /// Cluster access, refused at start: the CSIDriver does not set `podInfoOnMount: true` (or
+    /// could not be read), so the pod's namespace cannot be trusted.
+    Refused(cluster::PodInfoProblem),
     Connected(Arc<Cluster>),
 }
 
@@ -62,11 +65,18 @@ impl Sources {
         self.cluster = cluster;
     }
 
-    fn cluster(&self, spec: &VolumeSpec) -> Result<&Arc<Cluster>> {
+    /// The cluster, when `spec` reads from it (sources of its own, or the defaults); `None` for
+    /// a spec of local sources only, or one that only the defaults would give cluster sources on
+    /// a driver without them.
+    fn cluster(&self, spec: &VolumeSpec) -> Result<Option<&Arc<Cluster>>> {
         match &self.cluster {
-            ClusterAccess::Connected(cluster) => Ok(cluster),
+            ClusterAccess::Connected(cluster) => Ok(cluster.reads_for(spec).then_some(cluster)),
+            _ if !spec.has_cluster_sources() => Ok(None),
             ClusterAccess::Standalone(reason) => {
                 Err(Error::Cluster(cluster::Error::Standalone { what: describe(spec), reason }))
+            }
+            ClusterAccess::Refused(problem) => {
+                Err(Error::Cluster(cluster::Error::PodInfoOff { what: describe(spec), problem: problem.clone() }))
             }
         }
     }
@@ -77,10 +87,10 @@ impl Sources {
     /// # Errors
     /// A standalone driver, or a first list that does not complete in time.
     pub async fn hold(&self, spec: &VolumeSpec) -> Result<Option<Hold>> {
-        if !spec.has_cluster_sources() {
-            return Ok(None);
+        match self.cluster(spec)? {
+            Some(cluster) => Ok(Some(cluster.hold(spec).await?)),
+            None => Ok(None),
         }
-        Ok(Some(self.cluster(spec)?.hold(spec).await?))
     }
 
     /// Keeps the watches that `live_specs` need (and those publishes hold), no others.
@@ -98,8 +108,11 @@ impl Sources {
     }
 
     /// Whether a cluster change can change the bundle of `spec`.
-    pub fn affected_by(change: &Change, spec: &VolumeSpec) -> bool {
-        Cluster::affects(change, spec)
+    pub fn affected_by(&self, change: &Change, spec: &VolumeSpec) -> bool {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => cluster.affects(change, spec),
+            ClusterAccess::Standalone(_) | ClusterAccess::Refused(_) => false,
+        }
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -121,7 +134,10 @@ impl Sources {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
-        let cluster = if spec.has_cluster_sources() { self.cluster(spec)?.certificates(spec)? } else { Vec::new() };
+        let cluster = match self.cluster(spec)? {
+            Some(cluster) => cluster.certificates(spec)?,
+            None => Vec::new(),
+        };
         self.catalog().render_with(spec, &cluster).map(|rendered| rendered.files)
     }
 

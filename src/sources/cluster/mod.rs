@@ -2,6 +2,8 @@
 //! by watches (never polled), so a publish reads memory and a warm publish sends no request.
 //!
 //! - [`client`]: the mode (kubeconfig, in-cluster, standalone) and its client.
+//! - [`csi_driver`]: the start-up check that the CSIDriver sets `podInfoOnMount: true`.
+//! - [`defaults`]: the driver-wide default sources every volume gets unless it opts out.
 //! - [`trust_bundles`]: one shared watch of all ClusterTrustBundles, started on first use.
 //! - [`config_maps`]: one single-object watch per referenced ConfigMap, shared and dropped with
 //!   the last volume that names it.
@@ -11,6 +13,8 @@
 mod client;
 mod config_maps;
 mod content;
+mod csi_driver;
+mod defaults;
 mod select;
 mod trust_bundles;
 
@@ -25,6 +29,8 @@ use crate::bundle;
 use crate::spec::VolumeSpec;
 
 pub use client::Mode;
+pub use csi_driver::{PodInfoProblem, check_pod_info};
+pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 pub use trust_bundles::{BundleMeta, Version};
 
 /// How long the first publish naming a new object waits for its first list (the kubelet's own
@@ -66,6 +72,10 @@ pub enum Error {
         "the volume names ClusterTrustBundles, but this cluster serves none (neither certificates.k8s.io/v1 nor v1beta1)"
     )]
     TrustBundlesNotServed,
+    #[error(
+        "the volume names {what}, but this driver refuses cluster sources: {problem}. The CSIDriver must set podInfoOnMount: true (as deploy/csidriver.yaml does), so the kubelet tells the driver the pod's namespace; fix it, then restart the driver"
+    )]
+    PodInfoOff { what: String, problem: PodInfoProblem },
     #[error("cannot configure the Kubernetes client from {origin}: {reason}")]
     Config { origin: String, reason: String },
 }
@@ -99,6 +109,7 @@ pub enum Change {
 pub struct Cluster {
     trust_bundles: trust_bundles::TrustBundles,
     config_maps: config_maps::ConfigMaps,
+    defaults: Defaults,
 }
 
 /// A publish's hold on the watches its spec needs; given back on drop.
@@ -116,12 +127,14 @@ impl Drop for Hold {
 
 impl Cluster {
     /// Starts API discovery in the background; watches start on first use. Must run inside the
-    /// tokio runtime. The receiver gets every [`Change`].
-    pub fn new(client: kube::Client) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+    /// tokio runtime. The receiver gets every [`Change`]. `defaults` join every spec that does
+    /// not opt out.
+    pub fn new(client: kube::Client, defaults: Defaults) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
         let cluster = Self {
             trust_bundles: trust_bundles::TrustBundles::new(client.clone(), changes.clone()),
             config_maps: config_maps::ConfigMaps::new(client, changes),
+            defaults,
         };
         (Arc::new(cluster), receiver)
     }
@@ -133,10 +146,11 @@ impl Cluster {
     /// # Errors
     /// [`Error::NotSynced`] when a first list does not complete in time.
     pub async fn hold(self: &Arc<Self>, spec: &VolumeSpec) -> Result<Hold> {
-        let keys = select::config_map_keys(spec);
+        let wanted = self.wanted(spec);
+        let keys = wanted.config_map_keys();
         let states = self.config_maps.hold(&keys);
         let hold = Hold { cluster: Arc::clone(self), config_maps: keys };
-        let trust_bundles = select::uses_trust_bundles(spec).then(|| self.trust_bundles.subscribe());
+        let trust_bundles = wanted.uses_trust_bundles().then(|| self.trust_bundles.subscribe());
         let wait = async {
             for (_, mut state) in states.clone() {
                 let _ = state.wait_for(Option::is_some).await;
@@ -165,9 +179,9 @@ impl Cluster {
     pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
         let mut uses_trust_bundles = false;
         self.config_maps.retain(|| {
-            let specs = live_specs();
-            uses_trust_bundles = specs.iter().any(select::uses_trust_bundles);
-            specs.iter().flat_map(select::config_map_keys).collect::<HashSet<_>>()
+            let wanted: Vec<select::Wanted> = live_specs().iter().map(|spec| self.wanted(spec)).collect();
+            uses_trust_bundles = wanted.iter().any(select::Wanted::uses_trust_bundles);
+            wanted.iter().flat_map(select::Wanted::config_map_keys).collect::<HashSet<_>>()
         });
         if uses_trust_bundles {
             let _ = self.trust_bundles.subscribe();
@@ -177,11 +191,12 @@ impl Cluster {
     /// Waits (unbounded: the watches retry with backoff) until every cache `specs` need has its
     /// first list. For readiness: adopted volumes need their caches before they can refresh.
     pub async fn synced(&self, specs: &[VolumeSpec]) {
-        let keys: HashSet<ObjectKey> = specs.iter().flat_map(select::config_map_keys).collect();
+        let wanted: Vec<select::Wanted> = specs.iter().map(|spec| self.wanted(spec)).collect();
+        let keys: HashSet<ObjectKey> = wanted.iter().flat_map(select::Wanted::config_map_keys).collect();
         for (_, mut state) in self.config_maps.states(&keys) {
             let _ = state.wait_for(Option::is_some).await;
         }
-        if specs.iter().any(select::uses_trust_bundles) {
+        if wanted.iter().any(select::Wanted::uses_trust_bundles) {
             let _ = self.trust_bundles.subscribe().wait_for(Option::is_some).await;
         }
     }
@@ -192,12 +207,21 @@ impl Cluster {
     /// A missing source (unless `optional`), a source without certificates or with a private
     /// key, or a cache not synced yet.
     pub fn certificates(&self, spec: &VolumeSpec) -> Result<Vec<bundle::Certificate>> {
-        select::certificates(spec, &self.trust_bundles, &self.config_maps)
+        select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)
     }
 
-    /// Whether `change` can change the bundle of `spec`.
-    pub fn affects(change: &Change, spec: &VolumeSpec) -> bool {
-        select::affects(change, spec)
+    /// Whether `change` can change the bundle of `spec` (its own sources or the defaults).
+    pub fn affects(&self, change: &Change, spec: &VolumeSpec) -> bool {
+        select::affects(change, &self.wanted(spec))
+    }
+
+    /// Whether `spec` reads anything from the cluster: sources of its own, or the defaults.
+    pub fn reads_for(&self, spec: &VolumeSpec) -> bool {
+        spec.has_cluster_sources() || self.defaults.apply_to(spec)
+    }
+
+    fn wanted(&self, spec: &VolumeSpec) -> select::Wanted {
+        select::Wanted::of(spec, &self.defaults)
     }
 
     /// How many ConfigMap watches are open (one per distinct object referenced).

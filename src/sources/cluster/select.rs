@@ -5,41 +5,88 @@ use std::collections::HashSet;
 
 use super::config_maps::ConfigMaps;
 use super::content::KeyContent;
+use super::defaults::Defaults;
 use super::trust_bundles::{self, Bundle, TrustBundles};
 use super::{Change, Error, ObjectKey, Result};
 use crate::bundle::Certificate;
-use crate::spec::VolumeSpec;
+use crate::spec::{SignerSelection, VolumeSpec};
 
 const TRUST_BUNDLE: &str = "ClusterTrustBundle";
 const CONFIG_MAP: &str = "ConfigMap";
 /// The one field of a ClusterTrustBundle that holds certificates.
 const TRUST_BUNDLE_FIELD: &str = "spec.trustBundle";
 
-/// The ConfigMaps `spec` names, in its pod's namespace.
-pub fn config_map_keys(spec: &VolumeSpec) -> Vec<ObjectKey> {
-    let mut names: Vec<&str> = spec.cluster.config_maps.iter().map(|r| r.name.as_str()).collect();
-    names.dedup();
-    names.into_iter().map(|name| ObjectKey { namespace: spec.namespace.clone(), name: name.to_owned() }).collect()
+/// What a spec reads from the cluster: its own sources plus, unless it opts out, the
+/// driver-wide defaults (whose ConfigMaps live in the driver's namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub trust_bundles: Vec<String>,
+    pub signers: Vec<SignerSelection>,
+    /// Each object with the key it takes (`None`: every key holding certificates).
+    pub config_maps: Vec<(ObjectKey, Option<String>)>,
+    pub optional: bool,
 }
 
-pub fn uses_trust_bundles(spec: &VolumeSpec) -> bool {
-    !spec.cluster.trust_bundles.is_empty() || spec.cluster.signer.is_some()
+impl Wanted {
+    pub fn of(spec: &VolumeSpec, defaults: &Defaults) -> Self {
+        let cluster = &spec.cluster;
+        let mut wanted = Self {
+            trust_bundles: cluster.trust_bundles.clone(),
+            signers: cluster.signer.iter().cloned().collect(),
+            config_maps: cluster
+                .config_maps
+                .iter()
+                .map(|r| (ObjectKey { namespace: spec.namespace.clone(), name: r.name.clone() }, r.key.clone()))
+                .collect(),
+            optional: cluster.optional,
+        };
+        if defaults.apply_to(spec) {
+            wanted.trust_bundles.extend(defaults.trust_bundles.iter().cloned());
+            wanted.trust_bundles.sort();
+            wanted.trust_bundles.dedup();
+            for signer in &defaults.signers {
+                if !wanted.signers.contains(signer) {
+                    wanted.signers.push(signer.clone());
+                }
+            }
+            wanted.config_maps.extend(
+                defaults.config_maps.iter().map(|r| {
+                    (ObjectKey { namespace: defaults.namespace.clone(), name: r.name.clone() }, r.key.clone())
+                }),
+            );
+            wanted.config_maps.sort();
+            wanted.config_maps.dedup();
+        }
+        wanted
+    }
+
+    /// The ConfigMaps to watch, each once.
+    pub fn config_map_keys(&self) -> Vec<ObjectKey> {
+        let mut keys: Vec<ObjectKey> = self.config_maps.iter().map(|(key, _)| key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    pub fn uses_trust_bundles(&self) -> bool {
+        !self.trust_bundles.is_empty() || !self.signers.is_empty()
+    }
 }
 
 pub fn certificates(
-    spec: &VolumeSpec,
+    wanted: &Wanted,
     trust_bundles: &TrustBundles,
     config_maps: &ConfigMaps,
 ) -> Result<Vec<Certificate>> {
-    let mut certificates = if uses_trust_bundles(spec) { from_trust_bundles(spec, trust_bundles)? } else { Vec::new() };
-    certificates.extend(from_config_maps(spec, config_maps)?);
+    let mut certificates =
+        if wanted.uses_trust_bundles() { from_trust_bundles(wanted, trust_bundles)? } else { Vec::new() };
+    certificates.extend(from_config_maps(wanted, config_maps)?);
     Ok(certificates)
 }
 
 /// Bundles named, then those of the signer that match, in name order; their certificates in
 /// (bundle name, DER) order, each once.
-fn from_trust_bundles(spec: &VolumeSpec, cache: &TrustBundles) -> Result<Vec<Certificate>> {
-    let cluster = &spec.cluster;
+fn from_trust_bundles(cluster: &Wanted, cache: &TrustBundles) -> Result<Vec<Certificate>> {
     let bundles = match cache.get() {
         None => {
             return Err(Error::NotSynced { what: "ClusterTrustBundles".to_owned(), waited: super::FIRST_SYNC_TIMEOUT });
@@ -55,7 +102,7 @@ fn from_trust_bundles(spec: &VolumeSpec, cache: &TrustBundles) -> Result<Vec<Cer
             None => return Err(Error::Missing { kind: TRUST_BUNDLE, object: name.clone() }),
         }
     }
-    if let Some(selection) = &cluster.signer {
+    for selection in &cluster.signers {
         let before = selected.len();
         selected.extend(bundles.iter().filter(|(_, bundle)| bundle.meta.selected_by(selection)));
         if selected.len() == before && !cluster.optional {
@@ -86,14 +133,12 @@ fn from_trust_bundles(spec: &VolumeSpec, cache: &TrustBundles) -> Result<Vec<Cer
     Ok(certificates.into_iter().filter(|(_, c)| seen.insert(c.fingerprint)).map(|(_, c)| c.clone()).collect())
 }
 
-fn from_config_maps(spec: &VolumeSpec, cache: &ConfigMaps) -> Result<Vec<Certificate>> {
-    let cluster = &spec.cluster;
+fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps) -> Result<Vec<Certificate>> {
     let mut certificates = Vec::new();
-    for reference in &cluster.config_maps {
-        let key = ObjectKey { namespace: spec.namespace.clone(), name: reference.name.clone() };
+    for (key, data_key) in &cluster.config_maps {
         let object = key.to_string();
         let content = cache
-            .get(&key)
+            .get(key)
             .ok_or_else(|| Error::NotSynced { what: format!("ConfigMap {key}"), waited: super::FIRST_SYNC_TIMEOUT })?;
         let Some(keys) = content.as_ref() else {
             if cluster.optional {
@@ -107,7 +152,7 @@ fn from_config_maps(spec: &VolumeSpec, cache: &ConfigMaps) -> Result<Vec<Certifi
             key: data_key.to_owned(),
             source: Box::new(source.clone()),
         };
-        match &reference.key {
+        match data_key {
             Some(data_key) => match keys.get(data_key) {
                 None if cluster.optional => {}
                 None => return Err(Error::MissingKey { object, key: data_key.clone() }),
@@ -134,24 +179,21 @@ fn from_config_maps(spec: &VolumeSpec, cache: &ConfigMaps) -> Result<Vec<Certifi
     Ok(certificates)
 }
 
-pub fn affects(change: &Change, spec: &VolumeSpec) -> bool {
-    let cluster = &spec.cluster;
+pub fn affects(change: &Change, cluster: &Wanted) -> bool {
     match change {
-        Change::ConfigMap { object, data_keys } => {
-            object.namespace == spec.namespace
-                && cluster.config_maps.iter().any(|reference| {
-                    reference.name == object.name
-                        && match (&reference.key, data_keys) {
-                            (_, None) | (None, Some(_)) => true,
-                            (Some(key), Some(changed)) => changed.contains(key),
-                        }
-                })
-        }
+        Change::ConfigMap { object, data_keys } => cluster.config_maps.iter().any(|(key, data_key)| {
+            key == object
+                && match (data_key, data_keys) {
+                    (_, None) | (None, Some(_)) => true,
+                    (Some(key), Some(changed)) => changed.contains(key),
+                }
+        }),
         Change::TrustBundle { name, before, after } => {
             cluster.trust_bundles.contains(name)
-                || cluster.signer.as_ref().is_some_and(|selection| {
-                    [before, after].into_iter().flatten().any(|meta| meta.selected_by(selection))
-                })
+                || cluster
+                    .signers
+                    .iter()
+                    .any(|selection| [before, after].into_iter().flatten().any(|meta| meta.selected_by(selection)))
         }
     }
 }
@@ -163,6 +205,11 @@ mod tests {
     use super::*;
     use crate::sources::cluster::BundleMeta;
     use crate::spec::{ConfigMapRef, LabelSelector, SignerSelection};
+
+    /// Without defaults: what the spec itself names.
+    fn affects(change: &Change, spec: &VolumeSpec) -> bool {
+        super::affects(change, &Wanted::of(spec, &Defaults::default()))
+    }
 
     fn spec(namespace: &str, refs: &[(&str, Option<&str>)]) -> VolumeSpec {
         let mut spec = VolumeSpec { namespace: namespace.to_owned(), ..VolumeSpec::default() };
@@ -220,5 +267,28 @@ mod tests {
             Change::TrustBundle { name: "corp".to_owned(), before: None, after: Some(meta("example.com/t", "prod")) };
         assert!(affects(&other_signer, &by_name));
         assert!(!affects(&other_signer, &by_signer));
+    }
+
+    #[test]
+    fn defaults_join_every_spec_that_does_not_opt_out_and_read_the_drivers_namespace() {
+        let defaults = Defaults {
+            namespace: "trustmount".to_owned(),
+            config_maps: vec![ConfigMapRef { name: "org-ca".to_owned(), key: None }],
+            trust_bundles: vec!["corp".to_owned()],
+            ..Defaults::default()
+        };
+        let plain = spec("a", &[]);
+        let mut opted_out = spec("a", &[("org-ca", None)]);
+        opted_out.cluster.defaults = false;
+        let wanted = Wanted::of(&plain, &defaults);
+        let driver_object = ObjectKey { namespace: "trustmount".to_owned(), name: "org-ca".to_owned() };
+        assert_eq!(wanted.config_map_keys(), [driver_object]);
+        assert!(wanted.uses_trust_bundles());
+        assert!(super::affects(&change("trustmount", "org-ca", Some(&["ca.crt"])), &wanted));
+        assert!(!super::affects(&change("a", "org-ca", Some(&["ca.crt"])), &wanted), "not the pod's namespace");
+        let out = Wanted::of(&opted_out, &defaults);
+        assert!(!out.uses_trust_bundles());
+        assert!(!super::affects(&change("trustmount", "org-ca", None), &out));
+        assert!(super::affects(&change("a", "org-ca", None), &out), "its own ConfigMap of the same name");
     }
 }

@@ -1,0 +1,136 @@
+//! The driver-wide default sources: ClusterTrustBundles (by name or signer) and ConfigMaps in
+//! the driver's own namespace, added to every volume unless it says `defaults: "false"`. They
+//! are driver configuration, the same for every spec, so they are not part of a spec's digest;
+//! the first rotation pass after a start re-renders adopted specs with the current ones.
+
+use std::collections::HashMap;
+
+use crate::spec::{self, ConfigMapRef, SignerSelection, VolumeSpec};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// ClusterTrustBundles by name, sorted, without duplicates.
+    pub trust_bundles: Vec<String>,
+    /// Each with the one `--default-label-selector` (none: every bundle of the signer).
+    pub signers: Vec<SignerSelection>,
+    /// The driver's own namespace: where default ConfigMaps are read.
+    pub namespace: String,
+    pub config_maps: Vec<ConfigMapRef>,
+}
+
+/// The flags' values, as given.
+#[derive(Clone, Debug, Default)]
+pub struct Flags<'a> {
+    pub trust_bundles: &'a [String],
+    pub signer_names: &'a [String],
+    pub label_selector: Option<&'a str>,
+    pub config_maps: &'a [String],
+    pub namespace: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{flag}: {source}")]
+    Invalid {
+        flag: &'static str,
+        #[source]
+        source: spec::Error,
+    },
+    #[error(
+        "--default-config-map needs the driver's namespace: set --namespace (or POD_NAMESPACE from the downward API, metadata.namespace)"
+    )]
+    NoNamespace,
+    #[error("--default-label-selector needs --default-signer-name")]
+    SelectorWithoutSigner,
+}
+
+impl Defaults {
+    /// Checks every value with the parsers of the matching volume attributes.
+    ///
+    /// # Errors
+    /// A value the volume attribute would refuse, a default ConfigMap without a namespace, or a
+    /// label selector without a signer.
+    pub fn parse(flags: &Flags<'_>) -> Result<Self, Error> {
+        let attribute = |flag: &'static str, pairs: &[(&str, &str)]| {
+            let attributes: HashMap<String, String> =
+                pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            VolumeSpec::from_attributes(&attributes)
+                .map(|(spec, _)| spec.cluster)
+                .map_err(|source| Error::Invalid { flag, source })
+        };
+        let mut defaults = Self::default();
+        if !flags.trust_bundles.is_empty() {
+            let joined = flags.trust_bundles.join(",");
+            defaults.trust_bundles =
+                attribute("--default-cluster-trust-bundle", &[(spec::ATTR_CLUSTER_TRUST_BUNDLES, &joined)])?
+                    .trust_bundles;
+        }
+        if flags.label_selector.is_some() && flags.signer_names.is_empty() {
+            return Err(Error::SelectorWithoutSigner);
+        }
+        for signer in flags.signer_names {
+            let mut pairs = vec![(spec::ATTR_SIGNER_NAME, signer.as_str())];
+            if let Some(selector) = flags.label_selector {
+                pairs.push((spec::ATTR_LABEL_SELECTOR, selector));
+            }
+            let flag =
+                if flags.label_selector.is_some() { "--default-label-selector" } else { "--default-signer-name" };
+            defaults.signers.extend(attribute(flag, &pairs)?.signer);
+        }
+        defaults.signers.sort_by(|a, b| a.signer_name.cmp(&b.signer_name));
+        defaults.signers.dedup();
+        if !flags.config_maps.is_empty() {
+            let joined = flags.config_maps.join(",");
+            defaults.config_maps = attribute("--default-config-map", &[(spec::ATTR_CONFIG_MAPS, &joined)])?.config_maps;
+            defaults.namespace = flags.namespace.filter(|n| !n.is_empty()).ok_or(Error::NoNamespace)?.to_owned();
+        }
+        Ok(defaults)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trust_bundles.is_empty() && self.signers.is_empty() && self.config_maps.is_empty()
+    }
+
+    /// Whether `spec` gets them: unless it opts out with `defaults: "false"`.
+    pub fn apply_to(&self, spec: &VolumeSpec) -> bool {
+        spec.cluster.defaults && !self.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    #[test]
+    fn flags_are_checked_like_the_volume_attributes() {
+        let config_maps = strings(&["corp-ca:ca.crt", "team-ca"]);
+        let signers = strings(&["example.com/corp"]);
+        let bundles = strings(&["b", "a", "b"]);
+        let flags = Flags {
+            trust_bundles: &bundles,
+            signer_names: &signers,
+            label_selector: Some("env=prod"),
+            config_maps: &config_maps,
+            namespace: Some("trustmount"),
+        };
+        let defaults = Defaults::parse(&flags).unwrap();
+        assert_eq!(defaults.trust_bundles, ["a", "b"]);
+        assert_eq!(defaults.signers.len(), 1);
+        assert_eq!(defaults.signers[0].selector.to_string(), "env=prod");
+        assert_eq!(defaults.config_maps.len(), 2);
+        assert_eq!(defaults.namespace, "trustmount");
+
+        let elsewhere = strings(&["team-b/ca"]);
+        let error = Defaults::parse(&Flags { config_maps: &elsewhere, namespace: Some("x"), ..Flags::default() });
+        assert!(matches!(error, Err(Error::Invalid { flag: "--default-config-map", .. })), "{error:?}");
+        let no_namespace = Defaults::parse(&Flags { config_maps: &config_maps, ..Flags::default() });
+        assert!(matches!(no_namespace, Err(Error::NoNamespace)));
+        let lonely = Defaults::parse(&Flags { label_selector: Some("a=b"), ..Flags::default() });
+        assert!(matches!(lonely, Err(Error::SelectorWithoutSigner)));
+        assert!(Defaults::parse(&Flags::default()).unwrap().is_empty());
+    }
+}
