@@ -134,8 +134,19 @@ impl Rotation {
     }
 
     /// Refreshes the live specs `affected` picks; the others keep their generation untouched.
-    async fn refresh_where(&self, affected: impl Fn(&VolumeSpec) -> bool) {
-        let specs: Vec<VolumeSpec> = self.store.live_specs().into_iter().filter(|spec| affected(spec)).collect();
+    /// A spec whose Secrets were not read since the driver started is left as it is: a refresh
+    /// has no token to read them with, and the kubelet's next republish (which reads them)
+    /// refreshes it.
+    pub async fn refresh_where(&self, affected: impl Fn(&VolumeSpec) -> bool) {
+        let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) = self
+            .store
+            .live_specs()
+            .into_iter()
+            .filter(|spec| affected(spec))
+            .partition(|spec| self.sources.refreshable(spec));
+        if !waiting.is_empty() {
+            tracing::debug!(specs = waiting.len(), "specs with Secrets not read yet wait for their republish");
+        }
         if specs.is_empty() {
             tracing::debug!("no published bundle is affected");
             return;

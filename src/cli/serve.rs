@@ -61,7 +61,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 }
                 Mode::Standalone { .. } | Mode::InCluster => tracing::info!(mode = %mode, "cluster sources on"),
             }
-            let check = cluster::check_pod_info(client.clone(), &args.driver_name, cluster::FIRST_SYNC_TIMEOUT);
+            let check = cluster::check_pod_info(client.driver.clone(), &args.driver_name, cluster::FIRST_SYNC_TIMEOUT);
             match runtime.block_on(check) {
                 Ok(()) => {
                     if !defaults.is_empty() {

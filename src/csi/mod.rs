@@ -37,6 +37,16 @@ pub enum Error {
     )]
     NoPodInfo,
     #[error(
+        "the volume names Secrets but the request carries no csi.storage.k8s.io/serviceAccount.name; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
+    )]
+    NoServiceAccount,
+    #[error(
+        "the volume names Secrets, which trustmount reads only with the pod's own ServiceAccount token, but the kubelet passed none (csi.storage.k8s.io/serviceAccount.tokens); the driver's CSIDriver object must set tokenRequests (audience \"\"), and serviceAccountTokenInSecrets: true on Kubernetes >= 1.35"
+    )]
+    NoToken,
+    #[error(transparent)]
+    Token(#[from] crate::sources::cluster::TokenError),
+    #[error(
         "csi.storage.k8s.io/pod.uid is {uid:?} but target_path {target:?} is not in that pod's volumes directory (<kubelet-dir>/pods/{uid}/volumes/…)"
     )]
     PodUidMismatch { uid: String, target: String },

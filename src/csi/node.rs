@@ -24,13 +24,13 @@ impl NodeService {
     }
 
     async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<(), Error> {
-        let publication = request::publication(request)?;
+        let (publication, token) = request::publication(request)?;
         let span = Span::current();
         span.record("pod.namespace", publication.pod.namespace.as_str());
         span.record("pod.name", publication.pod.name.as_str());
         span.record("target", tracing::field::display(publication.target.display()));
         let _guard = self.volume_locks.lock(&publication.volume_id).await;
-        Ok(self.node.publish(publication).await?)
+        Ok(self.node.publish(publication, token).await?)
     }
 
     async fn unpublish(&self, request: pb::NodeUnpublishVolumeRequest) -> Result<(), Error> {

@@ -1,11 +1,13 @@
 //! Protobuf requests → typed requests, validating every argument before anything is touched
 //! (CSI: "the SP MUST validate … before any lookup or side effect").
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Error, Result};
 use crate::proto::csi::v1 as pb;
-use crate::spec::VolumeSpec;
+use crate::sources::cluster::PodToken;
+use crate::spec::{SERVICE_ACCOUNT_TOKENS, VolumeSpec};
 use crate::volume::Publication;
 
 use pb::volume_capability::access_mode::Mode;
@@ -13,7 +15,8 @@ use pb::volume_capability::access_mode::Mode;
 /// Filesystem types a kubelet may pass for this driver: none, or the truth.
 const ACCEPTED_FS_TYPES: &[&str] = &["", "tmpfs"];
 
-pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<Publication> {
+/// A publication, and the pod's token when the volume names Secrets (the only use of it).
+pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<(Publication, Option<PodToken>)> {
     let volume_id = required("volume_id", request.volume_id)?;
     let target = absolute_path("target_path", required("target_path", request.target_path)?)?;
     check_capability(request.volume_capability.as_ref())?;
@@ -25,7 +28,27 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<Publication>
     if !pod.uid.is_empty() && pod_uid_of(&target) != Some(pod.uid.as_str()) {
         return Err(Error::PodUidMismatch { uid: pod.uid, target: target.display().to_string() });
     }
-    Ok(Publication { volume_id, target, readonly: request.readonly, spec, pod })
+    let token = if spec.has_secret_sources() {
+        // The ServiceAccount is part of the spec: it must come from the kubelet too.
+        if pod.service_account.is_empty() {
+            return Err(Error::NoServiceAccount);
+        }
+        Some(pod_token(&request.secrets, &request.volume_context)?.ok_or(Error::NoToken)?)
+    } else {
+        None
+    };
+    Ok((Publication { volume_id, target, readonly: request.readonly, spec, pod }, token))
+}
+
+/// The kubelet's `tokenRequests` token: in the request's `secrets` with
+/// `serviceAccountTokenInSecrets` (Kubernetes >= 1.35), else in `volume_context`. `secrets`
+/// wins: it is the channel meant for credentials (never logged by the CSI sidecars or the
+/// kubelet), and a malformed entry there is an error rather than a reason to look elsewhere.
+fn pod_token(secrets: &HashMap<String, String>, volume_context: &HashMap<String, String>) -> Result<Option<PodToken>> {
+    let Some(json) = secrets.get(SERVICE_ACCOUNT_TOKENS).or_else(|| volume_context.get(SERVICE_ACCOUNT_TOKENS)) else {
+        return Ok(None);
+    };
+    Ok(PodToken::from_kubelet_json(json)?)
 }
 
 pub fn unpublication(request: pb::NodeUnpublishVolumeRequest) -> Result<(String, PathBuf)> {
@@ -108,7 +131,8 @@ mod tests {
 
     #[test]
     fn valid_request_becomes_a_publication() {
-        let publication = publication(valid()).unwrap();
+        let (publication, token) = publication(valid()).unwrap();
+        assert!(token.is_none(), "no Secrets: no token taken");
         assert_eq!(publication.volume_id, "csi-abc");
         assert!(publication.spec.system_roots);
     }
@@ -149,6 +173,52 @@ mod tests {
         assert!(matches!(error, Error::NoPodInfo) && error.to_string().contains("podInfoOnMount"), "{error}");
         request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), "shop".into());
         assert!(publication(request).is_ok());
+    }
+
+    fn with_secret(namespace: &str, account: &str) -> pb::NodePublishVolumeRequest {
+        let mut request = valid();
+        request.volume_context.insert("secrets".into(), "corp-ca-secret".into());
+        request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), namespace.into());
+        request.volume_context.insert("csi.storage.k8s.io/serviceAccount.name".into(), account.into());
+        request
+    }
+
+    fn token_json(token: &str) -> String {
+        format!(r#"{{"":{{"token":"{token}","expirationTimestamp":"2026-12-01T12:00:00Z"}}}}"#)
+    }
+
+    fn bearer(token: &PodToken) -> &str {
+        token.authorization().to_str().unwrap()
+    }
+
+    #[test]
+    fn the_token_comes_from_secrets_first_then_the_volume_context() {
+        let mut request = with_secret("shop", "web");
+        request.volume_context.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-context"));
+        let (publication, token) = super::publication(request.clone()).unwrap();
+        assert_eq!(bearer(&token.unwrap()), "Bearer in-context");
+        assert_eq!(publication.spec.cluster.service_account, "web");
+        request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-secrets"));
+        let (_, token) = super::publication(request.clone()).unwrap();
+        assert_eq!(bearer(&token.unwrap()), "Bearer in-secrets");
+        // A malformed entry in secrets is refused, not skipped for the volume context's.
+        request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), "{not json".into());
+        assert!(matches!(super::publication(request), Err(Error::Token(_))));
+    }
+
+    #[test]
+    fn secrets_without_a_token_or_service_account_ask_for_the_csidriver_settings() {
+        let error = publication(with_secret("shop", "web")).unwrap_err();
+        assert!(matches!(error, Error::NoToken) && error.to_string().contains("tokenRequests"), "{error}");
+        let mut empty = with_secret("shop", "web");
+        empty.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), "{}".into());
+        assert!(matches!(publication(empty), Err(Error::NoToken)));
+        let mut no_account = with_secret("shop", "");
+        no_account.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("t"));
+        let error = publication(no_account).unwrap_err();
+        assert!(matches!(error, Error::NoServiceAccount) && error.to_string().contains("podInfoOnMount"), "{error}");
+        let error = publication(with_secret("", "web")).unwrap_err();
+        assert!(matches!(error, Error::NoPodInfo), "{error}");
     }
 
     #[test]

@@ -26,9 +26,11 @@ fn code_of(error: &Error) -> Code {
         // is malformed (or forged), and retrying it cannot help. Not PERMISSION_DENIED: no
         // identity lacks a permission here, the arguments disagree with each other.
         | Error::PodUidMismatch { .. }
+        // The kubelet's token JSON is malformed: no retry of the same request can fix it.
+        | Error::Token(_)
         | Error::Attributes(_) => Code::InvalidArgument,
         // The operator's CSIDriver object must change; the request itself is fine.
-        Error::NoPodInfo => Code::FailedPrecondition,
+        Error::NoPodInfo | Error::NoServiceAccount | Error::NoToken => Code::FailedPrecondition,
         Error::Node(crate::node::Error::Volume(error)) => volume_code(error),
         Error::Node(crate::node::Error::Sources(error)) => sources_code(error),
     }
@@ -73,12 +75,26 @@ fn cluster_code(error: &cluster::Error) -> Code {
         | cluster::Error::NoMatch { .. }
         | cluster::Error::NoCertificates { .. }
         | cluster::Error::Content { .. }
+        | cluster::Error::MissingSecretKey { .. }
+        | cluster::Error::NoToken
         | cluster::Error::TrustBundlesNotServed
         // The operator's CSIDriver object must change (and the driver restart).
         | cluster::Error::PodInfoOff { .. } => Code::FailedPrecondition,
-        // Transient: the cache will sync, and the kubelet retries.
-        cluster::Error::NotSynced { .. } => Code::Unavailable,
+        // The pod's own ServiceAccount lacks the permission; its namespace's RBAC must change.
+        cluster::Error::Forbidden { .. } => Code::PermissionDenied,
+        // The pod's token (a credential of this request) was not accepted. Not
+        // FAILED_PRECONDITION: gRPC reserves UNAUTHENTICATED for exactly "no valid credentials
+        // for the operation", as PERMISSION_DENIED is for the 403 above, so the two API answers
+        // keep their meaning; the message says what to fix (the tokenRequests audience), and an
+        // expired token is replaced at the kubelet's next call either way.
+        cluster::Error::Unauthenticated { .. } => Code::Unauthenticated,
+        // Transient: the cache will sync, the API server answer, the kubelet republish.
+        cluster::Error::NotSynced { .. }
+        | cluster::Error::SecretRequest { .. }
+        | cluster::Error::SecretsNotRead { .. } => Code::Unavailable,
         // Only at start, which exits instead; here for completeness.
-        cluster::Error::Config { .. } => Code::Internal,
+        cluster::Error::Config { .. }
+        // An API server answering 200 with something that is no Secret.
+        | cluster::Error::SecretUnreadable { .. } => Code::Internal,
     }
 }

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use time::OffsetDateTime;
 
 use super::{Error, Health, Result};
 use crate::rotation::Rotation;
 use crate::sources::Sources;
+use crate::sources::cluster::PodToken;
 use crate::volume::{Publication, Store, VolumeStats};
 
 #[derive(Debug)]
@@ -30,26 +32,53 @@ impl Node {
     }
 
     /// Publishes a validated publication, rendering its spec from the current sources only when
-    /// no volume of that spec exists yet.
+    /// no volume of that spec exists yet. `token` is the pod's ServiceAccount token, which a spec
+    /// with Secret sources needs (and nothing else uses).
+    ///
+    /// SECURITY: a warm publish of a spec with Secret sources still reads each Secret with this
+    /// pod's token before it mounts anything: the read is the pod's access check, so a pod whose
+    /// ServiceAccount may not read the Secret never gets the directory another pod's publish
+    /// rendered (and the spec names its ServiceAccount, so pods of another one never share that
+    /// directory anyway). A read whose content changed refreshes the specs that use it. Specs
+    /// without Secret sources send no request on a warm publish.
     ///
     /// # Errors
-    /// A render failure ([`Error::Sources`]) or a store failure ([`Error::Volume`]).
-    pub async fn publish(&self, publication: Publication) -> Result<()> {
+    /// A render failure or a refused Secret read ([`Error::Sources`]), or a store failure
+    /// ([`Error::Volume`]).
+    pub async fn publish(&self, publication: Publication, token: Option<PodToken>) -> Result<()> {
         // Cluster sources: their watches held (and first-synced) before anything is rendered.
         // A warm spec's watches already run: no request, no wait.
         let hold = self.sources.hold(&publication.spec).await?;
+        let secrets = self.sources.read_secrets(&publication.spec, token.as_ref()).await?.map(Arc::new);
         let generation = self.sources.generation();
         let sources = Arc::clone(&self.sources);
         let spec = publication.spec.clone();
+        let rendered = Arc::new(AtomicBool::new(false));
         // Called by the store only when no directory for this spec exists yet.
-        let render = move || sources.render_files(&spec).map_err(Error::Sources);
-        let published = self.store.publish(publication, render).await;
+        let render = {
+            let (rendered, secrets) = (Arc::clone(&rendered), secrets.clone());
+            move || {
+                rendered.store(true, Ordering::Relaxed);
+                sources.render_files_with(&spec, secrets.as_deref()).map_err(Error::Sources)
+            }
+        };
+        let published = self.store.publish(publication.clone(), render).await;
         if hold.is_some() {
             // Now live (or not): the spec's watches are kept by the live set, not the hold.
             self.sources.retain(|| self.store.live_specs());
         }
         drop(hold);
         published?;
+        // A Secret read differently from last time (or first since a restart): every live spec
+        // rendered from it gets a new generation, this one unless it was just rendered.
+        if let Some(changed) = secrets.as_ref().map(|read| &read.changed).filter(|changed| !changed.is_empty()) {
+            let just_rendered = rendered.load(Ordering::Relaxed).then(|| publication.spec.digest());
+            self.rotation
+                .refresh_where(|spec| {
+                    Sources::uses_secrets(spec, changed) && just_rendered.as_ref() != Some(&spec.digest())
+                })
+                .await;
+        }
         // The sources changed while this publish ran: its render may predate the change, and the
         // rotation pass for that change may have run before this spec was live.
         if self.sources.generation() != generation {

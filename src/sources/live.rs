@@ -1,7 +1,8 @@
 //! The live sources: the current parsed catalog, replaced whole when a source file changes.
 //! A reload that fails keeps the last good catalog (a bad source never replaces a good bundle)
 //! and is remembered so volume health can report it. Cluster sources come from the caches of
-//! [`Cluster`], read from memory at render time.
+//! [`Cluster`], read from memory at render time; Secret sources from what the publish read with
+//! the pod's token (or, for a refresh, what was last read).
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -9,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use crate::bundle::Files;
 use crate::spec::VolumeSpec;
 
-use super::cluster::{self, Change, Cluster, Hold};
+use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
 use super::{Catalog, Config, Error, Result};
 
 #[derive(Debug)]
@@ -93,6 +94,35 @@ impl Sources {
         }
     }
 
+    /// For a spec with Secret sources: reads them with the pod's `token`, on every publish (the
+    /// read is the pod's access check). `None` for a spec without Secrets.
+    ///
+    /// # Errors
+    /// A standalone driver, no token, or as [`Cluster::read_secrets`].
+    pub async fn read_secrets(&self, spec: &VolumeSpec, token: Option<&PodToken>) -> Result<Option<SecretsRead>> {
+        if !spec.has_secret_sources() {
+            return Ok(None);
+        }
+        // A spec with Secret sources has cluster sources, so a connected driver always reads for it.
+        let Some(cluster) = self.cluster(spec)? else { return Ok(None) };
+        let token = token.ok_or(Error::Cluster(cluster::Error::NoToken))?;
+        Ok(Some(cluster.read_secrets(spec, token).await?))
+    }
+
+    /// Whether a refresh, which has no token, can render `spec` (see [`Cluster::refreshable`]).
+    pub fn refreshable(&self, spec: &VolumeSpec) -> bool {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => cluster.refreshable(spec),
+            // Nothing to render from the cluster: the refresh fails on its own terms, or not at all.
+            ClusterAccess::Standalone(_) | ClusterAccess::Refused(_) => true,
+        }
+    }
+
+    /// Whether `spec` renders from one of the Secret `slots`.
+    pub fn uses_secrets(spec: &VolumeSpec, slots: &[SecretSlot]) -> bool {
+        Cluster::uses_secrets(spec, slots)
+    }
+
     /// Keeps the watches that `live_specs` need (and those publishes hold), no others.
     pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
         if let ClusterAccess::Connected(cluster) = &self.cluster {
@@ -134,8 +164,17 @@ impl Sources {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
+        self.render_files_with(spec, None)
+    }
+
+    /// [`Sources::render_files`] with the Secrets a publish just read as the pod (`None`: as
+    /// last read, for a refresh).
+    ///
+    /// # Errors
+    /// As [`Catalog::render`].
+    pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Files> {
         let cluster = match self.cluster(spec)? {
-            Some(cluster) => cluster.certificates(spec)?,
+            Some(cluster) => cluster.certificates(spec, secrets)?,
             None => Vec::new(),
         };
         self.catalog().render_with(spec, &cluster).map(|rendered| rendered.files)
@@ -197,6 +236,10 @@ fn describe(spec: &VolumeSpec) -> String {
     if !cluster.config_maps.is_empty() {
         let names: Vec<String> = cluster.config_maps.iter().map(ToString::to_string).collect();
         parts.push(format!("ConfigMaps {}", names.join(", ")));
+    }
+    if !cluster.secrets.is_empty() {
+        let names: Vec<String> = cluster.secrets.iter().map(ToString::to_string).collect();
+        parts.push(format!("Secrets {}", names.join(", ")));
     }
     parts.join(" and ")
 }

@@ -6,9 +6,9 @@
 //!   and skipped).
 //! - [`files`]: `--extra-pem` files added to every volume (strict: a bad file stops the driver
 //!   from starting instead of silently serving less trust).
-//! - [`cluster`]: ClusterTrustBundles and ConfigMaps a volume names, cached by watches (strict:
-//!   a missing source or a private key fails the publish, or keeps the last good bundle on
-//!   refresh).
+//! - [`cluster`]: ClusterTrustBundles and ConfigMaps a volume names, cached by watches, and
+//!   Secrets read with the pod's own token at each publish (strict: a missing source or a
+//!   private key fails the publish, or keeps the last good bundle on refresh).
 //!
 //! Every source file is size-checked before it is read (`--max-source-size`). The certificate
 //! policy (drop expired certificates and end entities issued by a CA) runs per volume at render

@@ -1,13 +1,17 @@
 //! The cluster sources a volume names: ClusterTrustBundles (by name, or by signer and label
-//! selector) and ConfigMaps in the pod's own namespace, parsed from their attributes.
+//! selector), ConfigMaps and Secrets in the pod's own namespace, parsed from their attributes.
 
 use serde::{Deserialize, Serialize};
 
 use super::Error;
 use super::selector::LabelSelector;
 
-/// ConfigMap and ClusterTrustBundle names are DNS subdomains: at most 253 characters.
+/// ConfigMap, Secret and ClusterTrustBundle names are DNS subdomains: at most 253 characters.
 const NAME_MAX: usize = 253;
+/// The key a bare Secret name takes: what cert-manager (and `kubernetes.io/tls` Secrets from
+/// most CAs) call the issuing CA. A Secret is never searched key by key: its other keys are
+/// usually `tls.key`.
+pub const DEFAULT_SECRET_KEY: &str = "ca.crt";
 
 /// What a volume reads from the Kubernetes API. Empty for a volume of local sources only.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,6 +25,15 @@ pub struct ClusterSources {
     /// ConfigMaps in the pod's namespace, sorted, without duplicates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_maps: Vec<ConfigMapRef>,
+    /// Secrets in the pod's namespace, sorted, without duplicates; read with the pod's own
+    /// ServiceAccount token, never with the driver's identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+    /// The ServiceAccount the Secrets are read as; empty unless the spec names Secrets. Part of
+    /// the spec (and so of its digest), so pods of another ServiceAccount never share the
+    /// directory rendered from what this one may read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account: String,
     /// A missing source (or a selector matching nothing) is skipped instead of failing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
@@ -62,10 +75,24 @@ impl std::fmt::Display for ConfigMapRef {
     }
 }
 
+/// `name:key` (that key) or `name` (key [`DEFAULT_SECRET_KEY`]): one key of a Secret, never
+/// all of them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.key)
+    }
+}
+
 impl ClusterSources {
     /// No cluster source at all (`optional` and `defaults` alone name none).
     pub fn names_none(&self) -> bool {
-        self.trust_bundles.is_empty() && self.signer.is_none() && self.config_maps.is_empty()
+        self.trust_bundles.is_empty() && self.signer.is_none() && self.config_maps.is_empty() && self.secrets.is_empty()
     }
 
     /// Equal to the default: the spec digests as it did before cluster sources existed.
@@ -77,7 +104,15 @@ impl ClusterSources {
 /// `defaults` is true unless a volume opts out.
 impl Default for ClusterSources {
     fn default() -> Self {
-        Self { trust_bundles: Vec::new(), signer: None, config_maps: Vec::new(), optional: false, defaults: true }
+        Self {
+            trust_bundles: Vec::new(),
+            signer: None,
+            config_maps: Vec::new(),
+            secrets: Vec::new(),
+            service_account: String::new(),
+            optional: false,
+            defaults: true,
+        }
     }
 }
 
@@ -97,13 +132,34 @@ pub(super) fn parse_trust_bundles(key: &str, value: &str) -> Result<Vec<String>,
 
 /// `configMaps: "corp-ca, team-ca:ca.crt"`.
 pub(super) fn parse_config_maps(key: &str, value: &str) -> Result<Vec<ConfigMapRef>, Error> {
+    let mut refs: Vec<ConfigMapRef> =
+        parse_named_keys(key, value, "ConfigMap")?.into_iter().map(|(name, key)| ConfigMapRef { name, key }).collect();
+    refs.sort();
+    refs.dedup();
+    Ok(refs)
+}
+
+/// `secrets: "corp-ca-secret, other:ca.pem"`: as `configMaps`, but a bare name takes key
+/// [`DEFAULT_SECRET_KEY`] only.
+pub(super) fn parse_secrets(key: &str, value: &str) -> Result<Vec<SecretRef>, Error> {
+    let mut refs: Vec<SecretRef> = parse_named_keys(key, value, "Secret")?
+        .into_iter()
+        .map(|(name, key)| SecretRef { name, key: key.unwrap_or_else(|| DEFAULT_SECRET_KEY.to_owned()) })
+        .collect();
+    refs.sort();
+    refs.dedup();
+    Ok(refs)
+}
+
+/// `name` or `name:key` items of a `kind` (ConfigMap or Secret: same naming rules).
+fn parse_named_keys(key: &str, value: &str, kind: &str) -> Result<Vec<(String, Option<String>)>, Error> {
     let mut refs = Vec::new();
     for item in list(key, value)? {
         let (name, data_key) = match item.split_once(':') {
             Some((name, data_key)) => (name.trim(), Some(data_key.trim())),
             None => (item, None),
         };
-        check_name(key, value, name, "a ConfigMap name", |b| {
+        check_name(key, value, name, &format!("a {kind} name"), |b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.')
         })?;
         if let Some(data_key) = data_key {
@@ -114,14 +170,12 @@ pub(super) fn parse_config_maps(key: &str, value: &str) -> Result<Vec<ConfigMapR
                 return Err(invalid(
                     key,
                     value,
-                    format!("{item:?}: a key after ':' of letters, digits, '-', '_' or '.' (a ConfigMap data key)"),
+                    format!("{item:?}: a key after ':' of letters, digits, '-', '_' or '.' (a {kind} data key)"),
                 ));
             }
         }
-        refs.push(ConfigMapRef { name: name.to_owned(), key: data_key.map(str::to_owned) });
+        refs.push((name.to_owned(), data_key.map(str::to_owned)));
     }
-    refs.sort();
-    refs.dedup();
     Ok(refs)
 }
 

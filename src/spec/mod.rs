@@ -4,13 +4,13 @@
 //! falls back to a default. The spec's digest names the shared directory every volume with the
 //! same spec is bind-mounted from.
 //!
-//! - [`cluster`]: the cluster sources (ClusterTrustBundles, ConfigMaps) a volume names.
+//! - [`cluster`]: the cluster sources (ClusterTrustBundles, ConfigMaps, Secrets) a volume names.
 //! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
 
 mod cluster;
 mod selector;
 
-pub use cluster::{ClusterSources, ConfigMapRef, SignerSelection};
+pub use cluster::{ClusterSources, ConfigMapRef, DEFAULT_SECRET_KEY, SecretRef, SignerSelection};
 pub use selector::{LabelSelector, ParseError as SelectorError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +36,9 @@ pub const ATTR_SIGNER_NAME: &str = "signerName";
 pub const ATTR_LABEL_SELECTOR: &str = "labelSelector";
 /// Volume attribute: ConfigMaps in the pod's namespace, `name` or `name:key`, comma-separated.
 pub const ATTR_CONFIG_MAPS: &str = "configMaps";
+/// Volume attribute: Secrets in the pod's namespace, `name` (key `ca.crt`) or `name:key`,
+/// comma-separated; read with the pod's own ServiceAccount token.
+pub const ATTR_SECRETS: &str = "secrets";
 /// Volume attribute: `"true"` skips a missing cluster source instead of failing the publish.
 pub const ATTR_OPTIONAL: &str = "optional";
 /// Volume attribute: `"false"` leaves out the driver-wide default sources.
@@ -47,6 +50,9 @@ const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
 const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+/// The kubelet's token JSON (`tokenRequests`), in `volume_context` or the request's `secrets`:
+/// a credential, never part of the spec or its digest, never logged.
+pub const SERVICE_ACCOUNT_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 
 /// The attributes a user may set, listed in error messages.
@@ -59,6 +65,7 @@ pub const USER_ATTRIBUTES: &[&str] = &[
     ATTR_SIGNER_NAME,
     ATTR_LABEL_SELECTOR,
     ATTR_CONFIG_MAPS,
+    ATTR_SECRETS,
     ATTR_OPTIONAL,
     ATTR_DEFAULTS,
 ];
@@ -160,6 +167,7 @@ impl VolumeSpec {
                     })?);
                 }
                 ATTR_CONFIG_MAPS => spec.cluster.config_maps = cluster::parse_config_maps(key, value)?,
+                ATTR_SECRETS => spec.cluster.secrets = cluster::parse_secrets(key, value)?,
                 ATTR_OPTIONAL => spec.cluster.optional = parse_bool(key, value)?,
                 ATTR_DEFAULTS => spec.cluster.defaults = parse_bool(key, value)?,
                 POD_NAME => pod.name = value.clone(),
@@ -167,8 +175,11 @@ impl VolumeSpec {
                 POD_UID => pod.uid = value.clone(),
                 SERVICE_ACCOUNT => pod.service_account = value.clone(),
                 EPHEMERAL => pod.ephemeral = parse_bool(key, value)?,
-                // Other kubelet keys (serviceAccount.tokens, future additions) are the kubelet's
-                // business, not a user's typo.
+                // The token is a credential for this call, not content: the caller takes it
+                // from the request (never from here), and it never reaches the spec.
+                SERVICE_ACCOUNT_TOKENS => {}
+                // Other kubelet keys (future additions) are the kubelet's business, not a user's
+                // typo.
                 other if other.starts_with(KUBELET_PREFIX) => {}
                 other => {
                     return Err(Error::UnknownAttribute {
@@ -182,12 +193,22 @@ impl VolumeSpec {
             spec.cluster.signer.as_mut().ok_or(Error::SelectorWithoutSigner)?.selector = selector;
         }
         spec.namespace = pod.namespace.clone();
+        // Secrets are read as the pod's ServiceAccount, so what a spec directory holds depends on
+        // it: only then is it part of the spec.
+        if !spec.cluster.secrets.is_empty() {
+            spec.cluster.service_account = pod.service_account.clone();
+        }
         Ok((spec, pod))
     }
 
     /// Whether the volume reads anything from the Kubernetes API.
     pub fn has_cluster_sources(&self) -> bool {
         !self.cluster.names_none()
+    }
+
+    /// Whether the volume reads Secrets, with the pod's own ServiceAccount token.
+    pub fn has_secret_sources(&self) -> bool {
+        !self.cluster.secrets.is_empty()
     }
 
     pub fn digest(&self) -> SpecDigest {
@@ -202,19 +223,27 @@ impl VolumeSpec {
         };
         // Versioned so a future change of the canonical form never reuses an old directory. A
         // spec without cluster attributes keeps its v1 digest (and so its adopted directory).
-        let canonical = if self.cluster.is_default() {
+        // A spec without Secrets keeps its v2 digest.
+        let cluster = &self.cluster;
+        let v2 = || CanonicalV2 {
+            v1,
+            cluster_trust_bundles: &cluster.trust_bundles,
+            signer: cluster.signer.as_ref().map(|s| (s.signer_name.as_str(), s.selector.to_string())),
+            config_maps: cluster.config_maps.iter().map(|r| (r.name.as_str(), r.key.as_deref())).collect(),
+            optional: cluster.optional,
+            defaults: cluster.defaults,
+        };
+        let canonical = if cluster.is_default() {
             serde_json::to_vec(&("v1", v1))
+        } else if cluster.secrets.is_empty() {
+            serde_json::to_vec(&("v2", v2()))
         } else {
-            let cluster = &self.cluster;
-            let v2 = CanonicalV2 {
-                v1,
-                cluster_trust_bundles: &cluster.trust_bundles,
-                signer: cluster.signer.as_ref().map(|s| (s.signer_name.as_str(), s.selector.to_string())),
-                config_maps: cluster.config_maps.iter().map(|r| (r.name.as_str(), r.key.as_deref())).collect(),
-                optional: cluster.optional,
-                defaults: cluster.defaults,
+            let v3 = CanonicalV3 {
+                v2: v2(),
+                secrets: cluster.secrets.iter().map(|r| (r.name.as_str(), r.key.as_str())).collect(),
+                service_account: &cluster.service_account,
             };
-            serde_json::to_vec(&("v2", v2))
+            serde_json::to_vec(&("v3", v3))
         };
         let hash = Sha256::digest(canonical.unwrap_or_default());
         SpecDigest(hex::encode(&hash[..16]))
@@ -234,10 +263,20 @@ struct CanonicalV2<'a> {
     defaults: bool,
 }
 
+/// v2 plus the Secrets and the ServiceAccount they are read as: two pods of different
+/// ServiceAccounts never share a directory rendered from a Secret.
+#[derive(Serialize)]
+struct CanonicalV3<'a> {
+    #[serde(flatten)]
+    v2: CanonicalV2<'a>,
+    secrets: Vec<(&'a str, &'a str)>,
+    service_account: &'a str,
+}
+
 /// The digested form of a [`VolumeSpec`], spelled out so that renaming a Rust field or variant
 /// cannot move a digest: digests name store directories that are adopted across restarts and
 /// upgrades. Field names and order are the JSON keys; changing them needs a new version tag.
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 struct CanonicalV1<'a> {
     namespace: &'a str,
     system_roots: bool,
@@ -245,7 +284,7 @@ struct CanonicalV1<'a> {
     keep_expired: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 struct CanonicalRender {
     layout: &'static str,
     java: &'static str,
@@ -302,6 +341,10 @@ fn parse_choice<T: Copy>(key: &str, value: &str, choices: &[T], name: fn(T) -> &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `a_spec_without_secrets_keeps_its_v2_digest`'s spec, digested by the code of 6fa5ddb
+    /// (and by hand: SHA-256 of its canonical JSON, first 16 bytes).
+    const V2_DIGEST: &str = "49bbde234262aab01b085861813a77fa";
 
     fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -465,6 +508,66 @@ mod tests {
             digest(&[("configMaps", "y,x")]),
             "the order of a list is not content"
         );
+    }
+
+    #[test]
+    fn secrets_take_key_ca_crt_by_default_and_refuse_another_namespace() {
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
+            (POD_NAMESPACE, "shop"),
+            (SERVICE_ACCOUNT, "web"),
+            ("secrets", "corp-ca-secret, other:ca.pem, corp-ca-secret:ca.crt"),
+        ]))
+        .unwrap();
+        let refs: Vec<String> = spec.cluster.secrets.iter().map(ToString::to_string).collect();
+        assert_eq!(refs, ["corp-ca-secret:ca.crt", "other:ca.pem"], "a bare name is name:ca.crt");
+        assert_eq!(spec.cluster.service_account, "web");
+        assert!(spec.has_secret_sources() && spec.has_cluster_sources());
+        let error = VolumeSpec::from_attributes(&attrs(&[("secrets", "team-b/ca")])).unwrap_err();
+        assert!(matches!(&error, Error::OtherNamespace { namespace, .. } if namespace == "team-b"), "{error:?}");
+        for bad in ["", "Upper", "ca:", "ca:bad key", "a,,b"] {
+            let error = VolumeSpec::from_attributes(&attrs(&[("secrets", bad)])).unwrap_err();
+            assert!(matches!(error, Error::InvalidValue { .. }), "{bad:?}: {error:?}");
+        }
+    }
+
+    /// Pods of two ServiceAccounts never share a directory rendered from a Secret; without
+    /// Secrets the ServiceAccount is no content, as before.
+    #[test]
+    fn the_service_account_is_in_the_digest_only_of_specs_with_secrets() {
+        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
+        let with = |account: &str| digest(&[(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, account), ("secrets", "ca")]);
+        assert_ne!(with("granted"), with("other"));
+        assert_eq!(with("granted"), with("granted"));
+        let without = |account: &str| digest(&[(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, account), ("configMaps", "ca")]);
+        assert_eq!(without("granted"), without("other"));
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[(SERVICE_ACCOUNT, "web"), ("configMaps", "ca")])).unwrap();
+        assert!(spec.cluster.service_account.is_empty());
+    }
+
+    #[test]
+    fn the_token_json_is_no_unknown_attribute_and_no_content() {
+        let plain = [(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, "web"), ("secrets", "ca")];
+        let (without, _) = VolumeSpec::from_attributes(&attrs(&plain)).unwrap();
+        let mut with_token = plain.to_vec();
+        with_token.push((SERVICE_ACCOUNT_TOKENS, r#"{"":{"token":"abc","expirationTimestamp":"x"}}"#));
+        let (with, _) = VolumeSpec::from_attributes(&attrs(&with_token)).unwrap();
+        assert_eq!(with, without);
+        assert_eq!(with.digest(), without.digest());
+        assert!(!serde_json::to_string(&with).unwrap().contains("abc"), "the record holds no token");
+    }
+
+    /// A spec of ConfigMaps keeps the digest the code before Secret sources gave it (6fa5ddb):
+    /// its directory is adopted across the upgrade.
+    #[test]
+    fn a_spec_without_secrets_keeps_its_v2_digest() {
+        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
+            (POD_NAMESPACE, "shop"),
+            (SERVICE_ACCOUNT, "web"),
+            ("configMaps", "corp-ca, team-ca:ca.crt"),
+            ("optional", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.digest().as_str(), V2_DIGEST);
     }
 
     #[test]

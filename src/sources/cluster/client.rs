@@ -1,5 +1,6 @@
-//! The driver's Kubernetes client: which mode it runs in (a kubeconfig, in-cluster, or
-//! standalone) and the client that mode gives.
+//! The driver's Kubernetes clients: which mode it runs in (a kubeconfig, in-cluster, or
+//! standalone) and the clients that mode gives — the driver's own, and one without any
+//! identity for the reads made as a pod.
 
 use std::path::PathBuf;
 
@@ -27,11 +28,11 @@ impl Mode {
         }
     }
 
-    /// The client this mode gives; `None` when standalone. Reads files only (no request).
+    /// The clients this mode gives; `None` when standalone. Reads files only (no request).
     ///
     /// # Errors
     /// An unreadable or invalid kubeconfig, or in-cluster files missing.
-    pub async fn client(&self) -> Result<Option<kube::Client>> {
+    pub async fn client(&self) -> Result<Option<Clients>> {
         let config = match self {
             Self::Standalone { .. } => return Ok(None),
             Self::Kubeconfig(path) => {
@@ -47,10 +48,37 @@ impl Mode {
                 reason: e.to_string(),
             })?,
         };
-        let client = kube::Client::try_from(config)
+        let as_pod = kube::Client::try_from(without_identity(&config))
             .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
-        Ok(Some(client))
+        let driver = kube::Client::try_from(config)
+            .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
+        Ok(Some(Clients { driver, as_pod }))
     }
+}
+
+/// The two clients of a connected driver.
+#[derive(Clone)]
+pub struct Clients {
+    /// The driver's own identity: ConfigMaps, ClusterTrustBundles, discovery.
+    pub driver: kube::Client,
+    /// The same API server (URL, CA, TLS name, proxy, timeouts) with no identity at all: no
+    /// token, token file, client certificate, exec plugin, basic auth, impersonation or extra
+    /// headers. Each request adds the pod's own token; one without would be anonymous, never
+    /// the driver.
+    pub as_pod: kube::Client,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+fn without_identity(config: &kube::Config) -> kube::Config {
+    let mut config = config.clone();
+    config.auth_info = kube::config::AuthInfo::default();
+    config.headers = Vec::new();
+    config
 }
 
 impl std::fmt::Display for Mode {
@@ -66,6 +94,29 @@ impl std::fmt::Display for Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_for_pod_reads_keeps_the_server_and_drops_every_credential() {
+        let mut config = kube::Config::new("https://api.example:6443".parse().unwrap());
+        config.root_cert = Some(vec![b"ca".to_vec()]);
+        config.tls_server_name = Some("api".to_owned());
+        config.auth_info = kube::config::AuthInfo {
+            token: Some("driver".to_owned().into()),
+            token_file: Some("/var/run/secrets/token".to_owned()),
+            client_certificate_data: Some("cert".to_owned()),
+            client_key_data: Some("key".to_owned().into()),
+            impersonate: Some("admin".to_owned()),
+            ..Default::default()
+        };
+        config.headers = vec![(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer driver"))];
+        let as_pod = without_identity(&config);
+        assert_eq!(as_pod.cluster_url, config.cluster_url);
+        assert_eq!(as_pod.root_cert, config.root_cert);
+        assert_eq!(as_pod.tls_server_name, config.tls_server_name);
+        let none = serde_json::to_value(kube::config::AuthInfo::default()).unwrap();
+        assert_eq!(serde_json::to_value(&as_pod.auth_info).unwrap(), none);
+        assert!(as_pod.headers.is_empty());
+    }
 
     #[test]
     fn standalone_wins_then_kubeconfig_then_in_cluster() {

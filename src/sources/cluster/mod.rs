@@ -1,7 +1,8 @@
-//! Cluster sources: ClusterTrustBundles and ConfigMaps read through the Kubernetes API, cached
-//! by watches (never polled), so a publish reads memory and a warm publish sends no request.
+//! Cluster sources: ClusterTrustBundles and ConfigMaps read through the Kubernetes API as the
+//! driver, cached by watches (never polled), so a publish reads memory and a warm publish sends
+//! no request; Secrets read as the pod, with its own token, on every publish that names them.
 //!
-//! - [`client`]: the mode (kubeconfig, in-cluster, standalone) and its client.
+//! - [`client`]: the mode (kubeconfig, in-cluster, standalone) and its clients.
 //! - [`csi_driver`]: the start-up check that the CSIDriver sets `podInfoOnMount: true`.
 //! - [`defaults`]: the driver-wide default sources every volume gets unless it opts out.
 //! - [`trust_bundles`]: one shared watch of all ClusterTrustBundles, started on first use.
@@ -9,13 +10,17 @@
 //!   the last volume that names it.
 //! - [`content`]: what a ConfigMap key or bundle holds, parsed once per change.
 //! - [`select`]: a spec's certificates from the caches, and which specs a change touches.
+//! - [`secrets`]: Secrets read with the pod's token, one key each, never watched.
+//! - [`token`]: the pod's token from the kubelet's JSON, never printed.
 
 mod client;
 mod config_maps;
 mod content;
 mod csi_driver;
 mod defaults;
+mod secrets;
 mod select;
+mod token;
 mod trust_bundles;
 
 use std::collections::{BTreeSet, HashSet};
@@ -28,9 +33,11 @@ use tokio::sync::mpsc;
 use crate::bundle;
 use crate::spec::VolumeSpec;
 
-pub use client::Mode;
+pub use client::{Clients, Mode};
 pub use csi_driver::{PodInfoProblem, check_pod_info};
 pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
+pub use secrets::{Read as SecretsRead, Slot as SecretSlot};
+pub use token::{PodToken, TokenError};
 pub use trust_bundles::{BundleMeta, Version};
 
 /// How long the first publish naming a new object waits for its first list (the kubelet's own
@@ -78,6 +85,34 @@ pub enum Error {
     PodInfoOff { what: String, problem: PodInfoProblem },
     #[error("cannot configure the Kubernetes client from {origin}: {reason}")]
     Config { origin: String, reason: String },
+    #[error(
+        "Secret {object} has no key {key:?} in data; name an existing key (a bare name means key \"ca.crt\"), or set the volume attribute optional: \"true\" to skip it"
+    )]
+    MissingSecretKey { object: String, key: String },
+    #[error(
+        "ServiceAccount {namespace}/{service_account} may not get Secret {namespace}/{secret} (the API server answered 403 to the pod's own token; trustmount reads Secrets only as the pod, never as itself). Allow it with a Role in namespace {namespace} with the rule {{apiGroups: [\"\"], resources: [secrets], resourceNames: [{secret}], verbs: [get]}} and a RoleBinding to ServiceAccount {service_account}"
+    )]
+    Forbidden { namespace: String, service_account: String, secret: String },
+    #[error(
+        "the API server rejected the token of ServiceAccount {namespace}/{service_account} (401) when reading Secret {namespace}/{secret}: the CSIDriver's tokenRequests must ask for a token the API server accepts (audience \"\", its own); an expired token is replaced at the kubelet's next republish"
+    )]
+    Unauthenticated { namespace: String, service_account: String, secret: String },
+    #[error("cannot read Secret {object} from the API server; the kubelet will retry: {source}")]
+    SecretRequest {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot read Secret {object}: {reason}")]
+    SecretUnreadable { object: String, reason: String },
+    #[error(
+        "the volume names Secrets but its publish carries no token of the pod's ServiceAccount to read them with; the driver's CSIDriver object must set tokenRequests (audience \"\")"
+    )]
+    NoToken,
+    #[error(
+        "Secret {object} has not been read as ServiceAccount {service_account} since the driver started; the kubelet's next republish reads it"
+    )]
+    SecretsNotRead { object: String, service_account: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -110,6 +145,7 @@ pub struct Cluster {
     trust_bundles: trust_bundles::TrustBundles,
     config_maps: config_maps::ConfigMaps,
     defaults: Defaults,
+    secrets: secrets::Secrets,
 }
 
 /// A publish's hold on the watches its spec needs; given back on drop.
@@ -129,12 +165,14 @@ impl Cluster {
     /// Starts API discovery in the background; watches start on first use. Must run inside the
     /// tokio runtime. The receiver gets every [`Change`]. `defaults` join every spec that does
     /// not opt out.
-    pub fn new(client: kube::Client, defaults: Defaults) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+    pub fn new(clients: Clients, defaults: Defaults) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
+        let Clients { driver, as_pod } = clients;
         let cluster = Self {
-            trust_bundles: trust_bundles::TrustBundles::new(client.clone(), changes.clone()),
-            config_maps: config_maps::ConfigMaps::new(client, changes),
+            trust_bundles: trust_bundles::TrustBundles::new(driver.clone(), changes.clone()),
+            config_maps: config_maps::ConfigMaps::new(driver, changes),
             defaults,
+            secrets: secrets::Secrets::new(as_pod),
         };
         (Arc::new(cluster), receiver)
     }
@@ -178,14 +216,17 @@ impl Cluster {
     /// restart, adopted specs get theirs.
     pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
         let mut uses_trust_bundles = false;
+        let mut live_specs_now = Vec::new();
         self.config_maps.retain(|| {
-            let wanted: Vec<select::Wanted> = live_specs().iter().map(|spec| self.wanted(spec)).collect();
+            live_specs_now = live_specs();
+            let wanted: Vec<select::Wanted> = live_specs_now.iter().map(|spec| self.wanted(spec)).collect();
             uses_trust_bundles = wanted.iter().any(select::Wanted::uses_trust_bundles);
             wanted.iter().flat_map(select::Wanted::config_map_keys).collect::<HashSet<_>>()
         });
         if uses_trust_bundles {
             let _ = self.trust_bundles.subscribe();
         }
+        self.secrets.retain(&live_specs_now);
     }
 
     /// Waits (unbounded: the watches retry with backoff) until every cache `specs` need has its
@@ -201,13 +242,40 @@ impl Cluster {
         }
     }
 
-    /// The certificates the cluster gives `spec`, from memory.
+    /// The certificates the cluster gives `spec`, from memory: its Secret sources as `secrets`
+    /// read them this publish, or (`None`, a refresh) as they were last read.
     ///
     /// # Errors
     /// A missing source (unless `optional`), a source without certificates or with a private
-    /// key, or a cache not synced yet.
-    pub fn certificates(&self, spec: &VolumeSpec) -> Result<Vec<bundle::Certificate>> {
-        select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)
+    /// key, a cache not synced yet, or Secrets not read since the driver started.
+    pub fn certificates(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Vec<bundle::Certificate>> {
+        let mut certificates = select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)?;
+        match secrets {
+            Some(read) => certificates.extend(read.certificates.iter().cloned()),
+            None if spec.has_secret_sources() => certificates.extend(self.secrets.cached(spec)?),
+            None => {}
+        }
+        Ok(certificates)
+    }
+
+    /// Reads the Secrets `spec` names with the pod's `token`: on every publish of such a spec,
+    /// warm or not, since this read is the pod's access check (see [`secrets`]).
+    ///
+    /// # Errors
+    /// As [`secrets::Secrets::read`].
+    pub async fn read_secrets(&self, spec: &VolumeSpec, token: &PodToken) -> Result<SecretsRead> {
+        self.secrets.read(spec, token).await
+    }
+
+    /// Whether a refresh (no token) can render `spec`: its Secrets, if any, were read since the
+    /// driver started.
+    pub fn refreshable(&self, spec: &VolumeSpec) -> bool {
+        !spec.has_secret_sources() || self.secrets.all_read(spec)
+    }
+
+    /// Whether `spec` renders from one of the Secret `slots`.
+    pub fn uses_secrets(spec: &VolumeSpec, slots: &[SecretSlot]) -> bool {
+        secrets::Secrets::uses_any(spec, slots)
     }
 
     /// Whether `change` can change the bundle of `spec` (its own sources or the defaults).
