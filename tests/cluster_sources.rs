@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, stats_request, unpublish_request};
@@ -30,8 +28,6 @@ use tonic::Code;
 
 /// Bounds every wait for a change to arrive (watch + settle + render); never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-/// The driver's ClusterRole, as deploy/rbac.yaml names it.
-const DRIVER_ROLE: &str = "trustmount";
 /// The CSIDriver deploy/csidriver.yaml ships, and the driver's default --driver-name.
 const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 
@@ -87,7 +83,8 @@ impl<'p> World<'p> {
         }
         let namespace = plane.namespace(prefix).await;
         let dir = tempfile::tempdir().unwrap();
-        let (kubeconfig, user, token) = driver_identity(plane, &admin, &namespace, dir.path()).await;
+        let deploy::DriverIdentity { kubeconfig, user, token } =
+            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
         let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
         args.extend(extra_args.iter().map(|arg| arg.to_string()));
         let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
@@ -128,77 +125,6 @@ impl<'p> World<'p> {
         let condition = stats.into_inner().volume_condition.expect("VOLUME_CONDITION is advertised");
         (condition.abnormal, condition.message)
     }
-}
-
-/// A ServiceAccount bound to the driver's ClusterRole, and a kubeconfig with its token.
-async fn driver_identity(
-    plane: &ControlPlane,
-    admin: &kube::Client,
-    namespace: &str,
-    dir: &Path,
-) -> (PathBuf, String, String) {
-    let post = PostParams::default();
-    // The ClusterRole exactly as deploy/rbac.yaml ships it (tests/rbac.rs proves it grants no more);
-    // each test binds its own ServiceAccount to it, so the audit log tells the drivers apart.
-    deploy::apply(admin, &deploy::manifest("rbac.yaml")).await;
-    let mut account = ServiceAccount::default();
-    account.metadata.name = Some("trustmount-driver".into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
-    let mut binding = ClusterRoleBinding::default();
-    binding.metadata.name = Some(format!("trustmount-driver-{namespace}"));
-    binding.role_ref = RoleRef {
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        kind: "ClusterRole".into(),
-        name: DRIVER_ROLE.into(),
-    };
-    binding.subjects = Some(vec![Subject {
-        kind: "ServiceAccount".into(),
-        name: "trustmount-driver".into(),
-        namespace: Some(namespace.into()),
-        ..Default::default()
-    }]);
-    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request("trustmount-driver", &post, &request)
-        .await
-        .unwrap()
-        .status
-        .and_then(|status| status.token)
-        .expect("a token");
-    // The RBAC authorizer learns bindings from an informer: wait until the grant works.
-    let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&token), namespace);
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    while as_driver.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let kubeconfig = dir.join("driver.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-  - name: test
-    cluster: {{ server: '{server}', certificate-authority: '{ca}' }}
-users:
-  - name: driver
-    user: {{ token: '{token}' }}
-contexts:
-  - name: test
-    context: {{ cluster: test, user: driver }}
-current-context: test
-",
-            server = plane.server,
-            ca = plane.ca_cert.display(),
-        ),
-    )
-    .unwrap();
-    (kubeconfig, format!("system:serviceaccount:{namespace}:trustmount-driver"), token)
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, PostParams};
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, unpublish_request};
@@ -27,8 +27,6 @@ use tonic::Code;
 
 /// Bounds every wait for RBAC to take effect or a log line to appear; never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-/// The driver's ClusterRole, as deploy/rbac.yaml names it.
-const DRIVER_ROLE: &str = "trustmount";
 const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 
 fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
@@ -87,7 +85,8 @@ impl World {
         deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
         let namespace = plane.namespace(prefix).await;
         let dir = tempfile::tempdir().unwrap();
-        let (kubeconfig, driver_user) = driver_identity(plane, &admin, &namespace, dir.path()).await;
+        let deploy::DriverIdentity { kubeconfig, user: driver_user, .. } =
+            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
         let options = DaemonOptions {
             extra_args: vec!["--kubeconfig".into(), kubeconfig.display().to_string()],
             ..DaemonOptions::default()
@@ -246,70 +245,6 @@ impl World {
             .filter(|path| path.is_file())
             .any(|path| std::fs::read_to_string(&path).is_ok_and(|text| text.contains(needle)))
     }
-}
-
-/// A ServiceAccount bound to the driver's ClusterRole, and a kubeconfig with its token.
-async fn driver_identity(plane: &ControlPlane, admin: &kube::Client, namespace: &str, dir: &Path) -> (PathBuf, String) {
-    let post = PostParams::default();
-    // The ClusterRole exactly as deploy/rbac.yaml ships it: nothing on Secrets.
-    deploy::apply(admin, &deploy::manifest("rbac.yaml")).await;
-    let mut account = ServiceAccount::default();
-    account.metadata.name = Some("trustmount-driver".into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
-    let mut binding = ClusterRoleBinding::default();
-    binding.metadata.name = Some(format!("trustmount-driver-{namespace}"));
-    binding.role_ref = RoleRef {
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        kind: "ClusterRole".into(),
-        name: DRIVER_ROLE.into(),
-    };
-    binding.subjects = Some(vec![Subject {
-        kind: "ServiceAccount".into(),
-        name: "trustmount-driver".into(),
-        namespace: Some(namespace.into()),
-        ..Default::default()
-    }]);
-    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request("trustmount-driver", &post, &request)
-        .await
-        .unwrap()
-        .status
-        .and_then(|status| status.token)
-        .expect("a token");
-    let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&token), namespace);
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    while as_driver.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let kubeconfig = dir.join("driver.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-  - name: test
-    cluster: {{ server: '{server}', certificate-authority: '{ca}' }}
-users:
-  - name: driver
-    user: {{ token: '{token}' }}
-contexts:
-  - name: test
-    context: {{ cluster: test, user: driver }}
-current-context: test
-",
-            server = plane.server,
-            ca = plane.ca_cert.display(),
-        ),
-    )
-    .unwrap();
-    (kubeconfig, format!("system:serviceaccount:{namespace}:trustmount-driver"))
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {

@@ -158,6 +158,27 @@ impl ControlPlane {
         kube::Client::try_from(config).expect("token client")
     }
 
+    /// A kubeconfig (as text) for this control plane that authenticates with `token` only.
+    pub fn token_kubeconfig(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+  - name: test
+    cluster: {{ server: '{server}', certificate-authority: '{ca}' }}
+users:
+  - name: token
+    user: {{ token: '{token}' }}
+contexts:
+  - name: test
+    context: {{ cluster: test, user: token }}
+current-context: test
+",
+            server = self.server,
+            ca = self.ca_cert.display(),
+        )
+    }
+
     /// Creates a namespace with a unique name starting with `prefix`; tests never share one.
     pub async fn namespace(&self, prefix: &str) -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);

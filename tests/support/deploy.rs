@@ -48,3 +48,70 @@ pub async fn apply(client: &kube::Client, path: &Path) -> Vec<DynamicObject> {
 }
 
 use serde::Deserialize as _;
+
+/// A driver identity for one test: a ServiceAccount of its own, bound to the ClusterRole exactly
+/// as `deploy/rbac.yaml` ships it (tests/rbac.rs proves it grants no more), and a kubeconfig
+/// holding its token. One per test, so the audit log tells the tests' drivers apart.
+pub struct DriverIdentity {
+    pub kubeconfig: PathBuf,
+    /// The user name the API server (and its audit log) knows it by.
+    pub user: String,
+    pub token: String,
+}
+
+/// Creates a [`DriverIdentity`] in `namespace`, its kubeconfig in `dir`, and waits until the
+/// RBAC authorizer (which learns bindings from an informer) lets it read.
+pub async fn driver_identity(
+    plane: &super::control_plane::ControlPlane,
+    admin: &kube::Client,
+    namespace: &str,
+    dir: &Path,
+) -> DriverIdentity {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    use kube::api::{ListParams, PostParams};
+
+    const ACCOUNT: &str = "trustmount-driver";
+    let post = PostParams::default();
+    let role = objects(&manifest("rbac.yaml"))
+        .into_iter()
+        .find(|object| object.types.as_ref().is_some_and(|types| types.kind == "ClusterRole"))
+        .and_then(|role| role.metadata.name)
+        .expect("deploy/rbac.yaml has a ClusterRole");
+    apply(admin, &manifest("rbac.yaml")).await;
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some(ACCOUNT.into());
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
+    let mut binding = ClusterRoleBinding::default();
+    binding.metadata.name = Some(format!("{ACCOUNT}-{namespace}"));
+    binding.role_ref =
+        RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role };
+    binding.subjects = Some(vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: ACCOUNT.into(),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    }]);
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(ACCOUNT, &post, &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|status| status.token)
+        .expect("a token");
+    let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&token), namespace);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while as_driver.list(&ListParams::default()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kubeconfig = dir.join("driver.kubeconfig");
+    std::fs::write(&kubeconfig, plane.token_kubeconfig(&token)).unwrap();
+    DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{ACCOUNT}"), token }
+}
