@@ -160,23 +160,7 @@ impl ControlPlane {
 
     /// A kubeconfig (as text) for this control plane that authenticates with `token` only.
     pub fn token_kubeconfig(&self, token: &str) -> String {
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-  - name: test
-    cluster: {{ server: '{server}', certificate-authority: '{ca}' }}
-users:
-  - name: token
-    user: {{ token: '{token}' }}
-contexts:
-  - name: test
-    context: {{ cluster: test, user: token }}
-current-context: test
-",
-            server = self.server,
-            ca = self.ca_cert.display(),
-        )
+        kubeconfig(&self.server, &self.ca_cert, &format!("token: '{token}'"))
     }
 
     /// Creates a namespace with a unique name starting with `prefix`; tests never share one.
@@ -445,25 +429,30 @@ impl Pki {
     }
 
     fn kubeconfig(&self, server: &str) -> String {
-        format!(
-            "apiVersion: v1
+        let user =
+            format!("client-certificate: '{}', client-key: '{}'", self.admin_cert.display(), self.admin_key.display());
+        kubeconfig(server, &self.ca_cert, &user)
+    }
+}
+
+/// A one-cluster, one-user kubeconfig; `user` is the user's fields (a token or a certificate).
+fn kubeconfig(server: &str, ca: &Path, user: &str) -> String {
+    format!(
+        "apiVersion: v1
 kind: Config
 clusters:
   - name: test
     cluster: {{ server: '{server}', certificate-authority: '{ca}' }}
 users:
-  - name: admin
-    user: {{ client-certificate: '{cert}', client-key: '{key}' }}
+  - name: user
+    user: {{ {user} }}
 contexts:
   - name: test
-    context: {{ cluster: test, user: admin }}
+    context: {{ cluster: test, user: user }}
 current-context: test
 ",
-            ca = self.ca_cert.display(),
-            cert = self.admin_cert.display(),
-            key = self.admin_key.display(),
-        )
-    }
+        ca = ca.display(),
+    )
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
