@@ -95,6 +95,11 @@ impl Index {
         live.into_iter().map(|(_, spec)| spec.clone()).collect()
     }
 
+    /// The targets published (or being published) from `digest`.
+    pub fn targets_of(&self, digest: &SpecDigest) -> Vec<PathBuf> {
+        self.specs().get(digest).map(|spec_use| spec_use.targets.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// The spec directory of `digest` (it may not exist).
     pub fn spec_dir(&self, digest: &SpecDigest) -> PathBuf {
         self.dir.join(digest.as_str())
