@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use crate::events::PodEvents;
 use crate::readiness::{Condition, Readiness};
 use crate::sources::cluster::Change;
 use crate::sources::{self, Reload, Sources};
@@ -52,11 +53,13 @@ pub struct Rotation {
     /// Specs whose last refresh failed, with why.
     failures: Mutex<HashMap<SpecDigest, Arc<Error>>>,
     requested: Notify,
+    events: PodEvents,
 }
 
 impl Rotation {
-    pub fn new(sources: Arc<Sources>, store: Store) -> Arc<Self> {
-        Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new() })
+    /// `events` hears of every failed refresh and of each recovery, per pod.
+    pub fn new(sources: Arc<Sources>, store: Store, events: PodEvents) -> Arc<Self> {
+        Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new(), events })
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog
@@ -162,11 +165,18 @@ impl Rotation {
             let span = tracing::info_span!("refresh", spec = %digest);
             match self.store.refresh(spec, render).instrument(span).await {
                 Ok(_) => {
-                    self.failures().remove(&digest);
+                    let recovered = self.failures().remove(&digest).is_some();
+                    if recovered {
+                        self.events.refreshed(self.store.pods_of(&digest).await);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(spec = %digest, %error, "refresh failed; keeping the current bundle");
-                    self.failures().insert(digest, Arc::new(error));
+                    let error = Arc::new(error);
+                    self.failures().insert(digest.clone(), Arc::clone(&error));
+                    // Every failure is recorded: the recorder makes repeats one event series.
+                    let problem = Problem::Refresh(error).to_string();
+                    self.events.refresh_failed(self.store.pods_of(&digest).await, &problem);
                 }
             }
         }
