@@ -90,7 +90,8 @@ fn describe_source(source: &str) -> String {
         keyed("Secret", rest)
     } else if let Some(name) = source.strip_prefix("clustertrustbundle:") {
         format!("ClusterTrustBundle {name}")
-    } else if let Some(path) = source.strip_prefix("extra-pem:") {
+    } else if let Some(path) = source.strip_prefix("file:") {
+        // The daemon's only file source.
         format!("--extra-pem {path}")
     } else {
         source.to_owned()
@@ -113,8 +114,8 @@ mod tests {
 
     #[test]
     fn an_expiry_counts_only_within_seven_days_and_a_refresh_problem_comes_first() {
-        let soon = vec![expiry("extra-pem:/ca.pem", NOW + 3 * DAY)];
-        assert!(matches!(Health::of(None, vec![expiry("extra-pem:/ca.pem", NOW + 30 * DAY)], NOW), Health::Current));
+        let soon = vec![expiry("file:/ca.pem", NOW + 3 * DAY)];
+        assert!(matches!(Health::of(None, vec![expiry("file:/ca.pem", NOW + 30 * DAY)], NOW), Health::Current));
         assert!(matches!(Health::of(None, Vec::new(), NOW), Health::Current));
         let expiring = Health::of(None, soon.clone(), NOW);
         assert!(matches!(&expiring, Health::Expiring { expiries, .. } if expiries[0].not_after == NOW + 3 * DAY));

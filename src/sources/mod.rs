@@ -82,7 +82,7 @@ pub struct Catalog {
 pub struct Expiry {
     pub subject: String,
     /// As certificates name it: `configmap:<ns>/<name>:<key>`, `secret:…`,
-    /// `clustertrustbundle:<name>`, `extra-pem:<path>`.
+    /// `clustertrustbundle:<name>`, `file:<path>` (`--extra-pem`).
     pub source: String,
     pub not_after: i64,
 }
