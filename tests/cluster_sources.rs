@@ -862,7 +862,16 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
         let scratch = tempfile::tempdir().unwrap();
         let local_ca = TestCa::new(scratch.path(), "local");
         let extra = local_ca.cert_path.display().to_string();
-        let world = World::start_with(&plane, "late", &["--extra-pem", &extra], setup).await;
+        // A default source too: volumes rendered without it meanwhile get it once allowed.
+        let admin = plane.admin_client().await;
+        let driver_namespace = plane.namespace("late-driver").await;
+        let default_ca = TestCa::new(scratch.path(), "default");
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some("org-ca".into());
+        map.data = Some(BTreeMap::from([("ca.crt".to_string(), default_ca.pem.clone())]));
+        Api::<ConfigMap>::namespaced(admin, &driver_namespace).create(&PostParams::default(), &map).await.unwrap();
+        let args = ["--extra-pem", &extra, "--namespace", &driver_namespace, "--default-config-map", "org-ca"];
+        let world = World::start_with(&plane, "late", &args, setup).await;
         let ca = TestCa::new(world.dir.path(), "late");
         world.put_config_map("corp-ca", &[("ca.crt", &ca.pem)], &[]).await;
         let attributes = [("configMaps", "corp-ca")];
@@ -877,7 +886,7 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
         let local = world.daemon.target("pod-local", "trust");
         let request = publish_request("pod-local", &local, &[("systemRoots", "false")]);
         world.daemon.node().node_publish_volume(request).await.expect("local-only volumes publish meanwhile");
-        assert_eq!(bundle_ders(&local), ders(&[&local_ca]));
+        assert_eq!(bundle_ders(&local), ders(&[&local_ca]), "without the default while not allowed");
 
         // Reachable, but no CSIDriver yet: a definite answer, refused, naming the object.
         let upstream = plane.server.trim_start_matches("https://").to_string();
@@ -901,7 +910,11 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
             published
         })
         .await;
-        assert_eq!(bundle_ders(&target), ders(&[&ca, &local_ca]));
+        assert_eq!(bundle_ders(&target), ders(&[&ca, &local_ca, &default_ca]));
+        eventually("the volume published meanwhile gets the default, with no republish", async || {
+            bundle_ders(&local) == ders(&[&local_ca, &default_ca])
+        })
+        .await;
         let log = world.daemon.stderr();
         assert!(log.contains("cannot read the CSIDriver yet"), "the unreachable API server is logged");
         assert!(log.contains("CSIDriver csi.trustmount.io does not exist"), "the refusal is logged");

@@ -78,7 +78,11 @@ impl Sources {
                 return Err(Error::Cluster(cluster::Error::Standalone { what: describe(spec), reason }));
             }
         };
-        match cluster.pod_info() {
+        let allowed = cluster.pod_info();
+        if allowed != cluster::PodInfo::On && cluster.reads_for(spec) {
+            cluster.went_without();
+        }
+        match allowed {
             cluster::PodInfo::On => Ok(cluster.reads_for(spec).then_some(cluster)),
             _ if !spec.has_cluster_sources() => Ok(None),
             cluster::PodInfo::Refused(problem) => {
@@ -198,9 +202,13 @@ impl Sources {
     /// The earliest expiry of each non-system source `spec` gets certificates from (its own
     /// cluster sources, the defaults, `--extra-pem`), at `now`: what volume health warns about.
     pub fn user_expiries_at(&self, spec: &VolumeSpec, now: i64) -> Vec<Expiry> {
-        let cluster = match self.cluster(spec) {
-            Ok(Some(cluster)) => cluster.certificates_for_health(spec),
-            Ok(None) | Err(_) => Vec::new(),
+        let cluster = match &self.cluster {
+            ClusterAccess::Connected(cluster)
+                if cluster.pod_info() == cluster::PodInfo::On && cluster.reads_for(spec) =>
+            {
+                cluster.certificates_for_health(spec)
+            }
+            ClusterAccess::Connected(_) | ClusterAccess::Standalone(_) => Vec::new(),
         };
         self.catalog().user_expiries_at(&cluster, now)
     }

@@ -9,6 +9,7 @@
 //! `podInfoOnMount: false` later makes the kubelet stop sending pod info, which every publish
 //! checks anyway.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::storage::v1::CSIDriver;
@@ -57,6 +58,9 @@ pub struct PodInfoCheck {
     /// When a refused publish last re-read the object; held while one does, so concurrent
     /// publishes share its answer.
     last_recheck: tokio::sync::Mutex<Option<Instant>>,
+    /// Something was rendered (or refused) without cluster sources since the last time they
+    /// became allowed: only then does becoming allowed refresh anything.
+    missed: AtomicBool,
 }
 
 impl std::fmt::Debug for PodInfoCheck {
@@ -77,6 +81,7 @@ impl PodInfoCheck {
             state: watch::Sender::new(unknown),
             changes,
             last_recheck: tokio::sync::Mutex::new(None),
+            missed: AtomicBool::new(false),
         });
         let background = std::sync::Arc::clone(&check);
         let span = tracing::info_span!("csidriver_check", driver = %driver);
@@ -86,6 +91,22 @@ impl PodInfoCheck {
 
     pub fn state(&self) -> PodInfo {
         self.state.borrow().clone()
+    }
+
+    /// Records that a publish or refresh went without cluster sources because they were not
+    /// allowed, so that becoming allowed refreshes the specs that read from the cluster (a
+    /// change sent at most once per such stretch, even if it became allowed meanwhile).
+    pub fn missed(&self) {
+        self.missed.store(true, Ordering::SeqCst);
+        if self.state() == PodInfo::On {
+            self.send_allowed();
+        }
+    }
+
+    fn send_allowed(&self) {
+        if self.missed.swap(false, Ordering::SeqCst) {
+            let _ = self.changes.send(Change::ClusterSourcesAllowed);
+        }
     }
 
     /// Waits (unbounded) until the API server gave a definite answer.
@@ -158,7 +179,7 @@ impl PodInfoCheck {
             PodInfo::On => {
                 tracing::info!("the CSIDriver sets podInfoOnMount: true; cluster sources on");
                 // Volumes rendered or refreshed while refused lack their cluster sources.
-                let _ = self.changes.send(Change::ClusterSourcesAllowed);
+                self.send_allowed();
             }
             PodInfo::Refused(problem) => tracing::error!(
                 %problem,

@@ -219,6 +219,12 @@ impl Cluster {
         self.pod_info.state()
     }
 
+    /// A publish or refresh went without cluster sources ([`Cluster::pod_info`] was not on):
+    /// once they are allowed, the specs that read from the cluster are refreshed.
+    pub fn went_without(&self) {
+        self.pod_info.missed();
+    }
+
     /// For a publish naming cluster sources while they are not allowed: reads the CSIDriver
     /// again (bounded, rate-limited), so a fixed object takes effect without a restart.
     pub async fn recheck_pod_info(&self) {
