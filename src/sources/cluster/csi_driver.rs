@@ -219,3 +219,51 @@ async fn read(client: &kube::Client, driver: &str) -> Answer {
         None => Err(PodInfoProblem::Off { driver: driver.to_owned(), value: "unset (false)".to_owned() }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check whose API server refuses every connection (nothing listens on port 1), so only
+    /// what the test settles is ever known.
+    fn unreachable_check() -> (std::sync::Arc<PodInfoCheck>, mpsc::UnboundedReceiver<Change>) {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("URL"));
+        let client = kube::Client::try_from(config).expect("client");
+        let (changes, received) = mpsc::unbounded_channel();
+        (PodInfoCheck::start(client, "csi.example", changes), received)
+    }
+
+    #[tokio::test]
+    async fn becoming_allowed_refreshes_once_and_only_if_something_went_without() {
+        let (check, mut received) = unreachable_check();
+        assert!(matches!(check.state(), PodInfo::Unknown { .. }));
+        check.settle(Ok(()));
+        assert_eq!(check.state(), PodInfo::On);
+        assert!(received.try_recv().is_err(), "nothing went without cluster sources");
+
+        let missing = PodInfoProblem::Missing { driver: "csi.example".into() };
+        check.settle(Err(missing.clone()));
+        assert_eq!(check.state(), PodInfo::Refused(missing));
+        check.missed();
+        check.missed();
+        check.settle(Ok(()));
+        assert_eq!(received.try_recv().ok(), Some(Change::ClusterSourcesAllowed));
+        assert!(received.try_recv().is_err(), "one change per stretch");
+
+        // Went without just as it became allowed: the change is sent then.
+        check.missed();
+        assert_eq!(received.try_recv().ok(), Some(Change::ClusterSourcesAllowed));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_server_leaves_the_state_unknown_with_its_error() {
+        let (check, _received) = unreachable_check();
+        check.recheck_unless_on().await;
+        match check.state() {
+            PodInfo::Unknown { last_error: Some(error), .. } => {
+                assert!(error.to_lowercase().contains("connection refused"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
