@@ -12,8 +12,9 @@ pub enum Condition {
     SourcesLoaded,
     /// The driver's tmpfs is mounted (or adopted) and the records are loaded.
     StoreOpen,
-    /// The caches of the cluster sources adopted volumes name have their first lists (nothing
-    /// to wait for when standalone or without such volumes).
+    /// The caches of the cluster sources adopted volumes name have their first lists, and the
+    /// CSIDriver check has an answer (nothing to wait for when standalone or without such
+    /// volumes).
     CachesSynced,
     /// Volumes adopted from a previous run were refreshed with this run's sources (a failure is
     /// recorded in their health; the pass ran).

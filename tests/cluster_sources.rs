@@ -72,19 +72,43 @@ impl World<'static> {
     }
 }
 
+/// How a [`World`] differs from the shipped set-up.
+#[derive(Default)]
+struct Setup {
+    /// Leave the CSIDriver to the test: the driver starts without one.
+    no_csidriver: bool,
+    /// The driver's identity may get its CSIDriver and nothing else (no ConfigMaps).
+    csidriver_only: bool,
+    /// The API server URL the driver's kubeconfig names instead of the plane's.
+    server: Option<String>,
+}
+
 impl<'p> World<'p> {
     /// Applies deploy/csidriver.yaml as shipped (the driver's start-up check reads it), unless
     /// the plane already has a CSIDriver of that name; `extra_args` go to the daemon.
     async fn start_on(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str]) -> World<'p> {
+        World::start_with(plane, prefix, extra_args, Setup::default()).await
+    }
+
+    async fn start_with(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str], setup: Setup) -> World<'p> {
         let admin = plane.admin_client().await;
         let shipped = deploy::manifest("csidriver.yaml");
-        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
+        if !setup.no_csidriver && Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none()
+        {
             deploy::apply(&admin, &shipped).await;
         }
         let namespace = plane.namespace(prefix).await;
         let dir = tempfile::tempdir().unwrap();
-        let deploy::DriverIdentity { kubeconfig, user, token } =
-            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
+        let deploy::DriverIdentity { kubeconfig, user, token } = if setup.csidriver_only {
+            csidriver_only_identity(plane, &admin, &namespace, dir.path()).await
+        } else {
+            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await
+        };
+        if let Some(server) = &setup.server {
+            let text = std::fs::read_to_string(&kubeconfig).unwrap();
+            assert!(text.contains(&plane.server), "the kubeconfig names the plane's server");
+            std::fs::write(&kubeconfig, text.replace(&plane.server, server)).unwrap();
+        }
         let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
         args.extend(extra_args.iter().map(|arg| arg.to_string()));
         let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
@@ -124,6 +148,93 @@ impl<'p> World<'p> {
         let stats = self.daemon.node().node_get_volume_stats(stats_request(pod, target)).await.unwrap();
         let condition = stats.into_inner().volume_condition.expect("VOLUME_CONDITION is advertised");
         (condition.abnormal, condition.message)
+    }
+}
+
+/// A driver identity that may get the shipped CSIDriver (so the start-up check passes) and
+/// nothing else: its ConfigMap and ClusterTrustBundle watches get the API server's 403.
+async fn csidriver_only_identity(
+    plane: &ControlPlane,
+    admin: &kube::Client,
+    namespace: &str,
+    dir: &Path,
+) -> deploy::DriverIdentity {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+    const ACCOUNT: &str = "trustmount-csidriver-only";
+    let post = PostParams::default();
+    let role_name = format!("{ACCOUNT}-{namespace}");
+    let mut role = ClusterRole::default();
+    role.metadata.name = Some(role_name.clone());
+    role.rules = Some(vec![PolicyRule {
+        api_groups: Some(vec!["storage.k8s.io".into()]),
+        resources: Some(vec!["csidrivers".into()]),
+        resource_names: Some(vec![SHIPPED_DRIVER.into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
+    }]);
+    Api::<ClusterRole>::all(admin.clone()).create(&post, &role).await.unwrap();
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some(ACCOUNT.into());
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
+    let mut binding = ClusterRoleBinding::default();
+    binding.metadata.name = Some(role_name.clone());
+    binding.role_ref =
+        RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role_name };
+    binding.subjects = Some(vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: ACCOUNT.into(),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    }]);
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(ACCOUNT, &post, &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|status| status.token)
+        .expect("a token");
+    let as_driver = Api::<CSIDriver>::all(plane.token_client(&token));
+    eventually("the CSIDriver-only binding takes effect", async || as_driver.get(SHIPPED_DRIVER).await.is_ok()).await;
+    let kubeconfig = dir.join("driver.kubeconfig");
+    std::fs::write(&kubeconfig, plane.token_kubeconfig(&token)).unwrap();
+    deploy::DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{ACCOUNT}"), token }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (yet): connections to it are refused.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Forwards every connection to `port` on to `upstream` (TLS passes through untouched), from
+/// now until dropped: the API server becoming reachable.
+struct Forwarder(tokio::task::JoinHandle<()>);
+
+impl Forwarder {
+    async fn start(port: u16, upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the reserved port is free");
+        Forwarder(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }))
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -711,5 +822,198 @@ fn default_config_maps_reach_every_volume_unless_it_opts_out_and_change_live() {
             .await;
         eventually("and one with sources of its own", async || bundle_ders(&mixed) == ders(&[&second, &own])).await;
         assert_eq!(generation(&out), out_generation, "the opted-out volume is not rewritten");
+    });
+}
+
+#[test]
+fn a_first_list_the_api_server_forbids_times_out_with_its_403() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let setup = Setup { csidriver_only: true, ..Setup::default() };
+        let world = World::start_with(ControlPlane::shared(), "forbidden", &[], setup).await;
+        let ca = TestCa::new(world.dir.path(), "forbidden");
+        world.put_config_map("corp-ca", &[("ca.crt", &ca.pem)], &[]).await;
+        // The watch's first list gets 403 and retries with backoff; the publish gives up after its
+        // bounded wait and says why, so `kubectl describe pod` shows what to grant.
+        let (target, result) = world.publish("pod-forbidden", &[("configMaps", "corp-ca")]).await;
+        assert_eq!(code_of(&result), Code::Unavailable, "{result:?}");
+        let message = message_of(&result);
+        assert!(message.contains(&format!("ConfigMap {}/corp-ca not read", world.namespace)), "{message}");
+        assert!(message.contains("last error: the API server answered 403 Forbidden"), "{message}");
+        assert!(message.contains(&world.user) && message.contains("cannot list resource \"configmaps\""), "{message}");
+        assert!(!target.exists());
+    });
+}
+
+#[test]
+fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exists_without_a_restart() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        // The CSIDriver is cluster-scoped: an API server of this test's own, without one. The
+        // driver reaches it through a port that refuses connections until the forwarder starts.
+        let plane = ControlPlane::dedicated(RuntimeConfig::default());
+        let port = closed_port();
+        let setup = Setup { no_csidriver: true, server: Some(format!("https://127.0.0.1:{port}")), ..Setup::default() };
+        let scratch = tempfile::tempdir().unwrap();
+        let local_ca = TestCa::new(scratch.path(), "local");
+        let extra = local_ca.cert_path.display().to_string();
+        // A default source too: volumes rendered without it meanwhile get it once allowed.
+        let admin = plane.admin_client().await;
+        let driver_namespace = plane.namespace("late-driver").await;
+        let default_ca = TestCa::new(scratch.path(), "default");
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some("org-ca".into());
+        map.data = Some(BTreeMap::from([("ca.crt".to_string(), default_ca.pem.clone())]));
+        Api::<ConfigMap>::namespaced(admin, &driver_namespace).create(&PostParams::default(), &map).await.unwrap();
+        let args = ["--extra-pem", &extra, "--namespace", &driver_namespace, "--default-config-map", "org-ca"];
+        let world = World::start_with(&plane, "late", &args, setup).await;
+        let ca = TestCa::new(world.dir.path(), "late");
+        world.put_config_map("corp-ca", &[("ca.crt", &ca.pem)], &[]).await;
+        let attributes = [("configMaps", "corp-ca")];
+
+        // Unreachable: not refused for good, but not served either; the message says why.
+        let (target, result) = world.publish("pod-late", &attributes).await;
+        assert_eq!(code_of(&result), Code::Unavailable, "{result:?}");
+        let message = message_of(&result);
+        assert!(message.contains("could not read its CSIDriver csi.trustmount.io yet"), "{message}");
+        assert!(message.to_lowercase().contains("connection refused"), "{message}");
+        assert!(!target.exists());
+        let local = world.daemon.target("pod-local", "trust");
+        let request = publish_request("pod-local", &local, &[("systemRoots", "false")]);
+        world.daemon.node().node_publish_volume(request).await.expect("local-only volumes publish meanwhile");
+        assert_eq!(bundle_ders(&local), ders(&[&local_ca]), "without the default while not allowed");
+
+        // Reachable, but no CSIDriver yet: a definite answer, refused, naming the object.
+        let upstream = plane.server.trim_start_matches("https://").to_string();
+        let _forwarder = Forwarder::start(port, upstream).await;
+        let mut last = String::new();
+        eventually("the driver reads that the CSIDriver does not exist", async || {
+            let (_, result) = world.publish("pod-late", &attributes).await;
+            last = message_of(&result);
+            code_of(&result) == Code::FailedPrecondition
+        })
+        .await;
+        assert!(last.contains("CSIDriver csi.trustmount.io does not exist"), "{last}");
+        assert!(last.contains("podInfoOnMount: true"), "{last}");
+
+        // Created as shipped: the kubelet's next retry works, with no restart.
+        deploy::apply(&world.admin, &deploy::manifest("csidriver.yaml")).await;
+        let mut published = false;
+        eventually("a cluster-source publish works once the CSIDriver exists", async || {
+            let (_, result) = world.publish("pod-late", &attributes).await;
+            published = result.is_ok();
+            published
+        })
+        .await;
+        assert_eq!(bundle_ders(&target), ders(&[&ca, &local_ca, &default_ca]));
+        eventually("the volume published meanwhile gets the default, with no republish", async || {
+            bundle_ders(&local) == ders(&[&local_ca, &default_ca])
+        })
+        .await;
+        let log = world.daemon.stderr();
+        assert!(log.contains("cannot read the CSIDriver yet"), "the unreachable API server is logged");
+        assert!(log.contains("CSIDriver csi.trustmount.io does not exist"), "the refusal is logged");
+        assert!(log.contains("podInfoOnMount: true; cluster sources on"), "and the change of mind");
+    });
+}
+
+#[test]
+fn inspect_counts_the_keys_a_bare_name_config_map_ignored() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let world = World::start("ignored").await;
+        let ca = TestCa::new(world.dir.path(), "ignored");
+        let data = [("ca.crt", ca.pem.as_str()), ("README", "not a certificate"), ("jwks.json", "{}")];
+        world.put_config_map("corp-ca", &data, &[]).await;
+        let (target, result) = world.publish("pod-bare", &[("configMaps", "corp-ca")]).await;
+        result.unwrap();
+        let (_, result) = world.publish("pod-again", &[("configMaps", "corp-ca")]).await;
+        result.unwrap();
+
+        let inspect = |json: bool| {
+            let mut command = std::process::Command::new(support::daemon::BIN);
+            command.arg("inspect").arg(&target);
+            if json {
+                command.arg("--json");
+            }
+            let output = command.output().expect("run trustmount inspect");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let text = inspect(false);
+        let line = format!("configmap {}/corp-ca: 2 keys ignored (README, jwks.json)", world.namespace);
+        assert!(text.lines().any(|l| l == line), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&inspect(true)).unwrap();
+        assert_eq!(json["ignored"][0]["count"], 2, "{json}");
+        assert_eq!(json["ignored"][0]["keys"], serde_json::json!(["README", "jwks.json"]));
+        assert_eq!(json["certificates"].as_array().map(Vec::len), Some(1));
+
+        // A key taken by name ignores nothing.
+        let (one, result) = world.publish("pod-key", &[("configMaps", "corp-ca:ca.crt")]).await;
+        result.unwrap();
+        let output = std::process::Command::new(support::daemon::BIN).arg("inspect").arg(&one).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(!text.contains("keys ignored") && !text.contains("key ignored"), "{text}");
+
+        // Logged at info once per version of the object, however many volumes read it.
+        let logged = |log: &str| {
+            log.lines().filter(|l| l.contains("INFO") && l.contains("ConfigMap keys without certificates")).count()
+        };
+        assert_eq!(logged(&world.daemon.stderr()), 1, "{}", world.daemon.stderr());
+        let more = [("ca.crt", ca.pem.as_str()), ("README", "a new text"), ("jwks.json", "{}")];
+        world.put_config_map("corp-ca", &more, &[]).await;
+        eventually("the new version is logged", async || logged(&world.daemon.stderr()) == 2).await;
+    });
+}
+
+#[test]
+fn a_cluster_ca_expiring_within_seven_days_marks_only_its_volumes_naming_the_object() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let world = World::start("expiry").await;
+        let soon = TestCa::expiring_in_days(world.dir.path(), "soon", 3);
+        let later = TestCa::new(world.dir.path(), "later");
+        let bundle_ca = TestCa::expiring_in_days(world.dir.path(), "bundle-soon", 5);
+        world.put_config_map("soon-ca", &[("ca.crt", &soon.pem)], &[]).await;
+        world.put_config_map("later-ca", &[("ca.crt", &later.pem)], &[]).await;
+        let bundle_name = format!("expiring-{}", std::process::id());
+        Api::<ClusterTrustBundle>::all(world.admin.clone())
+            .create(&PostParams::default(), &trust_bundle(&bundle_name, None, &[], &bundle_ca.pem))
+            .await
+            .unwrap();
+
+        let (soon_target, result) = world.publish("pod-soon", &[("configMaps", "soon-ca")]).await;
+        result.unwrap();
+        let (later_target, result) = world.publish("pod-later", &[("configMaps", "later-ca")]).await;
+        result.unwrap();
+        let both = [("configMaps", "soon-ca"), ("clusterTrustBundles", bundle_name.as_str())];
+        let (both_target, result) = world.publish("pod-both", &both).await;
+        result.unwrap();
+
+        let (abnormal, message) = world.condition("pod-soon", &soon_target).await;
+        assert!(abnormal, "{message}");
+        let named = format!("of ConfigMap {}/soon-ca key ca.crt expires at", world.namespace);
+        assert!(message.contains(&soon.common_name) && message.contains(&named), "{message}");
+        // Created a moment ago for 3 days: within the same second, exactly 3 days are left.
+        assert!(message.contains("(in 2 days)") || message.contains("(in 3 days)"), "{message}");
+        let (abnormal, message) = world.condition("pod-later", &later_target).await;
+        assert!(!abnormal, "a CA valid for a year is fine: {message}");
+        // Each expiring source is named, soonest first.
+        let (abnormal, message) = world.condition("pod-both", &both_target).await;
+        assert!(abnormal, "{message}");
+        let bundle_named = format!("of ClusterTrustBundle {bundle_name} expires at");
+        let (at_config_map, at_bundle) = (message.find(&named), message.find(&bundle_named));
+        assert!(at_config_map.is_some() && at_bundle.is_some() && at_config_map < at_bundle, "{message}");
     });
 }

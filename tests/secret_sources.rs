@@ -19,7 +19,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{Api, DeleteParams, PostParams};
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
-use support::client::{publish_request, unpublish_request};
+use support::client::{publish_request, stats_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
@@ -461,5 +461,33 @@ fn a_republish_after_the_secret_changed_refreshes_the_volume_and_an_unchanged_on
         result.unwrap();
         assert_eq!(bundle_ders(&target), ders(&[&second]), "the republish brought the new CA");
         assert_ne!(generation(&target), before);
+    });
+}
+
+#[test]
+fn a_secrets_ca_expiring_within_seven_days_marks_its_volume_abnormal_naming_the_secret() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let world = World::start("secret-expiry").await;
+        let soon = TestCa::expiring_in_days(world.dir.path(), "soon", 3);
+        world.put_secret("soon-ca", &[("ca.crt", &soon.pem)]).await;
+        let token = world.account("reader").await;
+        world.grant("reader", &token, &["soon-ca"]).await;
+        let attributes = [("secrets", "soon-ca")];
+        let (target, result) = world.publish("pod-soon", "reader", &token, TokenIn::Secrets, &attributes).await;
+        result.unwrap();
+        let stats = world.daemon.node().node_get_volume_stats(stats_request("pod-soon", &target)).await.unwrap();
+        let condition = stats.into_inner().volume_condition.expect("VOLUME_CONDITION is advertised");
+        assert!(condition.abnormal, "{}", condition.message);
+        let named = format!("of Secret {}/soon-ca key ca.crt expires at", world.namespace);
+        assert!(
+            condition.message.contains(&soon.common_name) && condition.message.contains(&named),
+            "{}",
+            condition.message
+        );
+        world.daemon.node().node_unpublish_volume(unpublish_request("pod-soon", &target)).await.unwrap();
     });
 }

@@ -2,12 +2,13 @@
 
 use std::collections::HashSet;
 
-use super::Certificate;
+use super::{Certificate, Ignored};
 
-/// A deduplicated, deterministically ordered set of certificates.
+/// A deduplicated, deterministically ordered set of certificates, and what its sources skipped.
 #[derive(Clone, Debug, Default)]
 pub struct Bundle {
     certificates: Vec<Certificate>,
+    ignored: Vec<Ignored>,
 }
 
 impl Bundle {
@@ -18,11 +19,23 @@ impl Bundle {
         let mut certificates: Vec<Certificate> =
             certificates.into_iter().filter(|c| seen.insert(c.fingerprint)).collect();
         certificates.sort_by(|a, b| (&a.subject, a.fingerprint).cmp(&(&b.subject, b.fingerprint)));
-        Self { certificates }
+        Self { certificates, ignored: Vec::new() }
+    }
+
+    /// With the keys its sources skipped, sorted, so the bundle file says what a volume left out.
+    pub fn with_ignored(mut self, mut ignored: Vec<Ignored>) -> Self {
+        ignored.sort_by(|a, b| a.source.cmp(&b.source));
+        ignored.dedup();
+        self.ignored = ignored;
+        self
     }
 
     pub fn certificates(&self) -> &[Certificate] {
         &self.certificates
+    }
+
+    pub fn ignored(&self) -> &[Ignored] {
+        &self.ignored
     }
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    Kind, Result, Strictness, parse_source, pem,
+    Ignored, Kind, Result, Strictness, parse_source, pem,
     policy::{self, DropReason},
 };
 
@@ -45,6 +45,16 @@ pub struct Inspection {
     pub kept: usize,
     /// One entry per reason that applies, in [`DropReason::ALL`] order.
     pub dropped: Vec<DropCount>,
+    /// The keys each source skipped (no certificate in them), from the bundle file's header.
+    pub ignored: Vec<IgnoredCount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IgnoredCount {
+    /// `configmap <namespace>/<name>`.
+    pub source: String,
+    pub count: usize,
+    pub keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -58,8 +68,32 @@ impl Inspection {
     pub fn new(certificates: Vec<CertificateReport>) -> Self {
         let dropped = drop_counts(&certificates);
         let kept = certificates.len() - dropped.iter().map(|d| d.count).sum::<usize>();
-        Self { certificates, kept, dropped }
+        Self { certificates, kept, dropped, ignored: Vec::new() }
     }
+
+    /// With what the sources of the inspected files skipped ([`ignored_keys`]).
+    pub fn with_ignored(mut self, ignored: &[Ignored]) -> Self {
+        self.ignored = ignored
+            .iter()
+            .map(|i| IgnoredCount { source: i.source.clone(), count: i.keys.len(), keys: i.keys.clone() })
+            .collect();
+        self
+    }
+}
+
+/// The keys the sources of a trustmount bundle file skipped, from its `# ignored:` header.
+pub fn ignored_keys(bytes: &[u8]) -> Vec<Ignored> {
+    Ignored::read_all(bytes)
+}
+
+/// One line per source that skipped keys: `configmap ns/name: 2 keys ignored (README, x)`.
+pub fn ignored_text(ignored: &[Ignored]) -> String {
+    let mut out = String::new();
+    for i in ignored {
+        let noun = if i.keys.len() == 1 { "key" } else { "keys" };
+        let _ = writeln!(out, "{}: {} {noun} ignored ({})", i.source, i.keys.len(), i.keys.join(", "));
+    }
+    out
 }
 
 fn drop_counts(reports: &[CertificateReport]) -> Vec<DropCount> {
@@ -228,6 +262,22 @@ mod tests {
         assert!(text.contains("\n1 certificates, 1 expired\n"), "{text}");
         let json = serde_json::to_value(Inspection::new(reports)).expect("json");
         assert_eq!(json["certificates"][0]["subject"], "CN=A");
+    }
+
+    #[test]
+    fn counts_the_keys_a_source_skipped_from_the_bundle_header() {
+        let skipped =
+            Ignored { source: "configmap ns/corp-ca".into(), keys: vec!["README".into(), "jwks.json".into()] };
+        let bundle = Bundle::new([cn("A", "configmap:ns/corp-ca:ca.crt")]).with_ignored(vec![skipped.clone()]);
+        let bytes = bundle_bytes(&bundle);
+        let ignored = ignored_keys(&bytes);
+        assert_eq!(ignored, [skipped]);
+        assert_eq!(ignored_text(&ignored), "configmap ns/corp-ca: 2 keys ignored (README, jwks.json)\n");
+        let reports = inspect("ca-certificates.crt", &bytes, 0).expect("the header is no obstacle to parsing");
+        assert_eq!(reports[0].source, "configmap:ns/corp-ca:ca.crt");
+        let json = serde_json::to_value(Inspection::new(reports).with_ignored(&ignored)).expect("json");
+        assert_eq!(json["ignored"][0]["count"], 2);
+        assert!(ignored_keys(&bundle_bytes(&Bundle::new([cn("A", "s")]))).is_empty());
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! - [`Bundle::new`]: dedupe by SHA-256 of the DER, deterministic order.
 //! - [`render`]: a bundle → the files of a layout (`ca-certificates.crt`, per-certificate PEM
 //!   files, OpenSSL `<hash>.N` links, `java/cacerts`, …).
-//! - [`inspect`]: a report on a bundle file for the CLI.
+//! - [`inspect`]: a report on a bundle file for the CLI, with the keys sources skipped
+//!   ([`Ignored`], named in the bundle file's header).
 
 mod certificate;
 mod dedupe;
 mod der;
 mod edk2;
 mod files;
+mod ignored;
 mod inspect;
 mod java;
 mod layout;
@@ -30,7 +32,10 @@ mod trusted;
 pub use certificate::{Certificate, CertificateError, Kind};
 pub use dedupe::Bundle;
 pub use files::{Entry, Files};
-pub use inspect::{CertificateReport, DropCount, Inspection, inspect, to_text};
+pub use ignored::Ignored;
+pub use inspect::{
+    CertificateReport, DropCount, IgnoredCount, Inspection, ignored_keys, ignored_text, inspect, to_text,
+};
 pub use java::PASSWORD as JAVA_STORE_PASSWORD;
 pub use layout::{BUNDLE_FILE, JAVA_STORE, JavaTruststore, Layout, RenderOptions, render};
 pub use pkcs7::Pkcs7Error;

@@ -17,15 +17,17 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
         .map_err(Failure::Config)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut reports = Vec::new();
+    let mut ignored = Vec::new();
     for (name, bytes) in inputs {
         reports.extend(bundle::inspect(&name, &bytes, now).map_err(|e| Failure::Config(e.into()))?);
+        ignored.extend(bundle::ignored_keys(&bytes));
     }
     if args.json {
-        let json =
-            serde_json::to_string_pretty(&bundle::Inspection::new(reports)).map_err(|e| Failure::Runtime(e.into()))?;
+        let inspection = bundle::Inspection::new(reports).with_ignored(&ignored);
+        let json = serde_json::to_string_pretty(&inspection).map_err(|e| Failure::Runtime(e.into()))?;
         write_stdout(&format!("{json}\n"))?;
     } else {
-        write_stdout(&bundle::to_text(&reports))?;
+        write_stdout(&format!("{}{}", bundle::to_text(&reports), bundle::ignored_text(&ignored)))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use trustmount::events::PodEvents;
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
-use trustmount::sources::cluster::{self, Cluster, Defaults, DefaultsFlags, Mode};
+use trustmount::sources::cluster::{Cluster, Defaults, DefaultsFlags, Mode};
 use trustmount::sources::{self, ClusterAccess, Sources};
 use trustmount::volume::{Store, StoreConfig};
 
@@ -65,31 +65,19 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 }
                 Mode::Standalone { .. } | Mode::InCluster => tracing::info!(mode = %mode, "cluster sources on"),
             }
-            let check = cluster::check_pod_info(client.driver.clone(), &args.driver_name, cluster::FIRST_SYNC_TIMEOUT);
-            match runtime.block_on(check) {
-                Ok(()) => {
-                    if !defaults.is_empty() {
-                        tracing::info!(
-                            cluster_trust_bundles = defaults.trust_bundles.len(),
-                            signers = defaults.signers.len(),
-                            config_maps = defaults.config_maps.len(),
-                            namespace = %defaults.namespace,
-                            "default sources added to every volume that does not set defaults: \"false\""
-                        );
-                    }
-                    let (cluster, changes) = Cluster::new(client, defaults);
-                    sources.set_cluster(ClusterAccess::Connected(cluster));
-                    Some(changes)
-                }
-                Err(problem) => {
-                    tracing::error!(
-                        %problem,
-                        "cluster sources refused: the CSIDriver must set podInfoOnMount: true, so the kubelet passes the pod's namespace; volumes naming cluster sources fail with FAILED_PRECONDITION until it does and the driver restarts"
-                    );
-                    sources.set_cluster(ClusterAccess::Refused(problem));
-                    None
-                }
+            if !defaults.is_empty() {
+                tracing::info!(
+                    cluster_trust_bundles = defaults.trust_bundles.len(),
+                    signers = defaults.signers.len(),
+                    config_maps = defaults.config_maps.len(),
+                    namespace = %defaults.namespace,
+                    "default sources added to every volume that does not set defaults: \"false\""
+                );
             }
+            // Reads the CSIDriver (podInfoOnMount) in the background, retrying until it answers.
+            let (cluster, changes) = Cluster::new(client, defaults, &args.driver_name);
+            sources.set_cluster(ClusterAccess::Connected(cluster));
+            Some(changes)
         }
         (None, Mode::Standalone { reason }) => {
             tracing::info!(mode = %mode, reason, "cluster sources off: local sources only");

@@ -78,7 +78,7 @@ fn cluster_code(error: &cluster::Error) -> Code {
         | cluster::Error::MissingSecretKey { .. }
         | cluster::Error::NoToken
         | cluster::Error::TrustBundlesNotServed
-        // The operator's CSIDriver object must change (and the driver restart).
+        // The operator's CSIDriver object must change (read again at the next publish).
         | cluster::Error::PodInfoOff { .. } => Code::FailedPrecondition,
         // The pod's own ServiceAccount lacks the permission; its namespace's RBAC must change.
         cluster::Error::Forbidden { .. } => Code::PermissionDenied,
@@ -90,6 +90,7 @@ fn cluster_code(error: &cluster::Error) -> Code {
         cluster::Error::Unauthenticated { .. } => Code::Unauthenticated,
         // Transient: the cache will sync, the API server answer, the kubelet republish.
         cluster::Error::NotSynced { .. }
+        | cluster::Error::PodInfoNotChecked { .. }
         | cluster::Error::SecretRequest { .. }
         | cluster::Error::SecretsNotRead { .. } => Code::Unavailable,
         // Only at start, which exits instead; here for completeness.

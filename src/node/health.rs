@@ -6,6 +6,7 @@ use std::fmt;
 use time::OffsetDateTime;
 
 use crate::rotation::Problem;
+use crate::sources::Expiry;
 
 /// A certificate from a non-system source expiring within this window marks the volume abnormal,
 /// early enough for someone to rotate it before clients start failing.
@@ -16,27 +17,25 @@ pub enum Health {
     Current,
     /// The bundle could not be refreshed; the volume keeps its previous certificates.
     NotRefreshed(Problem),
-    /// A user certificate expires within the warning window, or has expired (`not_after <= now`).
+    /// Certificates of user sources (`--extra-pem`, ConfigMaps, ClusterTrustBundles, Secrets)
+    /// that expire within the warning window or have expired (`not_after <= now`): the earliest
+    /// of each such source, soonest first.
     Expiring {
-        subject: String,
-        not_after: i64,
+        expiries: Vec<Expiry>,
         now: i64,
     },
 }
 
 impl Health {
-    /// A refresh problem first (the volume is stale), else the earliest user expiry if it falls
-    /// within the warning window.
-    pub fn of(problem: Option<Problem>, earliest_user_expiry: Option<(String, i64)>, now: i64) -> Self {
+    /// A refresh problem first (the volume is stale), else every user source whose earliest
+    /// expiry falls within the warning window.
+    pub fn of(problem: Option<Problem>, user_expiries: Vec<Expiry>, now: i64) -> Self {
         if let Some(problem) = problem {
             return Self::NotRefreshed(problem);
         }
-        match earliest_user_expiry {
-            Some((subject, not_after)) if not_after - now <= EXPIRY_WARNING_SECONDS => {
-                Self::Expiring { subject, not_after, now }
-            }
-            _ => Self::Current,
-        }
+        let expiries: Vec<Expiry> =
+            user_expiries.into_iter().filter(|e| e.not_after - now <= EXPIRY_WARNING_SECONDS).collect();
+        if expiries.is_empty() { Self::Current } else { Self::Expiring { expiries, now } }
     }
 
     pub fn is_abnormal(&self) -> bool {
@@ -49,22 +48,53 @@ impl fmt::Display for Health {
         match self {
             Self::Current => f.write_str("trust bundle is current"),
             Self::NotRefreshed(problem) => write!(f, "{problem}"),
-            Self::Expiring { subject, not_after, now } => {
-                let when = OffsetDateTime::from_unix_timestamp(*not_after)
-                    .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                    .unwrap_or_else(|| not_after.to_string());
-                if not_after <= now {
-                    write!(
-                        f,
-                        "certificate {subject:?} expired at {when}; volumes leave it out unless the volume attribute expired is \"keep\"; replace it in its source"
-                    )
-                } else {
-                    let days = (not_after - now) / 86_400;
-                    write!(f, "certificate {subject:?} expires at {when} (in {days} days); rotate it in its source")
+            Self::Expiring { expiries, now } => {
+                for (i, Expiry { subject, source, not_after }) in expiries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    let when = OffsetDateTime::from_unix_timestamp(*not_after)
+                        .ok()
+                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                        .unwrap_or_else(|| not_after.to_string());
+                    let source = describe_source(source);
+                    if not_after <= now {
+                        write!(
+                            f,
+                            "certificate {subject:?} of {source} expired at {when}; volumes leave it out unless the volume attribute expired is \"keep\"; replace it there"
+                        )?;
+                    } else {
+                        let days = (not_after - now) / 86_400;
+                        write!(
+                            f,
+                            "certificate {subject:?} of {source} expires at {when} (in {days} days); rotate it there"
+                        )?;
+                    }
                 }
+                Ok(())
             }
         }
+    }
+}
+
+/// A certificate's source as a person names it: `configmap:ns/ca:ca.crt` is
+/// "ConfigMap ns/ca key ca.crt".
+fn describe_source(source: &str) -> String {
+    let keyed = |kind: &str, rest: &str| match rest.rsplit_once(':') {
+        Some((object, key)) => format!("{kind} {object} key {key}"),
+        None => format!("{kind} {rest}"),
+    };
+    if let Some(rest) = source.strip_prefix("configmap:") {
+        keyed("ConfigMap", rest)
+    } else if let Some(rest) = source.strip_prefix("secret:") {
+        keyed("Secret", rest)
+    } else if let Some(name) = source.strip_prefix("clustertrustbundle:") {
+        format!("ClusterTrustBundle {name}")
+    } else if let Some(path) = source.strip_prefix("file:") {
+        // The daemon's only file source.
+        format!("--extra-pem {path}")
+    } else {
+        source.to_owned()
     }
 }
 
@@ -78,22 +108,44 @@ mod tests {
     const NOW: i64 = 1_735_689_600;
     const DAY: i64 = 86_400;
 
+    fn expiry(source: &str, not_after: i64) -> Expiry {
+        Expiry { subject: "CN=Org CA".to_owned(), source: source.to_owned(), not_after }
+    }
+
     #[test]
     fn an_expiry_counts_only_within_seven_days_and_a_refresh_problem_comes_first() {
-        let soon = Some(("CN=Org CA".to_owned(), NOW + 3 * DAY));
-        assert!(matches!(Health::of(None, Some(("CN=Org CA".to_owned(), NOW + 30 * DAY)), NOW), Health::Current));
-        assert!(matches!(Health::of(None, None, NOW), Health::Current));
+        let soon = vec![expiry("file:/ca.pem", NOW + 3 * DAY)];
+        assert!(matches!(Health::of(None, vec![expiry("file:/ca.pem", NOW + 30 * DAY)], NOW), Health::Current));
+        assert!(matches!(Health::of(None, Vec::new(), NOW), Health::Current));
         let expiring = Health::of(None, soon.clone(), NOW);
-        assert!(matches!(&expiring, Health::Expiring { not_after, .. } if *not_after == NOW + 3 * DAY));
+        assert!(matches!(&expiring, Health::Expiring { expiries, .. } if expiries[0].not_after == NOW + 3 * DAY));
         assert!(expiring.to_string().contains("(in 3 days)"), "{expiring}");
+        assert!(expiring.to_string().contains("--extra-pem /ca.pem"), "{expiring}");
         let problem = Problem::Reload(Arc::new(sources::Error::EmptyBundle));
         assert!(matches!(Health::of(Some(problem), soon, NOW), Health::NotRefreshed(Problem::Reload(_))));
     }
 
     #[test]
     fn an_expired_certificate_says_so() {
-        let health = Health::of(None, Some(("CN=Old".to_owned(), NOW - DAY)), NOW);
+        let health = Health::of(None, vec![expiry("test", NOW - DAY)], NOW);
         assert!(health.is_abnormal());
         assert!(health.to_string().contains("expired at"), "{health}");
+    }
+
+    #[test]
+    fn each_expiring_source_is_named_and_a_distant_one_is_not() {
+        let health = Health::of(
+            None,
+            vec![
+                expiry("configmap:ns/corp-ca:ca.crt", NOW + 2 * DAY),
+                expiry("clustertrustbundle:corp", NOW + 5 * DAY),
+                expiry("secret:ns/ca:ca.crt", NOW + 90 * DAY),
+            ],
+            NOW,
+        );
+        let text = health.to_string();
+        assert!(text.contains("of ConfigMap ns/corp-ca key ca.crt expires at"), "{text}");
+        assert!(text.contains("; certificate \"CN=Org CA\" of ClusterTrustBundle corp expires at"), "{text}");
+        assert!(!text.contains("Secret"), "{text}");
     }
 }

@@ -101,11 +101,8 @@ impl Node {
     pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeReport> {
         let stats = self.store.stats(volume_id, path).await?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let health = Health::of(
-            self.rotation.problem(&stats.digest),
-            self.sources.catalog().earliest_user_expiry_at(&stats.spec, now),
-            now,
-        );
+        let health =
+            Health::of(self.rotation.problem(&stats.digest), self.sources.user_expiries_at(&stats.spec, now), now);
         Ok(VolumeReport { stats, health })
     }
 }

@@ -11,7 +11,7 @@ use crate::bundle::Files;
 use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
-use super::{Catalog, Config, Error, Result};
+use super::{Catalog, Config, Error, Expiry, Result};
 
 #[derive(Debug)]
 pub struct Sources {
@@ -25,9 +25,8 @@ pub struct Sources {
 pub enum ClusterAccess {
     /// Local sources only, and why (for the error a volume naming a cluster source gets).
     Standalone(&'static str),
-    /// Cluster access, refused at start: the CSIDriver does not set `podInfoOnMount: true` (or
-    /// could not be read), so the pod's namespace cannot be trusted.
-    Refused(cluster::PodInfoProblem),
+    /// Cluster access, served while the CSIDriver check allows it ([`Cluster::pod_info`]): only
+    /// with `podInfoOnMount: true` can the pod's namespace be trusted.
     Connected(Arc<Cluster>),
 }
 
@@ -69,25 +68,45 @@ impl Sources {
     /// The cluster, when `spec` reads from it (sources of its own, or the defaults); `None` for
     /// a spec of local sources only, or one that only the defaults would give cluster sources on
     /// a driver without them.
+    /// While cluster sources are not allowed, a spec with no cluster sources of its own renders
+    /// without the defaults, as on a standalone driver.
     fn cluster(&self, spec: &VolumeSpec) -> Result<Option<&Arc<Cluster>>> {
-        match &self.cluster {
-            ClusterAccess::Connected(cluster) => Ok(cluster.reads_for(spec).then_some(cluster)),
-            _ if !spec.has_cluster_sources() => Ok(None),
+        let cluster = match &self.cluster {
+            ClusterAccess::Connected(cluster) => cluster,
+            _ if !spec.has_cluster_sources() => return Ok(None),
             ClusterAccess::Standalone(reason) => {
-                Err(Error::Cluster(cluster::Error::Standalone { what: describe(spec), reason }))
+                return Err(Error::Cluster(cluster::Error::Standalone { what: describe(spec), reason }));
             }
-            ClusterAccess::Refused(problem) => {
-                Err(Error::Cluster(cluster::Error::PodInfoOff { what: describe(spec), problem: problem.clone() }))
+        };
+        let allowed = cluster.pod_info();
+        if allowed != cluster::PodInfo::On && cluster.reads_for(spec) {
+            cluster.went_without();
+        }
+        match allowed {
+            cluster::PodInfo::On => Ok(cluster.reads_for(spec).then_some(cluster)),
+            _ if !spec.has_cluster_sources() => Ok(None),
+            cluster::PodInfo::Refused(problem) => {
+                Err(Error::Cluster(cluster::Error::PodInfoOff { what: describe(spec), problem }))
+            }
+            cluster::PodInfo::Unknown { driver, last_error } => {
+                Err(Error::Cluster(cluster::Error::PodInfoNotChecked { what: describe(spec), driver, last_error }))
             }
         }
     }
 
     /// For a spec with cluster sources: holds their watches (starting new ones) and waits for
-    /// their first lists, bounded. `None` for a spec of local sources only.
+    /// their first lists, bounded. `None` for a spec of local sources only. A spec naming
+    /// cluster sources while they are not allowed reads the CSIDriver again first.
     ///
     /// # Errors
-    /// A standalone driver, or a first list that does not complete in time.
+    /// A standalone driver, cluster sources not allowed, or a first list that does not complete
+    /// in time.
     pub async fn hold(&self, spec: &VolumeSpec) -> Result<Option<Hold>> {
+        if let ClusterAccess::Connected(cluster) = &self.cluster
+            && spec.has_cluster_sources()
+        {
+            cluster.recheck_pod_info().await;
+        }
         match self.cluster(spec)? {
             Some(cluster) => Ok(Some(cluster.hold(spec).await?)),
             None => Ok(None),
@@ -114,7 +133,7 @@ impl Sources {
         match &self.cluster {
             ClusterAccess::Connected(cluster) => cluster.refreshable(spec),
             // Nothing to render from the cluster: the refresh fails on its own terms, or not at all.
-            ClusterAccess::Standalone(_) | ClusterAccess::Refused(_) => true,
+            ClusterAccess::Standalone(_) => true,
         }
     }
 
@@ -141,7 +160,7 @@ impl Sources {
     pub fn affected_by(&self, change: &Change, spec: &VolumeSpec) -> bool {
         match &self.cluster {
             ClusterAccess::Connected(cluster) => cluster.affects(change, spec),
-            ClusterAccess::Standalone(_) | ClusterAccess::Refused(_) => false,
+            ClusterAccess::Standalone(_) => false,
         }
     }
 
@@ -175,9 +194,23 @@ impl Sources {
     pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Files> {
         let cluster = match self.cluster(spec)? {
             Some(cluster) => cluster.certificates(spec, secrets)?,
-            None => Vec::new(),
+            None => cluster::Selected::default(),
         };
-        self.catalog().render_with(spec, &cluster).map(|rendered| rendered.files)
+        self.catalog().render_with(spec, &cluster.certificates, cluster.ignored).map(|rendered| rendered.files)
+    }
+
+    /// The earliest expiry of each non-system source `spec` gets certificates from (its own
+    /// cluster sources, the defaults, `--extra-pem`), at `now`: what volume health warns about.
+    pub fn user_expiries_at(&self, spec: &VolumeSpec, now: i64) -> Vec<Expiry> {
+        let cluster = match &self.cluster {
+            ClusterAccess::Connected(cluster)
+                if cluster.pod_info() == cluster::PodInfo::On && cluster.reads_for(spec) =>
+            {
+                cluster.certificates_for_health(spec)
+            }
+            ClusterAccess::Connected(_) | ClusterAccess::Standalone(_) => Vec::new(),
+        };
+        self.catalog().user_expiries_at(&cluster, now)
     }
 
     /// Why the last reload failed, while the failure lasts.

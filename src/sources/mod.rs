@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::bundle::{self, Bundle, Certificate, DropReason, Files, policy};
+use crate::bundle::{self, Bundle, Certificate, DropReason, Files, Ignored, policy};
 use crate::spec::VolumeSpec;
 
 pub use live::{ClusterAccess, Reload, Sources};
@@ -75,6 +75,16 @@ pub struct Catalog {
     extra: Vec<Certificate>,
     /// Drops already logged, so every publish and refresh does not log them again.
     logged_drops: Mutex<HashSet<([u8; 32], DropReason)>>,
+}
+
+/// The earliest-expiring certificate of one non-system source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub subject: String,
+    /// As certificates name it: `configmap:<ns>/<name>:<key>`, `secret:…`,
+    /// `clustertrustbundle:<name>`, `file:<path>` (`--extra-pem`).
+    pub source: String,
+    pub not_after: i64,
 }
 
 /// A rendered volume, and how many certificates it holds.
@@ -137,23 +147,28 @@ impl Catalog {
         (Bundle::new(kept), dropped)
     }
 
-    /// The earliest-expiring certificate a volume with this spec gets from a non-system source:
-    /// (subject, not_after). System roots are the distro's business, not the user's. An expired
-    /// one counts even when volumes leave it out — its source still needs a new certificate, and
-    /// its clients have just lost trust — but an end-entity certificate issued by a CA, which no
-    /// volume ever holds, does not.
-    pub fn earliest_user_expiry(&self, spec: &VolumeSpec) -> Option<(String, i64)> {
-        self.earliest_user_expiry_at(spec, unix_now())
-    }
-
-    // `_spec`: every spec sees every extra certificate today; with namespace-scoped sources it
-    // will choose which ones count.
-    pub fn earliest_user_expiry_at(&self, _spec: &VolumeSpec, now: i64) -> Option<(String, i64)> {
-        self.extra
-            .iter()
-            .filter(|c| policy::drop_reason(c, now, true).is_none())
-            .min_by_key(|c| c.not_after)
-            .map(|c| (c.subject.clone(), c.not_after))
+    /// Per non-system source (every `--extra-pem` certificate, and `cluster`: what the spec's
+    /// cluster sources give it), its earliest-expiring certificate, soonest first. System roots
+    /// are the distro's business, not the user's. An expired one counts even when volumes leave
+    /// it out — its source still needs a new certificate, and its clients have just lost trust —
+    /// but an end-entity certificate issued by a CA, which no volume ever holds, does not.
+    pub fn user_expiries_at(&self, cluster: &[Certificate], now: i64) -> Vec<Expiry> {
+        let mut earliest: std::collections::BTreeMap<&str, &Certificate> = std::collections::BTreeMap::new();
+        for certificate in self.extra.iter().chain(cluster) {
+            if policy::drop_reason(certificate, now, true).is_some() {
+                continue;
+            }
+            let slot = earliest.entry(certificate.source.as_str()).or_insert(certificate);
+            if certificate.not_after < slot.not_after {
+                *slot = certificate;
+            }
+        }
+        let mut expiries: Vec<Expiry> = earliest
+            .into_values()
+            .map(|c| Expiry { subject: c.subject.clone(), source: c.source.clone(), not_after: c.not_after })
+            .collect();
+        expiries.sort_by(|a, b| (a.not_after, &a.source).cmp(&(b.not_after, &b.source)));
+        expiries
     }
 
     /// Resolves and renders a spec's files with the real clock.
@@ -169,19 +184,27 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_at(&self, spec: &VolumeSpec, now: i64) -> Result<Rendered> {
-        self.render_with_at(spec, &[], now)
+        self.render_with_at(spec, &[], Vec::new(), now)
     }
 
-    /// [`Catalog::render`] with the certificates of the spec's cluster sources.
+    /// [`Catalog::render`] with the certificates of the spec's cluster sources, and the keys
+    /// those sources skipped (named in the bundle file).
     ///
     /// # Errors
     /// As [`Catalog::render`].
-    pub fn render_with(&self, spec: &VolumeSpec, cluster: &[Certificate]) -> Result<Rendered> {
-        self.render_with_at(spec, cluster, unix_now())
+    pub fn render_with(&self, spec: &VolumeSpec, cluster: &[Certificate], ignored: Vec<Ignored>) -> Result<Rendered> {
+        self.render_with_at(spec, cluster, ignored, unix_now())
     }
 
-    fn render_with_at(&self, spec: &VolumeSpec, cluster: &[Certificate], now: i64) -> Result<Rendered> {
+    fn render_with_at(
+        &self,
+        spec: &VolumeSpec,
+        cluster: &[Certificate],
+        ignored: Vec<Ignored>,
+        now: i64,
+    ) -> Result<Rendered> {
         let (bundle, dropped) = self.bundle_with_at(spec, cluster, now);
+        let bundle = bundle.with_ignored(ignored);
         self.log_drops(&dropped);
         if bundle.certificates().is_empty() {
             return Err(Error::EmptyBundle);
@@ -268,17 +291,20 @@ mod tests {
         let old = cert(&expired_ca("Old Root"));
         let issued = leaf("server.corp", &root);
         let root_cert = cert(&root.der);
+        let expiry =
+            |c: &Certificate| Expiry { subject: c.subject.clone(), source: c.source.clone(), not_after: c.not_after };
         // Without the expired CA, the earliest is the root: the issued leaf never counts.
         let without_old = catalog(&[root.der.clone(), issued.clone()]);
-        assert_eq!(
-            without_old.earliest_user_expiry_at(&spec(false), NOW),
-            Some((root_cert.subject.clone(), root_cert.not_after))
-        );
-        // The expired CA counts whether volumes keep it or leave it out.
+        assert_eq!(without_old.user_expiries_at(&[], NOW), [expiry(&root_cert)]);
+        // The expired CA counts (volumes keep it or leave it out); each source has its earliest.
         let catalog = catalog(&[root.der.clone(), old.der.clone(), issued]);
-        for keep in [false, true] {
-            assert_eq!(catalog.earliest_user_expiry_at(&spec(keep), NOW), Some((old.subject.clone(), old.not_after)));
-        }
+        assert_eq!(catalog.user_expiries_at(&[], NOW), [expiry(&old)]);
+        let mut from_cluster = cert(&ca("Cluster Root").der);
+        from_cluster.source = "configmap:ns/corp-ca:ca.crt".into();
+        assert_eq!(
+            catalog.user_expiries_at(std::slice::from_ref(&from_cluster), NOW),
+            [expiry(&old), expiry(&from_cluster)]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod suse;
 use std::collections::BTreeMap;
 
 use super::files::{Entry, Files};
-use super::{Bundle, Certificate, Result, edk2, java, naming, pem, pkcs12, trusted};
+use super::{Bundle, Certificate, Ignored, Result, edk2, java, naming, pem, pkcs12, trusted};
 
 /// Which on-disk layout a volume gets (volume attribute `layout`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -42,7 +42,7 @@ const RESERVED: &[&str] =
 /// # Errors
 /// Only if the Java store cannot be encoded.
 pub fn render(bundle: &Bundle, options: &RenderOptions) -> Result<Files> {
-    let prepared = Prepared::new(bundle.certificates());
+    let prepared = Prepared::new(bundle.certificates(), bundle.ignored());
     let mut entries = match options.layout {
         Layout::Debian => debian::entries(&prepared, options.java)?,
         Layout::Rhel => rhel::entries(&prepared, options.java)?,
@@ -98,6 +98,8 @@ impl Layout {
 /// What every layout derives from the certificates once: their order and file names.
 pub(super) struct Prepared<'a> {
     certificates: &'a [Certificate],
+    /// Named in the bundle file's header.
+    ignored: &'a [Ignored],
     /// The subject's CN, else O, else OU (see [`Certificate::readable_name`]), parsed once:
     /// file names, Java aliases and OpenSSL aliases all come from it.
     readable: Vec<Option<String>>,
@@ -106,10 +108,10 @@ pub(super) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(certificates: &'a [Certificate]) -> Self {
+    fn new(certificates: &'a [Certificate], ignored: &'a [Ignored]) -> Self {
         let readable: Vec<Option<String>> = certificates.iter().map(Certificate::readable_name).collect();
         let names = naming::file_names(certificates, &readable, RESERVED);
-        Self { certificates, readable, names }
+        Self { certificates, ignored, readable, names }
     }
 
     /// The file names without `.pem`: Java aliases come from them.
@@ -167,9 +169,13 @@ impl<'a> Prepared<'a> {
 
     /// The concatenated bundle. The comment lines are tolerated between PEM blocks by
     /// OpenSSL, Go, GnuTLS and Java (Fedora's bundle has them too), and `inspect` reads
-    /// `# source:` back.
+    /// `# source:` and the `# ignored:` header back.
     fn bundle_text(&self, block: Block) -> String {
         let mut text = String::new();
+        for ignored in self.ignored {
+            text.push_str(&ignored.header_line(comment_safe));
+            text.push('\n');
+        }
         for (i, cert) in self.certificates.iter().enumerate() {
             text.push_str("# ");
             text.push_str(&comment_safe(&cert.subject));

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, ConfigMapContent, KeyContent};
-use super::{Change, ObjectKey};
+use super::{Change, LastError, ObjectKey, api_error};
 
 /// The cache's state for one ConfigMap: `None` until its first list completed.
 pub type Synced = Option<Arc<ConfigMapContent>>;
@@ -42,6 +42,9 @@ struct Watches {
 #[derive(Debug)]
 struct Entry {
     state: watch::Receiver<Synced>,
+    /// The watch's last error, cleared by its next good event: what a publish that gave up
+    /// waiting tells the kubelet (a 403, a refused connection).
+    last_error: LastError,
     /// Publishes in flight holding this watch.
     held: usize,
     task: tokio::task::JoinHandle<()>,
@@ -119,6 +122,11 @@ impl ConfigMaps {
         self.watches().entries.get(key).and_then(|entry| entry.state.borrow().clone())
     }
 
+    /// The last error of the watch of `key`, while it lasts.
+    pub fn last_error(&self, key: &ObjectKey) -> Option<String> {
+        self.watches().entries.get(key).and_then(|entry| entry.last_error.get())
+    }
+
     /// The states of every watched object, for waiting until they are all synced.
     pub fn states(&self, keys: &HashSet<ObjectKey>) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
         let watches = self.watches();
@@ -136,23 +144,34 @@ impl ConfigMaps {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
         let stream = watcher(api, config).default_backoff();
         let span = tracing::info_span!("configmap_watch", object = %key);
-        let task = tokio::spawn(run(key.clone(), stream, sender, self.changes.clone()).instrument(span));
+        let last_error = LastError::default();
+        let writer = Writer { key: key.clone(), sender, changes: self.changes.clone(), last_error: last_error.clone() };
+        let task = tokio::spawn(run(writer, stream).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
-        Entry { state, held: 0, task }
+        Entry { state, last_error, held: 0, task }
     }
+}
+
+/// Where one watch writes.
+struct Writer {
+    key: ObjectKey,
+    sender: watch::Sender<Synced>,
+    changes: mpsc::UnboundedSender<Change>,
+    last_error: LastError,
 }
 
 /// The one writer of an object's state. Rebuilds on `Init`…`InitDone` (what was not re-listed
 /// is gone), so a reader never sees a half-applied re-list.
-async fn run(
-    key: ObjectKey,
-    stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>,
-    sender: watch::Sender<Synced>,
-    changes: mpsc::UnboundedSender<Change>,
-) {
+async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>) {
+    let Writer { key, sender, changes, last_error } = writer;
     futures::pin_mut!(stream);
     let mut relisting: Option<Option<ConfigMap>> = None;
+    // The resourceVersion whose ignored keys were last logged: once per version of the object.
+    let mut logged_version: Option<String> = None;
     while let Some(event) = stream.next().await {
+        if event.is_ok() {
+            last_error.clear();
+        }
         let found = match event {
             Ok(watcher::Event::Init) => {
                 relisting = Some(None);
@@ -168,17 +187,29 @@ async fn run(
             Ok(watcher::Event::Apply(object)) => Some(object),
             Ok(watcher::Event::Delete(_)) => None,
             Err(error) => {
+                let error = api_error::describe_watch(&error);
                 tracing::warn!(%error, "ConfigMap watch failed; retrying with backoff");
+                last_error.set(error);
                 continue;
             }
         };
         let found = found.filter(|object| object.metadata.name.as_deref() == Some(key.name.as_str()));
+        let version = found.as_ref().and_then(|cm| cm.metadata.resource_version.clone());
         let object = format!("configmap:{key}");
         let content: ConfigMapContent =
             found.map(|cm| content::config_map(&object, cm.data.as_ref(), cm.binary_data.as_ref()));
         if let Some(keys) = &content {
-            let ignored = keys.values().filter(|value| matches!(value, KeyContent::Ignored(_))).count();
-            tracing::debug!(keys = keys.len(), ignored, "ConfigMap read; keys without certificates are ignored");
+            let ignored = content::ignored_keys(keys);
+            tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
+            if !ignored.is_empty() && version.is_some() && logged_version != version {
+                tracing::info!(
+                    ignored = ignored.len(),
+                    keys = %ignored.join(", "),
+                    resource_version = version.as_deref().unwrap_or_default(),
+                    "ConfigMap keys without certificates; a configMaps source naming the ConfigMap without a key ignores them"
+                );
+                logged_version = version;
+            }
         }
         let previous = sender.borrow().clone();
         let changed = match previous.as_deref() {
@@ -240,7 +271,7 @@ mod tests {
             states
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        run(key, stream, sender, changes).await;
+        run(Writer { key, sender, changes, last_error: LastError::default() }, stream).await;
         let states = seen.await.expect("observer");
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {

@@ -55,6 +55,11 @@ pub fn config_map(
     text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&format!("{object}:{key}"), bytes))).collect()
 }
 
+/// The keys a bare-name reference skips (they hold no certificate), in key order.
+pub fn ignored_keys(keys: &BTreeMap<String, KeyContent>) -> Vec<String> {
+    keys.iter().filter(|(_, value)| matches!(value, KeyContent::Ignored(_))).map(|(key, _)| key.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 //! no request; Secrets read as the pod, with its own token, on every publish that names them.
 //!
 //! - [`client`]: the mode (kubeconfig, in-cluster, standalone) and its clients.
-//! - [`csi_driver`]: the start-up check that the CSIDriver sets `podInfoOnMount: true`.
+//! - [`csi_driver`]: the check that the CSIDriver sets `podInfoOnMount: true`, retried until
+//!   the API server answers.
+//! - [`api_error`]: API errors as a person reads them.
 //! - [`defaults`]: the driver-wide default sources every volume gets unless it opts out.
 //! - [`trust_bundles`]: one shared watch of all ClusterTrustBundles, started on first use.
 //! - [`config_maps`]: one single-object watch per referenced ConfigMap, shared and dropped with
@@ -13,6 +15,7 @@
 //! - [`secrets`]: Secrets read with the pod's token, one key each, never watched.
 //! - [`token`]: the pod's token from the kubelet's JSON, never printed.
 
+mod api_error;
 mod client;
 mod config_maps;
 mod content;
@@ -25,7 +28,7 @@ mod trust_bundles;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -34,9 +37,10 @@ use crate::bundle;
 use crate::spec::VolumeSpec;
 
 pub use client::{Clients, Mode};
-pub use csi_driver::{PodInfoProblem, check_pod_info};
+pub use csi_driver::{PodInfo, PodInfoProblem};
 pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 pub use secrets::{Read as SecretsRead, Slot as SecretSlot};
+pub use select::Selected;
 pub use token::{PodToken, TokenError};
 pub use trust_bundles::{BundleMeta, Version};
 
@@ -72,17 +76,23 @@ pub enum Error {
         source: Box<bundle::Error>,
     },
     #[error(
-        "{what} not read from the API server within {waited:?}; the kubelet will retry (check the driver's connection to the API server, and that its ClusterRole may list and watch them)"
+        "{what} not read from the API server within {waited:?}{}; the kubelet will retry (check the driver's connection to the API server, and that its ClusterRole may list and watch them)",
+        .last_error.as_deref().map(|error| format!(" (last error: {error})")).unwrap_or_default()
     )]
-    NotSynced { what: String, waited: Duration },
+    NotSynced { what: String, waited: Duration, last_error: Option<String> },
     #[error(
         "the volume names ClusterTrustBundles, but this cluster serves none (neither certificates.k8s.io/v1 nor v1beta1)"
     )]
     TrustBundlesNotServed,
     #[error(
-        "the volume names {what}, but this driver refuses cluster sources: {problem}. The CSIDriver must set podInfoOnMount: true (as deploy/csidriver.yaml does), so the kubelet tells the driver the pod's namespace; fix it, then restart the driver"
+        "the volume names {what}, but this driver refuses cluster sources: {problem}. The CSIDriver must set podInfoOnMount: true (as deploy/csidriver.yaml does), so the kubelet tells the driver the pod's namespace; fix it, and the driver reads it again at the kubelet's next retry"
     )]
     PodInfoOff { what: String, problem: PodInfoProblem },
+    #[error(
+        "the volume names {what}, but the driver could not read its CSIDriver {driver} yet (it must set podInfoOnMount: true){}; the driver keeps trying and the kubelet will retry (check the driver's connection to the API server)",
+        .last_error.as_deref().map(|error| format!(" (last error: {error})")).unwrap_or_default()
+    )]
+    PodInfoNotChecked { what: String, driver: String, last_error: Option<String> },
     #[error("cannot configure the Kubernetes client from {origin}: {reason}")]
     Config { origin: String, reason: String },
     #[error(
@@ -117,6 +127,24 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A watch's last error, shared by its writer task and the publishes waiting on it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    fn set(&self, error: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 /// A namespaced object: `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -137,6 +165,9 @@ pub enum Change {
     ConfigMap { object: ObjectKey, data_keys: Option<BTreeSet<String>> },
     /// A bundle appeared, vanished, or changed its content, signer or labels.
     TrustBundle { name: String, before: Option<BundleMeta>, after: Option<BundleMeta> },
+    /// The CSIDriver check passed after a refusal or no answer: every spec that reads from the
+    /// cluster may have been rendered or refreshed without it.
+    ClusterSourcesAllowed,
 }
 
 /// The caches, shared by publish (readers and holders) and rotation (changes).
@@ -146,6 +177,7 @@ pub struct Cluster {
     config_maps: config_maps::ConfigMaps,
     defaults: Defaults,
     secrets: secrets::Secrets,
+    pod_info: Arc<csi_driver::PodInfoCheck>,
 }
 
 /// A publish's hold on the watches its spec needs; given back on drop.
@@ -162,19 +194,41 @@ impl Drop for Hold {
 }
 
 impl Cluster {
-    /// Starts API discovery in the background; watches start on first use. Must run inside the
-    /// tokio runtime. The receiver gets every [`Change`]. `defaults` join every spec that does
-    /// not opt out.
-    pub fn new(clients: Clients, defaults: Defaults) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
+    /// Starts API discovery and the CSIDriver check of `driver_name` in the background;
+    /// watches start on first use. Must run inside the tokio runtime. The receiver gets every
+    /// [`Change`]. `defaults` join every spec that does not opt out.
+    pub fn new(
+        clients: Clients,
+        defaults: Defaults,
+        driver_name: &str,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
         let Clients { driver, as_pod } = clients;
         let cluster = Self {
             trust_bundles: trust_bundles::TrustBundles::new(driver.clone(), changes.clone()),
+            pod_info: csi_driver::PodInfoCheck::start(driver.clone(), driver_name, changes.clone()),
             config_maps: config_maps::ConfigMaps::new(driver, changes),
             defaults,
             secrets: secrets::Secrets::new(as_pod),
         };
         (Arc::new(cluster), receiver)
+    }
+
+    /// Whether cluster sources may be served now (from memory, no request).
+    pub fn pod_info(&self) -> PodInfo {
+        self.pod_info.state()
+    }
+
+    /// A publish or refresh went without cluster sources ([`Cluster::pod_info`] was not on):
+    /// once they are allowed, the specs that read from the cluster are refreshed.
+    pub fn went_without(&self) {
+        self.pod_info.missed();
+    }
+
+    /// For a publish naming cluster sources while they are not allowed: reads the CSIDriver
+    /// again (bounded, rate-limited), so a fixed object takes effect without a restart.
+    pub async fn recheck_pod_info(&self) {
+        self.pod_info.recheck_unless_on().await;
     }
 
     /// Holds the watches `spec` needs (starting new ones) and waits, at most
@@ -198,15 +252,22 @@ impl Cluster {
             }
         };
         if tokio::time::timeout(FIRST_SYNC_TIMEOUT, wait).await.is_err() {
-            let mut pending: Vec<String> = states
+            // Each pending cache with its watch's last error, if it had one.
+            let mut pending: Vec<(String, Option<String>)> = states
                 .iter()
                 .filter(|(_, state)| state.borrow().is_none())
-                .map(|(key, _)| format!("ConfigMap {key}"))
+                .map(|(key, _)| (format!("ConfigMap {key}"), self.config_maps.last_error(key)))
                 .collect();
             if trust_bundles.is_some_and(|state| state.borrow().is_none()) {
-                pending.push("ClusterTrustBundles".to_owned());
+                pending.push(("ClusterTrustBundles".to_owned(), self.trust_bundles.last_error()));
             }
-            return Err(Error::NotSynced { what: pending.join(", "), waited: FIRST_SYNC_TIMEOUT });
+            let what = pending.iter().map(|(what, _)| what.as_str()).collect::<Vec<_>>().join(", ");
+            let errors: Vec<String> = match pending.as_slice() {
+                [(_, error)] => error.iter().cloned().collect(),
+                _ => pending.iter().filter_map(|(what, error)| Some(format!("{what}: {}", error.as_ref()?))).collect(),
+            };
+            let last_error = (!errors.is_empty()).then(|| errors.join("; "));
+            return Err(Error::NotSynced { what, waited: FIRST_SYNC_TIMEOUT, last_error });
         }
         Ok(hold)
     }
@@ -231,7 +292,11 @@ impl Cluster {
 
     /// Waits (unbounded: the watches retry with backoff) until every cache `specs` need has its
     /// first list. For readiness: adopted volumes need their caches before they can refresh.
+    /// That includes the CSIDriver check's answer when any of them reads from the cluster.
     pub async fn synced(&self, specs: &[VolumeSpec]) {
+        if specs.iter().any(|spec| self.reads_for(spec)) {
+            self.pod_info.answered().await;
+        }
         let wanted: Vec<select::Wanted> = specs.iter().map(|spec| self.wanted(spec)).collect();
         let keys: HashSet<ObjectKey> = wanted.iter().flat_map(select::Wanted::config_map_keys).collect();
         for (_, mut state) in self.config_maps.states(&keys) {
@@ -248,14 +313,27 @@ impl Cluster {
     /// # Errors
     /// A missing source (unless `optional`), a source without certificates or with a private
     /// key, a cache not synced yet, or Secrets not read since the driver started.
-    pub fn certificates(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Vec<bundle::Certificate>> {
-        let mut certificates = select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)?;
+    pub fn certificates(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Selected> {
+        let mut selected = select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)?;
         match secrets {
-            Some(read) => certificates.extend(read.certificates.iter().cloned()),
-            None if spec.has_secret_sources() => certificates.extend(self.secrets.cached(spec)?),
+            Some(read) => selected.certificates.extend(read.certificates.iter().cloned()),
+            None if spec.has_secret_sources() => selected.certificates.extend(self.secrets.cached(spec)?),
             None => {}
         }
-        Ok(certificates)
+        Ok(selected)
+    }
+
+    /// What volume health looks at: the certificates `spec` gets from the cluster now, as far as
+    /// the caches have them (a source that fails is the refresh's problem, reported first; Secrets
+    /// not read since the driver started count once read).
+    pub fn certificates_for_health(&self, spec: &VolumeSpec) -> Vec<bundle::Certificate> {
+        let mut certificates = select::certificates(&self.wanted(spec), &self.trust_bundles, &self.config_maps)
+            .map(|selected| selected.certificates)
+            .unwrap_or_default();
+        if spec.has_secret_sources() {
+            certificates.extend(self.secrets.cached(spec).unwrap_or_default());
+        }
+        certificates
     }
 
     /// Reads the Secrets `spec` names with the pod's `token`: on every publish of such a spec,

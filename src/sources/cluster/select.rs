@@ -8,7 +8,7 @@ use super::content::KeyContent;
 use super::defaults::Defaults;
 use super::trust_bundles::{self, Bundle, TrustBundles};
 use super::{Change, Error, ObjectKey, Result};
-use crate::bundle::Certificate;
+use crate::bundle::{Certificate, Ignored};
 use crate::spec::{SignerSelection, VolumeSpec};
 
 const TRUST_BUNDLE: &str = "ClusterTrustBundle";
@@ -73,15 +73,21 @@ impl Wanted {
     }
 }
 
-pub fn certificates(
-    wanted: &Wanted,
-    trust_bundles: &TrustBundles,
-    config_maps: &ConfigMaps,
-) -> Result<Vec<Certificate>> {
-    let mut certificates =
-        if wanted.uses_trust_bundles() { from_trust_bundles(wanted, trust_bundles)? } else { Vec::new() };
-    certificates.extend(from_config_maps(wanted, config_maps)?);
-    Ok(certificates)
+/// What a spec gets from the cluster's caches.
+#[derive(Clone, Debug, Default)]
+pub struct Selected {
+    pub certificates: Vec<Certificate>,
+    /// The keys without certificates that ConfigMaps named without a key skipped.
+    pub ignored: Vec<Ignored>,
+}
+
+pub fn certificates(wanted: &Wanted, trust_bundles: &TrustBundles, config_maps: &ConfigMaps) -> Result<Selected> {
+    let mut selected = Selected::default();
+    if wanted.uses_trust_bundles() {
+        selected.certificates = from_trust_bundles(wanted, trust_bundles)?;
+    }
+    from_config_maps(wanted, config_maps, &mut selected)?;
+    Ok(selected)
 }
 
 /// Bundles named, then those of the signer that match, in name order; their certificates in
@@ -89,7 +95,11 @@ pub fn certificates(
 fn from_trust_bundles(cluster: &Wanted, cache: &TrustBundles) -> Result<Vec<Certificate>> {
     let bundles = match cache.get() {
         None => {
-            return Err(Error::NotSynced { what: "ClusterTrustBundles".to_owned(), waited: super::FIRST_SYNC_TIMEOUT });
+            return Err(Error::NotSynced {
+                what: "ClusterTrustBundles".to_owned(),
+                waited: super::FIRST_SYNC_TIMEOUT,
+                last_error: cache.last_error(),
+            });
         }
         Some(trust_bundles::State::NotServed) => return Err(Error::TrustBundlesNotServed),
         Some(trust_bundles::State::Synced(bundles)) => bundles,
@@ -133,13 +143,15 @@ fn from_trust_bundles(cluster: &Wanted, cache: &TrustBundles) -> Result<Vec<Cert
     Ok(certificates.into_iter().filter(|(_, c)| seen.insert(c.fingerprint)).map(|(_, c)| c.clone()).collect())
 }
 
-fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps) -> Result<Vec<Certificate>> {
-    let mut certificates = Vec::new();
+fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps, selected: &mut Selected) -> Result<()> {
+    let Selected { certificates, ignored } = selected;
     for (key, data_key) in &cluster.config_maps {
         let object = key.to_string();
-        let content = cache
-            .get(key)
-            .ok_or_else(|| Error::NotSynced { what: format!("ConfigMap {key}"), waited: super::FIRST_SYNC_TIMEOUT })?;
+        let content = cache.get(key).ok_or_else(|| Error::NotSynced {
+            what: format!("ConfigMap {key}"),
+            waited: super::FIRST_SYNC_TIMEOUT,
+            last_error: cache.last_error(key),
+        })?;
         let Some(keys) = content.as_ref() else {
             if cluster.optional {
                 continue;
@@ -173,10 +185,14 @@ fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps) -> Result<Vec<Certific
                 if certificates.len() == before {
                     return Err(Error::NoCertificates { kind: CONFIG_MAP, object });
                 }
+                let skipped = super::content::ignored_keys(keys);
+                if !skipped.is_empty() {
+                    ignored.push(Ignored { source: format!("configmap {key}"), keys: skipped });
+                }
             }
         }
     }
-    Ok(certificates)
+    Ok(())
 }
 
 pub fn affects(change: &Change, cluster: &Wanted) -> bool {
@@ -188,6 +204,7 @@ pub fn affects(change: &Change, cluster: &Wanted) -> bool {
                     (Some(key), Some(changed)) => changed.contains(key),
                 }
         }),
+        Change::ClusterSourcesAllowed => cluster.uses_trust_bundles() || !cluster.config_maps.is_empty(),
         Change::TrustBundle { name, before, after } => {
             cluster.trust_bundles.contains(name)
                 || cluster

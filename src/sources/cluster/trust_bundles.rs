@@ -11,8 +11,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::Change;
 use super::content::{self, KeyContent};
+use super::{Change, LastError, api_error};
 use crate::spec::SignerSelection;
 
 const GROUP: &str = "certificates.k8s.io";
@@ -68,6 +68,8 @@ pub struct TrustBundles {
     /// Set once, on first use: the watch runs from then on.
     started: OnceLock<()>,
     version: watch::Receiver<Option<Option<Version>>>,
+    /// Discovery's or the watch's last error, cleared by the next good answer.
+    last_error: LastError,
 }
 
 impl std::fmt::Debug for TrustBundles {
@@ -81,6 +83,8 @@ impl TrustBundles {
     pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
         let (version_sender, version) = watch::channel(None);
         let discovering = client.clone();
+        let last_error = LastError::default();
+        let discovery_error = last_error.clone();
         tokio::spawn(
             async move {
                 let mut delay = std::time::Duration::from_millis(500);
@@ -91,11 +95,14 @@ impl TrustBundles {
                                 Some(version) => tracing::info!(api_version = version.api_version(), "ClusterTrustBundles served"),
                                 None => tracing::warn!("this cluster serves no ClusterTrustBundles (neither certificates.k8s.io/v1 nor v1beta1); volumes naming them will fail"),
                             }
+                            discovery_error.clear();
                             let _ = version_sender.send(Some(found));
                             return;
                         }
                         Err(error) => {
+                            let error = api_error::describe(&error);
                             tracing::warn!(%error, "API discovery failed; retrying");
+                            discovery_error.set(error);
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(std::time::Duration::from_secs(30));
                         }
@@ -104,14 +111,24 @@ impl TrustBundles {
             }
             .in_current_span(),
         );
-        Self { client, changes, state: watch::Sender::new(None), started: OnceLock::new(), version }
+        Self { client, changes, state: watch::Sender::new(None), started: OnceLock::new(), version, last_error }
+    }
+
+    /// Discovery's or the watch's last error, while it lasts.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.get()
     }
 
     /// The cache's state, starting the watch if nobody used it before.
     pub fn subscribe(&self) -> watch::Receiver<Option<State>> {
         self.started.get_or_init(|| {
             let span = tracing::info_span!("clustertrustbundle_watch");
-            let task = run(self.client.clone(), self.version.clone(), self.state.clone(), self.changes.clone());
+            let writer = Writer {
+                state: self.state.clone(),
+                changes: self.changes.clone(),
+                last_error: self.last_error.clone(),
+            };
+            let task = run(self.client.clone(), self.version.clone(), writer);
             tokio::spawn(task.instrument(span));
         });
         self.state.subscribe()
@@ -155,35 +172,37 @@ impl Object for v1beta1::ClusterTrustBundle {
     }
 }
 
-async fn run(
-    client: kube::Client,
-    mut version: watch::Receiver<Option<Option<Version>>>,
+/// Where the watch writes.
+struct Writer {
     state: watch::Sender<Option<State>>,
     changes: mpsc::UnboundedSender<Change>,
-) {
+    last_error: LastError,
+}
+
+async fn run(client: kube::Client, mut version: watch::Receiver<Option<Option<Version>>>, writer: Writer) {
     let Ok(found) = version.wait_for(Option::is_some).await.map(|v| v.flatten()) else { return };
     match found {
         None => {
-            state.send_replace(Some(State::NotServed));
+            writer.state.send_replace(Some(State::NotServed));
         }
-        Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), state, changes).await,
+        Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), writer).await,
         Some(Version::V1beta1) => {
-            watch_bundles(kube::Api::<v1beta1::ClusterTrustBundle>::all(client), state, changes).await;
+            watch_bundles(kube::Api::<v1beta1::ClusterTrustBundle>::all(client), writer).await;
         }
     }
 }
 
 /// The one writer of the cache. Rebuilds on `Init`…`InitDone`, so readers never see a
 /// half-applied re-list.
-async fn watch_bundles<K: Object>(
-    api: kube::Api<K>,
-    state: watch::Sender<Option<State>>,
-    changes: mpsc::UnboundedSender<Change>,
-) {
+async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
+    let Writer { state, changes, last_error } = writer;
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     let mut relisting: Option<BTreeMap<String, Bundle>> = None;
     while let Some(event) = stream.next().await {
+        if event.is_ok() {
+            last_error.clear();
+        }
         let current = match state.borrow().as_ref() {
             Some(State::Synced(bundles)) => Some(Arc::clone(bundles)),
             _ => None,
@@ -213,7 +232,9 @@ async fn watch_bundles<K: Object>(
                 next
             }
             Err(error) => {
+                let error = api_error::describe_watch(&error);
                 tracing::warn!(%error, "ClusterTrustBundle watch failed; retrying with backoff");
+                last_error.set(error);
                 continue;
             }
         };
