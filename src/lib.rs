@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod csi;
+pub mod metrics;
 pub mod node;
 pub mod readiness;
 pub mod rotation;

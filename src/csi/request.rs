@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use super::{Error, Result};
 use crate::proto::csi::v1 as pb;
 use crate::sources::cluster::PodToken;
-use crate::spec::{SERVICE_ACCOUNT_TOKENS, VolumeSpec};
+use crate::spec::{self, SERVICE_ACCOUNT_TOKENS, VolumeSpec};
 use crate::volume::Publication;
 
 use pb::volume_capability::access_mode::Mode;
@@ -65,8 +65,15 @@ pub fn stats_query(request: pb::NodeGetVolumeStatsRequest) -> Result<(String, Pa
     Ok((volume_id, path))
 }
 
+/// The pod a call is for, as the kubelet names it (podInfoOnMount): (namespace, name, uid),
+/// empty when not given. For the call's log line, before anything is validated. Only these
+/// three keys are read: the rest of the volume context can carry the pod's token.
+pub fn pod_of(volume_context: &HashMap<String, String>) -> [&str; 3] {
+    [spec::POD_NAMESPACE, spec::POD_NAME, spec::POD_UID].map(|key| volume_context.get(key).map_or("", String::as_str))
+}
+
 /// The pod UID in a kubelet target path, `…/pods/<uid>/volumes/<plugin>/<name>/mount`.
-fn pod_uid_of(target: &Path) -> Option<&str> {
+pub fn pod_uid_of(target: &Path) -> Option<&str> {
     let components: Vec<&str> = target.components().filter_map(|c| c.as_os_str().to_str()).collect();
     match components.as_slice() {
         [.., "pods", uid, "volumes", _plugin, _name, "mount"] => Some(uid),

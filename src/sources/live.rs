@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::bundle::Files;
+use crate::metrics::Metrics;
 use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
@@ -18,6 +19,7 @@ pub struct Sources {
     config: Config,
     state: RwLock<State>,
     cluster: ClusterAccess,
+    metrics: Metrics,
 }
 
 /// Whether the driver reads from a cluster.
@@ -58,7 +60,21 @@ impl Sources {
             config,
             state: RwLock::new(State { catalog, generation: 0, refresh_error: None }),
             cluster: ClusterAccess::Standalone("no cluster configuration"),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Where renders count their certificates.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// Watches open now: (ConfigMaps, ClusterTrustBundles).
+    pub fn open_watches(&self) -> (usize, usize) {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => (cluster.config_map_watches(), cluster.trust_bundle_watches()),
+            ClusterAccess::Standalone(_) | ClusterAccess::Refused(_) => (0, 0),
+        }
     }
 
     /// Gives the sources their cluster (or says why there is none).
@@ -177,7 +193,9 @@ impl Sources {
             Some(cluster) => cluster.certificates(spec, secrets)?,
             None => Vec::new(),
         };
-        self.catalog().render_with(spec, &cluster).map(|rendered| rendered.files)
+        let rendered = self.catalog().render_with(spec, &cluster)?;
+        self.metrics.bundle_rendered(rendered.certificate_count);
+        Ok(rendered.files)
     }
 
     /// Why the last reload failed, while the failure lasts.
