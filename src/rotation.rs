@@ -224,7 +224,7 @@ impl Rotation {
             specs = swapped.len(),
             volumes,
             failed,
-            latency_ms = trigger.seen.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = trigger.seen.elapsed().as_micros() as f64 / 1000.0,
             spec_digests = %list(swapped.iter().map(|digest| digest.as_str())),
             "rotation"
         );

@@ -82,7 +82,7 @@ impl NodeService {
     /// volume every minute.
     fn reply<T>(&self, method: CsiMethod, started: Instant, result: Result<T, Error>) -> Result<Response<T>, Status> {
         let elapsed = started.elapsed();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         let result = result.map_err(Status::from);
         let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         self.metrics.csi_call(method, code, elapsed);

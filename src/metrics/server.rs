@@ -58,7 +58,7 @@ impl Exporter {
 pub async fn serve(addr: SocketAddr, exporter: Exporter) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(metrics.addr = %bound, "serving metrics on http://{bound}/metrics");
+    tracing::info!(metrics.addr = %bound, "serving metrics at /metrics");
     tokio::spawn(accept(listener, exporter).instrument(tracing::info_span!("metrics", metrics.addr = %bound)));
     Ok(bound)
 }
