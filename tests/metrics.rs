@@ -1,7 +1,7 @@
 //! Observability, as an operator sees it: the real daemon with `--metrics-addr 127.0.0.1:0`
 //! (the bound port is read from its log), CSI calls over its real socket, `/metrics` scraped over
 //! real HTTP and parsed strictly (a malformed exposition fails the test), and `--log-format json`
-//! read back line by line.
+//! read back line by line. Local sources, and a ConfigMap on the real API server.
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,10 +9,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::storage::v1::CSIDriver;
+use kube::api::{Api, PostParams};
 use support::block_on;
 use support::certs::TestCa;
 use support::client::{publish_request, stats_request, unpublish_request};
+use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
+use support::deploy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a file change may take to be counted (watch + settle + render).
@@ -282,6 +287,84 @@ fn json_logs_give_each_call_one_line_with_its_pod_code_and_duration_and_never_th
         assert_eq!(unpublish[0]["grpc.code"], "OK");
         // The kubelet's target path names the pod.
         assert_eq!(unpublish[0]["span"]["pod.uid"], "4f1b0c3e-0000-4000-8000-00000000000a");
+    });
+}
+
+#[test]
+fn a_config_map_sets_the_expiry_opens_a_watch_and_its_change_counts_a_rotation() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let plane = ControlPlane::shared();
+        let admin = plane.admin_client().await;
+        if Api::<CSIDriver>::all(admin.clone()).get_opt("csi.trustmount.io").await.unwrap().is_none() {
+            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
+        }
+        let namespace = plane.namespace("metrics").await;
+        let (dir, extra_file, extra) = one_ca("extra");
+        let identity = deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+        let put = async |ca: &TestCa| {
+            let mut map = ConfigMap::default();
+            map.metadata.name = Some("corp-ca".into());
+            map.data = Some([("ca.crt".to_string(), ca.pem.clone())].into());
+            match config_maps.get_opt("corp-ca").await.unwrap() {
+                Some(existing) => {
+                    map.metadata.resource_version = existing.metadata.resource_version;
+                    config_maps.replace("corp-ca", &PostParams::default(), &map).await.unwrap();
+                }
+                None => {
+                    config_maps.create(&PostParams::default(), &map).await.unwrap();
+                }
+            }
+        };
+        // Sooner than the extra CA's 20 days: the ConfigMap's certificate sets the gauge.
+        let soon = TestCa::expiring_in_days(dir.path(), "soon", 5);
+        put(&soon).await;
+        let kubeconfig = identity.kubeconfig.display().to_string();
+        let (daemon, addr) = daemon_with_metrics(&extra_file, &["--kubeconfig", &kubeconfig]).await;
+
+        let attributes = [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("configMaps", "corp-ca")];
+        let target = daemon.target("pod-cm", "trust");
+        daemon.node().node_publish_volume(publish_request("vol-cm", &target, &attributes)).await.unwrap();
+        let published = scrape(addr).await;
+        assert_eq!(
+            published.value("trustmount_watches_open", &[("kind", "configmap")]),
+            Some(1.0),
+            "{}",
+            published.text
+        );
+        let expiry = published.value("trustmount_earliest_certificate_expiry_seconds", &[]).unwrap();
+        let expected = soon.params.not_after.unix_timestamp() as f64 - unix_now();
+        assert!((expiry - expected).abs() <= CLOCK_TOLERANCE_SECONDS, "{expiry} vs the ConfigMap CA's {expected}");
+        assert_eq!(
+            published.value("trustmount_bundle_certificates_sum", &[]),
+            Some(2.0),
+            "the extra CA and the ConfigMap's"
+        );
+
+        put(&TestCa::new(dir.path(), "renewed")).await;
+        let kind = [("kind", "configmap")];
+        let rotated = scrape_until(addr, "a rotation of kind configmap", |s| {
+            s.value("trustmount_rotations_total", &kind).is_some()
+        })
+        .await;
+        assert_eq!(rotated.value("trustmount_rotations_total", &kind), Some(1.0), "{}", rotated.text);
+        assert_eq!(rotated.value("trustmount_rotation_duration_seconds_count", &kind), Some(1.0));
+        // Renewed for a year: now the extra CA's 20 days are the earliest.
+        let expiry = rotated.value("trustmount_earliest_certificate_expiry_seconds", &[]).unwrap();
+        let expected = extra.params.not_after.unix_timestamp() as f64 - unix_now();
+        assert!((expiry - expected).abs() <= CLOCK_TOLERANCE_SECONDS, "{expiry} vs the extra CA's {expected}");
+
+        daemon.node().node_unpublish_volume(unpublish_request("vol-cm", &target)).await.unwrap();
+        let unpublished = scrape(addr).await;
+        assert_eq!(
+            unpublished.value("trustmount_watches_open", &[("kind", "configmap")]),
+            Some(0.0),
+            "the last volume naming it gave up its watch"
+        );
     });
 }
 

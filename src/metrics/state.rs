@@ -94,9 +94,7 @@ impl Collector for State {
         }
 
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let catalog = self.sources.catalog();
-        let earliest =
-            live_specs.iter().filter_map(|spec| catalog.earliest_user_expiry_at(spec, now)).map(|(_, t)| t).min();
+        let earliest = live_specs.iter().filter_map(|spec| self.sources.earliest_user_expiry(spec, now)).min();
         // Absent, not zero, when no published bundle holds a user certificate: zero would read
         // as "expires now" to an alert.
         if let Some(not_after) = earliest {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::bundle::Files;
+use crate::bundle::{Files, policy};
 use crate::metrics::Metrics;
 use crate::spec::VolumeSpec;
 
@@ -196,6 +196,20 @@ impl Sources {
         let rendered = self.catalog().render_with(spec, &cluster)?;
         self.metrics.bundle_rendered(rendered.certificate_count);
         Ok(rendered.files)
+    }
+
+    /// The earliest `not_after` among the non-system certificates `spec` renders from now: its
+    /// `--extra-pem` files and its cluster sources as cached (Secrets as last read). A cluster
+    /// source that cannot be read now adds nothing. For the expiry gauge; reads memory only.
+    pub fn earliest_user_expiry(&self, spec: &VolumeSpec, now: i64) -> Option<i64> {
+        let extra = self.catalog().earliest_user_expiry_at(spec, now).map(|(_, not_after)| not_after);
+        let cluster = match self.cluster(spec) {
+            Ok(Some(cluster)) => cluster.certificates(spec, None).unwrap_or_default(),
+            Ok(None) | Err(_) => Vec::new(),
+        };
+        // As for the extra files: an expired one counts, an end entity issued by a CA does not.
+        let cluster = cluster.iter().filter(|c| policy::drop_reason(c, now, true).is_none()).map(|c| c.not_after);
+        extra.into_iter().chain(cluster).min()
     }
 
     /// Why the last reload failed, while the failure lasts.
