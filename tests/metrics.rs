@@ -376,6 +376,50 @@ fn json_lines(log: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn a_bad_metrics_address_or_log_format_exits_64_naming_it() {
+    for (flag, value) in
+        [("--metrics-addr", "localhost"), ("--metrics-addr", "0.0.0.0:99999"), ("--log-format", "yaml")]
+    {
+        let output = std::process::Command::new(support::daemon::BIN)
+            .args(["serve", "--node-id", "n", "--state-dir", "/nonexistent/trustmount-state", flag, value])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(value), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_metrics_address_in_use_stops_the_daemon_saying_so() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let root = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(support::daemon::BIN)
+        .args(["serve", "--node-id", "n", "--system-roots", "none", "--metrics-addr", &addr])
+        .arg("--endpoint")
+        .arg(root.path().join("csi.sock"))
+        .arg("--kubelet-dir")
+        .arg(root.path().join("kubelet"))
+        .arg("--state-dir")
+        .arg(root.path().join("state"))
+        .args(["--extra-pem", support::certs::TestCa::new(root.path(), "ca").cert_path.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen for metrics on {addr}")), "{stderr}");
+    assert!(!root.path().join("csi.sock").exists(), "no CSI socket without the metrics the operator asked for");
+}
+
+#[test]
 fn the_exposition_parser_refuses_what_prometheus_would() {
     let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
     assert!(exposition::parse(good).is_ok());
