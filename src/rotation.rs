@@ -281,3 +281,30 @@ async fn next_change(receiver: &mut Option<mpsc::UnboundedReceiver<Change>>) -> 
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::cluster::ObjectKey;
+
+    #[test]
+    fn a_long_list_is_cut_after_ten_and_says_how_many_more() {
+        assert_eq!(list(std::iter::empty::<&str>()), "");
+        assert_eq!(list(["a", "b"].into_iter()), "a, b");
+        let many = list(0..25);
+        assert!(many.starts_with("0, 1, 2") && many.ends_with("9 and 15 more"), "{many}");
+    }
+
+    #[test]
+    fn a_cluster_burst_is_labelled_by_its_first_change_and_names_every_object() {
+        let config_map = Change::ConfigMap {
+            object: ObjectKey { namespace: "shop".into(), name: "corp-ca".into() },
+            data_keys: None,
+        };
+        let bundle = Change::TrustBundle { name: "corp:root".into(), before: None, after: None };
+        let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()]);
+        assert_eq!(trigger.kind, Some(SourceKind::ClusterTrustBundle));
+        assert_eq!(trigger.source, "ClusterTrustBundle corp:root, ConfigMap shop/corp-ca");
+        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::ConfigMap));
+    }
+}

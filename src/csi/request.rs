@@ -229,6 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_for_the_log_is_read_from_its_three_keys_only() {
+        let mut request = valid();
+        assert_eq!(pod_of(&request.volume_context), ["", "", ""]);
+        for (key, value) in [
+            ("csi.storage.k8s.io/pod.namespace", "shop"),
+            ("csi.storage.k8s.io/pod.name", "web-0"),
+            ("csi.storage.k8s.io/pod.uid", "u"),
+            (SERVICE_ACCOUNT_TOKENS, "secret"),
+        ] {
+            request.volume_context.insert(key.into(), value.into());
+        }
+        assert_eq!(pod_of(&request.volume_context), ["shop", "web-0", "u"]);
+    }
+
+    #[test]
     fn unknown_access_mode_number_is_rejected() {
         let mut request = valid();
         request.volume_capability.as_mut().unwrap().access_mode = Some(pb::volume_capability::AccessMode { mode: 99 });
