@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::bundle::Files;
+use crate::metrics::Metrics;
 use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
@@ -18,6 +19,7 @@ pub struct Sources {
     config: Config,
     state: RwLock<State>,
     cluster: ClusterAccess,
+    metrics: Metrics,
 }
 
 /// Whether the driver reads from a cluster.
@@ -57,7 +59,21 @@ impl Sources {
             config,
             state: RwLock::new(State { catalog, generation: 0, refresh_error: None }),
             cluster: ClusterAccess::Standalone("no cluster configuration"),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Where renders count their certificates.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// Watches open now: (ConfigMaps, ClusterTrustBundles).
+    pub fn open_watches(&self) -> (usize, usize) {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => (cluster.config_map_watches(), cluster.trust_bundle_watches()),
+            ClusterAccess::Standalone(_) => (0, 0),
+        }
     }
 
     /// Gives the sources their cluster (or says why there is none).
@@ -196,7 +212,9 @@ impl Sources {
             Some(cluster) => cluster.certificates(spec, secrets)?,
             None => cluster::Selected::default(),
         };
-        self.catalog().render_with(spec, &cluster.certificates, cluster.ignored).map(|rendered| rendered.files)
+        let rendered = self.catalog().render_with(spec, &cluster.certificates, cluster.ignored)?;
+        self.metrics.bundle_rendered(rendered.certificate_count);
+        Ok(rendered.files)
     }
 
     /// The earliest expiry of each non-system source `spec` gets certificates from (its own
@@ -211,6 +229,13 @@ impl Sources {
             ClusterAccess::Connected(_) | ClusterAccess::Standalone(_) => Vec::new(),
         };
         self.catalog().user_expiries_at(&cluster, now)
+    }
+
+    /// The earliest `not_after` among the non-system certificates `spec` renders from now (its
+    /// `--extra-pem` files and its cluster sources as cached), for the expiry gauge: the same
+    /// certificates volume health looks at. Reads memory only.
+    pub fn earliest_user_expiry(&self, spec: &VolumeSpec, now: i64) -> Option<i64> {
+        self.user_expiries_at(spec, now).into_iter().map(|expiry| expiry.not_after).min()
     }
 
     /// Why the last reload failed, while the failure lasts.

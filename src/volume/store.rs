@@ -169,6 +169,11 @@ impl Store {
         blocking(move || inner.refresh(&spec, render)).await
     }
 
+    /// How many volumes are published from `digest`'s spec directory.
+    pub fn volumes_of(&self, digest: &SpecDigest) -> usize {
+        self.inner.index.targets_of(digest)
+    }
+
     /// The driver's tmpfs (`<state_dir>/store`, symlinks resolved).
     pub fn root(&self) -> &Path {
         &self.inner.root

@@ -374,4 +374,9 @@ impl Cluster {
     pub fn config_map_watches(&self) -> usize {
         self.config_maps.watch_count()
     }
+
+    /// How many ClusterTrustBundle watches are open: the one shared watch, once started.
+    pub fn trust_bundle_watches(&self) -> usize {
+        usize::from(self.trust_bundles.is_watching())
+    }
 }
