@@ -24,6 +24,8 @@ pub struct ConfigMaps {
     client: kube::Client,
     changes: mpsc::UnboundedSender<Change>,
     watches: Mutex<Watches>,
+    /// The driver's own namespace (where default ConfigMaps live; empty without defaults).
+    defaults_namespace: String,
 }
 
 impl std::fmt::Debug for ConfigMaps {
@@ -68,8 +70,8 @@ impl Watches {
 }
 
 impl ConfigMaps {
-    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
-        Self { client, changes, watches: Mutex::default() }
+    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>, defaults_namespace: String) -> Self {
+        Self { client, changes, watches: Mutex::default(), defaults_namespace }
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
@@ -136,7 +138,8 @@ impl ConfigMaps {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
         let stream = watcher(api, config).default_backoff();
         let span = tracing::info_span!("configmap_watch", object = %key);
-        let task = tokio::spawn(run(key.clone(), stream, sender, self.changes.clone()).instrument(span));
+        let source = source_name(key, &self.defaults_namespace);
+        let task = tokio::spawn(run(key.clone(), source, stream, sender, self.changes.clone()).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, held: 0, task }
     }
@@ -146,6 +149,7 @@ impl ConfigMaps {
 /// is gone), so a reader never sees a half-applied re-list.
 async fn run(
     key: ObjectKey,
+    source: String,
     stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>,
     sender: watch::Sender<Synced>,
     changes: mpsc::UnboundedSender<Change>,
@@ -173,9 +177,8 @@ async fn run(
             }
         };
         let found = found.filter(|object| object.metadata.name.as_deref() == Some(key.name.as_str()));
-        let object = format!("configmap:{key}");
         let content: ConfigMapContent =
-            found.map(|cm| content::config_map(&object, cm.data.as_ref(), cm.binary_data.as_ref()));
+            found.map(|cm| content::config_map(&source, cm.data.as_ref(), cm.binary_data.as_ref()));
         if let Some(keys) = &content {
             let ignored = keys.values().filter(|value| matches!(value, KeyContent::Ignored(_))).count();
             tracing::debug!(keys = keys.len(), ignored, "ConfigMap read; keys without certificates are ignored");
@@ -193,6 +196,15 @@ async fn run(
             let _ = changes.send(Change::ConfigMap { object: key.clone(), data_keys });
         }
     }
+}
+
+/// The `# source:` name a ConfigMap's certificates carry into bundles. A pod's own ConfigMap is
+/// named without its namespace (always the pod's): namespaces that hold the same certificates
+/// under the same name (a trust-manager target, `kube-root-ca.crt`) then render byte-identical
+/// files, which the store keeps once instead of once per namespace. A default ConfigMap keeps
+/// its namespace, the driver's, which is the same for every spec.
+fn source_name(key: &ObjectKey, defaults_namespace: &str) -> String {
+    if key.namespace == defaults_namespace { format!("configmap:{key}") } else { format!("configmap:{}", key.name) }
 }
 
 /// The keys whose content differs in a way a bundle can see (a key that holds no certificate
@@ -240,13 +252,23 @@ mod tests {
             states
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        run(key, stream, sender, changes).await;
+        run(key, "configmap:corp-ca".to_owned(), stream, sender, changes).await;
         let states = seen.await.expect("observer");
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {
             all.push(change);
         }
         (states, all)
+    }
+
+    #[test]
+    fn a_config_map_of_the_pods_namespace_is_named_without_it_so_namespaces_share_files() {
+        let source = |namespace: &str| {
+            source_name(&ObjectKey { namespace: namespace.to_owned(), name: "corp-ca".to_owned() }, "trustmount")
+        };
+        assert_eq!(source("team-a"), source("team-b"), "the same name in two namespaces gives the same bytes");
+        assert_eq!(source("team-a"), "configmap:corp-ca");
+        assert_eq!(source("trustmount"), "configmap:trustmount/corp-ca", "a default keeps the driver's namespace");
     }
 
     #[tokio::test]

@@ -170,7 +170,7 @@ impl Cluster {
         let Clients { driver, as_pod } = clients;
         let cluster = Self {
             trust_bundles: trust_bundles::TrustBundles::new(driver.clone(), changes.clone()),
-            config_maps: config_maps::ConfigMaps::new(driver, changes),
+            config_maps: config_maps::ConfigMaps::new(driver, changes, defaults.namespace.clone()),
             defaults,
             secrets: secrets::Secrets::new(as_pod),
         };
