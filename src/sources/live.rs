@@ -228,7 +228,11 @@ impl Sources {
             }
             ClusterAccess::Connected(_) | ClusterAccess::Standalone(_) => Vec::new(),
         };
-        self.catalog().user_expiries_at(&cluster, now)
+        let mut expiries = self.catalog().user_expiries_at(&cluster, now);
+        for expiry in &mut expiries {
+            expiry.source = in_namespace(&expiry.source, &spec.namespace);
+        }
+        expiries
     }
 
     /// The earliest `not_after` among the non-system certificates `spec` renders from now (its
@@ -302,6 +306,18 @@ fn describe(spec: &VolumeSpec) -> String {
     parts.join(" and ")
 }
 
+/// A pod's own ConfigMaps name their source without the namespace (so namespaces with the same
+/// content share files); a person reading volume health needs it: `configmap:ca:ca.crt` of a
+/// pod in `team-a` is `configmap:team-a/ca:ca.crt`.
+fn in_namespace(source: &str, namespace: &str) -> String {
+    match source.strip_prefix("configmap:") {
+        Some(rest) if !namespace.is_empty() && !rest.split(':').next().unwrap_or_default().contains('/') => {
+            format!("configmap:{namespace}/{rest}")
+        }
+        _ => source.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +356,16 @@ mod tests {
         std::fs::write(&file, ca_pem("Third CA")).unwrap();
         assert!(matches!(sources.reload(), Reload::Changed));
         assert!(sources.refresh_error().is_none());
+    }
+
+    #[test]
+    fn a_pods_own_config_map_is_named_with_its_namespace_for_people() {
+        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", "team-a"), "configmap:team-a/corp-ca:ca.crt");
+        assert_eq!(
+            in_namespace("configmap:trustmount/corp-ca:ca.crt", "team-a"),
+            "configmap:trustmount/corp-ca:ca.crt"
+        );
+        assert_eq!(in_namespace("clustertrustbundle:corp", "team-a"), "clustertrustbundle:corp");
+        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", ""), "configmap:corp-ca:ca.crt");
     }
 }

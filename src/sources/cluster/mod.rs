@@ -207,7 +207,7 @@ impl Cluster {
         let cluster = Self {
             trust_bundles: trust_bundles::TrustBundles::new(driver.clone(), changes.clone()),
             pod_info: csi_driver::PodInfoCheck::start(driver.clone(), driver_name, changes.clone()),
-            config_maps: config_maps::ConfigMaps::new(driver, changes),
+            config_maps: config_maps::ConfigMaps::new(driver, changes, defaults.namespace.clone()),
             defaults,
             secrets: secrets::Secrets::new(as_pod),
         };
