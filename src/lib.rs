@@ -3,11 +3,14 @@
 //! Data flows one way: [`csi`] (validate, map errors) → [`node`] (the use cases) → [`sources`]
 //! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
 //! atomic swap, bind mount). [`rotation`] re-enters at `sources/` and leaves through `volume/`.
+//! [`metrics`] stands beside the flow: `csi/`, `rotation` and `sources/` record into it, and a
+//! scrape reads the store and the sources; nothing in the flow reads it back.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod csi;
 pub mod events;
+pub mod metrics;
 pub mod node;
 pub mod readiness;
 pub mod rotation;

@@ -12,17 +12,14 @@ use cli::{Cli, Command, Failure};
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let Cli { command } = match Cli::try_parse() {
+    let Cli { command, log_format } = match Cli::try_parse() {
         Ok(parsed) => parsed,
         Err(error) => {
             let _ = error.print();
             return if error.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging(log_format);
     let result = match command {
         Command::Serve(args) => cli::serve(args),
         Command::Render(args) => cli::render(args),

@@ -8,12 +8,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use crate::events::PodEvents;
+use crate::metrics::{Metrics, SourceKind};
 use crate::readiness::{Condition, Readiness};
 use crate::sources::cluster::Change;
 use crate::sources::{self, Reload, Sources};
@@ -53,13 +54,37 @@ pub struct Rotation {
     /// Specs whose last refresh failed, with why.
     failures: Mutex<HashMap<SpecDigest, Arc<Error>>>,
     requested: Notify,
+    metrics: Metrics,
     events: PodEvents,
+}
+
+/// What set off a refresh pass, for the metrics and the rotation's log line.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    /// `None` for a catch-up pass (at start, or on request) that follows no change of its own:
+    /// logged, not counted as a rotation.
+    pub kind: Option<SourceKind>,
+    /// What changed, for people: object names are fine in the log (not in metric labels).
+    pub source: String,
+    pub seen: Instant,
+}
+
+impl Trigger {
+    /// A change of a `kind` source, seen now.
+    pub fn change(kind: SourceKind, source: impl Into<String>) -> Self {
+        Self { kind: Some(kind), source: source.into(), seen: Instant::now() }
+    }
+
+    fn catch_up(why: &str) -> Self {
+        Self { kind: None, source: why.to_owned(), seen: Instant::now() }
+    }
 }
 
 impl Rotation {
     /// `events` hears of every failed refresh and of each recovery, per pod.
-    pub fn new(sources: Arc<Sources>, store: Store, events: PodEvents) -> Arc<Self> {
-        Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new(), events })
+    pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics, events: PodEvents) -> Arc<Self> {
+        let failures = Mutex::new(HashMap::new());
+        Arc::new(Self { sources, store, failures, requested: Notify::new(), metrics, events })
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog
@@ -92,11 +117,12 @@ impl Rotation {
         readiness.mark(Condition::CachesSynced);
         // Spec directories adopted from a previous run were rendered from the sources of that
         // run, which may have changed (new flags, edited files) while the driver was down.
-        self.refresh_all().await;
+        self.refresh_where(Trigger::catch_up("start: volumes adopted from the previous run"), |_| true).await;
         readiness.mark(Condition::VolumesRefreshed);
         loop {
             let reload = tokio::select! {
                 Some(change) = next_change(&mut cluster_changes) => {
+                    let seen = Instant::now();
                     tokio::time::sleep(CLUSTER_SETTLE).await;
                     let mut burst = vec![change];
                     if let Some(receiver) = cluster_changes.as_mut() {
@@ -104,43 +130,53 @@ impl Rotation {
                             burst.push(change);
                         }
                     }
-                    self.refresh_where(|spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
+                    let trigger = Trigger { seen, ..cluster_trigger(&burst) };
+                    self.refresh_where(trigger, |spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
                     continue;
                 }
                 change = changes.recv() => match change {
-                    Some(()) => true,
+                    Some(()) => Some(Instant::now()),
                     // No watch (no files to watch): refresh passes on request only.
-                    None => { self.requested.notified().await; false }
+                    None => { self.requested.notified().await; None }
                 },
-                () = self.requested.notified() => false,
+                () = self.requested.notified() => None,
             };
-            if reload {
+            let trigger = if let Some(seen) = reload {
                 tokio::time::sleep(SETTLE).await;
                 while changes.try_recv().is_ok() {}
+                let before = self.sources.catalog();
                 let sources = Arc::clone(&self.sources);
                 let span = tracing::Span::current();
                 match tokio::task::spawn_blocking(move || span.in_scope(|| sources.reload())).await {
                     Ok(Reload::Changed) => {}
-                    Ok(Reload::Unchanged | Reload::Failed(_)) => continue,
+                    Ok(Reload::Unchanged) => continue,
+                    Ok(Reload::Failed(_)) => {
+                        self.metrics.rotation_failed(SourceKind::File);
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "source reload task failed");
                         continue;
                     }
                 }
-            }
-            self.refresh_all().await;
+                let (kind, source) = if before.same_extra(&self.sources.catalog()) {
+                    (SourceKind::System, "the --system-roots file")
+                } else {
+                    (SourceKind::File, "the --extra-pem files")
+                };
+                Trigger { seen, ..Trigger::change(kind, source) }
+            } else {
+                Trigger::catch_up("a publish raced a reload")
+            };
+            self.refresh_where(trigger, |_| true).await;
         }
-    }
-
-    async fn refresh_all(&self) {
-        self.refresh_where(|_| true).await;
     }
 
     /// Refreshes the live specs `affected` picks; the others keep their generation untouched.
     /// A spec whose Secrets were not read since the driver started is left as it is: a refresh
     /// has no token to read them with, and the kubelet's next republish (which reads them)
     /// refreshes it.
-    pub async fn refresh_where(&self, affected: impl Fn(&VolumeSpec) -> bool) {
+    pub async fn refresh_where(&self, trigger: Trigger, affected: impl Fn(&VolumeSpec) -> bool) {
         let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) = self
             .store
             .live_specs()
@@ -154,7 +190,9 @@ impl Rotation {
             tracing::debug!("no published bundle is affected");
             return;
         }
-        tracing::info!(specs = specs.len(), "refreshing published bundles");
+        tracing::debug!(specs = specs.len(), "refreshing published bundles");
+        let mut swapped = Vec::new();
+        let (mut volumes, mut failed) = (0, 0);
         for spec in specs {
             let digest = spec.digest();
             let sources = Arc::clone(&self.sources);
@@ -164,14 +202,25 @@ impl Rotation {
             };
             let span = tracing::info_span!("refresh", spec = %digest);
             match self.store.refresh(spec, render).instrument(span).await {
-                Ok(_) => {
+                Ok(refreshed) => {
                     let recovered = self.failures().remove(&digest).is_some();
                     if recovered {
                         self.events.refreshed(self.store.pods_of(&digest).await);
                     }
+                    if refreshed {
+                        if let Some(kind) = trigger.kind {
+                            self.metrics.rotated(kind, trigger.seen.elapsed());
+                        }
+                        volumes += self.store.volumes_of(&digest);
+                        swapped.push(digest);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(spec = %digest, %error, "refresh failed; keeping the current bundle");
+                    if let Some(kind) = trigger.kind {
+                        self.metrics.rotation_failed(kind);
+                    }
+                    failed += 1;
                     let error = Arc::new(error);
                     self.failures().insert(digest.clone(), Arc::clone(&error));
                     // Every failure is recorded: the recorder makes repeats one event series.
@@ -180,11 +229,60 @@ impl Rotation {
                 }
             }
         }
+        tracing::info!(
+            source.kind = trigger.kind.map_or("catch-up", SourceKind::as_str),
+            source = %trigger.source,
+            specs = swapped.len(),
+            volumes,
+            failed,
+            latency_ms = trigger.seen.elapsed().as_micros() as f64 / 1000.0,
+            spec_digests = %list(swapped.iter().map(|digest| digest.as_str())),
+            "rotation"
+        );
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<SpecDigest, Arc<Error>>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The kind and objects of a burst of cluster changes (the kind of its first object change:
+/// bursts are 50 ms of one apply, rarely of both kinds). A burst that only says cluster
+/// sources are allowed now is a catch-up pass.
+fn cluster_trigger(burst: &[Change]) -> Trigger {
+    let object_change = |change: &Change| match change {
+        Change::ConfigMap { object, .. } => Some((SourceKind::ConfigMap, format!("ConfigMap {object}"))),
+        Change::TrustBundle { name, .. } => {
+            Some((SourceKind::ClusterTrustBundle, format!("ClusterTrustBundle {name}")))
+        }
+        Change::ClusterSourcesAllowed => None,
+    };
+    let Some((kind, _)) = burst.iter().find_map(object_change) else {
+        return Trigger::catch_up("cluster sources allowed");
+    };
+    Trigger::change(kind, list(burst.iter().filter_map(object_change).map(|(_, object)| object)))
+}
+
+/// At most [`LISTED`] items, comma-separated, then how many more: a log line stays a line when
+/// a change touches a thousand specs.
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    const LISTED: usize = 10;
+    let mut text = String::new();
+    let mut more = 0usize;
+    for (i, item) in items.enumerate() {
+        if i >= LISTED {
+            more += 1;
+            continue;
+        }
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&item.to_string());
+    }
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 /// The next cluster change; pending forever when the driver is standalone or the caches are gone.
@@ -195,5 +293,32 @@ async fn next_change(receiver: &mut Option<mpsc::UnboundedReceiver<Change>>) -> 
             None => std::future::pending().await,
         },
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::cluster::ObjectKey;
+
+    #[test]
+    fn a_long_list_is_cut_after_ten_and_says_how_many_more() {
+        assert_eq!(list(std::iter::empty::<&str>()), "");
+        assert_eq!(list(["a", "b"].into_iter()), "a, b");
+        let many = list(0..25);
+        assert!(many.starts_with("0, 1, 2") && many.ends_with("9 and 15 more"), "{many}");
+    }
+
+    #[test]
+    fn a_cluster_burst_is_labelled_by_its_first_change_and_names_every_object() {
+        let config_map = Change::ConfigMap {
+            object: ObjectKey { namespace: "shop".into(), name: "corp-ca".into() },
+            data_keys: None,
+        };
+        let bundle = Change::TrustBundle { name: "corp:root".into(), before: None, after: None };
+        let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()]);
+        assert_eq!(trigger.kind, Some(SourceKind::ClusterTrustBundle));
+        assert_eq!(trigger.source, "ClusterTrustBundle corp:root, ConfigMap shop/corp-ca");
+        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::ConfigMap));
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: every flag with its env var, default and help text, plus the value
 //! parsers that reject bad sizes and driver names before anything starts.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -12,8 +13,20 @@ use trustmount::sources::SystemRoots;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr as `text` (for people) or `json` (one object a line, for log
+    /// collectors). `RUST_LOG` sets the level (default info).
+    #[arg(long, global = true, env = "TRUSTMOUNT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// One value, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the CSI node driver.
@@ -75,6 +88,10 @@ pub struct ServeArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 0.0.0.0:9808 (port 0: any free
+    /// port, logged). Unset: no metrics endpoint.
+    #[arg(long, env = "TRUSTMOUNT_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Cluster sources added to every volume unless it sets `defaults: "false"` (repeatable; the

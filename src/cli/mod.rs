@@ -1,13 +1,16 @@
-//! The binary's subcommands: the clap types (`args.rs`), the daemon's wiring (`serve.rs`) and
-//! the local tools that call `bundle/` directly (`render.rs`, `inspect.rs`).
+//! The binary's subcommands: the clap types (`args.rs`), the log (`logging.rs`), the daemon's
+//! wiring (`serve.rs`) and the local tools that call `bundle/` directly (`render.rs`,
+//! `inspect.rs`).
 
 mod args;
 mod inspect;
+mod logging;
 mod render;
 mod serve;
 
 pub use args::{Cli, Command};
 pub use inspect::inspect;
+pub use logging::init as init_logging;
 pub use render::render;
 pub use serve::serve;
 

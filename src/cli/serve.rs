@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::events::PodEvents;
+use trustmount::metrics::{self, Metrics};
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
@@ -40,6 +41,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     })
     .context("loading certificate sources")
     .map_err(Failure::Config)?;
+    let metrics = Metrics::new();
+    sources.set_metrics(metrics.clone());
     readiness.mark(Condition::SourcesLoaded);
     let store = Store::open(StoreConfig {
         state_dir: args.state_dir,
@@ -89,15 +92,19 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     };
     let sources = Arc::new(sources);
+    if let Some(addr) = args.metrics_addr {
+        let exporter = metrics.exporter(store.clone(), Arc::clone(&sources));
+        runtime.block_on(metrics::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
+    }
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
         .map_err(Failure::Runtime)?;
-    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), events);
+    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), metrics.clone(), events);
     // Its first pass refreshes the adopted volumes; Probe says ready after it.
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
-    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation));
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation), metrics);
     let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
     drop(watch);
     served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)

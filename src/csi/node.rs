@@ -1,10 +1,15 @@
-//! CSI Node: publish and unpublish trust-bundle volumes, report their health.
+//! CSI Node: publish and unpublish trust-bundle volumes, report their health. Each volume call
+//! ends with one log line (inside its span: volume id, pod, target) giving its gRPC code and
+//! duration, and is counted in the metrics.
+
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use tracing::{Span, field::Empty, instrument, warn};
+use tracing::{Span, debug, field::Empty, info, instrument, warn};
 
 use super::locks::VolumeIdLocks;
 use super::{Error, request};
+use crate::metrics::{CsiMethod, Metrics, code_name};
 use crate::node::Node;
 use crate::proto::csi::v1 as pb;
 
@@ -16,26 +21,38 @@ pub struct NodeService {
     node: Node,
     /// Calls for one volume id are serialised; different volumes run in parallel.
     volume_locks: VolumeIdLocks,
+    metrics: Metrics,
 }
 
 impl NodeService {
-    pub fn new(node_id: String, node: Node) -> Self {
-        Self { node_id, node, volume_locks: VolumeIdLocks::default() }
+    pub fn new(node_id: String, node: Node, metrics: Metrics) -> Self {
+        Self { node_id, node, volume_locks: VolumeIdLocks::default(), metrics }
     }
 
     async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<(), Error> {
-        let (publication, token) = request::publication(request)?;
         let span = Span::current();
-        span.record("pod.namespace", publication.pod.namespace.as_str());
-        span.record("pod.name", publication.pod.name.as_str());
-        span.record("target", tracing::field::display(publication.target.display()));
+        // Before validation, so a refused call's line says whose pod it was.
+        for (field, value) in
+            ["pod.namespace", "pod.name", "pod.uid"].into_iter().zip(request::pod_of(&request.volume_context))
+        {
+            if !value.is_empty() {
+                span.record(field, value);
+            }
+        }
+        span.record("target", request.target_path.as_str());
+        let (publication, token) = request::publication(request)?;
         let _guard = self.volume_locks.lock(&publication.volume_id).await;
         Ok(self.node.publish(publication, token).await?)
     }
 
     async fn unpublish(&self, request: pb::NodeUnpublishVolumeRequest) -> Result<(), Error> {
         let (volume_id, target) = request::unpublication(request)?;
-        Span::current().record("target", tracing::field::display(target.display()));
+        let span = Span::current();
+        span.record("target", tracing::field::display(target.display()));
+        // Unpublish carries no volume context; the kubelet's target path names the pod.
+        if let Some(uid) = request::pod_uid_of(&target) {
+            span.record("pod.uid", uid);
+        }
         let _guard = self.volume_locks.lock(&volume_id).await;
         Ok(self.node.unpublish(&volume_id, &target).await?)
     }
@@ -59,14 +76,30 @@ fn usage(unit: pb::volume_usage::Unit, total: u64, used: u64, available: u64) ->
     pb::VolumeUsage { available: clamp(available), total: clamp(total), used: clamp(used), unit: unit as i32 }
 }
 
-/// Logs an error once, where it is handled, and turns it into a status.
-fn reply<T>(result: Result<T, Error>, what: &'static str) -> Result<Response<T>, Status> {
-    match result {
-        Ok(value) => Ok(Response::new(value)),
-        Err(error) => {
-            let status = Status::from(error);
-            warn!(grpc.status = ?status.code(), error = status.message(), "{what} failed");
-            Err(status)
+impl NodeService {
+    /// The call's one line and its metrics; an error is logged here, where it is handled, and
+    /// becomes a status. A stats call that succeeds logs at debug: the kubelet asks for every
+    /// volume every minute.
+    fn reply<T>(&self, method: CsiMethod, started: Instant, result: Result<T, Error>) -> Result<Response<T>, Status> {
+        let elapsed = started.elapsed();
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+        let result = result.map_err(Status::from);
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.csi_call(method, code, elapsed);
+        let grpc_code = code_name(code);
+        match result {
+            Ok(value) => {
+                if method == CsiMethod::Stats {
+                    debug!(grpc.code = grpc_code, duration_ms, "answered");
+                } else {
+                    info!(grpc.code = grpc_code, duration_ms, "answered");
+                }
+                Ok(Response::new(value))
+            }
+            Err(status) => {
+                warn!(grpc.code = grpc_code, duration_ms, error = status.message(), "answered with an error");
+                Err(status)
+            }
         }
     }
 }
@@ -76,23 +109,26 @@ impl pb::node_server::Node for NodeService {
     /// CSI: "This operation MUST be idempotent. If the volume corresponding to the volume_id has
     /// already been published at the specified target_path, and is compatible with the specified
     /// volume_capability and readonly flag, the Plugin MUST reply 0 OK."
-    #[instrument(name = "NodePublishVolume", skip_all, fields(volume.id = %request.get_ref().volume_id, pod.namespace = Empty, pod.name = Empty, target = Empty))]
+    #[instrument(name = "NodePublishVolume", skip_all, fields(volume.id = %request.get_ref().volume_id, pod.namespace = Empty, pod.name = Empty, pod.uid = Empty, target = Empty))]
     async fn node_publish_volume(
         &self,
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
-        // A success is logged by the store, inside this span.
-        reply(self.publish(request.into_inner()).await.map(|()| pb::NodePublishVolumeResponse {}), "publish")
+        let started = Instant::now();
+        let result = self.publish(request.into_inner()).await.map(|()| pb::NodePublishVolumeResponse {});
+        self.reply(CsiMethod::Publish, started, result)
     }
 
     /// CSI: "If the volume corresponding to the volume_id or the target_path is not found, the
     /// Plugin MUST reply 0 OK."
-    #[instrument(name = "NodeUnpublishVolume", skip_all, fields(volume.id = %request.get_ref().volume_id, target = Empty))]
+    #[instrument(name = "NodeUnpublishVolume", skip_all, fields(volume.id = %request.get_ref().volume_id, pod.uid = Empty, target = Empty))]
     async fn node_unpublish_volume(
         &self,
         request: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
-        reply(self.unpublish(request.into_inner()).await.map(|()| pb::NodeUnpublishVolumeResponse {}), "unpublish")
+        let started = Instant::now();
+        let result = self.unpublish(request.into_inner()).await.map(|()| pb::NodeUnpublishVolumeResponse {});
+        self.reply(CsiMethod::Unpublish, started, result)
     }
 
     #[instrument(name = "NodeGetVolumeStats", skip_all, fields(volume.id = %request.get_ref().volume_id))]
@@ -100,7 +136,9 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
-        reply(self.stats(request.into_inner()).await, "volume stats")
+        let started = Instant::now();
+        let result = self.stats(request.into_inner()).await;
+        self.reply(CsiMethod::Stats, started, result)
     }
 
     async fn node_get_capabilities(

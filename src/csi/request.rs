@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use super::{Error, Result};
 use crate::proto::csi::v1 as pb;
 use crate::sources::cluster::PodToken;
-use crate::spec::{SERVICE_ACCOUNT_TOKENS, VolumeSpec};
+use crate::spec::{self, SERVICE_ACCOUNT_TOKENS, VolumeSpec};
 use crate::volume::Publication;
 
 use pb::volume_capability::access_mode::Mode;
@@ -65,8 +65,15 @@ pub fn stats_query(request: pb::NodeGetVolumeStatsRequest) -> Result<(String, Pa
     Ok((volume_id, path))
 }
 
+/// The pod a call is for, as the kubelet names it (podInfoOnMount): (namespace, name, uid),
+/// empty when not given. For the call's log line, before anything is validated. Only these
+/// three keys are read: the rest of the volume context can carry the pod's token.
+pub fn pod_of(volume_context: &HashMap<String, String>) -> [&str; 3] {
+    [spec::POD_NAMESPACE, spec::POD_NAME, spec::POD_UID].map(|key| volume_context.get(key).map_or("", String::as_str))
+}
+
 /// The pod UID in a kubelet target path, `…/pods/<uid>/volumes/<plugin>/<name>/mount`.
-fn pod_uid_of(target: &Path) -> Option<&str> {
+pub fn pod_uid_of(target: &Path) -> Option<&str> {
     let components: Vec<&str> = target.components().filter_map(|c| c.as_os_str().to_str()).collect();
     match components.as_slice() {
         [.., "pods", uid, "volumes", _plugin, _name, "mount"] => Some(uid),
@@ -219,6 +226,21 @@ mod tests {
         assert!(matches!(error, Error::NoServiceAccount) && error.to_string().contains("podInfoOnMount"), "{error}");
         let error = publication(with_secret("", "web")).unwrap_err();
         assert!(matches!(error, Error::NoPodInfo), "{error}");
+    }
+
+    #[test]
+    fn the_pod_for_the_log_is_read_from_its_three_keys_only() {
+        let mut request = valid();
+        assert_eq!(pod_of(&request.volume_context), ["", "", ""]);
+        for (key, value) in [
+            ("csi.storage.k8s.io/pod.namespace", "shop"),
+            ("csi.storage.k8s.io/pod.name", "web-0"),
+            ("csi.storage.k8s.io/pod.uid", "u"),
+            (SERVICE_ACCOUNT_TOKENS, "secret"),
+        ] {
+            request.volume_context.insert(key.into(), value.into());
+        }
+        assert_eq!(pod_of(&request.volume_context), ["shop", "web-0", "u"]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 use super::{Error, Health, Result};
-use crate::rotation::Rotation;
+use crate::metrics::SourceKind;
+use crate::rotation::{Rotation, Trigger};
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;
 use crate::volume::{Publication, Store, VolumeStats};
@@ -73,8 +74,10 @@ impl Node {
         // rendered from it gets a new generation, this one unless it was just rendered.
         if let Some(changed) = secrets.as_ref().map(|read| &read.changed).filter(|changed| !changed.is_empty()) {
             let just_rendered = rendered.load(Ordering::Relaxed).then(|| publication.spec.digest());
+            let objects: Vec<String> =
+                changed.iter().map(|slot| format!("Secret {}/{}", slot.namespace, slot.name)).collect();
             self.rotation
-                .refresh_where(|spec| {
+                .refresh_where(Trigger::change(SourceKind::Secret, objects.join(", ")), |spec| {
                     Sources::uses_secrets(spec, changed) && just_rendered.as_ref() != Some(&spec.digest())
                 })
                 .await;

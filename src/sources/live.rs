@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::bundle::Files;
+use crate::metrics::Metrics;
 use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
@@ -18,6 +19,7 @@ pub struct Sources {
     config: Config,
     state: RwLock<State>,
     cluster: ClusterAccess,
+    metrics: Metrics,
 }
 
 /// Whether the driver reads from a cluster.
@@ -57,7 +59,21 @@ impl Sources {
             config,
             state: RwLock::new(State { catalog, generation: 0, refresh_error: None }),
             cluster: ClusterAccess::Standalone("no cluster configuration"),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Where renders count their certificates.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// Watches open now: (ConfigMaps, ClusterTrustBundles).
+    pub fn open_watches(&self) -> (usize, usize) {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => (cluster.config_map_watches(), cluster.trust_bundle_watches()),
+            ClusterAccess::Standalone(_) => (0, 0),
+        }
     }
 
     /// Gives the sources their cluster (or says why there is none).
@@ -196,7 +212,9 @@ impl Sources {
             Some(cluster) => cluster.certificates(spec, secrets)?,
             None => cluster::Selected::default(),
         };
-        self.catalog().render_with(spec, &cluster.certificates, cluster.ignored).map(|rendered| rendered.files)
+        let rendered = self.catalog().render_with(spec, &cluster.certificates, cluster.ignored)?;
+        self.metrics.bundle_rendered(rendered.certificate_count);
+        Ok(rendered.files)
     }
 
     /// The earliest expiry of each non-system source `spec` gets certificates from (its own
@@ -210,7 +228,18 @@ impl Sources {
             }
             ClusterAccess::Connected(_) | ClusterAccess::Standalone(_) => Vec::new(),
         };
-        self.catalog().user_expiries_at(&cluster, now)
+        let mut expiries = self.catalog().user_expiries_at(&cluster, now);
+        for expiry in &mut expiries {
+            expiry.source = in_namespace(&expiry.source, &spec.namespace);
+        }
+        expiries
+    }
+
+    /// The earliest `not_after` among the non-system certificates `spec` renders from now (its
+    /// `--extra-pem` files and its cluster sources as cached), for the expiry gauge: the same
+    /// certificates volume health looks at. Reads memory only.
+    pub fn earliest_user_expiry(&self, spec: &VolumeSpec, now: i64) -> Option<i64> {
+        self.user_expiries_at(spec, now).into_iter().map(|expiry| expiry.not_after).min()
     }
 
     /// Why the last reload failed, while the failure lasts.
@@ -277,6 +306,18 @@ fn describe(spec: &VolumeSpec) -> String {
     parts.join(" and ")
 }
 
+/// A pod's own ConfigMaps name their source without the namespace (so namespaces with the same
+/// content share files); a person reading volume health needs it: `configmap:ca:ca.crt` of a
+/// pod in `team-a` is `configmap:team-a/ca:ca.crt`.
+fn in_namespace(source: &str, namespace: &str) -> String {
+    match source.strip_prefix("configmap:") {
+        Some(rest) if !namespace.is_empty() && !rest.split(':').next().unwrap_or_default().contains('/') => {
+            format!("configmap:{namespace}/{rest}")
+        }
+        _ => source.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +356,16 @@ mod tests {
         std::fs::write(&file, ca_pem("Third CA")).unwrap();
         assert!(matches!(sources.reload(), Reload::Changed));
         assert!(sources.refresh_error().is_none());
+    }
+
+    #[test]
+    fn a_pods_own_config_map_is_named_with_its_namespace_for_people() {
+        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", "team-a"), "configmap:team-a/corp-ca:ca.crt");
+        assert_eq!(
+            in_namespace("configmap:trustmount/corp-ca:ca.crt", "team-a"),
+            "configmap:trustmount/corp-ca:ca.crt"
+        );
+        assert_eq!(in_namespace("clustertrustbundle:corp", "team-a"), "clustertrustbundle:corp");
+        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", ""), "configmap:corp-ca:ca.crt");
     }
 }

@@ -116,6 +116,13 @@ impl Catalog {
             && self.extra.iter().map(key).eq(other.extra.iter().map(key))
     }
 
+    /// Whether two catalogs hold the same `--extra-pem` certificates (a reload that changed
+    /// only the system roots is a rotation of those).
+    pub fn same_extra(&self, other: &Catalog) -> bool {
+        let key = |c: &Certificate| (c.fingerprint, c.source.clone());
+        self.extra.iter().map(key).eq(other.extra.iter().map(key))
+    }
+
     pub fn system_count(&self) -> usize {
         self.system.len()
     }

@@ -46,9 +46,9 @@ pub const ATTR_DEFAULTS: &str = "defaults";
 
 /// Attributes the kubelet adds itself (podInfoOnMount, tokenRequests, ephemeral).
 const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
-const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
-const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
-const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
 const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
 /// The kubelet's token JSON (`tokenRequests`), in `volume_context` or the request's `secrets`:
 /// a credential, never part of the spec or its digest, never logged.

@@ -86,6 +86,11 @@ impl Index {
         (specs.len(), specs.values().map(|spec_use| spec_use.targets.len()).sum())
     }
 
+    /// How many targets use `digest` (those being mounted included).
+    pub fn target_count(&self, digest: &SpecDigest) -> usize {
+        self.specs().get(digest).map_or(0, |spec_use| spec_use.targets.len())
+    }
+
     /// The specs at least one published volume uses, ordered by digest.
     pub fn live_specs(&self) -> Vec<VolumeSpec> {
         let specs = self.specs();

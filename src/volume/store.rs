@@ -204,6 +204,11 @@ impl Store {
         pods.await.unwrap_or_default()
     }
 
+    /// How many volumes are published from `digest`'s spec directory.
+    pub fn volumes_of(&self, digest: &SpecDigest) -> usize {
+        self.inner.index.target_count(digest)
+    }
+
     /// The driver's tmpfs (`<state_dir>/store`, symlinks resolved).
     pub fn root(&self) -> &Path {
         &self.inner.root

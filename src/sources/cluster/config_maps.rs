@@ -24,6 +24,8 @@ pub struct ConfigMaps {
     client: kube::Client,
     changes: mpsc::UnboundedSender<Change>,
     watches: Mutex<Watches>,
+    /// The driver's own namespace (where default ConfigMaps live; empty without defaults).
+    defaults_namespace: String,
 }
 
 impl std::fmt::Debug for ConfigMaps {
@@ -71,8 +73,8 @@ impl Watches {
 }
 
 impl ConfigMaps {
-    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
-        Self { client, changes, watches: Mutex::default() }
+    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>, defaults_namespace: String) -> Self {
+        Self { client, changes, watches: Mutex::default(), defaults_namespace }
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
@@ -145,7 +147,9 @@ impl ConfigMaps {
         let stream = watcher(api, config).default_backoff();
         let span = tracing::info_span!("configmap_watch", object = %key);
         let last_error = LastError::default();
-        let writer = Writer { key: key.clone(), sender, changes: self.changes.clone(), last_error: last_error.clone() };
+        let source = source_name(key, &self.defaults_namespace);
+        let writer =
+            Writer { key: key.clone(), source, sender, changes: self.changes.clone(), last_error: last_error.clone() };
         let task = tokio::spawn(run(writer, stream).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, last_error, held: 0, task }
@@ -155,6 +159,8 @@ impl ConfigMaps {
 /// Where one watch writes.
 struct Writer {
     key: ObjectKey,
+    /// How certificates of this object name their source in a bundle.
+    source: String,
     sender: watch::Sender<Synced>,
     changes: mpsc::UnboundedSender<Change>,
     last_error: LastError,
@@ -163,7 +169,7 @@ struct Writer {
 /// The one writer of an object's state. Rebuilds on `Init`…`InitDone` (what was not re-listed
 /// is gone), so a reader never sees a half-applied re-list.
 async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>) {
-    let Writer { key, sender, changes, last_error } = writer;
+    let Writer { key, source, sender, changes, last_error } = writer;
     futures::pin_mut!(stream);
     let mut relisting: Option<Option<ConfigMap>> = None;
     // The resourceVersion whose ignored keys were last logged: once per version of the object.
@@ -195,9 +201,8 @@ async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result
         };
         let found = found.filter(|object| object.metadata.name.as_deref() == Some(key.name.as_str()));
         let version = found.as_ref().and_then(|cm| cm.metadata.resource_version.clone());
-        let object = format!("configmap:{key}");
         let content: ConfigMapContent =
-            found.map(|cm| content::config_map(&object, cm.data.as_ref(), cm.binary_data.as_ref()));
+            found.map(|cm| content::config_map(&source, cm.data.as_ref(), cm.binary_data.as_ref()));
         if let Some(keys) = &content {
             let ignored = content::ignored_keys(keys);
             tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
@@ -224,6 +229,15 @@ async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result
             let _ = changes.send(Change::ConfigMap { object: key.clone(), data_keys });
         }
     }
+}
+
+/// The `# source:` name a ConfigMap's certificates carry into bundles. A pod's own ConfigMap is
+/// named without its namespace (always the pod's): namespaces that hold the same certificates
+/// under the same name (a trust-manager target, `kube-root-ca.crt`) then render byte-identical
+/// files, which the store keeps once instead of once per namespace. A default ConfigMap keeps
+/// its namespace, the driver's, which is the same for every spec.
+fn source_name(key: &ObjectKey, defaults_namespace: &str) -> String {
+    if key.namespace == defaults_namespace { format!("configmap:{key}") } else { format!("configmap:{}", key.name) }
 }
 
 /// The keys whose content differs in a way a bundle can see (a key that holds no certificate
@@ -271,13 +285,27 @@ mod tests {
             states
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        run(Writer { key, sender, changes, last_error: LastError::default() }, stream).await;
+        run(
+            Writer { key, source: "configmap:corp-ca".to_owned(), sender, changes, last_error: LastError::default() },
+            stream,
+        )
+        .await;
         let states = seen.await.expect("observer");
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {
             all.push(change);
         }
         (states, all)
+    }
+
+    #[test]
+    fn a_config_map_of_the_pods_namespace_is_named_without_it_so_namespaces_share_files() {
+        let source = |namespace: &str| {
+            source_name(&ObjectKey { namespace: namespace.to_owned(), name: "corp-ca".to_owned() }, "trustmount")
+        };
+        assert_eq!(source("team-a"), source("team-b"), "the same name in two namespaces gives the same bytes");
+        assert_eq!(source("team-a"), "configmap:corp-ca");
+        assert_eq!(source("trustmount"), "configmap:trustmount/corp-ca", "a default keeps the driver's namespace");
     }
 
     #[tokio::test]

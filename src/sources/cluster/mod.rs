@@ -207,7 +207,7 @@ impl Cluster {
         let cluster = Self {
             trust_bundles: trust_bundles::TrustBundles::new(driver.clone(), changes.clone()),
             pod_info: csi_driver::PodInfoCheck::start(driver.clone(), driver_name, changes.clone()),
-            config_maps: config_maps::ConfigMaps::new(driver, changes),
+            config_maps: config_maps::ConfigMaps::new(driver, changes, defaults.namespace.clone()),
             defaults,
             secrets: secrets::Secrets::new(as_pod),
         };
@@ -373,5 +373,10 @@ impl Cluster {
     /// How many ConfigMap watches are open (one per distinct object referenced).
     pub fn config_map_watches(&self) -> usize {
         self.config_maps.watch_count()
+    }
+
+    /// How many ClusterTrustBundle watches are open: the one shared watch, once started.
+    pub fn trust_bundle_watches(&self) -> usize {
+        usize::from(self.trust_bundles.is_watching())
     }
 }

@@ -119,6 +119,11 @@ impl TrustBundles {
         self.last_error.get()
     }
 
+    /// Whether the watch was started (it then runs for the life of the driver).
+    pub fn is_watching(&self) -> bool {
+        self.started.get().is_some()
+    }
+
     /// The cache's state, starting the watch if nobody used it before.
     pub fn subscribe(&self) -> watch::Receiver<Option<State>> {
         self.started.get_or_init(|| {

@@ -1,0 +1,1095 @@
+//! `cargo bench --bench cluster`: cluster sources (ConfigMaps, ClusterTrustBundles) against the
+//! real kube-apiserver + etcd of tests/support/control_plane.rs, over the real CSI socket with
+//! real mounts. Every figure stands beside a baseline run side by side in the same run.
+//!
+//! Sections, picked by a word (`cargo bench --bench cluster -- watches`); no word runs all:
+//! - `warm`: publish+unpublish of a volume with a ConfigMap and a ClusterTrustBundle whose spec
+//!   is already rendered, against the same volume with local sources only (`--extra-pem`), on
+//!   the same connected driver and on a standalone one; rounds interleaved.
+//! - `first`: the first publish naming a ConfigMap never referenced before (its watch starts and
+//!   the publish waits for the first list), against a cold local spec (a new namespace).
+//! - `requests`: API requests per publish as the API server's audit log records them (the
+//!   driver's own user only, never the driver's own count): warm publishes, and the first
+//!   publish of a new reference.
+//! - `watches`: 500 volumes over 50 namespaces sharing 5 ConfigMap names: the watches the API
+//!   server holds open for the driver (audit log, and `apiserver_longrunning_requests`) against
+//!   the distinct objects referenced, and that unpublishing all drops them.
+//! - `memory`: Shmem + Slab growth (/proc/meminfo) and the daemon's RSS while one volume per
+//!   namespace is published in 1000 namespaces: local sources only (the baseline), a ConfigMap
+//!   with the same CA in every namespace, and one with a CA of each namespace's own.
+//!
+//! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
+//! the host. Needs root, and the Kubernetes components `tests/run` builds (found as
+//! tests/support/control_plane.rs finds them: `TRUSTMOUNT_K8S_BIN`, else the build's cache).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::storage::v1::CSIDriver;
+use kube::api::{Api, PostParams};
+use support::certs::TestCa;
+use support::client::{publish_request, unpublish_request};
+use support::control_plane::ControlPlane;
+use support::daemon::{Daemon, DaemonOptions};
+use support::deploy;
+
+const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
+const SECTIONS: [&str; 5] = ["warm", "first", "requests", "watches", "memory"];
+/// The CSIDriver deploy/csidriver.yaml ships (the driver's start-up check reads it).
+const SHIPPED_DRIVER: &str = "csi.trustmount.io";
+
+/// Warm cycles per case and concurrency, in `WARM_ROUNDS` interleaved rounds.
+const WARM_OPERATIONS: usize = 1000;
+const WARM_ROUNDS: usize = 10;
+const CONCURRENCY: usize = 32;
+/// First publishes of a new reference (each with a ConfigMap of its own), and as many cold
+/// local ones, alternating.
+const FIRST_OPERATIONS: usize = 200;
+/// Warm cycles per case whose requests are counted, and first publishes counted one by one.
+const REQUEST_WARM_CYCLES: usize = 200;
+const REQUEST_FIRST_PUBLISHES: usize = 20;
+const WATCH_VOLUMES: usize = 500;
+const WATCH_NAMESPACES: usize = 50;
+const WATCH_NAMES: usize = 5;
+const MEMORY_NAMESPACES: usize = 1000;
+/// Room for 1000 specs of different content (each has its own bundle file and Java store).
+const MEMORY_STORE_SIZE: &str = "2Gi";
+/// Bounds every wait for the API server to show something (audit line, gauge); never a figure.
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// API writes in flight while setting up (namespaces, ConfigMaps).
+const SETUP_CONCURRENCY: usize = 8;
+
+fn main() {
+    if std::env::var_os(IN_NAMESPACE).is_none() {
+        let exe = std::env::current_exe().expect("bench binary path");
+        let status = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .env(IN_NAMESPACE, "1")
+            // Per-call logs would be measured too; a node runs with info, so this flatters
+            // nothing but the log volume.
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .status()
+            .expect("run unshare (needs root)");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    // `cargo bench` passes `--bench`; any other word picks sections.
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    for word in &words {
+        assert!(SECTIONS.contains(&word.as_str()), "unknown section {word:?}; pick from {SECTIONS:?}");
+    }
+    let wanted = |section: &str| words.is_empty() || words.iter().any(|w| w == section);
+    let plane = ControlPlane::shared();
+    support::block_on(async {
+        let bench = Bench::new(plane).await;
+        if wanted("warm") {
+            bench.warm().await;
+        }
+        if wanted("first") {
+            bench.first().await;
+        }
+        if wanted("requests") {
+            bench.requests().await;
+        }
+        if wanted("watches") {
+            bench.watches().await;
+        }
+        if wanted("memory") {
+            bench.memory().await;
+        }
+    });
+}
+
+/// The control plane, its admin client, and what every section shares: the local CA every
+/// driver gets as `--extra-pem`, and one ClusterTrustBundle.
+struct Bench {
+    plane: &'static ControlPlane,
+    admin: kube::Client,
+    dir: tempfile::TempDir,
+    local_ca: TestCa,
+    cluster_ca: TestCa,
+    trust_bundle: String,
+}
+
+/// A connected driver with an identity of its own (so the audit log tells its requests apart),
+/// and the audit log read as that identity's requests.
+struct Driver {
+    daemon: Arc<Daemon>,
+    audit: Audit,
+    /// The driver's identity, for sentinel requests that close an audit window.
+    as_driver: Api<ConfigMap>,
+    _dir: tempfile::TempDir,
+}
+
+/// Volume attributes, as the kubelet passes them.
+type Attributes = [(String, String)];
+
+/// One volume to publish and unpublish.
+struct Job {
+    volume: String,
+    target: PathBuf,
+    attributes: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Timings {
+    publishes: Vec<Duration>,
+    unpublishes: Vec<Duration>,
+    cycles: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Timings {
+    fn extend(&mut self, other: Timings) {
+        self.publishes.extend(other.publishes);
+        self.unpublishes.extend(other.unpublishes);
+        self.cycles.extend(other.cycles);
+        self.elapsed += other.elapsed;
+    }
+
+    fn sort(&mut self) {
+        self.publishes.sort();
+        self.unpublishes.sort();
+        self.cycles.sort();
+    }
+}
+
+impl Bench {
+    async fn new(plane: &'static ControlPlane) -> Self {
+        let admin = plane.admin_client().await;
+        // Built from source, the API server reports no release in /version: tests/k8s pins it.
+        println!(
+            "trustmount cluster-source benchmark ({} cores; kube-apiserver + etcd as tests/k8s pins them, on this machine)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.expect("get CSIDriver").is_none() {
+            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local_ca = TestCa::new(dir.path(), "local");
+        let cluster_ca = TestCa::new(dir.path(), "cluster");
+        let bundle_ca = TestCa::new(dir.path(), "bundle");
+        let trust_bundle = format!("bench-{}", std::process::id());
+        let mut bundle = ClusterTrustBundle::default();
+        bundle.metadata.name = Some(trust_bundle.clone());
+        bundle.spec.trust_bundle = bundle_ca.pem.clone();
+        Api::<ClusterTrustBundle>::all(admin.clone())
+            .create(&PostParams::default(), &bundle)
+            .await
+            .expect("create the ClusterTrustBundle");
+        Self { plane, admin, dir, local_ca, cluster_ca, trust_bundle }
+    }
+
+    async fn namespace(&self, name: &str) -> String {
+        create_namespaces(&self.admin, &[name.to_owned()]).await;
+        name.to_owned()
+    }
+
+    /// A driver with `--kubeconfig` under an identity bound to the shipped ClusterRole (made in
+    /// namespace `bench-<label>`), `--extra-pem` the local CA, plus `extra_args`.
+    async fn driver(&self, label: &str, extra_args: &[&str]) -> Driver {
+        let namespace = self.namespace(&format!("bench-{label}")).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = deploy::driver_identity(self.plane, &self.admin, &namespace, dir.path()).await;
+        let audit = Audit::new(&self.plane.audit_log, &identity.user);
+        let mut args = vec!["--kubeconfig".to_owned(), identity.kubeconfig.display().to_string()];
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+        let options =
+            DaemonOptions { extra_args: args, ..DaemonOptions::default() }.extra_pem(&self.local_ca.cert_path);
+        let daemon = Arc::new(Daemon::start(options).await);
+        let as_driver = Api::namespaced(self.plane.token_client(&identity.token), &namespace);
+        Driver { daemon, audit, as_driver, _dir: dir }
+    }
+
+    /// The same driver without cluster access: local sources only.
+    async fn standalone(&self) -> Arc<Daemon> {
+        Arc::new(Daemon::start(DaemonOptions::default().extra_pem(&self.local_ca.cert_path)).await)
+    }
+
+    fn local_attributes(namespace: &str) -> Vec<(String, String)> {
+        vec![("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.to_owned())]
+    }
+
+    fn cluster_attributes(&self, namespace: &str, config_map: &str) -> Vec<(String, String)> {
+        let mut attributes = Self::local_attributes(namespace);
+        attributes.push(("configMaps".to_owned(), config_map.to_owned()));
+        attributes.push(("clusterTrustBundles".to_owned(), self.trust_bundle.clone()));
+        attributes
+    }
+
+    // ---- warm ----------------------------------------------------------------------------
+
+    async fn warm(&self) {
+        let driver = self.driver("warm", &[]).await;
+        let standalone = self.standalone().await;
+        let namespace = self.namespace("bench-warm-pods").await;
+        put_config_maps(&self.admin, vec![(namespace.clone(), "corp-ca".to_owned(), self.cluster_ca.pem.clone())])
+            .await;
+        let local = Self::local_attributes(&namespace);
+        let cluster = self.cluster_attributes(&namespace, "corp-ca");
+        let cases: [(&str, &Arc<Daemon>, &Attributes); 3] = [
+            ("local, standalone driver", &standalone, &local),
+            ("local, connected driver", &driver.daemon, &local),
+            ("cluster (ConfigMap + CTB)", &driver.daemon, &cluster),
+        ];
+        // Anchors keep each spec rendered (and the cluster one's watches running), so every
+        // measured publish is warm.
+        for (i, (_, daemon, attributes)) in cases.iter().enumerate() {
+            let anchor = job(daemon, &format!("warm-anchor-{i}"), attributes);
+            call_publish(daemon, &anchor).await;
+        }
+        println!(
+            "\nwarm publish+unpublish, {WARM_OPERATIONS} volumes per row in {WARM_ROUNDS} interleaved rounds (ms); ratio = row / \"local, connected driver\""
+        );
+        println!(
+            "{:<28} {:>4} {:>8} {:>8} {:>10} {:>10} {:>10} {:>7} {:>12} {:>13} {:>14}",
+            "",
+            "in flight",
+            "pub p50",
+            "pub p99",
+            "unpub p50",
+            "unpub p99",
+            "cycle p50",
+            "ops/s",
+            "ratio pub p50",
+            "ratio pub p99",
+            "ratio cycle p50"
+        );
+        for concurrency in [1, CONCURRENCY] {
+            let mut timings: Vec<Timings> = cases.iter().map(|_| Timings::default()).collect();
+            for round in 0..WARM_ROUNDS {
+                for offset in 0..cases.len() {
+                    let case = (round + offset) % cases.len();
+                    let (_, daemon, attributes) = cases[case];
+                    let jobs = (0..WARM_OPERATIONS / WARM_ROUNDS)
+                        .map(|i| job(daemon, &format!("warm-{concurrency}-{case}-{round}-{i}"), attributes))
+                        .collect();
+                    timings[case].extend(cycles(daemon, jobs, concurrency).await);
+                }
+            }
+            timings.iter_mut().for_each(Timings::sort);
+            let baseline = &timings[1];
+            for ((name, _, _), t) in cases.iter().zip(&timings) {
+                println!(
+                    "{name:<28} {concurrency:>9} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>10.3} {:>7.0} {:>12.2}x {:>12.2}x {:>13.2}x",
+                    ms(percentile(&t.publishes, 50)),
+                    ms(percentile(&t.publishes, 99)),
+                    ms(percentile(&t.unpublishes, 50)),
+                    ms(percentile(&t.unpublishes, 99)),
+                    ms(percentile(&t.cycles, 50)),
+                    (2 * t.publishes.len()) as f64 / t.elapsed.as_secs_f64(),
+                    ratio(percentile(&t.publishes, 50), percentile(&baseline.publishes, 50)),
+                    ratio(percentile(&t.publishes, 99), percentile(&baseline.publishes, 99)),
+                    ratio(percentile(&t.cycles, 50), percentile(&baseline.cycles, 50)),
+                );
+            }
+        }
+        println!("  target: cluster within 10% of local (ratio <= 1.10x)");
+    }
+
+    // ---- first ---------------------------------------------------------------------------
+
+    async fn first(&self) {
+        let driver = self.driver("first", &[]).await;
+        let namespace = self.namespace("bench-first-pods").await;
+        let names: Vec<String> = (0..FIRST_OPERATIONS).map(|i| format!("fresh-{i}")).collect();
+        put_config_maps(
+            &self.admin,
+            names.iter().map(|name| (namespace.clone(), name.clone(), self.cluster_ca.pem.clone())).collect(),
+        )
+        .await;
+        // The ClusterTrustBundle watch is running: only the ConfigMap is new.
+        let mut bundle_only = Self::local_attributes(&namespace);
+        bundle_only.push(("clusterTrustBundles".to_owned(), self.trust_bundle.clone()));
+        call_publish(&driver.daemon, &job(&driver.daemon, "first-anchor", &bundle_only)).await;
+
+        let mut first = Timings::default();
+        let mut cold = Timings::default();
+        for (i, name) in names.iter().enumerate() {
+            let cluster = job(&driver.daemon, &format!("first-{i}"), &self.cluster_attributes(&namespace, name));
+            let local = job(&driver.daemon, &format!("cold-{i}"), &Self::local_attributes(&format!("cold-{i}")));
+            // Alternating which goes first, so neither always follows the other's unpublish.
+            if i % 2 == 0 {
+                first.extend(cycles(&driver.daemon, vec![cluster], 1).await);
+                cold.extend(cycles(&driver.daemon, vec![local], 1).await);
+            } else {
+                cold.extend(cycles(&driver.daemon, vec![local], 1).await);
+                first.extend(cycles(&driver.daemon, vec![cluster], 1).await);
+            }
+        }
+        first.sort();
+        cold.sort();
+        println!("\nfirst publish of a new reference, {FIRST_OPERATIONS} each, sequential, alternating (ms)");
+        println!(
+            "{:<54} {:>8} {:>8} {:>10} {:>10} {:>12} {:>12}",
+            "", "pub p50", "pub p99", "unpub p50", "unpub p99", "ratio p50", "ratio p99"
+        );
+        for (name, t) in [
+            ("cold local spec (a new namespace: render only)", &cold),
+            ("new ConfigMap (render + its watch + first list)", &first),
+        ] {
+            println!(
+                "{name:<54} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>11.2}x {:>11.2}x",
+                ms(percentile(&t.publishes, 50)),
+                ms(percentile(&t.publishes, 99)),
+                ms(percentile(&t.unpublishes, 50)),
+                ms(percentile(&t.unpublishes, 99)),
+                ratio(percentile(&t.publishes, 50), percentile(&cold.publishes, 50)),
+                ratio(percentile(&t.publishes, 99), percentile(&cold.publishes, 99)),
+            );
+        }
+        println!(
+            "  the new reference's extra cost: {:.2} ms p50 (its list request; its watch starts after the list)",
+            ms(percentile(&first.publishes, 50)) - ms(percentile(&cold.publishes, 50))
+        );
+    }
+
+    // ---- requests ------------------------------------------------------------------------
+
+    async fn requests(&self) {
+        let mut driver = self.driver("requests", &[]).await;
+        let namespace = self.namespace("bench-requests-pods").await;
+        let names: Vec<String> = (0..REQUEST_FIRST_PUBLISHES).map(|i| format!("new-{i}")).collect();
+        let mut maps = vec![(namespace.clone(), "corp-ca".to_owned(), self.cluster_ca.pem.clone())];
+        maps.extend(names.iter().map(|name| (namespace.clone(), name.clone(), self.cluster_ca.pem.clone())));
+        put_config_maps(&self.admin, maps).await;
+        let local = Self::local_attributes(&namespace);
+        let cluster = self.cluster_attributes(&namespace, "corp-ca");
+        let daemon = Arc::clone(&driver.daemon);
+        call_publish(&daemon, &job(&daemon, "requests-anchor-local", &local)).await;
+        call_publish(&daemon, &job(&daemon, "requests-anchor-cluster", &cluster)).await;
+        // Watches start right after their first list: both must be open before counting.
+        let open = driver.audit.wait_for_open(|open| total(open) == 2).await;
+        println!("\nAPI requests per publish, from the API server's audit log (the driver's own user only)");
+        println!("  open watches before counting: {}", describe_counts(&open));
+
+        let mut warm_rows = Vec::new();
+        for (name, attributes) in [("local", &local), ("cluster (ConfigMap + CTB)", &cluster)] {
+            driver.audit.begin_window();
+            let jobs = (0..REQUEST_WARM_CYCLES).map(|i| job(&daemon, &format!("requests-warm-{name}-{i}"), attributes));
+            cycles(&daemon, jobs.collect(), 1).await;
+            let sent = driver.end_window().await;
+            warm_rows.push((name, sent));
+        }
+        println!("  {:<50} {:>9} {:>10} {:>14}", "", "publishes", "requests", "per publish");
+        for (name, sent) in &warm_rows {
+            println!(
+                "  {:<50} {REQUEST_WARM_CYCLES:>9} {:>10} {:>14.2}{}",
+                format!("warm publish+unpublish, {name}"),
+                sent.len(),
+                sent.len() as f64 / REQUEST_WARM_CYCLES as f64,
+                listing(sent)
+            );
+        }
+
+        // First publishes of a new reference: each counted until its watch is open (it starts
+        // after the publish returned), then its unpublish until the watch is closed.
+        let mut on_publish: Vec<AuditEvent> = Vec::new();
+        let mut on_unpublish: Vec<AuditEvent> = Vec::new();
+        // Per first publish: call → list received, list in the API server, list done → publish
+        // returned, list done → watch received (seconds, from the audit log's timestamps).
+        let mut phases: Vec<[f64; 4]> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let job = job(&daemon, &format!("requests-first-{i}"), &self.cluster_attributes(&namespace, name));
+            driver.audit.begin_window();
+            let called = unix_now();
+            call_publish(&daemon, &job).await;
+            let returned = unix_now();
+            driver.audit.wait_for_open(|open| total(open) == 3).await;
+            let sent = driver.end_window().await;
+            let list = sent.iter().find(|e| e.verb == "list");
+            let watch = sent.iter().find(|e| e.verb == "watch");
+            if let (Some(list), Some(watch)) = (list, watch) {
+                phases.push([
+                    list.received - called,
+                    list.at - list.received,
+                    returned - list.at,
+                    watch.received - list.at,
+                ]);
+            }
+            on_publish.extend(sent);
+            driver.audit.begin_window();
+            call_unpublish(&daemon, &job).await;
+            driver.audit.wait_for_open(|open| total(open) == 2).await;
+            on_unpublish.extend(driver.end_window().await);
+        }
+        let n = REQUEST_FIRST_PUBLISHES as f64;
+        println!(
+            "  {:<50} {REQUEST_FIRST_PUBLISHES:>9} {:>10} {:>14.2}{}",
+            "first publish of a new ConfigMap (until its watch)",
+            on_publish.len(),
+            on_publish.len() as f64 / n,
+            listing(&on_publish)
+        );
+        println!(
+            "  {:<50} {REQUEST_FIRST_PUBLISHES:>9} {:>10} {:>14.2}{}",
+            "its unpublish (until its watch is closed)",
+            on_unpublish.len(),
+            on_unpublish.len() as f64 / n,
+            listing(&on_unpublish)
+        );
+        let median = |i: usize| {
+            let mut values: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(0.0) * 1000.0
+        };
+        println!(
+            "  first publish, where the time goes (p50 ms, audit timestamps): call -> list reaches the API server {:.1}, list in the API server {:.1}, list done -> publish returns {:.1}; list done -> watch reaches the API server {:.1}",
+            median(0),
+            median(1),
+            median(2),
+            median(3)
+        );
+        println!("  target: 0 per warm publish");
+    }
+
+    // ---- watches -------------------------------------------------------------------------
+
+    async fn watches(&self) {
+        let mut driver = self.driver("watches", &[]).await;
+        let daemon = Arc::clone(&driver.daemon);
+        let namespaces: Vec<String> = (0..WATCH_NAMESPACES).map(|i| format!("bench-watch-{i}")).collect();
+        create_namespaces(&self.admin, &namespaces).await;
+        let maps = namespaces
+            .iter()
+            .flat_map(|ns| (0..WATCH_NAMES).map(move |k| (ns.clone(), format!("team-ca-{k}"))))
+            .map(|(ns, name)| (ns, name, self.cluster_ca.pem.clone()))
+            .collect();
+        put_config_maps(&self.admin, maps).await;
+        let gauge_before = stable_watch_gauge(&self.admin).await;
+        let idle_rss = rss_kib(daemon.pid());
+
+        let jobs: Vec<Job> = (0..WATCH_VOLUMES)
+            .map(|k| {
+                let namespace = &namespaces[k % WATCH_NAMESPACES];
+                let name = format!("team-ca-{}", (k / WATCH_NAMESPACES) % WATCH_NAMES);
+                job(&daemon, &format!("watch-{k}"), &self.cluster_attributes(namespace, &name))
+            })
+            .collect();
+        let distinct: HashSet<(String, String)> = jobs
+            .iter()
+            .map(|job| (attribute(job, "csi.storage.k8s.io/pod.namespace"), attribute(job, "configMaps")))
+            .collect();
+        let expected = distinct.len() + 1;
+        let started = Instant::now();
+        let mut first_use = Vec::new();
+        let mut shared = Vec::new();
+        let mut seen = HashSet::new();
+        for job in &jobs {
+            let key = (attribute(job, "csi.storage.k8s.io/pod.namespace"), attribute(job, "configMaps"));
+            let took = call_publish(&daemon, job).await;
+            if seen.insert(key) { first_use.push(took) } else { shared.push(took) }
+        }
+        let publish_all = started.elapsed();
+        let open = driver.audit.wait_for_open(|open| total(open) >= expected).await;
+        let settled = started.elapsed();
+        let gauge_after = stable_watch_gauge(&self.admin).await;
+        let connections = connections_to(daemon.pid(), server_port(self.plane));
+        let busy_rss = rss_kib(daemon.pid());
+        first_use.sort();
+        shared.sort();
+
+        println!(
+            "\nopen watches: {WATCH_VOLUMES} volumes over {WATCH_NAMESPACES} namespaces sharing {WATCH_NAMES} ConfigMap names (+ one ClusterTrustBundle each)"
+        );
+        println!(
+            "  distinct objects referenced:            {} ConfigMaps + ClusterTrustBundles (one shared watch) = {expected}",
+            distinct.len()
+        );
+        println!(
+            "  open watches, audit log (driver's user): {} = {} (ratio {:.2}x the distinct objects)",
+            describe_counts(&open),
+            total(&open),
+            total(&open) as f64 / expected as f64
+        );
+        println!(
+            "  open watches, apiserver_longrunning_requests{{verb=\"WATCH\"}} growth: {} = {}",
+            describe_counts(&growth(&gauge_before, &gauge_after)),
+            total(&growth(&gauge_before, &gauge_after))
+        );
+        println!("  the driver's TCP connections to the API server: {connections} (kube's client speaks HTTP/1.1)");
+        println!(
+            "  publishing all {WATCH_VOLUMES}: {:.1} s; all watches open {:.1} s after the first publish",
+            publish_all.as_secs_f64(),
+            settled.as_secs_f64()
+        );
+        println!(
+            "  publish p50/p99 (ms): first volume of an object {:.2}/{:.2} ({} volumes), second volume (spec rendered) {:.2}/{:.2} ({})",
+            ms(percentile(&first_use, 50)),
+            ms(percentile(&first_use, 99)),
+            first_use.len(),
+            ms(percentile(&shared, 50)),
+            ms(percentile(&shared, 99)),
+            shared.len()
+        );
+        println!(
+            "  daemon RSS: {:.1} MiB (before any volume: {:.1} MiB, ratio {:.2}x)",
+            busy_rss as f64 / 1024.0,
+            idle_rss as f64 / 1024.0,
+            busy_rss as f64 / idle_rss.max(1) as f64
+        );
+
+        let started = Instant::now();
+        for job in &jobs {
+            call_unpublish(&daemon, job).await;
+        }
+        let unpublish_all = started.elapsed();
+        // The ClusterTrustBundle watch is one for the node, started on first use, and stays.
+        let open = driver.audit.wait_for_open(|open| !open.contains_key("configmaps")).await;
+        let dropped = started.elapsed();
+        let gauge_end = wait_for_gauge(&self.admin, &gauge_before).await;
+        println!(
+            "  after unpublishing all ({:.1} s): open, audit log: {}; gauge growth: {}; ConfigMap watches all closed {:.1} s after the first unpublish",
+            unpublish_all.as_secs_f64(),
+            describe_counts(&open),
+            describe_counts(&growth(&gauge_before, &gauge_end)),
+            dropped.as_secs_f64()
+        );
+    }
+
+    // ---- memory --------------------------------------------------------------------------
+
+    async fn memory(&self) {
+        let count = MEMORY_NAMESPACES;
+        let setup = Instant::now();
+        let namespaces: Vec<String> = (0..count).map(|i| format!("bench-mem-{i}")).collect();
+        let mut all = namespaces.clone();
+        all.push("bench-mem-first".to_owned());
+        create_namespaces(&self.admin, &all).await;
+        let own_cas: Vec<TestCa> = (0..=count).map(|i| TestCa::new(self.dir.path(), &format!("own-{i}"))).collect();
+        let mut maps = Vec::new();
+        for (namespace, own) in all.iter().zip(&own_cas) {
+            maps.push((namespace.clone(), "same-ca".to_owned(), self.cluster_ca.pem.clone()));
+            maps.push((namespace.clone(), "own-ca".to_owned(), own.pem.clone()));
+        }
+        put_config_maps(&self.admin, maps).await;
+        println!(
+            "\nkernel memory and RSS, one volume per namespace in {count} namespaces (set-up: {:.0} s)",
+            setup.elapsed().as_secs_f64()
+        );
+        println!("  Shmem + Slab growth in /proc/meminfo (machine-wide); RSS of the daemon; one spec published first");
+        println!(
+            "  {:<40} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9} {:>10} {:>7}",
+            "", "total MiB", "KiB/spec", "Shmem KiB", "Slab KiB", "ratio", "tmpfs KiB", "RSS MiB", "RSS ratio", "conns"
+        );
+        let mut baseline: Option<MemoryFigures> = None;
+        for (label, cluster_map) in [
+            ("local sources only (baseline)", None),
+            ("cluster, same CA in every namespace", Some("same-ca")),
+            ("cluster, a CA of each namespace's own", Some("own-ca")),
+        ] {
+            let figures = self.memory_run(&namespaces, cluster_map).await;
+            let base = baseline.get_or_insert(figures);
+            let n = count as f64;
+            println!(
+                "  {label:<40} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>8.2}x {:>10.1} {:>9.1} {:>9.2}x {:>7}",
+                (figures.shmem + figures.slab) as f64 / 1024.0,
+                (figures.shmem + figures.slab) as f64 / n,
+                figures.shmem as f64 / n,
+                figures.slab as f64 / n,
+                (figures.shmem + figures.slab) as f64 / (base.shmem + base.slab).max(1) as f64,
+                figures.tmpfs_kib as f64 / n,
+                figures.rss_kib as f64 / 1024.0,
+                figures.rss_kib as f64 / base.rss_kib.max(1) as f64,
+                figures.connections,
+            );
+            println!(
+                "  {:<40} publishing took {:.1} s; RSS after the first volume {:.1} MiB, peak {:.1} MiB",
+                "",
+                figures.publish_time.as_secs_f64(),
+                figures.first_rss_kib as f64 / 1024.0,
+                figures.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        println!("  (KiB/spec columns are per namespace; ratio = total / the baseline's total)");
+    }
+
+    /// One fresh driver, one volume in `bench-mem-first` (so "same CA" specs find their content
+    /// stored), then one volume per namespace: local sources only, or `config_map` + the CTB.
+    async fn memory_run(&self, namespaces: &[String], config_map: Option<&str>) -> MemoryFigures {
+        let driver =
+            self.driver(&format!("mem-{}", config_map.unwrap_or("local")), &["--store-size", MEMORY_STORE_SIZE]).await;
+        let daemon = Arc::clone(&driver.daemon);
+        let attributes = |namespace: &str| match config_map {
+            Some(name) => self.cluster_attributes(namespace, name),
+            None => Self::local_attributes(namespace),
+        };
+        let first = job(&daemon, "mem-first", &attributes("bench-mem-first"));
+        call_publish(&daemon, &first).await;
+        let jobs: Vec<Job> =
+            namespaces.iter().enumerate().map(|(i, ns)| job(&daemon, &format!("mem-{i}"), &attributes(ns))).collect();
+        let first_rss_kib = rss_kib(daemon.pid());
+        let tmpfs_before = used_bytes(&daemon.store_dir());
+        let (shmem_before, slab_before) = kernel_kib();
+        let started = Instant::now();
+        for job in &jobs {
+            call_publish(&daemon, job).await;
+        }
+        let publish_time = started.elapsed();
+        if config_map.is_some() {
+            // The watches (and their connections) are part of what a cluster volume costs.
+            let mut audit = driver.audit;
+            audit.wait_for_open(|open| total(open) >= namespaces.len() + 2).await;
+        }
+        let (shmem_after, slab_after) = kernel_kib();
+        let figures = MemoryFigures {
+            shmem: shmem_after.saturating_sub(shmem_before),
+            slab: slab_after.saturating_sub(slab_before),
+            tmpfs_kib: used_bytes(&daemon.store_dir()).saturating_sub(tmpfs_before) / 1024,
+            rss_kib: rss_kib(daemon.pid()),
+            first_rss_kib,
+            peak_rss_kib: peak_rss_kib(daemon.pid()),
+            connections: connections_to(daemon.pid(), server_port(self.plane)),
+            publish_time,
+        };
+        for job in &jobs {
+            call_unpublish(&daemon, job).await;
+        }
+        call_unpublish(&daemon, &first).await;
+        figures
+    }
+}
+
+impl Driver {
+    /// Sends a sentinel request as the driver and returns the driver's new requests since
+    /// [`Audit::begin_window`], up to the sentinel's.
+    async fn end_window(&mut self) -> Vec<AuditEvent> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("{SENTINEL_PREFIX}{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let _ = self.as_driver.get_opt(&name).await;
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            self.audit.read();
+            if let Some(window) = self.audit.marks.remove(&name) {
+                return window;
+            }
+            assert!(Instant::now() < deadline, "the sentinel request {name} never reached the audit log");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct MemoryFigures {
+    shmem: u64,
+    slab: u64,
+    tmpfs_kib: u64,
+    rss_kib: u64,
+    first_rss_kib: u64,
+    peak_rss_kib: u64,
+    connections: usize,
+    publish_time: Duration,
+}
+
+// ---- the audit log ------------------------------------------------------------------------
+
+/// A sentinel GET (a ConfigMap that does not exist) marks the end of a counting window.
+const SENTINEL_PREFIX: &str = "bench-sentinel-";
+
+/// One audit event of the driver's user.
+#[derive(Clone, Debug)]
+struct AuditEvent {
+    id: String,
+    stage: String,
+    verb: String,
+    resource: String,
+    uri: String,
+    /// `requestReceivedTimestamp` and `stageTimestamp`, Unix seconds.
+    received: f64,
+    at: f64,
+}
+
+/// The audit log read forward as one user's requests: which watches are open (ResponseStarted
+/// without ResponseComplete), and the requests new since a window began.
+struct Audit {
+    path: PathBuf,
+    offset: u64,
+    user: String,
+    seen: HashSet<String>,
+    /// Open watches: audit ID → resource.
+    open: HashMap<String, String>,
+    window: Vec<AuditEvent>,
+    /// Closed windows by sentinel name.
+    marks: HashMap<String, Vec<AuditEvent>>,
+}
+
+impl Audit {
+    fn new(path: &Path, user: &str) -> Self {
+        let offset = std::fs::metadata(path).map_or(0, |m| m.len());
+        Self {
+            path: path.to_path_buf(),
+            offset,
+            user: user.to_owned(),
+            seen: HashSet::new(),
+            open: HashMap::new(),
+            window: Vec::new(),
+            marks: HashMap::new(),
+        }
+    }
+
+    /// Applies every complete line written since the last read.
+    fn read(&mut self) {
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(&self.path) {
+            let _ = file.seek(SeekFrom::Start(self.offset));
+            let _ = file.read_to_end(&mut bytes);
+        }
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.offset += complete as u64;
+        for line in bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            if value["user"]["username"].as_str() != Some(self.user.as_str()) {
+                continue;
+            }
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            self.apply(AuditEvent {
+                id: text(&value["auditID"]),
+                stage: text(&value["stage"]),
+                verb: text(&value["verb"]),
+                resource: text(&value["objectRef"]["resource"]),
+                uri: text(&value["requestURI"]),
+                received: unix_seconds(value["requestReceivedTimestamp"].as_str().unwrap_or_default()),
+                at: unix_seconds(value["stageTimestamp"].as_str().unwrap_or_default()),
+            });
+        }
+    }
+
+    fn apply(&mut self, event: AuditEvent) {
+        if event.verb == "watch" {
+            match event.stage.as_str() {
+                "ResponseStarted" => {
+                    self.open.insert(event.id.clone(), event.resource.clone());
+                }
+                "ResponseComplete" => {
+                    self.open.remove(&event.id);
+                }
+                _ => {}
+            }
+        }
+        if let Some(name) = event.uri.rsplit('/').next().filter(|name| name.starts_with(SENTINEL_PREFIX)) {
+            self.marks.insert(name.to_owned(), std::mem::take(&mut self.window));
+            return;
+        }
+        if self.seen.insert(event.id.clone()) {
+            self.window.push(event);
+        }
+    }
+
+    fn begin_window(&mut self) {
+        self.read();
+        self.window.clear();
+    }
+
+    fn open_watches(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for resource in self.open.values() {
+            *counts.entry(resource.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Waits (bounded) until the open watches satisfy `done`; returns them.
+    async fn wait_for_open(&mut self, done: impl Fn(&BTreeMap<String, usize>) -> bool) -> BTreeMap<String, usize> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            self.read();
+            let open = self.open_watches();
+            if done(&open) {
+                return open;
+            }
+            assert!(Instant::now() < deadline, "open watches never settled; last seen: {}", describe_counts(&open));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `2026-12-01T12:00:00.123456Z` as Unix seconds (0 when it is not that shape).
+fn unix_seconds(timestamp: &str) -> f64 {
+    let number = |range: std::ops::Range<usize>| timestamp.get(range).and_then(|s| s.parse::<i64>().ok());
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute)) =
+        (number(0..4), number(5..7), number(8..10), number(11..13), number(14..16))
+    else {
+        return 0.0;
+    };
+    let seconds: f64 = timestamp.get(17..).map(|s| s.trim_end_matches('Z')).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    (days * 86_400 + hour * 3600 + minute * 60) as f64 + seconds
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn total(counts: &BTreeMap<String, usize>) -> usize {
+    counts.values().sum()
+}
+
+fn describe_counts(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts.iter().map(|(resource, n)| format!("{resource} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// " (list configmaps 20, watch configmaps 20)": the requests by verb and resource.
+fn listing(events: &[AuditEvent]) -> String {
+    if events.is_empty() {
+        return String::new();
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for event in events {
+        *counts.entry(format!("{} {}", event.verb, event.resource)).or_default() += 1;
+    }
+    format!("  ({})", counts.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "))
+}
+
+// ---- the API server's watch gauge ---------------------------------------------------------
+
+/// `apiserver_longrunning_requests{verb="WATCH"}` by resource, from the API server's /metrics.
+async fn watch_gauge(admin: &kube::Client) -> BTreeMap<String, usize> {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("metrics request");
+    let text = admin.request_text(request).await.expect("GET /metrics as admin");
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|line| line.starts_with("apiserver_longrunning_requests{")) {
+        if !line.contains("verb=\"WATCH\"") {
+            continue;
+        }
+        let resource = line.split("resource=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("?");
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *counts.entry(resource.to_owned()).or_default() += value as usize;
+    }
+    counts
+}
+
+/// The gauge once two readings half a second apart agree (watches of earlier drivers close
+/// asynchronously).
+async fn stable_watch_gauge(admin: &kube::Client) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    let mut last = watch_gauge(admin).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = watch_gauge(admin).await;
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Waits (bounded) until the gauge's ConfigMap watches are back at `baseline`.
+async fn wait_for_gauge(admin: &kube::Client, baseline: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let now = watch_gauge(admin).await;
+        if !growth(baseline, &now).contains_key("configmaps") || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Growth per resource of the driver's kinds (ConfigMaps, ClusterTrustBundles).
+fn growth(before: &BTreeMap<String, usize>, after: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    ["configmaps", "clustertrustbundles"]
+        .into_iter()
+        .map(|resource| {
+            let get = |m: &BTreeMap<String, usize>| m.get(resource).copied().unwrap_or(0);
+            (resource.to_owned(), get(after).saturating_sub(get(before)))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+// ---- set-up -------------------------------------------------------------------------------
+
+async fn create_namespaces(admin: &kube::Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(admin.clone());
+    futures::stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut namespace = Namespace::default();
+                namespace.metadata.name = Some(name.clone());
+                api.create(&PostParams::default(), &namespace)
+                    .await
+                    .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Creates ConfigMaps `(namespace, name, PEM under ca.crt)`.
+async fn put_config_maps(admin: &kube::Client, maps: Vec<(String, String, String)>) {
+    futures::stream::iter(maps)
+        .map(|(namespace, name, pem)| {
+            let api: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+            async move {
+                let mut map = ConfigMap::default();
+                map.metadata.name = Some(name.clone());
+                map.data = Some(BTreeMap::from([("ca.crt".to_owned(), pem)]));
+                api.create(&PostParams::default(), &map)
+                    .await
+                    .unwrap_or_else(|e| panic!("create ConfigMap {namespace}/{name}: {e}"));
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+// ---- publishing ---------------------------------------------------------------------------
+
+fn job(daemon: &Daemon, volume: &str, attributes: &[(String, String)]) -> Job {
+    Job { volume: volume.to_owned(), target: daemon.target(volume, "trust"), attributes: attributes.to_vec() }
+}
+
+fn attribute(job: &Job, key: &str) -> String {
+    job.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+/// Publishes then unpublishes every job, `concurrency` in flight.
+async fn cycles(daemon: &Arc<Daemon>, jobs: Vec<Job>, concurrency: usize) -> Timings {
+    let started = Instant::now();
+    let results: Vec<(Duration, Duration)> = futures::stream::iter(jobs)
+        .map(|job| {
+            let daemon = Arc::clone(daemon);
+            async move {
+                let published = call_publish(&daemon, &job).await;
+                let unpublished = call_unpublish(&daemon, &job).await;
+                (published, unpublished)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    Timings {
+        publishes: results.iter().map(|(p, _)| *p).collect(),
+        unpublishes: results.iter().map(|(_, u)| *u).collect(),
+        cycles: results.iter().map(|(p, u)| *p + *u).collect(),
+        elapsed,
+    }
+}
+
+async fn call_publish(daemon: &Daemon, job: &Job) -> Duration {
+    let attributes: Vec<(&str, &str)> = job.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let request = publish_request(&job.volume, &job.target, &attributes);
+    let started = Instant::now();
+    daemon
+        .node()
+        .node_publish_volume(request)
+        .await
+        .unwrap_or_else(|status| panic!("publish {}: {status}\n{}", job.volume, daemon.stderr()));
+    started.elapsed()
+}
+
+async fn call_unpublish(daemon: &Daemon, job: &Job) -> Duration {
+    let started = Instant::now();
+    daemon
+        .node()
+        .node_unpublish_volume(unpublish_request(&job.volume, &job.target))
+        .await
+        .unwrap_or_else(|status| panic!("unpublish {}: {status}\n{}", job.volume, daemon.stderr()));
+    started.elapsed()
+}
+
+// ---- measuring ----------------------------------------------------------------------------
+
+/// (Shmem, Slab = SReclaimable + SUnreclaim) from /proc/meminfo, in KiB.
+fn kernel_kib() -> (u64, u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Shmem:"), field("SReclaimable:") + field("SUnreclaim:"))
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn used_bytes(path: &Path) -> u64 {
+    let vfs = nix::sys::statvfs::statvfs(path).expect("statvfs of the store");
+    (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
+}
+
+fn server_port(plane: &ControlPlane) -> u16 {
+    plane.server.rsplit(':').next().and_then(|port| port.parse().ok()).expect("the API server's port")
+}
+
+/// Established TCP connections of process `pid` to 127.0.0.1:`port`: its socket inodes matched
+/// against the kernel's TCP tables.
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')).map(str::to_owned)
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 9 && fields[2].ends_with(&port) && fields[3] == "01" && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).saturating_sub(1);
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn ratio(value: Duration, baseline: Duration) -> f64 {
+    value.as_secs_f64() / baseline.as_secs_f64().max(f64::MIN_POSITIVE)
+}
