@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use support::certs::TestCa;
 use support::client::{publish_request, unpublish_request};
 use support::daemon::{BIN, Daemon, DaemonOptions};
+use support::measure::{self, kernel_kib, mib, ms, peak_rss_kib, percentile, used_bytes};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
 const OPERATIONS: usize = 1000;
@@ -35,23 +36,9 @@ const SCALE_VOLUMES: usize = 1000;
 const RENDER_RUNS: usize = 7;
 
 fn main() {
-    if std::env::var_os(IN_NAMESPACE).is_none() {
-        let exe = std::env::current_exe().expect("bench binary path");
-        let status = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(exe)
-            .args(std::env::args_os().skip(1))
-            .env(IN_NAMESPACE, "1")
-            // Per-call info logs would be measured too; a real node runs with info, so this
-            // flatters nothing but the log volume.
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .status()
-            .expect("run unshare (needs root)");
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    measure::reexec_in_private_mount_namespace(IN_NAMESPACE);
     println!("trustmount benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
-    // `cargo bench` passes `--bench`; any other word picks sections.
-    let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let sections = measure::sections();
     if sections.iter().any(|s| s == "memory") {
         support::block_on(memory_benchmarks());
         return;
@@ -81,19 +68,6 @@ fn main() {
 const MEMORY_SPECS: [usize; 2] = [100, 1000];
 /// Enough for 1000 specs stored the way the store did before content was shared.
 const MEMORY_STORE_SIZE: &str = "2Gi";
-
-/// Shmem + Slab (SReclaimable + SUnreclaim) from /proc/meminfo, in KiB.
-fn kernel_kib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    field("Shmem:") + field("SReclaimable:") + field("SUnreclaim:")
-}
 
 /// Every combination of the attributes that change a volume's content.
 fn content_variants() -> Vec<Vec<(&'static str, &'static str)>> {
@@ -415,35 +389,4 @@ fn which(program: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
-}
-
-/// VmHWM: the peak resident set size, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn used_bytes(path: &Path) -> u64 {
-    let vfs = nix::sys::statvfs::statvfs(path).expect("statvfs of the store");
-    (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
-}
-
-fn percentile(sorted: &[Duration], pct: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (sorted.len() * pct).div_ceil(100).saturating_sub(1);
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }

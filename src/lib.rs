@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod csi;
+pub mod events;
 pub mod metrics;
 pub mod node;
 pub mod readiness;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use crate::events::PodEvents;
 use crate::metrics::{Metrics, SourceKind};
 use crate::readiness::{Condition, Readiness};
 use crate::sources::cluster::Change;
@@ -54,6 +55,7 @@ pub struct Rotation {
     failures: Mutex<HashMap<SpecDigest, Arc<Error>>>,
     requested: Notify,
     metrics: Metrics,
+    events: PodEvents,
 }
 
 /// What set off a refresh pass, for the metrics and the rotation's log line.
@@ -79,8 +81,10 @@ impl Trigger {
 }
 
 impl Rotation {
-    pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics) -> Arc<Self> {
-        Arc::new(Self { sources, store, failures: Mutex::new(HashMap::new()), requested: Notify::new(), metrics })
+    /// `events` hears of every failed refresh and of each recovery, per pod.
+    pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics, events: PodEvents) -> Arc<Self> {
+        let failures = Mutex::new(HashMap::new());
+        Arc::new(Self { sources, store, failures, requested: Notify::new(), metrics, events })
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog
@@ -199,7 +203,10 @@ impl Rotation {
             let span = tracing::info_span!("refresh", spec = %digest);
             match self.store.refresh(spec, render).instrument(span).await {
                 Ok(refreshed) => {
-                    self.failures().remove(&digest);
+                    let recovered = self.failures().remove(&digest).is_some();
+                    if recovered {
+                        self.events.refreshed(self.store.pods_of(&digest).await);
+                    }
                     if refreshed {
                         if let Some(kind) = trigger.kind {
                             self.metrics.rotated(kind, trigger.seen.elapsed());
@@ -214,7 +221,11 @@ impl Rotation {
                         self.metrics.rotation_failed(kind);
                     }
                     failed += 1;
-                    self.failures().insert(digest, Arc::new(error));
+                    let error = Arc::new(error);
+                    self.failures().insert(digest.clone(), Arc::clone(&error));
+                    // Every failure is recorded: the recorder makes repeats one event series.
+                    let problem = Problem::Refresh(error).to_string();
+                    self.events.refresh_failed(self.store.pods_of(&digest).await, &problem);
                 }
             }
         }

@@ -64,7 +64,7 @@ async fn may(client: &kube::Client, verb: &str, group: &str, resource: &str, nam
 }
 
 #[tokio::test]
-async fn the_driver_may_read_trust_material_and_its_own_csidriver_and_nothing_else() {
+async fn the_driver_may_read_trust_material_its_own_csidriver_and_record_pod_events_and_nothing_else() {
     let plane = ControlPlane::shared();
     let driver = driver_client(plane).await;
     let namespace = plane.namespace("driver-rbac").await;
@@ -77,8 +77,10 @@ async fn the_driver_may_read_trust_material_and_its_own_csidriver_and_nothing_el
         ("list", "certificates.k8s.io", "clustertrustbundles", ""),
         ("watch", "certificates.k8s.io", "clustertrustbundles", ""),
         ("get", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
+        ("create", "events.k8s.io", "events", ""),
+        ("patch", "events.k8s.io", "events", "web-0.17f3"),
     ] {
-        let scope = if resource == "configmaps" { namespace.as_str() } else { "" };
+        let scope = if matches!(resource, "configmaps" | "events") { namespace.as_str() } else { "" };
         assert!(may(&driver, verb, group, resource, scope, name).await, "the driver may not {verb} {resource}");
     }
     for (verb, group, resource, name) in [
@@ -93,8 +95,11 @@ async fn the_driver_may_read_trust_material_and_its_own_csidriver_and_nothing_el
         ("list", "storage.k8s.io", "csidrivers", ""),
         ("list", "", "pods", ""),
         ("create", "", "serviceaccounts/token", "default"),
+        ("delete", "events.k8s.io", "events", "web-0.17f3"),
+        ("list", "events.k8s.io", "events", ""),
+        ("create", "", "events", ""),
     ] {
-        let scope = if matches!(resource, "secrets" | "configmaps" | "pods" | "serviceaccounts/token") {
+        let scope = if matches!(resource, "secrets" | "configmaps" | "pods" | "serviceaccounts/token" | "events") {
             namespace.as_str()
         } else {
             ""
@@ -162,6 +167,8 @@ async fn the_driver_role_grants_exactly_the_rules_the_driver_needs() {
         "certificates.k8s.io/clustertrustbundles list []",
         "certificates.k8s.io/clustertrustbundles watch []",
         "storage.k8s.io/csidrivers get [csi.trustmount.io]",
+        "events.k8s.io/events create []",
+        "events.k8s.io/events patch []",
     ]
     .into_iter()
     .map(String::from)

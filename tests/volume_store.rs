@@ -717,30 +717,48 @@ fn a_new_generation_of_one_spec_leaves_the_other_spec_intact() {
     const ROTATED: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n";
     let env = Env::new();
     let (a, b) = (env.target("pod-a"), env.target("pod-b"));
-    run(env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE))).unwrap();
-    run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
-    let dir_b = env.store.spec_dir(&spec("team-b").digest());
-    let old_blob = ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt"));
-    let blobs_before = blob_names(&env).len();
+    // One runtime throughout: a swapped-out generation is removed by a task after its grace.
+    run(async {
+        env.store.publish(publication("vol-a", &a, spec("team-a")), hashed_files(BUNDLE)).await.unwrap();
+        env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE)).await.unwrap();
+        let dir_b = env.store.spec_dir(&spec("team-b").digest());
+        let old_blob = ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt"));
+        let blobs_before = blob_names(&env).len();
 
-    assert!(run(env.store.refresh(spec("team-a"), hashed_files(ROTATED))).unwrap());
-    assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), ROTATED);
-    assert_eq!(fs::read(a.join("1234abcd.0")).unwrap(), ROTATED);
-    // team-b still reads the old content, through the very same inode.
-    assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
-    assert_eq!(fs::read(b.join("1234abcd.0")).unwrap(), BUNDLE);
-    assert_eq!(fs::read(b.join("java/cacerts")).unwrap(), b"jks");
-    assert_eq!(ino(&b.join("..data/ca-certificates.crt")), old_blob);
-    assert_eq!(nlink(&b.join("..data/ca-certificates.crt")), 2, "blob + team-b: team-a's old generation is gone");
-    // Only the new bundle is a new blob; the rest is still shared.
-    assert_eq!(blob_names(&env).len(), blobs_before + 1);
+        assert!(env.store.refresh(spec("team-a"), hashed_files(ROTATED)).await.unwrap());
+        assert_eq!(fs::read(a.join("ca-certificates.crt")).unwrap(), ROTATED);
+        assert_eq!(fs::read(a.join("1234abcd.0")).unwrap(), ROTATED);
+        // team-b still reads the old content, through the very same inode.
+        assert_eq!(fs::read(b.join("ca-certificates.crt")).unwrap(), BUNDLE);
+        assert_eq!(fs::read(b.join("1234abcd.0")).unwrap(), BUNDLE);
+        assert_eq!(fs::read(b.join("java/cacerts")).unwrap(), b"jks");
+        assert_eq!(ino(&b.join("..data/ca-certificates.crt")), old_blob);
+        assert_eq!(
+            nlink(&b.join("..data/ca-certificates.crt")),
+            3,
+            "blob, team-b, and team-a's swapped-out generation"
+        );
+        let old_generation_gone = async || nlink(&b.join("..data/ca-certificates.crt")) == 2;
+        eventually("team-a's old generation goes after its grace", old_generation_gone).await;
+        // Only the new bundle is a new blob; the rest is still shared.
+        assert_eq!(blob_names(&env).len(), blobs_before + 1);
 
-    // Rotated too: the old bundle has no link left and goes.
-    assert!(run(env.store.refresh(spec("team-b"), hashed_files(ROTATED))).unwrap());
-    assert_eq!(blob_names(&env).len(), blobs_before);
-    let dir_a = env.store.spec_dir(&spec("team-a").digest());
-    let new_a = current_generation(&dir_a).unwrap().join("ca-certificates.crt");
-    assert_eq!(ino(&new_a), ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt")));
+        // Rotated too: the old bundle has no link left and goes.
+        assert!(env.store.refresh(spec("team-b"), hashed_files(ROTATED)).await.unwrap());
+        eventually("the old bundle's blob is collected", async || blob_names(&env).len() == blobs_before).await;
+        let dir_a = env.store.spec_dir(&spec("team-a").digest());
+        let new_a = current_generation(&dir_a).unwrap().join("ca-certificates.crt");
+        assert_eq!(ino(&new_a), ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt")));
+    });
+}
+
+/// Waits (bounded) for `check`; the bound is no timed assertion, only a limit on a hang.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "not within 20 s: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
+use trustmount::events::PodEvents;
 use trustmount::metrics::{self, Metrics};
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
@@ -56,6 +57,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let _guard = runtime.enter();
     let client =
         runtime.block_on(mode.client()).context("configuring the Kubernetes client").map_err(Failure::Config)?;
+    // Events go to the pods, written with the driver's identity.
+    let events =
+        client.as_ref().map_or_else(PodEvents::off, |client| PodEvents::new(client.driver.clone(), &args.node_id));
     let cluster_changes = match (client, &mode) {
         (Some(client), _) => {
             match &mode {
@@ -95,7 +99,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
         .map_err(Failure::Runtime)?;
-    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), metrics.clone());
+    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), metrics.clone(), events);
     // Its first pass refreshes the adopted volumes; Probe says ready after it.
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 

@@ -113,15 +113,25 @@ fn generation_prefix() -> String {
 }
 
 /// Writes `files` as the new generation of an existing `spec_dir` and swaps readers to it.
-/// Readers that opened a file before the swap keep reading the old content.
+/// Readers that opened a file before the swap keep reading the old content. Returns the
+/// generation swapped out, which is left in place for readers still resolving `..data` (the
+/// caller removes it later); other old generations are removed unless `keep` says otherwise.
 ///
 /// # Errors
 /// Invalid entries (nothing written), or an I/O failure (`StoreFull` on ENOSPC); a failure
 /// before the swap leaves the current generation in place.
-pub(super) fn write_generation(blobs: &Blobs, spec_dir: &Path, files: &Files) -> Result<()> {
+pub(super) fn write_generation(
+    blobs: &Blobs,
+    spec_dir: &Path,
+    files: &Files,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<Option<PathBuf>> {
     validate(files)?;
     let spec_fd = open_dir(spec_dir)?;
-    write_generation_in(blobs, spec_fd.as_fd(), spec_dir, files, false)
+    let previous = current_generation(spec_dir).ok();
+    write_generation_in(blobs, spec_fd.as_fd(), spec_dir, files, false)?;
+    remove_stray_generations(blobs, spec_dir, &|path| previous.as_deref() == Some(path) || keep(path))?;
+    Ok(previous)
 }
 
 /// Writes a generation into `spec_dir` (open as `spec_fd`). `fresh`: the directory was just
@@ -169,11 +179,7 @@ fn write_generation_in(
         }
     }
 
-    update_visible_links(blobs, spec_fd, spec_dir, files, fresh)?;
-    if fresh {
-        return Ok(());
-    }
-    remove_stray_generations(blobs, spec_dir)
+    update_visible_links(blobs, spec_fd, spec_dir, files, fresh)
 }
 
 fn fill_generation(blobs: &Blobs, generation_fd: OwnedFd, generation: &Path, files: &Files) -> Result<()> {
@@ -253,15 +259,16 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     fs::read_dir(dir).and_then(|entries| entries.collect::<io::Result<Vec<_>>>()).map_err(|e| io_error("list", dir, e))
 }
 
-/// Removes every `..*` entry of `spec_dir` except `..data` and the generation it points at:
-/// the previous generation, and leftovers of a crash in the middle of a write.
-pub(super) fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
+/// Removes every `..*` entry of `spec_dir` except `..data`, the generation it points at, and
+/// those `keep` names: swapped-out generations, and leftovers of a crash in the middle of a
+/// write.
+pub(super) fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
     let current = current_generation(spec_dir)?;
     for entry in read_dir(spec_dir)? {
         let path = entry.path();
         let name = entry.file_name();
         let reserved = name.to_str().is_some_and(|n| n.starts_with(".."));
-        if reserved && name != DATA_LINK && path != current {
+        if reserved && name != DATA_LINK && path != current && !keep(&path) {
             blobs.remove_tree(&path)?;
         }
     }
@@ -456,10 +463,13 @@ mod tests {
                 ("1234abcd.0".into(), Entry::Symlink("ca-certificates.crt".into())),
             ],
         };
-        write_generation(&blobs, &spec_dir, &next).unwrap();
+        let swapped_out = write_generation(&blobs, &spec_dir, &next, &|_| false).unwrap();
 
         let second = current_generation(&spec_dir).unwrap();
         assert_ne!(first, second);
+        assert_eq!(swapped_out.as_ref(), Some(&first));
+        assert!(first.join("ca-certificates.crt").exists(), "the old generation stays for readers resolving `..data`");
+        remove_stray_generations(&blobs, &spec_dir, &|_| false).unwrap();
         assert!(!first.exists(), "old generation removed");
         assert_eq!(generations(&spec_dir), [second.file_name().unwrap().to_string_lossy().into_owned()]);
         assert_eq!(visible(&spec_dir), ["1234abcd.0", "ca-certificates.crt"]);
@@ -479,8 +489,14 @@ mod tests {
         let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"a", b"b")).unwrap();
         fs::create_dir(spec_dir.join("..2020_01_01_00_00_00.half")).unwrap();
         symlink("..nowhere", spec_dir.join(DATA_LINK_TMP)).unwrap();
-        write_generation(&blobs, &spec_dir, &files(b"c", b"d")).unwrap();
-        assert_eq!(generations(&spec_dir).len(), 1);
+        let previous = write_generation(&blobs, &spec_dir, &files(b"c", b"d"), &|_| false).unwrap().unwrap();
+        let current = current_generation(&spec_dir).unwrap();
+        let mut left = generations(&spec_dir);
+        left.sort();
+        let mut expected = [previous, current].map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+        expected.sort();
+        assert_eq!(left, expected, "only the current and the swapped-out generation are left");
+        assert!(fs::symlink_metadata(spec_dir.join(DATA_LINK_TMP)).is_err());
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"c");
     }
 
@@ -526,7 +542,7 @@ mod tests {
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
 
         let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"keep", b"j")).unwrap();
-        assert!(write_generation(&blobs, &spec_dir, &clash).is_err());
+        assert!(write_generation(&blobs, &spec_dir, &clash, &|_| false).is_err());
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"keep");
         assert_eq!(generations(&spec_dir).len(), 1);
     }

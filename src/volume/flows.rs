@@ -154,7 +154,8 @@ impl Inner {
         let files = render()?;
         let spec_dir = self.index.spec_dir(&digest);
         let written = if spec_dir.exists() {
-            atomic::write_generation(self.index.blobs(), &spec_dir, &files)
+            atomic::write_generation(self.index.blobs(), &spec_dir, &files, &|path| self.retired.is_recent(path))
+                .map(|swapped_out| swapped_out.into_iter().for_each(|generation| self.retired.add(generation)))
         } else {
             // A live spec without its directory: adopted from a store of the layout before
             // blobs (its volumes are bound to the old tmpfs underneath), or removed by hand.
@@ -165,6 +166,19 @@ impl Inner {
         written.map_err(|e| self.index.in_store(e))?;
         tracing::info!(spec = %digest, "spec refreshed");
         Ok(true)
+    }
+
+    /// Removes the generations of `digest` whose grace (`retired::GRACE`) is over.
+    pub(super) fn sweep(&self, digest: &SpecDigest) -> Result<()> {
+        let spec_lock = self.index.spec_lock(digest);
+        let _spec_guard = locks::lock(&spec_lock);
+        let spec_dir = self.index.spec_dir(digest);
+        self.retired.expire(&spec_dir);
+        if !self.index.contains(digest) || !spec_dir.exists() {
+            return Ok(());
+        }
+        atomic::remove_stray_generations(self.index.blobs(), &spec_dir, &|path| self.retired.is_recent(path))
+            .map_err(|e| self.index.in_store(e))
     }
 
     pub(super) fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {

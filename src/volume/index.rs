@@ -87,7 +87,7 @@ impl Index {
     }
 
     /// How many targets use `digest` (those being mounted included).
-    pub fn targets_of(&self, digest: &SpecDigest) -> usize {
+    pub fn target_count(&self, digest: &SpecDigest) -> usize {
         self.specs().get(digest).map_or(0, |spec_use| spec_use.targets.len())
     }
 
@@ -98,6 +98,11 @@ impl Index {
             specs.iter().map(|(digest, spec_use)| (digest, &spec_use.spec)).collect();
         live.sort_by(|a, b| a.0.cmp(b.0));
         live.into_iter().map(|(_, spec)| spec.clone()).collect()
+    }
+
+    /// The targets published (or being published) from `digest`.
+    pub fn targets_of(&self, digest: &SpecDigest) -> Vec<PathBuf> {
+        self.specs().get(digest).map(|spec_use| spec_use.targets.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// The spec directory of `digest` (it may not exist).

@@ -19,6 +19,7 @@ mod locks;
 mod mount;
 mod mountinfo;
 mod record;
+mod retired;
 mod store;
 mod target;
 mod tmpfs;

@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundle::Files;
-use crate::spec::{SpecDigest, VolumeSpec};
+use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
 
 use super::blobs::Blobs;
 use super::index::Index;
 use super::locks::DirLocks;
+use super::retired::{self, Retired};
 use super::target::Targets;
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, record, tmpfs};
 
@@ -44,6 +45,8 @@ pub(super) struct Inner {
     pub(super) targets: Targets,
     pub(super) index: Index,
     pub(super) target_locks: DirLocks<PathBuf>,
+    /// Generations swapped out by a refresh, removed once their grace is over.
+    pub(super) retired: Retired,
 }
 
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
@@ -109,6 +112,7 @@ impl Store {
                 targets: Targets::new(&config.kubelet_dir),
                 index,
                 target_locks: DirLocks::default(),
+                retired: Retired::default(),
             }),
         })
     }
@@ -165,13 +169,44 @@ impl Store {
         R: FnOnce() -> Result<Files, E> + Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        let digest = spec.digest();
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.refresh(&spec, render)).await
+        let refreshed = blocking(move || inner.refresh(&spec, render)).await?;
+        if refreshed {
+            // The swapped-out generation goes once readers resolving `..data` are done with it.
+            let inner = Arc::clone(&self.inner);
+            tokio::spawn(async move {
+                tokio::time::sleep(retired::GRACE).await;
+                let swept = blocking(move || inner.sweep(&digest)).await;
+                if let Err(error) = swept {
+                    tracing::warn!(%error, "cannot remove a swapped-out generation; the next refresh tries again");
+                }
+            });
+        }
+        Ok(refreshed)
+    }
+
+    /// The pods of the volumes published from `digest`, from their records (for events on
+    /// them). A target whose record cannot be read is left out.
+    pub async fn pods_of(&self, digest: &SpecDigest) -> Vec<PodInfo> {
+        let inner = Arc::clone(&self.inner);
+        let digest = digest.clone();
+        let pods = blocking(move || {
+            let pods = inner
+                .index
+                .targets_of(&digest)
+                .into_iter()
+                .filter_map(|target| record::load(&inner.records, &target).ok().flatten())
+                .map(|rec| rec.pod)
+                .collect();
+            Ok::<_, Error>(pods)
+        });
+        pods.await.unwrap_or_default()
     }
 
     /// How many volumes are published from `digest`'s spec directory.
     pub fn volumes_of(&self, digest: &SpecDigest) -> usize {
-        self.inner.index.targets_of(digest)
+        self.inner.index.target_count(digest)
     }
 
     /// The driver's tmpfs (`<state_dir>/store`, symlinks resolved).

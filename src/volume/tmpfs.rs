@@ -79,7 +79,7 @@ fn collect_spec_dirs(root: &Path, index: &Index, unreadable: usize) {
             atomic::remove_tree(&path)
         } else if let Some(digest) = SpecDigest::parse(&name) {
             if index.contains(&digest) {
-                atomic::remove_stray_generations(index.blobs(), &path)
+                atomic::remove_stray_generations(index.blobs(), &path, &|_| false)
             } else if unreadable == 0 {
                 tracing::info!(path = %path.display(), "removing a spec directory no volume uses");
                 atomic::remove_tree(&path)

@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod deploy;
 pub mod fsutil;
+pub mod measure;
 pub mod ns;
 pub mod output;
 pub mod programs;

@@ -1,0 +1,180 @@
+//! Kubernetes Events on pods, read back from the real API server: a bad update of a ConfigMap
+//! records a Warning on each pod whose volume uses it (and on no other pod), a repeat joins the
+//! same event's series instead of adding an event, and the fix records a Normal event. The
+//! driver writes them with its own identity, bound to the ClusterRole deploy/rbac.yaml ships.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::storage::v1::CSIDriver;
+use kube::api::{Api, ListParams, PostParams};
+use support::block_on;
+use support::certs::TestCa;
+use support::client::publish_request;
+use support::control_plane::ControlPlane;
+use support::daemon::{Daemon, DaemonOptions};
+use support::deploy;
+
+const SHIPPED_DRIVER: &str = "csi.trustmount.io";
+const NODE_ID: &str = "node-events";
+/// Bounds each wait for an event to appear; never a timed assertion.
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn put_config_map(api: &Api<ConfigMap>, name: &str, pem: &str) {
+    let mut map = ConfigMap::default();
+    map.metadata.name = Some(name.to_string());
+    map.data = Some([("ca.crt".to_string(), pem.to_string())].into());
+    match api.get_opt(name).await.unwrap() {
+        Some(existing) => {
+            map.metadata.resource_version = existing.metadata.resource_version;
+            api.replace(name, &PostParams::default(), &map).await.unwrap();
+        }
+        None => {
+            api.create(&PostParams::default(), &map).await.unwrap();
+        }
+    }
+}
+
+/// A real Pod object (it stays Pending: nothing schedules it), so events regard a pod that
+/// exists, by its UID, as the kubelet's publish would name it.
+async fn create_pod(admin: &kube::Client, namespace: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    if accounts.get_opt("default").await.unwrap().is_none() {
+        // No controller-manager runs here to make it.
+        let mut account = ServiceAccount::default();
+        account.metadata.name = Some("default".into());
+        accounts.create(&PostParams::default(), &account).await.unwrap();
+    }
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(name.into());
+    pod.spec = Some(PodSpec {
+        containers: vec![Container {
+            name: "app".into(),
+            image: Some("registry.invalid/app".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let created = Api::<Pod>::namespaced(admin.clone(), namespace).create(&PostParams::default(), &pod).await.unwrap();
+    created.metadata.uid.expect("the API server gives a pod its UID")
+}
+
+async fn events_about(admin: &kube::Client, namespace: &str, uid: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(admin.clone(), namespace).list(&ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid))
+        .collect()
+}
+
+fn with_reason<'e>(events: &'e [Event], reason: &str) -> Vec<&'e Event> {
+    events.iter().filter(|event| event.reason.as_deref() == Some(reason)).collect()
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {LIMIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_event() {
+    let plane = ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let admin = plane.admin_client().await;
+        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
+            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let namespace = plane.namespace("events").await;
+        let identity = deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
+        let options = DaemonOptions {
+            node_id: NODE_ID.into(),
+            extra_args: vec!["--kubeconfig".into(), identity.kubeconfig.display().to_string()],
+            ..DaemonOptions::default()
+        }
+        .system_roots("none");
+        let daemon = Daemon::start(options).await;
+
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+        let good = TestCa::new(dir.path(), "good");
+        put_config_map(&config_maps, "changing", &good.pem).await;
+        put_config_map(&config_maps, "steady", &good.pem).await;
+        let mut uids = Vec::new();
+        for (pod, config_map) in [("web-0", "changing"), ("web-1", "steady")] {
+            let uid = create_pod(&admin, &namespace, pod).await;
+            let target = daemon.target(&uid, "trust");
+            let request = publish_request(
+                pod,
+                &target,
+                &[
+                    ("csi.storage.k8s.io/pod.name", pod),
+                    ("csi.storage.k8s.io/pod.namespace", &namespace),
+                    ("systemRoots", "false"),
+                    ("configMaps", config_map),
+                ],
+            );
+            daemon.node().node_publish_volume(request).await.unwrap();
+            uids.push(uid);
+        }
+        let (affected, unaffected) = (&uids[0], &uids[1]);
+
+        // A private key in the ConfigMap: the volume keeps its bundle, its pod hears why.
+        let bad = format!("{}{}", good.pem, good.key.serialize_pem());
+        put_config_map(&config_maps, "changing", &bad).await;
+        eventually("a Warning on the affected pod", async || {
+            !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshFailed").is_empty()
+        })
+        .await;
+        let events = events_about(&admin, &namespace, affected).await;
+        let warnings = with_reason(&events, "TrustBundleRefreshFailed");
+        let warning = warnings[0];
+        assert_eq!(warning.type_.as_deref(), Some("Warning"));
+        assert_eq!(warning.reporting_controller.as_deref(), Some("trustmount"));
+        assert_eq!(warning.reporting_instance.as_deref(), Some(NODE_ID));
+        let regarding = warning.regarding.as_ref().unwrap();
+        assert_eq!(
+            (regarding.kind.as_deref(), regarding.name.as_deref(), regarding.namespace.as_deref()),
+            (Some("Pod"), Some("web-0"), Some(namespace.as_str()))
+        );
+        let note = warning.note.as_deref().unwrap_or_default();
+        assert!(note.contains("private key") && note.contains("changing"), "{note}");
+
+        // Another bad update: the same event, now a series of two, not a second event.
+        let worse = format!("{}{}", good.key.serialize_pem(), good.pem);
+        put_config_map(&config_maps, "changing", &worse).await;
+        eventually("the repeat joins the event's series", async || {
+            let events = events_about(&admin, &namespace, affected).await;
+            with_reason(&events, "TrustBundleRefreshFailed")
+                .iter()
+                .any(|event| event.series.as_ref().is_some_and(|series| series.count >= 2))
+        })
+        .await;
+        let events = events_about(&admin, &namespace, affected).await;
+        assert_eq!(with_reason(&events, "TrustBundleRefreshFailed").len(), 1, "a repeat is not a new event");
+
+        // Fixed: a Normal event says the bundle is current again.
+        let fixed = TestCa::new(dir.path(), "fixed");
+        put_config_map(&config_maps, "changing", &fixed.pem).await;
+        eventually("a Normal event on the affected pod", async || {
+            !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshed").is_empty()
+        })
+        .await;
+        let events = events_about(&admin, &namespace, affected).await;
+        assert_eq!(with_reason(&events, "TrustBundleRefreshed")[0].type_.as_deref(), Some("Normal"));
+
+        // The pod of the other ConfigMap heard nothing.
+        assert!(
+            events_about(&admin, &namespace, unaffected).await.is_empty(),
+            "only the pods of that source get events"
+        );
+    });
+}

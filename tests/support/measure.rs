@@ -1,0 +1,86 @@
+//! What the benchmarks measure with: percentiles, a daemon's memory, the store's usage, the
+//! kernel's memory, and the re-exec into a private mount namespace they all start with.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Re-executes this binary inside a private mount namespace (once: `flag` marks the inner run)
+/// and exits with its status; returns in the inner run. Per-call info logs would be measured
+/// too, so the daemon logs at warn unless RUST_LOG says otherwise.
+pub fn reexec_in_private_mount_namespace(flag: &str) {
+    if std::env::var_os(flag).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("bench binary path");
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(flag, "1")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .status()
+        .expect("run unshare (needs root)");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// The words after the binary that are not flags (`cargo bench` passes `--bench`): sections.
+pub fn sections() -> Vec<String> {
+    std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect()
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// VmHWM: the peak resident set size, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// VmRSS: the resident set size now, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Pages in use on the filesystem of `path` (a tmpfs: its content).
+pub fn used_bytes(path: &Path) -> u64 {
+    let vfs = nix::sys::statvfs::statvfs(path).expect("statvfs of the store");
+    (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
+}
+
+/// Shmem + Slab (SReclaimable + SUnreclaim) from /proc/meminfo, in KiB: tmpfs pages plus the
+/// inodes and dentries that `df` does not count.
+pub fn kernel_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    field("Shmem:") + field("SReclaimable:") + field("SUnreclaim:")
+}
+
+/// The `pct` percentile of `sorted` (nearest rank).
+pub fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).saturating_sub(1);
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
