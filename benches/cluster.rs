@@ -28,7 +28,6 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +41,7 @@ use support::client::{publish_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::measure::{self, ms, peak_rss_kib, percentile, ratio, rss_kib, shmem_and_slab_kib, used_bytes};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
 const SECTIONS: [&str; 5] = ["warm", "first", "requests", "watches", "memory"];
@@ -70,22 +70,8 @@ const WAIT_LIMIT: Duration = Duration::from_secs(60);
 const SETUP_CONCURRENCY: usize = 8;
 
 fn main() {
-    if std::env::var_os(IN_NAMESPACE).is_none() {
-        let exe = std::env::current_exe().expect("bench binary path");
-        let status = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(exe)
-            .args(std::env::args_os().skip(1))
-            .env(IN_NAMESPACE, "1")
-            // Per-call logs would be measured too; a node runs with info, so this flatters
-            // nothing but the log volume.
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .status()
-            .expect("run unshare (needs root)");
-        std::process::exit(status.code().unwrap_or(1));
-    }
-    // `cargo bench` passes `--bench`; any other word picks sections.
-    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    measure::reexec_in_private_mount_namespace(IN_NAMESPACE);
+    let words = measure::sections();
     for word in &words {
         assert!(SECTIONS.contains(&word.as_str()), "unknown section {word:?}; pick from {SECTIONS:?}");
     }
@@ -631,7 +617,7 @@ impl Bench {
             namespaces.iter().enumerate().map(|(i, ns)| job(&daemon, &format!("mem-{i}"), &attributes(ns))).collect();
         let first_rss_kib = rss_kib(daemon.pid());
         let tmpfs_before = used_bytes(&daemon.store_dir());
-        let (shmem_before, slab_before) = kernel_kib();
+        let (shmem_before, slab_before) = shmem_and_slab_kib();
         let started = Instant::now();
         for job in &jobs {
             call_publish(&daemon, job).await;
@@ -642,7 +628,7 @@ impl Bench {
             let mut audit = driver.audit;
             audit.wait_for_open(|open| total(open) >= namespaces.len() + 2).await;
         }
-        let (shmem_after, slab_after) = kernel_kib();
+        let (shmem_after, slab_after) = shmem_and_slab_kib();
         let figures = MemoryFigures {
             shmem: shmem_after.saturating_sub(shmem_before),
             slab: slab_after.saturating_sub(slab_before),
@@ -1014,41 +1000,6 @@ async fn call_unpublish(daemon: &Daemon, job: &Job) -> Duration {
 
 // ---- measuring ----------------------------------------------------------------------------
 
-/// (Shmem, Slab = SReclaimable + SUnreclaim) from /proc/meminfo, in KiB.
-fn kernel_kib() -> (u64, u64) {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Shmem:"), field("SReclaimable:") + field("SUnreclaim:"))
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-fn used_bytes(path: &Path) -> u64 {
-    let vfs = nix::sys::statvfs::statvfs(path).expect("statvfs of the store");
-    (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
-}
-
 fn server_port(plane: &ControlPlane) -> u16 {
     plane.server.rsplit(':').next().and_then(|port| port.parse().ok()).expect("the API server's port")
 }
@@ -1076,20 +1027,4 @@ fn connections_to(pid: u32, port: u16) -> usize {
             fields.len() > 9 && fields[2].ends_with(&port) && fields[3] == "01" && inodes.contains(fields[9])
         })
         .count()
-}
-
-fn percentile(sorted: &[Duration], pct: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (sorted.len() * pct).div_ceil(100).saturating_sub(1);
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn ratio(value: Duration, baseline: Duration) -> f64 {
-    value.as_secs_f64() / baseline.as_secs_f64().max(f64::MIN_POSITIVE)
 }

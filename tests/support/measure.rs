@@ -54,9 +54,9 @@ pub fn used_bytes(path: &Path) -> u64 {
     (vfs.blocks() - vfs.blocks_free()) as u64 * vfs.fragment_size() as u64
 }
 
-/// Shmem + Slab (SReclaimable + SUnreclaim) from /proc/meminfo, in KiB: tmpfs pages plus the
+/// (Shmem, Slab = SReclaimable + SUnreclaim) from /proc/meminfo, in KiB: tmpfs pages, and the
 /// inodes and dentries that `df` does not count.
-pub fn kernel_kib() -> u64 {
+pub fn shmem_and_slab_kib() -> (u64, u64) {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         meminfo
@@ -65,7 +65,13 @@ pub fn kernel_kib() -> u64 {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    field("Shmem:") + field("SReclaimable:") + field("SUnreclaim:")
+    (field("Shmem:"), field("SReclaimable:") + field("SUnreclaim:"))
+}
+
+/// Shmem + Slab, in KiB: the kernel memory a tmpfs's content costs.
+pub fn kernel_kib() -> u64 {
+    let (shmem, slab) = shmem_and_slab_kib();
+    shmem + slab
 }
 
 /// The `pct` percentile of `sorted` (nearest rank).
@@ -83,4 +89,9 @@ pub fn ms(duration: Duration) -> f64 {
 
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `value` as a multiple of `baseline`.
+pub fn ratio(value: Duration, baseline: Duration) -> f64 {
+    value.as_secs_f64() / baseline.as_secs_f64().max(f64::MIN_POSITIVE)
 }
