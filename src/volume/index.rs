@@ -152,7 +152,7 @@ impl Index {
         let unused = self.forget(digest, target);
         if unused
             && reservation.dir_is_ours
-            && let Err(e) = self.blobs.remove_tree(&self.spec_dir(digest))
+            && let Err(e) = atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())
         {
             tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
         }
@@ -163,8 +163,24 @@ impl Index {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = locks::lock(&spec_lock);
         if self.forget(digest, target) {
-            self.blobs.remove_tree(&self.spec_dir(digest))?;
+            atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())?;
             tracing::info!(spec = %digest, "removed an unused spec directory");
+        }
+        Ok(())
+    }
+
+    /// Takes `target` out of every spec that holds it (and their spec dirs when that leaves
+    /// them unused): for a target whose record is gone while the index still held it (an
+    /// unpublish whose unmount failed after the record went).
+    pub fn remove_everywhere(&self, target: &Path) -> Result<()> {
+        let holders: Vec<SpecDigest> = self
+            .specs()
+            .iter()
+            .filter(|(_, spec_use)| spec_use.targets.contains(target))
+            .map(|(digest, _)| digest.clone())
+            .collect();
+        for digest in holders {
+            self.remove(&digest, target)?;
         }
         Ok(())
     }
