@@ -255,7 +255,7 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 
 /// Removes every `..*` entry of `spec_dir` except `..data` and the generation it points at:
 /// the previous generation, and leftovers of a crash in the middle of a write.
-pub(super) fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
+fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
     let current = current_generation(spec_dir)?;
     for entry in read_dir(spec_dir)? {
         let path = entry.path();
@@ -576,5 +576,42 @@ mod tests {
         assert!(write_generation(&blobs, &spec_dir, &clash).is_err());
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"keep");
         assert_eq!(generations(&spec_dir).len(), 1);
+    }
+
+    #[test]
+    fn repair_makes_the_visible_names_those_of_the_current_generation() {
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        // What a crash after the `..data` swap can leave: a name missing, an old one dangling, a
+        // stray generation and swap link.
+        fs::remove_file(spec_dir.join("cert.pem")).unwrap();
+        symlink("..data/gone.pem", spec_dir.join("gone.pem")).unwrap();
+        fs::create_dir(spec_dir.join("..2020_01_01_00_00_00.x")).unwrap();
+        symlink("..2020_01_01_00_00_00.x", spec_dir.join(DATA_LINK_TMP)).unwrap();
+        assert!(is_complete(&spec_dir));
+        repair(&blobs, &spec_dir).unwrap();
+        assert_eq!(visible(&spec_dir), ["ca-certificates.crt", "cert.pem", "java"]);
+        assert_eq!(fs::read(spec_dir.join("cert.pem")).unwrap(), b"one");
+        assert_eq!(generations(&spec_dir).len(), 1);
+        assert!(fs::symlink_metadata(spec_dir.join(DATA_LINK_TMP)).is_err());
+    }
+
+    #[test]
+    fn a_spec_dir_without_a_current_generation_is_not_complete() {
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        let generation = current_generation(&spec_dir).unwrap();
+        remove_tree(&generation).unwrap();
+        assert!(!is_complete(&spec_dir));
+        assert!(!is_complete(&root.path().join("missing")));
+    }
+
+    #[test]
+    fn removing_a_spec_dir_leaves_nothing_and_a_missing_one_is_fine() {
+        let (root, _blob_dir, blobs) = store();
+        create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        remove_spec_dir(&blobs, root.path(), "abc").unwrap();
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+        remove_spec_dir(&blobs, root.path(), "abc").unwrap();
     }
 }

@@ -42,6 +42,9 @@
 //!   generation (removed at start), the old content in place. After: the new content, with
 //!   possibly a missing or a dangling visible link (repaired at start) and the old generation
 //!   (removed). Records do not change, so no volume changes state.
+//! - Start-up itself: each step above leaves one of these states (a completion remounts
+//!   read-only before it marks the record published; a rollback unmounts before it removes the
+//!   record), so a crash during the reconciliation is reconciled by the next start.
 //! - Blobs: written as `.tmp-*` and renamed into place; a spec dir holds hard links, so removing
 //!   a blob name never changes what a volume shows. A crash leaves temporaries or blobs with no
 //!   other link, swept at start after the unused spec dirs went.
@@ -327,7 +330,7 @@ impl Reconciler<'_> {
     }
 
     /// Removes every entry of the spec dirs' directory not in `keep` that is ours (a `.tmp-*`
-    /// name or a digest), and repairs the kept digests' dirs.
+    /// name or a digest).
     fn collect_spec_dirs(&self, keep: &BTreeSet<String>) {
         let dir = self.index.dir();
         let entries = match fs::read_dir(dir).and_then(|e| e.collect::<std::io::Result<Vec<_>>>()) {
@@ -346,12 +349,11 @@ impl Reconciler<'_> {
             };
             let digest = SpecDigest::parse(name);
             let result = if keep.contains(name) {
-                if digest.is_some() {
-                    atomic::remove_stray_generations(self.index.blobs(), &path)
-                } else {
+                // A kept digest was named by a record or a mount at the start, so it is repaired.
+                if digest.is_none() {
                     tracing::warn!(path = %path.display(), "keeping a half-made or half-removed spec directory: it is still mounted");
-                    Ok(())
                 }
+                Ok(())
             } else if name.starts_with(atomic::TMP_PREFIX) {
                 tracing::info!(path = %path.display(), "removing a half-made or half-removed spec directory");
                 // Its blobs go with the sweep that follows.
