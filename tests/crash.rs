@@ -741,6 +741,13 @@ fn an_interrupted_unpublish_finishes_at_start_and_a_mounted_spec_dir_is_never_re
     absent(&env, &c);
     assert_eq!(fs::read(elsewhere.path().join("cert.pem")).unwrap(), BUNDLE, "a mounted spec dir stays whole");
     assert_eq!(env.view().store_entries(), BTreeSet::from([spec_dir_name("shop"), spec_dir_name("other")]));
+    // Nor while the driver runs: a volume of that spec comes and goes, the spec dir stays.
+    let d = env.target("pod-d");
+    env.publish("vol-d", &d, "other");
+    published_ok(&env, &d);
+    run(env.store.unpublish("vol-d", &d)).unwrap();
+    absent(&env, &d);
+    assert_eq!(fs::read(elsewhere.path().join("cert.pem")).unwrap(), BUNDLE, "a mounted spec dir stays whole");
 
     nix::mount::umount(elsewhere.path()).unwrap();
     env.restart();

@@ -5,7 +5,7 @@
 //! an unpublish removes a spec dir only when its entry is empty (under the same lock). So a spec
 //! dir is rendered once and never removed while a publication of it is under way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,9 @@ pub(super) struct Index {
     dir: PathBuf,
     blobs: Blobs,
     specs: Mutex<HashMap<SpecDigest, SpecUse>>,
+    /// Spec dirs that a mount the driver does not manage still binds (found at start): never
+    /// removed while this driver runs, whatever its own volumes do.
+    pinned: Mutex<HashSet<SpecDigest>>,
     locks: DirLocks<SpecDigest>,
 }
 
@@ -50,7 +53,7 @@ pub(super) struct Reservation {
 
 impl Index {
     pub fn new(root: PathBuf, dir: PathBuf, blobs: Blobs) -> Self {
-        Self { root, dir, blobs, specs: Mutex::default(), locks: DirLocks::default() }
+        Self { root, dir, blobs, specs: Mutex::default(), pinned: Mutex::default(), locks: DirLocks::default() }
     }
 
     /// Where spec dirs are written (see the field).
@@ -69,6 +72,15 @@ impl Index {
     /// Adds a recorded publication (at open, before anyone else sees the index).
     pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf) {
         entry(&mut self.specs(), digest, spec).targets.insert(target);
+    }
+
+    /// Keeps the spec dir of `digest` for as long as this driver runs (see the field).
+    pub fn pin(&self, digest: SpecDigest) {
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner).insert(digest);
+    }
+
+    fn is_pinned(&self, digest: &SpecDigest) -> bool {
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner).contains(digest)
     }
 
     pub fn contains(&self, digest: &SpecDigest) -> bool {
@@ -152,6 +164,7 @@ impl Index {
         let unused = self.forget(digest, target);
         if unused
             && reservation.dir_is_ours
+            && !self.is_pinned(digest)
             && let Err(e) = atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())
         {
             tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
@@ -162,7 +175,7 @@ impl Index {
     pub fn remove(&self, digest: &SpecDigest, target: &Path) -> Result<()> {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = locks::lock(&spec_lock);
-        if self.forget(digest, target) {
+        if self.forget(digest, target) && !self.is_pinned(digest) {
             atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())?;
             tracing::info!(spec = %digest, "removed an unused spec directory");
         }

@@ -180,6 +180,12 @@ pub(super) fn reconcile(layout: &Layout<'_>, targets: &Targets, index: &Index) -
     }
     reconciler.collect_spec_dirs(&keep);
     index.blobs().sweep();
+    let recorded: BTreeSet<&str> = survivors.iter().map(|rec| rec.digest.as_str()).collect();
+    for name in keep.iter().filter(|name| !recorded.contains(name.as_str())) {
+        if let Some(digest) = SpecDigest::parse(name) {
+            index.pin(digest);
+        }
+    }
     for rec in survivors {
         index.insert(&rec.digest, &rec.spec, rec.target);
     }
