@@ -731,6 +731,15 @@ fn an_interrupted_unpublish_finishes_at_start_and_a_mounted_spec_dir_is_never_re
     let other = env.view().state_dir.join("tmpfs/specs").join(spec_dir_name("other"));
     nix::mount::mount(Some(&other), elsewhere.path(), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
         .unwrap();
+    // vol-e: its record gone too, and the kubelet binds a directory of it for a container's
+    // `subPath` (outside the pod's `volumes/`): that bind is the kubelet's, and keeps the spec.
+    let e = env.target("pod-e");
+    env.publish("vol-e", &e, "sub");
+    fs::remove_file(env.record_path(&e)).unwrap();
+    let subpath = e.parent().unwrap().join("../../../volume-subpaths/trust/app/0");
+    fs::create_dir_all(&subpath).unwrap();
+    let java = fs::canonicalize(e.join("java")).unwrap();
+    nix::mount::mount(Some(&java), &subpath, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
     // A spec dir removal cut short: renamed away, half removed.
     let specs = env.view().state_dir.join("tmpfs/specs");
     fs::create_dir_all(specs.join(format!(".tmp-gone-{}-1-0/..2020_01_01_00_00_00.x", spec_dir_name("gone")))).unwrap();
@@ -739,8 +748,13 @@ fn an_interrupted_unpublish_finishes_at_start_and_a_mounted_spec_dir_is_never_re
     absent(&env, &a);
     published_ok(&env, &b);
     absent(&env, &c);
+    absent(&env, &e);
     assert_eq!(fs::read(elsewhere.path().join("cert.pem")).unwrap(), BUNDLE, "a mounted spec dir stays whole");
-    assert_eq!(env.view().store_entries(), BTreeSet::from([spec_dir_name("shop"), spec_dir_name("other")]));
+    assert_eq!(fs::read(subpath.join("cacerts")).unwrap(), b"jks", "a subPath bind stays, whole");
+    assert_eq!(
+        env.view().store_entries(),
+        BTreeSet::from([spec_dir_name("shop"), spec_dir_name("other"), spec_dir_name("sub")])
+    );
     // Nor while the driver runs: a volume of that spec comes and goes, the spec dir stays.
     let d = env.target("pod-d");
     env.publish("vol-d", &d, "other");
@@ -750,6 +764,7 @@ fn an_interrupted_unpublish_finishes_at_start_and_a_mounted_spec_dir_is_never_re
     assert_eq!(fs::read(elsewhere.path().join("cert.pem")).unwrap(), BUNDLE, "a mounted spec dir stays whole");
 
     nix::mount::umount(elsewhere.path()).unwrap();
+    nix::mount::umount(&subpath).unwrap();
     env.restart();
     assert_eq!(env.view().store_entries(), BTreeSet::from([spec_dir_name("shop")]), "unused once unmounted");
     run(env.store.unpublish("vol-b", &b)).unwrap();

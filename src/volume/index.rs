@@ -46,8 +46,8 @@ pub(super) struct Reservation {
     /// The target was not in the index before: a failure takes it out again.
     new_target: bool,
     /// The spec dir may go with the reservation: this publish rendered it, or the index already
-    /// knew it. Not one the store found on disk unused (kept at open because some record was
-    /// unreadable): a failed publish leaves that as it was.
+    /// knew it. Not one the store found on disk unused (kept at open because a mount still binds
+    /// it): a failed publish leaves that as it was.
     dir_is_ours: bool,
 }
 

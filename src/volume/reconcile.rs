@@ -4,12 +4,14 @@
 //! no target dir), whatever instant a crash (`kill -9`, OOM) hit.
 //!
 //! A mount is ours when it is a bind of a directory of the driver's tmpfs below `specs/` (its
-//! mountinfo device is the tmpfs's and its root is `/specs/<name>`, `//deleted` appended once that
-//! directory is gone). The rules:
+//! mountinfo device is the tmpfs's and its root is `/specs/<name>` or below, `//deleted` appended
+//! once that directory is gone). The rules:
 //!
 //! - a record that cannot be read is moved to `volumes/corrupt/` and logged; its mount, if any,
 //!   is then a mount without a record;
-//! - a mount of ours without a record is unmounted and its (empty) target dir removed;
+//! - a mount of ours without a record is unmounted and its (empty) target dir removed, when it
+//!   is in a pod's `volumes/` dir (the kubelet's `subPath` binds elsewhere are left, and keep
+//!   their spec dir);
 //! - a pending record whose target has exactly one mount, ours, of its spec dir, complete, is
 //!   completed (made read-only if the crash came before that, then marked published); otherwise
 //!   it is rolled back (our mount off, the target dir and the record removed): the kubelet was
@@ -96,8 +98,10 @@ pub(super) struct Outcome {
 
 /// One mount of a directory of the driver's tmpfs below `specs/`.
 struct OurMount<'a> {
-    /// The directory's name below `specs/` (a digest, or a `.tmp-*` name).
+    /// The spec dir's name below `specs/` (a digest, or a `.tmp-*` name).
     name: &'a str,
+    /// The spec dir itself, not a directory inside it (the kubelet binds those for `subPath`).
+    whole: bool,
     deleted: bool,
 }
 
@@ -199,11 +203,12 @@ impl Reconciler<'_> {
         }
         let root = entry.root.to_str()?;
         let below = root.strip_prefix(&self.root_prefix)?;
-        let (name, deleted) = match below.strip_suffix("//deleted") {
-            Some(name) => (name, true),
+        let (below, deleted) = match below.strip_suffix("//deleted") {
+            Some(below) => (below, true),
             None => (below, false),
         };
-        (!name.is_empty() && !name.contains('/')).then_some(OurMount { name, deleted })
+        let (name, inside) = below.split_once('/').unwrap_or((below, ""));
+        (!name.is_empty()).then_some(OurMount { name, whole: inside.is_empty(), deleted })
     }
 
     /// Every record, with the unreadable ones moved aside.
@@ -256,8 +261,9 @@ impl Reconciler<'_> {
         let spec_dir = self.index.spec_dir(&rec.digest);
         let complete = atomic::is_complete(&spec_dir);
         let ours: Vec<OurMount<'_>> = mounts.iter().filter_map(|m| self.ours(m)).collect();
-        let in_place =
-            complete && mounts.len() == 1 && ours.first().is_some_and(|m| !m.deleted && m.name == rec.digest.as_str());
+        let in_place = complete
+            && mounts.len() == 1
+            && ours.first().is_some_and(|m| m.whole && !m.deleted && m.name == rec.digest.as_str());
         if in_place {
             if !mounts[0].read_only {
                 target.remount_read_only()?;
@@ -318,6 +324,10 @@ impl Reconciler<'_> {
                 continue;
             }
             let point = &entry.mount_point;
+            if !self.targets.is_volume_path(point) {
+                tracing::warn!(target = %point.display(), "a mount of the store outside the pods' volume dirs (a subPath bind, or by hand); leaving it and its spec directory");
+                continue;
+            }
             let unmounted = self.targets.resolve(point).and_then(|target| {
                 unmount_all(&target)?;
                 target.remove_empty_dir();
