@@ -91,8 +91,15 @@ impl OnDisk {
             if entry.file_type().unwrap().is_dir() {
                 continue;
             }
-            let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap())
+            let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap())
                 .unwrap_or_else(|e| panic!("record {} does not parse: {e}", path.display()));
+            // The state is the file name's: `<name>.pending` or `<name>.json`.
+            let state = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => "published",
+                Some("pending") => "pending",
+                other => panic!("a record file named {other:?}: {}", path.display()),
+            };
+            json["state"] = state.into();
             let target = PathBuf::from(json["target"].as_str().unwrap());
             out.insert(target, json);
         }
@@ -621,12 +628,10 @@ impl Env {
             .unwrap_or_else(|| panic!("no record of {}", target.display()))
     }
 
-    /// Rewrites the record of `target` as a crash would have left it.
-    fn set_state(&self, target: &Path, state: &str) {
+    /// Makes the record of `target` pending, as a crash before the publish finished leaves it.
+    fn make_pending(&self, target: &Path) {
         let path = self.record_path(target);
-        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        json["state"] = state.into();
-        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        fs::rename(&path, path.with_extension("pending")).unwrap();
     }
 }
 
@@ -662,19 +667,19 @@ fn every_crash_point_of_a_publish_is_completed_or_rolled_back_at_start() {
         env.publish(&format!("vol-{i}"), target, if i < 6 { "shop" } else { "alone" });
     }
     // 0: the intent written, nothing else yet.
-    env.set_state(&t[0], "pending");
+    env.make_pending(&t[0]);
     nix::mount::umount(&t[0]).unwrap();
     fs::remove_dir(&t[0]).unwrap();
     // 1: the target dir made, not mounted.
-    env.set_state(&t[1], "pending");
+    env.make_pending(&t[1]);
     nix::mount::umount(&t[1]).unwrap();
     // 2: bound, not yet read-only.
-    env.set_state(&t[2], "pending");
+    env.make_pending(&t[2]);
     let rw = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REMOUNT;
     nix::mount::mount(None::<&str>, &t[2], None::<&str>, rw, None::<&str>).unwrap();
     assert!(!env.view().volume_mounts().iter().find(|m| m.mount_point == t[2]).unwrap().read_only);
     // 3: read-only, the record not yet marked published.
-    env.set_state(&t[3], "pending");
+    env.make_pending(&t[3]);
     // 4: published, and its mount gone since (someone unmounted it).
     nix::mount::umount(&t[4]).unwrap();
     // 5: mounted without a record (the order before intent records; or an unpublish that had

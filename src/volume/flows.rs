@@ -121,7 +121,7 @@ impl Inner {
 
     /// The part of a publish after the reservation, under the target lock only: the intent
     /// (a pending record), the read-only mount, then the record marked published.
-    fn record_and_mount(&self, mut rec: Record, target: &Target, digest: &SpecDigest, undo: &mut Undo) -> Result<()> {
+    fn record_and_mount(&self, rec: Record, target: &Target, digest: &SpecDigest, undo: &mut Undo) -> Result<()> {
         if rec.state == State::Pending {
             record::write(&self.records, &rec)?;
             undo.pending = true;
@@ -154,8 +154,7 @@ impl Inner {
         target.remount_read_only()?;
 
         if rec.state == State::Pending {
-            rec.state = State::Published;
-            record::write(&self.records, &rec)?;
+            record::mark_published(&self.records, &rec.target)?;
         }
         Ok(())
     }

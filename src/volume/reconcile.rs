@@ -27,8 +27,8 @@
 //! Why each crash point ends in one of the two states:
 //!
 //! - Publish: reserve (spec dir made as `.tmp-*`, renamed to its digest when whole), pending
-//!   record (temp file + rename), target dir, bind, read-only remount, published record (rename
-//!   over). Before the pending record: nothing names the target; a `.tmp-*` or unused spec dir is
+//!   record (temp file + rename to `.pending`), target dir, bind, read-only remount, published
+//!   record (renamed to `.json`). Before the pending record: nothing names the target; a `.tmp-*` or unused spec dir is
 //!   removed. Pending without a mount: rolled back. Pending with a mount (read-write or not):
 //!   completed. Published: kept. The reported bug (a mount on an emptied spec dir with no record)
 //!   came from mounting before recording and then removing the spec dir no record named; now no
@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 
 use crate::spec::SpecDigest;
 
-use super::flows::{TARGET_DIR_MODE, now_unix};
+use super::flows::TARGET_DIR_MODE;
 use super::index::Index;
 use super::mountinfo::{self, MountEntry};
 use super::record::{self, Record, State};
@@ -269,9 +269,8 @@ impl Reconciler<'_> {
                 target.remount_read_only()?;
             }
             if rec.state == State::Pending {
+                record::mark_published(self.layout.records, &rec.target)?;
                 rec.state = State::Published;
-                rec.published_at = now_unix();
-                record::write(self.layout.records, &rec)?;
                 tracing::info!(volume_id = %rec.volume_id, target = %rec.target.display(), "completed a publish a crash interrupted");
                 self.outcome.completed += 1;
             } else {
