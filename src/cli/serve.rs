@@ -1,8 +1,12 @@
 //! `trustmount serve`: loads the sources, opens the store, connects to the cluster (unless
 //! standalone), then serves CSI until SIGTERM/SIGINT; Probe says ready once the adopted volumes'
-//! caches are synced and the volumes refreshed too.
+//! caches are synced and the volumes refreshed too. On SIGTERM/SIGINT it stops accepting calls,
+//! lets those in flight finish (for at most [`SHUTDOWN_GRACE`]) and exits 0 with every mount in
+//! place: a DaemonSet rolling update must not take running pods' trust stores away, and the
+//! next start adopts them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
@@ -18,6 +22,13 @@ use trustmount::volume::{Store, StoreConfig};
 use super::Failure;
 use super::args::ServeArgs;
 
+/// How long calls in flight get after SIGTERM: under the 30 s a pod gets by default
+/// (`terminationGracePeriodSeconds`) before its SIGKILL. A publish cut short is safe anyway (the
+/// next start completes or rolls it back); this only spares the kubelet a retry.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// How long blocking work still running after that may hold the exit.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
+
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.node_id.is_empty() {
         return Err(Failure::Config(anyhow::anyhow!("--node-id (or NODE_NAME) must not be empty")));
@@ -31,6 +42,24 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     })
     .context("the default sources")
     .map_err(Failure::Config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
+    // Before the store opens: a SIGTERM during start-up then ends in a clean exit once the
+    // store is reconciled, instead of the default action.
+    let stop = {
+        let _guard = runtime.enter();
+        stop_on_signal()
+    };
+    let served = serve_in(&runtime, args, defaults, stop);
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    served
+}
+
+fn serve_in(
+    runtime: &tokio::runtime::Runtime,
+    args: ServeArgs,
+    defaults: Defaults,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Failure> {
     let readiness = Readiness::new(Condition::DAEMON);
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let mode = Mode::choose(args.standalone, args.kubeconfig, in_pod);
@@ -53,7 +82,6 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     .map_err(Failure::Runtime)?;
     readiness.mark(Condition::StoreOpen);
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime").map_err(Failure::Runtime)?;
     let _guard = runtime.enter();
     let client =
         runtime.block_on(mode.client()).context("configuring the Kubernetes client").map_err(Failure::Config)?;
@@ -105,20 +133,54 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     let identity = IdentityService::new(args.driver_name, readiness);
     let node = NodeService::new(args.node_id, Node::new(sources, store, rotation), metrics);
-    let served = runtime.block_on(csi::serve(&args.endpoint, identity, node, shutdown_signal()));
+    let served = runtime.block_on(async {
+        let serving = csi::serve(&args.endpoint, identity, node, stopped(stop.clone()));
+        tokio::select! {
+            served = serving => served,
+            () = async { stopped(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still in flight at the end of the shutdown grace period; exiting without their answers");
+                Ok(())
+            }
+        }
+    });
     drop(watch);
-    served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)
+    served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)?;
+    tracing::info!("shut down; volumes stay mounted");
+    Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT now (a signal from here on is never the default action) and
+/// returns a receiver that turns true at the first of them. Call inside the runtime.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers we can still serve; the process then dies by default action.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                tracing::info!("shutting down: no new calls, finishing the ones in flight");
+                let _ = tx.send(true);
+            });
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            // Serving still works; a signal then ends the process by its default action.
+            tracing::warn!(%error, "cannot handle SIGTERM/SIGINT; they will end the driver at once");
+            tokio::spawn(async move {
+                std::future::pending::<()>().await;
+                drop(tx);
+            });
+        }
     }
-    tracing::info!("shutting down");
+    rx
+}
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        // The sender is held until a signal: never reached, but never a reason to stop either.
+        std::future::pending::<()>().await;
+    }
 }

@@ -179,7 +179,7 @@ fn write_generation_in(
         }
     }
 
-    update_visible_links(blobs, spec_fd, spec_dir, files, fresh)
+    update_visible_links(blobs, spec_fd, spec_dir, &top_level_names(files), fresh)
 }
 
 fn fill_generation(blobs: &Blobs, generation_fd: OwnedFd, generation: &Path, files: &Files) -> Result<()> {
@@ -212,17 +212,17 @@ fn top_level_names(files: &Files) -> BTreeSet<&str> {
     files.entries.iter().filter_map(|(path, _)| path.split('/').next()).collect()
 }
 
+/// Makes the visible names of `spec_dir` exactly `names`, each `name -> ..data/name`.
 fn update_visible_links(
     blobs: &Blobs,
     spec_fd: BorrowedFd<'_>,
     spec_dir: &Path,
-    files: &Files,
+    names: &BTreeSet<&str>,
     fresh: bool,
 ) -> Result<()> {
-    let names = top_level_names(files);
     // One buffer for every `..data/<name>` link target.
     let mut wanted = String::with_capacity(DATA_LINK.len() + 1 + 64);
-    for name in &names {
+    for name in names {
         wanted.truncate(0);
         wanted.push_str(DATA_LINK);
         wanted.push('/');
@@ -273,6 +273,53 @@ pub(super) fn remove_stray_generations(blobs: &Blobs, spec_dir: &Path, keep: &dy
         }
     }
     Ok(())
+}
+
+/// Whether `spec_dir` can be bound: `..data` names a generation directory that exists. A spec
+/// dir only ever takes its digest's name with a whole first generation in it, a new generation is
+/// only swapped in whole, and a spec dir is renamed away before it is removed, so this holds for
+/// every spec dir under its digest's name, whatever a crash interrupted.
+pub(super) fn is_complete(spec_dir: &Path) -> bool {
+    current_generation(spec_dir).is_ok_and(|generation| generation.is_dir())
+}
+
+/// Brings a spec dir back in line after a crash in the middle of a refresh: removes stray
+/// generations (see [`remove_stray_generations`]) and makes the visible names exactly the
+/// current generation's top-level entries (a crash after the `..data` swap can leave a new name
+/// missing or an old one dangling).
+///
+/// # Errors
+/// The spec dir or its current generation cannot be read, or a link cannot be made.
+pub(super) fn repair(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
+    remove_stray_generations(blobs, spec_dir, &|_| false)?;
+    let generation = current_generation(spec_dir)?;
+    let entries = read_dir(&generation)?;
+    let owned: Vec<String> = entries.iter().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+    let names: BTreeSet<&str> = owned.iter().map(String::as_str).collect();
+    let spec_fd = open_dir(spec_dir)?;
+    update_visible_links(blobs, spec_fd.as_fd(), spec_dir, &names, false)
+}
+
+/// Removes `<store_root>/<name>`: renamed to a temporary name first (one rename, under the
+/// caller's spec lock), then removed, so a crash in the middle never leaves a half-removed
+/// directory under the digest's name for a publish to bind; start-up removes the rest.
+///
+/// # Errors
+/// The rename or the removal fails.
+pub(super) fn remove_spec_dir(blobs: &Blobs, store_root: &Path, name: &str) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags};
+    let spec_dir = store_root.join(name);
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    for attempt in 0..8 {
+        let retired = store_root.join(format!("{TMP_PREFIX}gone-{name}-{stamp}-{attempt}"));
+        match rustix::fs::renameat_with(CWD, &spec_dir, CWD, &retired, RenameFlags::NOREPLACE) {
+            Ok(()) => return blobs.remove_tree(&retired),
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(rustix_error("rename for removal", &spec_dir, e)),
+        }
+    }
+    Err(io_error("rename for removal", &spec_dir, io::ErrorKind::AlreadyExists.into()))
 }
 
 /// The generation directory `..data` points at.
@@ -545,5 +592,42 @@ mod tests {
         assert!(write_generation(&blobs, &spec_dir, &clash, &|_| false).is_err());
         assert_eq!(fs::read(spec_dir.join("ca-certificates.crt")).unwrap(), b"keep");
         assert_eq!(generations(&spec_dir).len(), 1);
+    }
+
+    #[test]
+    fn repair_makes_the_visible_names_those_of_the_current_generation() {
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        // What a crash after the `..data` swap can leave: a name missing, an old one dangling, a
+        // stray generation and swap link.
+        fs::remove_file(spec_dir.join("cert.pem")).unwrap();
+        symlink("..data/gone.pem", spec_dir.join("gone.pem")).unwrap();
+        fs::create_dir(spec_dir.join("..2020_01_01_00_00_00.x")).unwrap();
+        symlink("..2020_01_01_00_00_00.x", spec_dir.join(DATA_LINK_TMP)).unwrap();
+        assert!(is_complete(&spec_dir));
+        repair(&blobs, &spec_dir).unwrap();
+        assert_eq!(visible(&spec_dir), ["ca-certificates.crt", "cert.pem", "java"]);
+        assert_eq!(fs::read(spec_dir.join("cert.pem")).unwrap(), b"one");
+        assert_eq!(generations(&spec_dir).len(), 1);
+        assert!(fs::symlink_metadata(spec_dir.join(DATA_LINK_TMP)).is_err());
+    }
+
+    #[test]
+    fn a_spec_dir_without_a_current_generation_is_not_complete() {
+        let (root, _blob_dir, blobs) = store();
+        let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        let generation = current_generation(&spec_dir).unwrap();
+        remove_tree(&generation).unwrap();
+        assert!(!is_complete(&spec_dir));
+        assert!(!is_complete(&root.path().join("missing")));
+    }
+
+    #[test]
+    fn removing_a_spec_dir_leaves_nothing_and_a_missing_one_is_fine() {
+        let (root, _blob_dir, blobs) = store();
+        create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
+        remove_spec_dir(&blobs, root.path(), "abc").unwrap();
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+        remove_spec_dir(&blobs, root.path(), "abc").unwrap();
     }
 }

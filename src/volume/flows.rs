@@ -1,5 +1,7 @@
-//! The store's flows, each run whole on a blocking thread: publish (reserve the spec dir, mount,
-//! record; a failure takes back its own steps), unpublish, refresh and stats.
+//! The store's flows, each run whole on a blocking thread: publish (reserve the spec dir, record
+//! the intent, mount, record it published; a failure takes back its own steps), unpublish
+//! (forget the record, then unmount), refresh and stats. The order of each is what makes every
+//! crash point recoverable at start: see [`reconcile`](super::reconcile).
 
 use std::io;
 use std::path::Path;
@@ -9,15 +11,15 @@ use crate::bundle::Files;
 use crate::spec::{SpecDigest, VolumeSpec};
 
 use super::locks;
-use super::record::{self, Record};
+use super::record::{self, Record, State};
 use super::store::Inner;
 use super::target::{Found, Target};
 use super::unmount::unmount_all;
 use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
 
-const TARGET_DIR_MODE: u32 = 0o750;
+pub(super) const TARGET_DIR_MODE: u32 = 0o750;
 
-fn now_unix() -> u64 {
+pub(super) fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -26,6 +28,8 @@ fn now_unix() -> u64 {
 struct Undo {
     target_dir: bool,
     mounted: bool,
+    /// A pending record was written (a publish that was already recorded writes none).
+    pending: bool,
 }
 
 impl Differences {
@@ -56,26 +60,47 @@ impl Inner {
         let _target_guard = locks::lock(&target_lock);
 
         let digest = publication.spec.digest();
-        if let Some(rec) = record::load(&self.records, &publication.target)? {
-            let differences = Differences::between(&rec, &publication, &digest);
-            if !differences.0.is_empty() {
-                return Err(Error::AlreadyPublished {
-                    target: publication.target,
-                    existing_volume_id: rec.volume_id,
-                    differences,
+        let mut recorded = false;
+        match record::load(&self.records, &publication.target)? {
+            Some(rec) if rec.state == State::Published => {
+                let differences = Differences::between(&rec, &publication, &digest);
+                if !differences.0.is_empty() {
+                    return Err(Error::AlreadyPublished {
+                        target: publication.target,
+                        existing_volume_id: rec.volume_id,
+                        differences,
+                    }
+                    .into());
                 }
-                .into());
+                if target.is_mounted()? {
+                    tracing::debug!(volume_id = %publication.volume_id, target = %publication.target.display(), "already published");
+                    return Ok(());
+                }
+                tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
+                recorded = true;
             }
-            if target.is_mounted()? {
-                tracing::debug!(volume_id = %publication.volume_id, target = %publication.target.display(), "already published");
-                return Ok(());
+            Some(rec) => {
+                // Pending: an earlier publish that never answered OK and could not take its own
+                // steps back. Nobody was told it is published: take it back, then start afresh.
+                tracing::warn!(volume_id = %rec.volume_id, target = %publication.target.display(), "an earlier publish of this target did not finish; taking it back");
+                self.take_back(&rec, &target)?;
             }
-            tracing::info!(volume_id = %publication.volume_id, target = %publication.target.display(), "recorded but not mounted; mounting again");
+            None => {}
         }
 
         let reservation = self.index.reserve(&publication.target, &publication.spec, &digest, render)?;
         let mut undo = Undo::default();
-        match self.mount_and_record(&publication, &target, &digest, &mut undo) {
+        let rec = Record {
+            volume_id: publication.volume_id.clone(),
+            target: publication.target.clone(),
+            readonly: publication.readonly,
+            spec: publication.spec.clone(),
+            digest: digest.clone(),
+            pod: publication.pod.clone(),
+            published_at: now_unix(),
+            state: if recorded { State::Published } else { State::Pending },
+        };
+        match self.record_and_mount(rec, &target, &digest, &mut undo) {
             Ok(()) => {
                 tracing::info!(
                     volume_id = %publication.volume_id,
@@ -86,21 +111,21 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                undo_target(&undo, &target);
-                self.index.release(&reservation, &publication.target, &digest);
+                if self.undo(&undo, &target) {
+                    self.index.release(&reservation, &publication.target, &digest);
+                }
                 Err(self.index.in_store(e).into())
             }
         }
     }
 
-    /// The part of a publish after the reservation: under the target lock only.
-    fn mount_and_record(
-        &self,
-        publication: &Publication,
-        target: &Target,
-        digest: &SpecDigest,
-        undo: &mut Undo,
-    ) -> Result<()> {
+    /// The part of a publish after the reservation, under the target lock only: the intent
+    /// (a pending record), the read-only mount, then the record marked published.
+    fn record_and_mount(&self, rec: Record, target: &Target, digest: &SpecDigest, undo: &mut Undo) -> Result<()> {
+        if rec.state == State::Pending {
+            record::write(&self.records, &rec)?;
+            undo.pending = true;
+        }
         match target.found()? {
             Found::Directory => {}
             Found::Other => {
@@ -117,8 +142,8 @@ impl Inner {
             }
         }
 
-        // A mount without a record: a crash between mounting and recording. Replace it. (A
-        // directory made just now holds no mount.)
+        // A mount without a record (made by hand, or left by a driver before intent records).
+        // Replace it. (A directory made just now holds no mount.)
         if !undo.target_dir && target.is_mounted()? {
             tracing::warn!(target = %target.resolved().display(), "target is mounted but not recorded; unmounting it first");
             unmount_all(target)?;
@@ -128,16 +153,44 @@ impl Inner {
         undo.mounted = true;
         target.remount_read_only()?;
 
-        let rec = Record {
-            volume_id: publication.volume_id.clone(),
-            target: publication.target.clone(),
-            readonly: publication.readonly,
-            spec: publication.spec.clone(),
-            digest: digest.clone(),
-            pod: publication.pod.clone(),
-            published_at: now_unix(),
-        };
-        record::write(&self.records, &rec)
+        if rec.state == State::Pending {
+            record::mark_published(&self.records, &rec.target)?;
+        }
+        Ok(())
+    }
+
+    /// Takes back what a failed publish did to its target and its record. False when the mount
+    /// could not be taken off: the pending record then stays (and the caller keeps its
+    /// reservation, so the spec dir stays), and the next publish, unpublish or start finishes it.
+    fn undo(&self, undo: &Undo, target: &Target) -> bool {
+        if undo.mounted
+            && let Err(e) = unmount_all(target)
+        {
+            tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot unmount; leaving the publish pending");
+            return false;
+        }
+        if undo.target_dir
+            && let Err(e) = target.remove_dir()
+        {
+            tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot remove the target");
+        }
+        if undo.pending
+            && let Err(e) = record::remove(&self.records, target.given())
+        {
+            // Pending and not mounted: the next publish or start takes it back.
+            tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot remove the pending record");
+        }
+        true
+    }
+
+    /// Rolls back a pending publication found at run time: unmount, then the record (a crash
+    /// between them leaves a pending record without a mount, which start-up rolls back too),
+    /// then its place in the index.
+    fn take_back(&self, rec: &Record, target: &Target) -> Result<()> {
+        unmount_all(target)?;
+        target.remove_empty_dir();
+        record::remove(&self.records, target.given())?;
+        self.index.remove(&rec.digest, target.given())
     }
 
     pub(super) fn refresh<R, E>(&self, spec: &VolumeSpec, render: R) -> Result<bool, E>
@@ -188,13 +241,14 @@ impl Inner {
         let _target_guard = locks::lock(&target_lock);
 
         let Some(rec) = record::load(&self.records, given)? else {
-            // No record: nothing of ours, unless a crash lost it after mounting.
+            // No record: nothing of ours, unless an unpublish lost it and then failed to
+            // unmount (or a driver before intent records crashed after mounting).
             if target.is_mounted()? {
                 tracing::warn!(volume_id, target = %given.display(), "unmounting a target without a record");
                 unmount_all(&target)?;
             }
             target.remove_empty_dir();
-            return Ok(());
+            return self.index.remove_everywhere(given);
         };
         if rec.volume_id != volume_id {
             tracing::warn!(
@@ -206,9 +260,17 @@ impl Inner {
             return Ok(());
         }
 
-        unmount_all(&target)?;
-        target.remove_empty_dir();
+        // The record goes first: from here on a crash leaves a mount without a record, which
+        // start-up unmounts, so an interrupted unpublish finishes instead of coming back.
         record::remove(&self.records, given)?;
+        if let Err(e) = unmount_all(&target) {
+            // Still mounted: describe it again, so the kubelet's retry (or a start) finds it.
+            if let Err(restore) = record::write(&self.records, &rec) {
+                tracing::warn!(target = %given.display(), error = %restore, "cannot restore the record of a volume that could not be unmounted");
+            }
+            return Err(e);
+        }
+        target.remove_empty_dir();
         // Only the index and the spec dir need the spec lock: the target is ours alone.
         self.index.remove(&rec.digest, given)?;
         tracing::info!(volume_id, target = %given.display(), "unpublished");
@@ -221,8 +283,9 @@ impl Inner {
         // A record is looked up by the exact path: one that is relative or unclean names none
         // (publish refuses those), so it is NOT_FOUND like any path without this volume.
         let not_published = || Error::NotPublished { volume_id: volume_id.to_owned(), path: path.to_owned() };
-        let rec =
-            record::load(&self.records, path)?.filter(|rec| rec.volume_id == volume_id).ok_or_else(not_published)?;
+        let rec = record::load(&self.records, path)?
+            .filter(|rec| rec.volume_id == volume_id && rec.state == State::Published)
+            .ok_or_else(not_published)?;
         let generation = atomic::current_generation(&self.index.spec_dir(&rec.digest))?;
         let (used_bytes, used_inodes) = atomic::usage(&generation)?;
         let vfs = nix::sys::statvfs::statvfs(&self.root).map_err(|source| Error::Mount {
@@ -241,19 +304,5 @@ impl Inner {
             total_inodes: u64::from(vfs.files()),
             available_inodes: u64::from(vfs.files_available()),
         })
-    }
-}
-
-/// Takes back what a failed publish did to its target.
-fn undo_target(undo: &Undo, target: &Target) {
-    if undo.mounted
-        && let Err(e) = target.unmount()
-    {
-        tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot unmount");
-    }
-    if undo.target_dir
-        && let Err(e) = target.remove_dir()
-    {
-        tracing::warn!(target = %target.resolved().display(), error = %e, "undo: cannot remove the target");
     }
 }

@@ -5,7 +5,7 @@
 //! an unpublish removes a spec dir only when its entry is empty (under the same lock). So a spec
 //! dir is rendered once and never removed while a publication of it is under way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,9 @@ pub(super) struct Index {
     dir: PathBuf,
     blobs: Blobs,
     specs: Mutex<HashMap<SpecDigest, SpecUse>>,
+    /// Spec dirs that a mount the driver does not manage still binds (found at start): never
+    /// removed while this driver runs, whatever its own volumes do.
+    pinned: Mutex<HashSet<SpecDigest>>,
     locks: DirLocks<SpecDigest>,
 }
 
@@ -43,14 +46,14 @@ pub(super) struct Reservation {
     /// The target was not in the index before: a failure takes it out again.
     new_target: bool,
     /// The spec dir may go with the reservation: this publish rendered it, or the index already
-    /// knew it. Not one the store found on disk unused (kept at open because some record was
-    /// unreadable): a failed publish leaves that as it was.
+    /// knew it. Not one the store found on disk unused (kept at open because a mount still binds
+    /// it): a failed publish leaves that as it was.
     dir_is_ours: bool,
 }
 
 impl Index {
     pub fn new(root: PathBuf, dir: PathBuf, blobs: Blobs) -> Self {
-        Self { root, dir, blobs, specs: Mutex::default(), locks: DirLocks::default() }
+        Self { root, dir, blobs, specs: Mutex::default(), pinned: Mutex::default(), locks: DirLocks::default() }
     }
 
     /// Where spec dirs are written (see the field).
@@ -69,6 +72,15 @@ impl Index {
     /// Adds a recorded publication (at open, before anyone else sees the index).
     pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf) {
         entry(&mut self.specs(), digest, spec).targets.insert(target);
+    }
+
+    /// Keeps the spec dir of `digest` for as long as this driver runs (see the field).
+    pub fn pin(&self, digest: SpecDigest) {
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner).insert(digest);
+    }
+
+    fn is_pinned(&self, digest: &SpecDigest) -> bool {
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner).contains(digest)
     }
 
     pub fn contains(&self, digest: &SpecDigest) -> bool {
@@ -162,7 +174,8 @@ impl Index {
         let unused = self.forget(digest, target);
         if unused
             && reservation.dir_is_ours
-            && let Err(e) = self.blobs.remove_tree(&self.spec_dir(digest))
+            && !self.is_pinned(digest)
+            && let Err(e) = atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())
         {
             tracing::warn!(spec = %digest, error = %e, "undo: cannot remove the spec directory");
         }
@@ -172,9 +185,25 @@ impl Index {
     pub fn remove(&self, digest: &SpecDigest, target: &Path) -> Result<()> {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = locks::lock(&spec_lock);
-        if self.forget(digest, target) {
-            self.blobs.remove_tree(&self.spec_dir(digest))?;
+        if self.forget(digest, target) && !self.is_pinned(digest) {
+            atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())?;
             tracing::info!(spec = %digest, "removed an unused spec directory");
+        }
+        Ok(())
+    }
+
+    /// Takes `target` out of every spec that holds it (and their spec dirs when that leaves
+    /// them unused): for a target whose record is gone while the index still held it (an
+    /// unpublish whose unmount failed after the record went).
+    pub fn remove_everywhere(&self, target: &Path) -> Result<()> {
+        let holders: Vec<SpecDigest> = self
+            .specs()
+            .iter()
+            .filter(|(_, spec_use)| spec_use.targets.contains(target))
+            .map(|(digest, _)| digest.clone())
+            .collect();
+        for digest in holders {
+            self.remove(&digest, target)?;
         }
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! - [`flows`]: publish, unpublish, refresh, stats.
 //! - [`index`]: live specs and publish reservations; [`locks`]: per-dir mutexes.
 //! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
-//! - [`tmpfs`]: mounting or adopting the tmpfs, and cleaning up after a crash.
+//! - [`tmpfs`]: mounting or adopting the tmpfs; [`reconcile`]: records, mounts and spec dirs
+//!   made to agree at start, whatever a crash interrupted.
 //! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
 
@@ -18,6 +19,7 @@ mod index;
 mod locks;
 mod mount;
 mod mountinfo;
+mod reconcile;
 mod record;
 mod retired;
 mod store;

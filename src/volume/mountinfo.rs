@@ -11,6 +11,23 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 pub struct MountEntry {
     pub mount_point: PathBuf,
     pub fs_type: String,
+    /// `major:minor` of the filesystem: a bind mount shares its source's.
+    pub device: String,
+    /// What of that filesystem is mounted here (`/specs/<digest>` for a volume of ours). The
+    /// kernel appends `//deleted` when that directory has been removed: see [`Self::deleted`].
+    pub root: PathBuf,
+    /// Whether the mount itself is read-only (its per-mount `ro` option).
+    pub read_only: bool,
+}
+
+const DELETED_SUFFIX: &str = "//deleted";
+
+impl MountEntry {
+    /// The mounted directory has been removed (its root ends in `//deleted`): a bind mount of
+    /// nothing that any path still leads to.
+    pub fn deleted(&self) -> bool {
+        self.root.as_os_str().as_encoded_bytes().ends_with(DELETED_SUFFIX.as_bytes())
+    }
 }
 
 /// All mounts in this mount namespace, in mount order.
@@ -55,13 +72,20 @@ pub fn is_mountpoint(path: &Path) -> Result<bool> {
 pub fn parse(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
+            // `id parent major:minor root mount-point options [optional…] - type source super`
             let fields: Vec<&str> = line.split(' ').collect();
+            let device = fields.get(2)?;
+            let root = fields.get(3)?;
             let mount_point = fields.get(4)?;
+            let options = fields.get(5)?;
             let separator = fields.iter().position(|f| *f == "-")?;
             let fs_type = fields.get(separator + 1)?;
             Some(MountEntry {
                 mount_point: PathBuf::from(unescape(mount_point)),
                 fs_type: unescape(fs_type).to_string_lossy().into_owned(),
+                device: (*device).to_owned(),
+                root: PathBuf::from(unescape(root)),
+                read_only: options.split(',').any(|option| option == "ro"),
             })
         })
         .collect()
@@ -99,10 +123,15 @@ mod tests {
     fn mountinfo_is_parsed_and_unescaped() {
         let text = "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
                     99 27 0:50 / /var/lib/my\\040dir rw shared:5 - tmpfs tmpfs rw,size=1k\n\
-                    garbage\n";
+                    garbage\n\
+                    120 99 0:50 /specs/abc//deleted /k/pods/u/mount ro,nosuid - tmpfs tmpfs rw\n";
         let mounts = parse(text);
-        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts.len(), 3);
         assert_eq!(mounts[1].mount_point, PathBuf::from("/var/lib/my dir"));
         assert_eq!(mounts[1].fs_type, "tmpfs");
+        assert_eq!(mounts[1].device, "0:50");
+        assert!(!mounts[1].read_only && !mounts[1].deleted());
+        assert_eq!(mounts[2].root, PathBuf::from("/specs/abc//deleted"));
+        assert!(mounts[2].read_only && mounts[2].deleted());
     }
 }

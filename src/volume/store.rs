@@ -21,7 +21,7 @@ use super::index::Index;
 use super::locks::DirLocks;
 use super::retired::{self, Retired};
 use super::target::Targets;
-use super::{Error, Publication, Result, StoreConfig, VolumeStats, record, tmpfs};
+use super::{Error, Publication, Result, StoreConfig, VolumeStats, reconcile, record, tmpfs};
 
 const STORE_DIR: &str = "store";
 const TMPFS_DIR: &str = "tmpfs";
@@ -65,11 +65,14 @@ where
 }
 
 impl Store {
-    /// Mounts the driver's tmpfs under the state dir (or adopts it after a restart), and loads
-    /// the records. Blocking; call before serving.
+    /// Mounts the driver's tmpfs under the state dir (or adopts it after a restart), then
+    /// reconciles records, mounts and spec dirs ([`reconcile`](super::reconcile)): what a crash
+    /// left half-done is completed or rolled back, and unreadable records are moved aside.
+    /// Blocking; call before serving.
     ///
     /// # Errors
-    /// The tmpfs cannot be mounted or the state dir cannot be created.
+    /// The tmpfs cannot be mounted, the state dir cannot be created, or the records dir or the
+    /// mount table cannot be read.
     pub fn open(config: StoreConfig) -> Result<Self> {
         fs::create_dir_all(&config.state_dir).map_err(|e| io_error("create", &config.state_dir, e))?;
         let state_dir = fs::canonicalize(&config.state_dir).map_err(|e| io_error("resolve", &config.state_dir, e))?;
@@ -91,25 +94,29 @@ impl Store {
             .and_then(|()| fs::set_permissions(&records, fs::Permissions::from_mode(RECORDS_DIR_MODE)))
             .map_err(|e| io_error("create", &records, e))?;
 
-        let index = Index::new(root.clone(), specs.clone(), blobs);
-        let mut unreadable = 0usize;
-        for (path, loaded) in record::load_all(&records)? {
-            match loaded {
-                Ok(rec) => index.insert(&rec.digest, &rec.spec, rec.target),
-                Err(e) => {
-                    unreadable += 1;
-                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable record");
-                }
-            }
-        }
-        tmpfs::collect_garbage(&specs, &index, unreadable);
+        let index = Index::new(root.clone(), specs, blobs);
+        let targets = Targets::new(&config.kubelet_dir);
+        let layout = reconcile::Layout { records: &records, tmpfs: &tmpfs_dir, specs_name: SPECS_DIR };
+        let outcome = reconcile::reconcile(&layout, &targets, &index)?;
         let (specs, volumes) = index.counts();
-        tracing::info!(volumes, specs, "volume store open");
+        tracing::info!(
+            volumes,
+            specs,
+            adopted = outcome.adopted,
+            completed = outcome.completed,
+            remounted = outcome.remounted,
+            rolled_back = outcome.rolled_back,
+            dropped = outcome.dropped,
+            unmounted = outcome.unmounted,
+            corrupt = outcome.corrupt,
+            left = outcome.left,
+            "volume store open"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
                 records,
-                targets: Targets::new(&config.kubelet_dir),
+                targets,
                 index,
                 target_locks: DirLocks::default(),
                 retired: Retired::default(),

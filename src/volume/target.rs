@@ -77,6 +77,23 @@ impl Targets {
         Ok(self.pods_real.get_or_init(|| resolved))
     }
 
+    /// Whether `mount_point` (resolved) is where the kubelet puts pod volumes,
+    /// `<pods>/<uid>/volumes/…`. The kubelet's own binds of a volume elsewhere (`subPath`:
+    /// `<pods>/<uid>/volume-subpaths/…`) are not, and are never the driver's to unmount.
+    pub fn is_volume_path(&self, mount_point: &Path) -> bool {
+        let Ok(pods) = self.pods_real() else {
+            return false;
+        };
+        let mut below = match mount_point.strip_prefix(pods) {
+            Ok(below) => below.components(),
+            Err(_) => return false,
+        };
+        matches!(
+            (below.next(), below.next(), below.next()),
+            (Some(Component::Normal(_)), Some(Component::Normal(volumes)), Some(Component::Normal(_))) if volumes == "volumes"
+        )
+    }
+
     /// Checks that `given` is inside the kubelet's pods dir (every pod volume's mount point is),
     /// lexically and with symlinks resolved, and opens its parent beneath the pods dir. Creates
     /// nothing.
@@ -403,6 +420,16 @@ mod tests {
         assert!(!moved.join("mount").exists());
         // A new resolution sees the symlink, and refuses it: it leads outside.
         assert!(matches!(kubelet.targets.resolve(&volume.join("mount")), Err(Error::TargetOutsideKubeletDir { .. })));
+    }
+
+    #[test]
+    fn only_pod_volume_dirs_are_volume_paths() {
+        let kubelet = Kubelet::new();
+        let pods = fs::canonicalize(kubelet.pods()).unwrap();
+        assert!(kubelet.targets.is_volume_path(&pods.join("uid/volumes/kubernetes.io~csi/trust/mount")));
+        assert!(!kubelet.targets.is_volume_path(&pods.join("uid/volume-subpaths/trust/app/0")));
+        assert!(!kubelet.targets.is_volume_path(&pods.join("uid/volumes")));
+        assert!(!kubelet.targets.is_volume_path(Path::new("/elsewhere/uid/volumes/x/mount")));
     }
 
     #[test]

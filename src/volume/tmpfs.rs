@@ -1,5 +1,5 @@
-//! The driver's tmpfs: mounted at the first start, adopted after a restart, and cleaned of what
-//! a crash left in it.
+//! The driver's tmpfs: mounted at the first start, adopted after a restart (what a crash left in
+//! it is [`reconcile`](super::reconcile)'s business).
 //!
 //! ```text
 //! <state_dir>/tmpfs/          the tmpfs (--store-size)
@@ -11,13 +11,9 @@
 //! Spec directories are written through `tmpfs/`, since a hard link cannot cross mounts.
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::spec::SpecDigest;
-
-use super::index::Index;
 use super::{Result, atomic, mount, mountinfo};
 
 const SELINUX_ENFORCE: &str = "/sys/fs/selinux/enforce";
@@ -52,47 +48,4 @@ pub(super) fn bind_or_adopt(specs: &Path, shown: &Path) -> Result<()> {
     mount::bind(specs, shown)?;
     tracing::info!(path = %shown.display(), "bind-mounted the store");
     Ok(())
-}
-
-/// Removes what a crash left in the store: temporary spec dirs, spec dirs no record uses
-/// (unless some record was unreadable: it might be theirs), stray generations; then every blob
-/// nothing links any more.
-pub(super) fn collect_garbage(root: &Path, index: &Index, unreadable: usize) {
-    collect_spec_dirs(root, index, unreadable);
-    index.blobs().sweep();
-}
-
-fn collect_spec_dirs(root: &Path, index: &Index, unreadable: usize) {
-    let entries = match fs::read_dir(root).and_then(|e| e.collect::<io::Result<Vec<_>>>()) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(path = %root.display(), error = %e, "cannot list the store for cleanup");
-            return;
-        }
-    };
-    for entry in entries {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let result = if name.starts_with(atomic::TMP_PREFIX) {
-            tracing::info!(path = %path.display(), "removing a half-made spec directory");
-            atomic::remove_tree(&path)
-        } else if let Some(digest) = SpecDigest::parse(&name) {
-            if index.contains(&digest) {
-                atomic::remove_stray_generations(index.blobs(), &path, &|_| false)
-            } else if unreadable == 0 {
-                tracing::info!(path = %path.display(), "removing a spec directory no volume uses");
-                atomic::remove_tree(&path)
-            } else {
-                tracing::warn!(path = %path.display(), "keeping an unused spec directory: some records are unreadable");
-                Ok(())
-            }
-        } else {
-            tracing::warn!(path = %path.display(), "unexpected entry in the store; leaving it");
-            Ok(())
-        };
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "store cleanup failed");
-        }
-    }
 }
