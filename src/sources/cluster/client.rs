@@ -48,9 +48,9 @@ impl Mode {
                 reason: e.to_string(),
             })?,
         };
-        let as_pod = kube::Client::try_from(without_identity(&config))
+        let as_pod = build(without_identity(&config))
             .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
-        let driver = kube::Client::try_from(config)
+        let driver = build(config)
             .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
         Ok(Some(Clients { driver, as_pod }))
     }
@@ -72,6 +72,40 @@ impl std::fmt::Debug for Clients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clients").finish_non_exhaustive()
     }
+}
+
+/// kube's default client stack (base URI, retry, auth, extra headers, timeouts, rustls), built on
+/// a connector with TCP_NODELAY. kube 5 leaves Nagle's algorithm on, and each new connection (a
+/// new watch: every referenced ConfigMap has its own) then held its first request ~40 ms for the
+/// API server's delayed ACK (kube-rs/kube#2056; benches/cluster.rs, `first`). A config with a
+/// proxy keeps kube's own builder, which knows proxies.
+fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::ConfigExt;
+
+    if config.proxy_url.is_some() {
+        return kube::Client::try_from(config);
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let mut connector = hyper_timeout::TimeoutConnector::new(config.rustls_https_connector_with_connector(http)?);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let retry =
+        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 fn without_identity(config: &kube::Config) -> kube::Config {
