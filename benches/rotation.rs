@@ -24,17 +24,16 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::storage::v1::CSIDriver;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use support::certs::TestCa;
 use support::client::{publish_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
 use support::measure::{self, mib, ms, peak_rss_kib, percentile, rss_kib, used_bytes};
+use support::objects::{self, put_config_map, put_trust_bundle};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
-const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 const ONE_SPEC_VOLUMES: usize = 1000;
 const MANY_SPECS: usize = 100;
 const ROTATIONS: usize = 10;
@@ -70,9 +69,7 @@ impl Bench {
     async fn start() -> Self {
         let plane = ControlPlane::shared();
         let admin = plane.admin_client().await;
-        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
-            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
-        }
+        objects::ensure_shipped_csidriver(&admin).await;
         let dir = tempfile::tempdir().unwrap();
         let driver_namespace = plane.namespace("bench-driver").await;
         let identity = deploy::driver_identity(plane, &admin, &driver_namespace, dir.path()).await;
@@ -93,7 +90,7 @@ impl Bench {
         let namespace = self.plane.namespace("bench-one").await;
         let config_maps: Api<ConfigMap> = Api::namespaced(self.admin.clone(), &namespace);
         let cas: Vec<TestCa> = (0..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("one-{i}"))).collect();
-        put_config_map(&config_maps, &cas[0].pem).await;
+        put_config_map(&config_maps, "corp-ca", &cas[0].pem).await;
         let volumes: Vec<(String, PathBuf)> = (0..ONE_SPEC_VOLUMES)
             .map(|v| (format!("one-{v}"), daemon.target(&format!("0c1f4d6e-0000-4000-8000-{v:012}"), "trust")))
             .collect();
@@ -107,7 +104,7 @@ impl Bench {
         for ca in &cas[1..] {
             let before = generations(&volumes);
             let start = Instant::now();
-            put_config_map(&config_maps, &ca.pem).await;
+            put_config_map(&config_maps, "corp-ca", &ca.pem).await;
             times.push(until_every_target_moved(&volumes, &before, start, ca).await);
         }
         times.sort();
@@ -255,36 +252,6 @@ async fn until_every_target_moved(
     let body = ca.pem.lines().nth(1).expect("a PEM body line");
     assert!(bundle.contains(body), "{}: the new generation lacks the new CA", last.display());
     elapsed
-}
-
-async fn put_config_map(api: &Api<ConfigMap>, pem: &str) {
-    let mut map = ConfigMap::default();
-    map.metadata.name = Some("corp-ca".to_string());
-    map.data = Some([("ca.crt".to_string(), pem.to_string())].into());
-    match api.get_opt("corp-ca").await.unwrap() {
-        Some(existing) => {
-            map.metadata.resource_version = existing.metadata.resource_version;
-            api.replace("corp-ca", &PostParams::default(), &map).await.unwrap();
-        }
-        None => {
-            api.create(&PostParams::default(), &map).await.unwrap();
-        }
-    }
-}
-
-async fn put_trust_bundle(api: &Api<ClusterTrustBundle>, name: &str, pem: &str) {
-    let mut bundle = ClusterTrustBundle::default();
-    bundle.metadata.name = Some(name.to_string());
-    bundle.spec.trust_bundle = pem.to_string();
-    match api.get_opt(name).await.unwrap() {
-        Some(existing) => {
-            bundle.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(name, &PostParams::default(), &bundle).await.unwrap();
-        }
-        None => {
-            api.create(&PostParams::default(), &bundle).await.unwrap();
-        }
-    }
 }
 
 async fn publish(daemon: &Daemon, volume: &str, target: &Path, attributes: &[(&str, &str)]) {

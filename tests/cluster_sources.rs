@@ -159,11 +159,8 @@ async fn csidriver_only_identity(
     namespace: &str,
     dir: &Path,
 ) -> deploy::DriverIdentity {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
     const ACCOUNT: &str = "trustmount-csidriver-only";
-    let post = PostParams::default();
     let role_name = format!("{ACCOUNT}-{namespace}");
     let mut role = ClusterRole::default();
     role.metadata.name = Some(role_name.clone());
@@ -174,37 +171,11 @@ async fn csidriver_only_identity(
         verbs: vec!["get".into()],
         ..Default::default()
     }]);
-    Api::<ClusterRole>::all(admin.clone()).create(&post, &role).await.unwrap();
-    let mut account = ServiceAccount::default();
-    account.metadata.name = Some(ACCOUNT.into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
-    let mut binding = ClusterRoleBinding::default();
-    binding.metadata.name = Some(role_name.clone());
-    binding.role_ref =
-        RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role_name };
-    binding.subjects = Some(vec![Subject {
-        kind: "ServiceAccount".into(),
-        name: ACCOUNT.into(),
-        namespace: Some(namespace.into()),
-        ..Default::default()
-    }]);
-    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &binding).await.unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(ACCOUNT, &post, &request)
-        .await
-        .unwrap()
-        .status
-        .and_then(|status| status.token)
-        .expect("a token");
-    let as_driver = Api::<CSIDriver>::all(plane.token_client(&token));
+    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
+    let identity = deploy::bound_identity(plane, admin, namespace, ACCOUNT, &role_name, dir).await;
+    let as_driver = Api::<CSIDriver>::all(plane.token_client(&identity.token));
     eventually("the CSIDriver-only binding takes effect", async || as_driver.get(SHIPPED_DRIVER).await.is_ok()).await;
-    let kubeconfig = dir.join("driver.kubeconfig");
-    std::fs::write(&kubeconfig, plane.token_kubeconfig(&token)).unwrap();
-    deploy::DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{ACCOUNT}"), token }
+    identity
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on (yet): connections to it are refused.

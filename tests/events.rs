@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::api::{Api, ListParams, PostParams};
 use support::block_on;
 use support::certs::TestCa;
@@ -16,26 +15,11 @@ use support::client::publish_request;
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::objects::{self, put_config_map};
 
-const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 const NODE_ID: &str = "node-events";
 /// Bounds each wait for an event to appear; never a timed assertion.
 const LIMIT: Duration = Duration::from_secs(30);
-
-async fn put_config_map(api: &Api<ConfigMap>, name: &str, pem: &str) {
-    let mut map = ConfigMap::default();
-    map.metadata.name = Some(name.to_string());
-    map.data = Some([("ca.crt".to_string(), pem.to_string())].into());
-    match api.get_opt(name).await.unwrap() {
-        Some(existing) => {
-            map.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(name, &PostParams::default(), &map).await.unwrap();
-        }
-        None => {
-            api.create(&PostParams::default(), &map).await.unwrap();
-        }
-    }
-}
 
 /// A real Pod object (it stays Pending: nothing schedules it), so events regard a pod that
 /// exists, by its UID, as the kubelet's publish would name it.
@@ -90,9 +74,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
     }
     block_on(async {
         let admin = plane.admin_client().await;
-        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
-            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
-        }
+        objects::ensure_shipped_csidriver(&admin).await;
         let dir = tempfile::tempdir().unwrap();
         let namespace = plane.namespace("events").await;
         let identity = deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;

@@ -17,22 +17,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::storage::v1::CSIDriver;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::objects::{self, put_config_map};
 
 const NAMESPACES: usize = 4;
 const VOLUMES_PER_NAMESPACE: usize = 50;
 const ROTATIONS: usize = 50;
 const READERS: usize = 4;
 const CONFIG_MAP: &str = "corp-ca";
-const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 /// Bounds each wait for a rotation to reach every volume; never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(60);
 
@@ -55,21 +53,6 @@ fn versions(dir: &Path, count: usize) -> Vec<Version> {
 /// Which version a set of certificates is, if it is exactly one.
 fn version_of(versions: &[Version], ders: &BTreeSet<Vec<u8>>) -> Option<usize> {
     versions.iter().position(|v| v.ders == *ders)
-}
-
-async fn put_config_map(api: &Api<ConfigMap>, pem: &str) {
-    let mut map = ConfigMap::default();
-    map.metadata.name = Some(CONFIG_MAP.to_string());
-    map.data = Some([("ca.crt".to_string(), pem.to_string())].into());
-    match api.get_opt(CONFIG_MAP).await.unwrap() {
-        Some(existing) => {
-            map.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(CONFIG_MAP, &PostParams::default(), &map).await.unwrap();
-        }
-        None => {
-            api.create(&PostParams::default(), &map).await.unwrap();
-        }
-    }
 }
 
 /// Every regular file under `dir` (a generation), by path relative to it, following no symlink.
@@ -179,9 +162,7 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
     }
     block_on(async {
         let admin = plane.admin_client().await;
-        if Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none() {
-            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
-        }
+        objects::ensure_shipped_csidriver(&admin).await;
         let dir = tempfile::tempdir().unwrap();
         let versions = Arc::new(versions(dir.path(), ROTATIONS + 1));
 
@@ -197,7 +178,7 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
         let mut namespaces = Vec::new();
         for _ in 0..NAMESPACES {
             let namespace = plane.namespace("rot").await;
-            put_config_map(&Api::namespaced(admin.clone(), &namespace), &versions[0].pem).await;
+            put_config_map(&Api::namespaced(admin.clone(), &namespace), CONFIG_MAP, &versions[0].pem).await;
             namespaces.push(namespace);
         }
 
@@ -258,7 +239,7 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
 
         for (rotation, version) in versions.iter().enumerate().skip(1) {
             for namespace in &namespaces {
-                put_config_map(&Api::namespaced(admin.clone(), namespace), &version.pem).await;
+                put_config_map(&Api::namespaced(admin.clone(), namespace), CONFIG_MAP, &version.pem).await;
             }
             let deadline = Instant::now() + PROPAGATION_LIMIT;
             for target in &targets {

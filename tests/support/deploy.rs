@@ -67,29 +67,52 @@ pub async fn driver_identity(
     namespace: &str,
     dir: &Path,
 ) -> DriverIdentity {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
-    use kube::api::{ListParams, PostParams};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ListParams;
 
-    const ACCOUNT: &str = "trustmount-driver";
-    let post = PostParams::default();
     let role = objects(&manifest("rbac.yaml"))
         .into_iter()
         .find(|object| object.types.as_ref().is_some_and(|types| types.kind == "ClusterRole"))
         .and_then(|role| role.metadata.name)
         .expect("deploy/rbac.yaml has a ClusterRole");
     apply(admin, &manifest("rbac.yaml")).await;
-    let mut account = ServiceAccount::default();
-    account.metadata.name = Some(ACCOUNT.into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &account).await.unwrap();
+    let identity = bound_identity(plane, admin, namespace, "trustmount-driver", &role, dir).await;
+    let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&identity.token), namespace);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while as_driver.list(&ListParams::default()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    identity
+}
+
+/// ServiceAccount `account` in `namespace`, bound to ClusterRole `role`, with a token and a
+/// kubeconfig (in `dir`) holding it. The binding takes effect a moment later: the caller waits
+/// for a request it allows.
+pub async fn bound_identity(
+    plane: &super::control_plane::ControlPlane,
+    admin: &kube::Client,
+    namespace: &str,
+    account: &str,
+    role: &str,
+    dir: &Path,
+) -> DriverIdentity {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    use kube::api::PostParams;
+
+    let post = PostParams::default();
+    let mut service_account = ServiceAccount::default();
+    service_account.metadata.name = Some(account.into());
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&post, &service_account).await.unwrap();
     let mut binding = ClusterRoleBinding::default();
-    binding.metadata.name = Some(format!("{ACCOUNT}-{namespace}"));
+    binding.metadata.name = Some(format!("{account}-{namespace}"));
     binding.role_ref =
-        RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role };
+        RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role.into() };
     binding.subjects = Some(vec![Subject {
         kind: "ServiceAccount".into(),
-        name: ACCOUNT.into(),
+        name: account.into(),
         namespace: Some(namespace.into()),
         ..Default::default()
     }]);
@@ -99,19 +122,13 @@ pub async fn driver_identity(
         ..Default::default()
     };
     let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(ACCOUNT, &post, &request)
+        .create_token_request(account, &post, &request)
         .await
         .unwrap()
         .status
         .and_then(|status| status.token)
         .expect("a token");
-    let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&token), namespace);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while as_driver.list(&ListParams::default()).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let kubeconfig = dir.join("driver.kubeconfig");
     std::fs::write(&kubeconfig, plane.token_kubeconfig(&token)).unwrap();
-    DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{ACCOUNT}"), token }
+    DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{account}"), token }
 }

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod fsutil;
 pub mod measure;
 pub mod ns;
+pub mod objects;
 pub mod output;
 pub mod programs;
 pub mod tls;
