@@ -102,7 +102,8 @@ impl Inner {
         };
         match self.record_and_mount(rec, &target, &digest, &mut undo) {
             Ok(()) => {
-                tracing::info!(
+                // The call's own line (csi/) says it answered; this one adds the spec, for debugging.
+                tracing::debug!(
                     volume_id = %publication.volume_id,
                     target = %publication.target.display(),
                     spec = %digest,
@@ -217,7 +218,8 @@ impl Inner {
             atomic::create_spec_dir(self.index.blobs(), self.index.dir(), digest.as_str(), &files).map(|_| ())
         };
         written.map_err(|e| self.index.in_store(e))?;
-        tracing::info!(spec = %digest, "spec refreshed");
+        // The rotation pass logs one line for all the specs it refreshed.
+        tracing::debug!(spec = %digest, "spec refreshed");
         Ok(true)
     }
 
@@ -273,7 +275,7 @@ impl Inner {
         target.remove_empty_dir();
         // Only the index and the spec dir need the spec lock: the target is ours alone.
         self.index.remove(&rec.digest, given)?;
-        tracing::info!(volume_id, target = %given.display(), "unpublished");
+        tracing::debug!(volume_id, target = %given.display(), "unpublished");
         Ok(())
     }
 
