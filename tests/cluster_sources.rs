@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
@@ -206,14 +206,6 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {PROPAGATION_LIMIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -987,4 +979,8 @@ fn a_cluster_ca_expiring_within_seven_days_marks_only_its_volumes_naming_the_obj
         let (at_config_map, at_bundle) = (message.find(&named), message.find(&bundle_named));
         assert!(at_config_map.is_some() && at_bundle.is_some() && at_config_map < at_bundle, "{message}");
     });
+}
+
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    support::eventually(what, PROPAGATION_LIMIT, check).await;
 }

@@ -4,7 +4,7 @@
 //! driver writes them with its own identity, bound to the ClusterRole deploy/rbac.yaml ships.
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -56,14 +56,6 @@ async fn events_about(admin: &kube::Client, namespace: &str, uid: &str) -> Vec<E
 
 fn with_reason<'e>(events: &'e [Event], reason: &str) -> Vec<&'e Event> {
     events.iter().filter(|event| event.reason.as_deref() == Some(reason)).collect()
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {LIMIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[test]
@@ -159,4 +151,8 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
             "only the pods of that source get events"
         );
     });
+}
+
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    support::eventually(what, LIMIT, check).await;
 }

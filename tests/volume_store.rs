@@ -17,6 +17,9 @@ use trustmount::{node, sources};
 
 const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
+/// Bounds each wait for background work (a swapped-out generation's removal).
+const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn run<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap().block_on(future)
 }
@@ -752,15 +755,6 @@ fn a_new_generation_of_one_spec_leaves_the_other_spec_intact() {
     });
 }
 
-/// Waits (bounded) for `check`; the bound is no timed assertion, only a limit on a hang.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "not within 20 s: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[test]
 fn blob_leftovers_of_a_crash_are_cleaned_at_open() {
     if !in_private_mount_namespace!() {
@@ -797,4 +791,8 @@ fn blob_leftovers_of_a_crash_are_cleaned_at_open() {
     run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
     assert_eq!(blob_names(&env), used);
     assert_eq!(ino(&a.join("..data/ca-certificates.crt")), ino(&b.join("..data/ca-certificates.crt")));
+}
+
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    support::eventually(what, HANG_LIMIT, check).await;
 }

@@ -26,3 +26,13 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .expect("tokio runtime")
         .block_on(future)
 }
+
+/// Polls `check` until it holds, panicking with `what` after `limit`. The limit bounds a hang;
+/// it is no timed assertion (speed is for the benches).
+pub async fn eventually(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
