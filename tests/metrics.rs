@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::storage::v1::CSIDriver;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use support::block_on;
 use support::certs::TestCa;
 use support::client::{publish_request, stats_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::objects;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a file change may take to be counted (watch + settle + render).
@@ -299,27 +299,12 @@ fn a_config_map_sets_the_expiry_opens_a_watch_and_its_change_counts_a_rotation()
     block_on(async {
         let plane = ControlPlane::shared();
         let admin = plane.admin_client().await;
-        if Api::<CSIDriver>::all(admin.clone()).get_opt("csi.trustmount.io").await.unwrap().is_none() {
-            deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
-        }
+        objects::ensure_shipped_csidriver(&admin).await;
         let namespace = plane.namespace("metrics").await;
         let (dir, extra_file, extra) = one_ca("extra");
         let identity = deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
         let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
-        let put = async |ca: &TestCa| {
-            let mut map = ConfigMap::default();
-            map.metadata.name = Some("corp-ca".into());
-            map.data = Some([("ca.crt".to_string(), ca.pem.clone())].into());
-            match config_maps.get_opt("corp-ca").await.unwrap() {
-                Some(existing) => {
-                    map.metadata.resource_version = existing.metadata.resource_version;
-                    config_maps.replace("corp-ca", &PostParams::default(), &map).await.unwrap();
-                }
-                None => {
-                    config_maps.create(&PostParams::default(), &map).await.unwrap();
-                }
-            }
-        };
+        let put = async |ca: &TestCa| objects::put_config_map(&config_maps, "corp-ca", &ca.pem).await;
         // Sooner than the extra CA's 20 days: the ConfigMap's certificate sets the gauge.
         let soon = TestCa::expiring_in_days(dir.path(), "soon", 5);
         put(&soon).await;
