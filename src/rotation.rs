@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
@@ -17,7 +18,7 @@ use crate::events::PodEvents;
 use crate::metrics::{Metrics, SourceKind};
 use crate::readiness::{Condition, Readiness};
 use crate::sources::cluster::Change;
-use crate::sources::{self, Reload, Sources};
+use crate::sources::{self, Reload, RenderMemo, Sources};
 use crate::spec::{SpecDigest, VolumeSpec};
 use crate::volume::{self, Store};
 
@@ -191,17 +192,26 @@ impl Rotation {
             return;
         }
         tracing::debug!(specs = specs.len(), "refreshing published bundles");
+        let memo = Arc::new(RenderMemo::default());
+        // Specs are refreshed side by side, one per core: each holds only its own spec lock,
+        // and a pass over 100 specs is otherwise 100 renders and link trees in a row.
+        let parallel = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let mut refreshes = futures::stream::iter(specs)
+            .map(|spec| {
+                let digest = spec.digest();
+                let (sources, memo) = (Arc::clone(&self.sources), Arc::clone(&memo));
+                let render = {
+                    let spec = spec.clone();
+                    move || sources.render_files_memo(&spec, &memo).map_err(Error::Render)
+                };
+                let span = tracing::info_span!("refresh", spec = %digest);
+                self.store.refresh(spec, render).instrument(span).map(|outcome| (digest, outcome))
+            })
+            .buffer_unordered(parallel);
         let mut swapped = Vec::new();
         let (mut volumes, mut failed) = (0, 0);
-        for spec in specs {
-            let digest = spec.digest();
-            let sources = Arc::clone(&self.sources);
-            let render = {
-                let spec = spec.clone();
-                move || sources.render_files(&spec).map_err(Error::Render)
-            };
-            let span = tracing::info_span!("refresh", spec = %digest);
-            match self.store.refresh(spec, render).instrument(span).await {
+        while let Some((digest, outcome)) = refreshes.next().await {
+            match outcome {
                 Ok(refreshed) => {
                     let recovered = self.failures().remove(&digest).is_some();
                     if recovered {
@@ -236,6 +246,7 @@ impl Rotation {
             volumes,
             failed,
             latency_ms = trigger.seen.elapsed().as_micros() as f64 / 1000.0,
+            renders = memo.distinct(),
             spec_digests = %list(swapped.iter().map(|digest| digest.as_str())),
             "rotation"
         );

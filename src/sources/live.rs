@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
+use super::memo::{RenderKey, RenderMemo};
 use super::{Catalog, Config, Error, Expiry, Result};
 
 #[derive(Debug)]
@@ -200,6 +201,27 @@ impl Sources {
     /// As [`Catalog::render`].
     pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
         self.render_files_with(spec, None)
+    }
+
+    /// [`Sources::render_files`] for a rotation pass: specs whose inputs are equal (see
+    /// [`RenderMemo`]) share one render.
+    ///
+    /// # Errors
+    /// As [`Catalog::render`].
+    pub fn render_files_memo(&self, spec: &VolumeSpec, memo: &RenderMemo) -> Result<Files> {
+        let cluster = match self.cluster(spec)? {
+            Some(cluster) => cluster.certificates(spec, None)?,
+            None => cluster::Selected::default(),
+        };
+        let (catalog, generation) = self.snapshot();
+        let now = super::unix_now();
+        let key = RenderKey::new(generation, spec, &cluster.certificates, &cluster.ignored, now);
+        let (files, certificate_count) = memo.get_or_render(key, || {
+            let rendered = catalog.render_with_at(spec, &cluster.certificates, cluster.ignored.clone(), now)?;
+            Ok::<_, Error>((rendered.files, rendered.certificate_count))
+        })?;
+        self.metrics.bundle_rendered(certificate_count);
+        Ok(files)
     }
 
     /// [`Sources::render_files`] with the Secrets a publish just read as the pod (`None`: as

@@ -17,6 +17,7 @@
 pub mod cluster;
 mod files;
 mod live;
+mod memo;
 mod system;
 mod watch;
 
@@ -28,6 +29,7 @@ use crate::bundle::{self, Bundle, Certificate, DropReason, Files, Ignored, polic
 use crate::spec::VolumeSpec;
 
 pub use live::{ClusterAccess, Reload, Sources};
+pub use memo::RenderMemo;
 pub use system::SystemRoots;
 pub use watch::{SourceWatch, watch_files};
 
@@ -203,7 +205,7 @@ impl Catalog {
         self.render_with_at(spec, cluster, ignored, unix_now())
     }
 
-    fn render_with_at(
+    pub(super) fn render_with_at(
         &self,
         spec: &VolumeSpec,
         cluster: &[Certificate],
