@@ -9,6 +9,11 @@
 //!   timed the same way; and publish+unpublish latency of a warm volume while those rotations
 //!   run, beside the same calls with no rotation running.
 //!
+//! - `many-specs-vs-baseline` (only with `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of
+//!   trustmount>`): the `many-specs` rotation on this build and on the baseline build side by
+//!   side, rotations alternating between the two, timed the same way, with the CPU time each
+//!   daemon spent per rotation (less at the mercy of the machine's other load than wall time).
+//!
 //! Both with the embedded system roots in every bundle (what a pod gets by default), and the
 //! daemon's RSS and the store's tmpfs usage. The baseline is the kubelet's own refresh of a
 //! ConfigMap or ClusterTrustBundle volume: its resync period, 60–90 s (60 s is used for the
@@ -34,6 +39,7 @@ use support::measure::{self, mib, ms, peak_rss_kib, percentile, rss_kib, used_by
 use support::objects::{self, put_config_map, put_trust_bundle};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
+const BASELINE_ENV: &str = "TRUSTMOUNT_BENCH_BASELINE_BIN";
 const ONE_SPEC_VOLUMES: usize = 1000;
 const MANY_SPECS: usize = 100;
 const ROTATIONS: usize = 10;
@@ -54,6 +60,10 @@ fn main() {
         }
         if wanted("many-specs") {
             bench.many_specs().await;
+        }
+        match std::env::var_os(BASELINE_ENV) {
+            Some(baseline) if wanted("many-specs-vs-baseline") => bench.many_specs_vs(baseline.into()).await,
+            _ => {}
         }
     });
 }
@@ -78,11 +88,80 @@ impl Bench {
 
     /// A daemon under the driver's identity, with the embedded system roots.
     async fn daemon(&self) -> Daemon {
+        self.daemon_of(None).await
+    }
+
+    /// [`Bench::daemon`] of another build of the driver (`None`: this one).
+    async fn daemon_of(&self, binary: Option<PathBuf>) -> Daemon {
         let options = DaemonOptions {
             extra_args: vec!["--kubeconfig".into(), self.kubeconfig.display().to_string()],
+            binary,
             ..DaemonOptions::default()
         };
         Daemon::start(options).await
+    }
+
+    /// `many-specs` on this build and on `baseline`, rotations alternating between them.
+    async fn many_specs_vs(&self, baseline: PathBuf) {
+        let bundles: Api<ClusterTrustBundle> = Api::all(self.admin.clone());
+        let cas: Vec<TestCa> = (0..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("vs-{i}"))).collect();
+        let mut fleets = Vec::new();
+        for (label, binary) in [("this build", None), ("baseline", Some(baseline.clone()))] {
+            let daemon = self.daemon_of(binary).await;
+            let name = format!("bench-vs-{}-{}", fleets.len(), std::process::id());
+            put_trust_bundle(&bundles, &name, &cas[0].pem).await;
+            let mut volumes = Vec::new();
+            for s in 0..MANY_SPECS {
+                let namespace = self.plane.namespace("bench-vs").await;
+                let (volume, target) =
+                    (format!("vs-{s}"), daemon.target(&format!("0c1f4d6e-0003-4000-8000-{s:012}"), "trust"));
+                let attributes =
+                    [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("clusterTrustBundles", name.as_str())];
+                publish(&daemon, &volume, &target, &attributes).await;
+                volumes.push((volume, target));
+            }
+            fleets.push((label, daemon, name, volumes, Vec::new(), Vec::new()));
+        }
+        for ca in &cas[1..] {
+            for (_, daemon, name, volumes, times, cpu) in &mut fleets {
+                let before = generations(volumes);
+                let cpu_before = measure::cpu_time(daemon.pid());
+                let start = Instant::now();
+                put_trust_bundle(&bundles, name, &ca.pem).await;
+                times.push(until_every_target_moved(volumes, &before, start, ca).await);
+                // The pass is done once the last target moved; its log line and sweeps are not.
+                cpu.push(measure::cpu_time(daemon.pid()) - cpu_before);
+            }
+        }
+        println!(
+            "\n== {MANY_SPECS} specs sharing one ClusterTrustBundle, {ROTATIONS} rotations each, alternating: this build vs {}",
+            baseline.display()
+        );
+        let mut p50s = Vec::new();
+        for (label, _, _, _, times, cpu) in &mut fleets {
+            times.sort();
+            cpu.sort();
+            println!(
+                "{label:>10}: p50 {:.1} ms, max {:.1} ms; daemon CPU per rotation p50 {:.0} ms, max {:.0} ms",
+                ms(percentile(times, 50)),
+                ms(*times.last().unwrap_or(&Duration::ZERO)),
+                ms(percentile(cpu, 50)),
+                ms(*cpu.last().unwrap_or(&Duration::ZERO)),
+            );
+            p50s.push((percentile(times, 50), percentile(cpu, 50)));
+        }
+        let ratio = |new: Duration, old: Duration| old.as_secs_f64() / new.as_secs_f64().max(f64::MIN_POSITIVE);
+        println!(
+            "baseline / this build: wall p50 {:.2}x, CPU p50 {:.2}x",
+            ratio(p50s[0].0, p50s[1].0),
+            ratio(p50s[0].1, p50s[1].1)
+        );
+        for (_, daemon, name, volumes, _, _) in &fleets {
+            for (volume, target) in volumes {
+                unpublish(daemon, volume, target).await;
+            }
+            bundles.delete(name, &Default::default()).await.unwrap();
+        }
     }
 
     async fn one_spec(&self) {

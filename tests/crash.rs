@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::block_on;
 use support::certs::TestCa;
@@ -478,6 +478,106 @@ fn sigterm_during_a_publish_storm_answers_every_accepted_call_and_leaves_the_mou
         all(&second, &targets, Call::Unpublish).await;
         assert_clean(&store, &targets, "SIGTERM storm");
         assert!(second.stop().success());
+    });
+}
+
+/// When a rotation's daemon is killed: once this many targets show the new bundle.
+const ROTATION_KILLS: [usize; 3] = [1, VOLUMES / 2, VOLUMES - 1];
+
+/// Replaces `path` the way an editor or a ConfigMap update does: a new file renamed over it.
+fn replace_file(path: &Path, text: &str) {
+    let staged = path.with_extension("new");
+    fs::write(&staged, text).unwrap();
+    fs::rename(&staged, path).unwrap();
+}
+
+#[test]
+fn kill_9_during_a_rotation_leaves_every_volume_on_one_whole_bundle_and_the_restart_finishes_it() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let certs = tempfile::tempdir().unwrap();
+        let (old, new) = (TestCa::new(certs.path(), "old"), TestCa::new(certs.path(), "new"));
+        let trust = certs.path().join("org-ca.pem");
+        for killed_after in ROTATION_KILLS {
+            let context = format!("kill -9 once {killed_after} of {VOLUMES} volumes rotated");
+            replace_file(&trust, &old.pem);
+            let options = DaemonOptions::default().extra_pem(&trust);
+            let mut first = Daemon::start(options.clone()).await;
+            let before = references(&first).await;
+            let store = OnDisk { state_dir: first.state_dir.clone() };
+            let targets: Vec<PathBuf> = (0..VOLUMES).map(|i| first.target(&format!("pod-{i}"), "trust")).collect();
+            all(&first, &targets, Call::Publish).await;
+
+            // 20 specs (10 namespaces, with and without system roots) refresh in one pass.
+            replace_file(&trust, &new.pem);
+            let new_body = new.pem.lines().nth(1).unwrap().to_owned();
+            let rotated = |target: &PathBuf| {
+                fs::read_to_string(target.join("ca-certificates.crt")).is_ok_and(|bundle| bundle.contains(&new_body))
+            };
+            // Polled tightly: the pass over 20 specs takes tens of milliseconds.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while targets.iter().filter(|t| rotated(t)).count() < killed_after {
+                assert!(Instant::now() < deadline, "{context}: the rotation did not arrive");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.pid() as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            assert_eq!(first.stop().to_string(), "signal: 9 (SIGKILL)", "{context}");
+
+            // Dead daemon: every volume is still published, and (checked below, once the new
+            // bundle is known) shows one whole bundle, the old or the new.
+            let shown: Vec<_> = targets.iter().map(|target| contents(target)).collect();
+            let moved = targets.iter().filter(|t| rotated(t)).count();
+            eprintln!("{context}: {moved} of {VOLUMES} showed the new bundle at the kill");
+            assert_eq!(store.records().len(), VOLUMES, "{context}: records");
+            let mounts = store.volume_mounts();
+            assert_eq!(mounts.len(), VOLUMES, "{context}: mounts");
+            assert!(mounts.iter().all(|m| m.read_only && !m.deleted()), "{context}: {mounts:?}");
+
+            // The restart's catch-up pass brings every volume to the new bundle before it is
+            // ready; the generations the crash left behind go after their grace.
+            let mut second = Daemon::start(options.restart_in(&first.root)).await;
+            let after = references(&second).await;
+            for (i, target) in targets.iter().enumerate() {
+                // Names only the other generation has may dangle (they go after the swap, or at
+                // start-up): unreadable, never another version's content.
+                let at_kill: &BTreeMap<String, Result<Vec<u8>, String>> =
+                    &shown[i].iter().filter(|(_, file)| file.is_ok()).map(|(n, f)| (n.clone(), f.clone())).collect();
+                let differs = |reference: &BTreeMap<String, Result<Vec<u8>, String>>| -> Vec<String> {
+                    let names: BTreeSet<&String> = reference.keys().chain(at_kill.keys()).collect();
+                    names.into_iter().filter(|n| reference.get(*n) != at_kill.get(*n)).take(5).cloned().collect()
+                };
+                assert!(
+                    at_kill == &before[i % 2] || at_kill == &after[i % 2],
+                    "{context}: vol-{i} showed neither the whole old nor the whole new bundle at the kill: \
+                     differs from the old in {:?}, from the new in {:?}",
+                    differs(&before[i % 2]),
+                    differs(&after[i % 2])
+                );
+                assert_eq!(contents(target), after[i % 2], "{context}: vol-{i} after the restart");
+            }
+            for digest in store.store_entries() {
+                let spec_dir = store.state_dir.join("store").join(&digest);
+                support::eventually(
+                    &format!("{context}: one generation in {digest}"),
+                    Duration::from_secs(20),
+                    async || {
+                        fs::read_dir(&spec_dir)
+                            .unwrap()
+                            .flatten()
+                            .filter(|e| e.file_name().to_string_lossy().starts_with("..") && e.file_name() != "..data")
+                            .count()
+                            == 1
+                    },
+                )
+                .await;
+            }
+            all(&second, &targets, Call::Unpublish).await;
+            assert_clean(&store, &targets, &context);
+            assert!(second.stop().success());
+        }
     });
 }
 

@@ -8,8 +8,9 @@
 //! <spec_dir>/java -> ..data/java
 //! ```
 //!
-//! A new generation is written next to the old one, `..data` is swapped to it with one
-//! `rename`, the visible top-level symlinks are brought in line, and the old generation goes.
+//! A new generation is written next to the old one, its visible top-level symlinks are added,
+//! `..data` is swapped to it with one `rename`, the names only the old one had are removed, and
+//! the old generation goes.
 //!
 //! Every file and symlink (the visible ones too, whose targets are the same in every spec) is a
 //! hard link of a [`Blobs`] blob, so a spec whose content another spec has costs only its
@@ -166,6 +167,11 @@ fn write_generation_in(
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(rustix_error("remove", &tmp_link(), e)),
         }
+        // The new visible names first (each `..data/<name>`, dangling until the swap), so at
+        // no instant, crash included, is a name of the current generation missing; old names
+        // dangle from the swap until they are removed after it.
+        let names = top_level_names(files);
+        add_visible_links(blobs, spec_fd, spec_dir, &names)?;
         let swap = rustix::fs::symlinkat(name.as_os_str(), spec_fd, DATA_LINK_TMP)
             .map_err(|e| rustix_error("create symlink", &tmp_link(), e))
             .and_then(|()| {
@@ -175,8 +181,16 @@ fn write_generation_in(
         if let Err(e) = swap {
             let _ = rustix::fs::unlinkat(spec_fd, DATA_LINK_TMP, AtFlags::empty());
             let _ = blobs.remove_tree(&generation);
+            // The names just added for the generation that did not come: best effort, a
+            // dangling name is what the next refresh or start-up repair removes anyway.
+            if let Ok(current) = current_generation(spec_dir)
+                && let Ok(owned) = generation_names(&current)
+            {
+                let _ = remove_other_names(blobs, spec_dir, &owned.iter().map(String::as_str).collect());
+            }
             return Err(e);
         }
+        return remove_other_names(blobs, spec_dir, &names);
     }
 
     update_visible_links(blobs, spec_fd, spec_dir, &top_level_names(files), fresh)
@@ -220,6 +234,19 @@ fn update_visible_links(
     names: &BTreeSet<&str>,
     fresh: bool,
 ) -> Result<()> {
+    if fresh {
+        // Nothing else was ever in it.
+        for name in names {
+            blobs.link_symlink(&format!("{DATA_LINK}/{name}"), spec_fd, name, &spec_dir.join(name))?;
+        }
+        return Ok(());
+    }
+    add_visible_links(blobs, spec_fd, spec_dir, names)?;
+    remove_other_names(blobs, spec_dir, names)
+}
+
+/// Gives each of `names` its `name -> ..data/name` link, replacing whatever else has the name.
+fn add_visible_links(blobs: &Blobs, spec_fd: BorrowedFd<'_>, spec_dir: &Path, names: &BTreeSet<&str>) -> Result<()> {
     // One buffer for every `..data/<name>` link target.
     let mut wanted = String::with_capacity(DATA_LINK.len() + 1 + 64);
     for name in names {
@@ -227,21 +254,20 @@ fn update_visible_links(
         wanted.push_str(DATA_LINK);
         wanted.push('/');
         wanted.push_str(name);
-        if !fresh {
-            // One readlink tells both "is a symlink" (EINVAL if not) and where it points.
-            match rustix::fs::readlinkat(spec_fd, *name, Vec::new()) {
-                Ok(current) if current.as_bytes() == wanted.as_bytes() => continue,
-                Ok(_) | Err(rustix::io::Errno::INVAL) => blobs.remove_tree(&spec_dir.join(name))?,
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(rustix_error("inspect", &spec_dir.join(name), e)),
-            }
+        // One readlink tells both "is a symlink" (EINVAL if not) and where it points.
+        match rustix::fs::readlinkat(spec_fd, *name, Vec::new()) {
+            Ok(current) if current.as_bytes() == wanted.as_bytes() => continue,
+            Ok(_) | Err(rustix::io::Errno::INVAL) => blobs.remove_tree(&spec_dir.join(name))?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(rustix_error("inspect", &spec_dir.join(name), e)),
         }
         blobs.link_symlink(&wanted, spec_fd, name, &spec_dir.join(name))?;
     }
-    if fresh {
-        // Nothing else was ever in it.
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// Removes every visible name of `spec_dir` (not `..*`) that is not one of `names`.
+fn remove_other_names(blobs: &Blobs, spec_dir: &Path, names: &BTreeSet<&str>) -> Result<()> {
     for entry in read_dir(spec_dir)? {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else {
@@ -253,6 +279,11 @@ fn update_visible_links(
         }
     }
     Ok(())
+}
+
+/// The top-level entries of a generation directory.
+fn generation_names(generation: &Path) -> Result<Vec<String>> {
+    Ok(read_dir(generation)?.iter().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
@@ -285,16 +316,14 @@ pub(super) fn is_complete(spec_dir: &Path) -> bool {
 
 /// Brings a spec dir back in line after a crash in the middle of a refresh: removes stray
 /// generations (see [`remove_stray_generations`]) and makes the visible names exactly the
-/// current generation's top-level entries (a crash after the `..data` swap can leave a new name
-/// missing or an old one dangling).
+/// current generation's top-level entries (a crash after the `..data` swap can leave an old
+/// name dangling).
 ///
 /// # Errors
 /// The spec dir or its current generation cannot be read, or a link cannot be made.
 pub(super) fn repair(blobs: &Blobs, spec_dir: &Path) -> Result<()> {
     remove_stray_generations(blobs, spec_dir, &|_| false)?;
-    let generation = current_generation(spec_dir)?;
-    let entries = read_dir(&generation)?;
-    let owned: Vec<String> = entries.iter().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+    let owned = generation_names(&current_generation(spec_dir)?)?;
     let names: BTreeSet<&str> = owned.iter().map(String::as_str).collect();
     let spec_fd = open_dir(spec_dir)?;
     update_visible_links(blobs, spec_fd.as_fd(), spec_dir, &names, false)

@@ -27,6 +27,8 @@ pub struct DaemonOptions {
     pub extra_args: Vec<String>,
     /// Reuse a stopped daemon's directory (kubelet dir, state dir, socket): a driver restart.
     pub restart_in: Option<PathBuf>,
+    /// Another build of the driver (a bench's baseline); this build's binary when `None`.
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -39,6 +41,7 @@ impl Default for DaemonOptions {
             endpoint_with_scheme: true,
             extra_args: vec![],
             restart_in: None,
+            binary: None,
         }
     }
 }
@@ -95,7 +98,8 @@ impl Daemon {
         } else {
             socket.display().to_string()
         };
-        let mut cmd = Command::new(BIN);
+        let binary = opts.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
+        let mut cmd = Command::new(&binary);
         cmd.arg("serve")
             .args(["--endpoint", &endpoint])
             .args(["--node-id", &opts.node_id])
@@ -117,7 +121,7 @@ impl Daemon {
             cmd.env("RUST_LOG", "debug");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
 
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last_error = String::from("socket not created yet");
