@@ -1,0 +1,382 @@
+//! The YAML the docs ship is real: every object under `deploy/examples/` and `docs/recipes/` is
+//! accepted by the real API server (server-side dry-run apply, strict field validation), with
+//! the upstream CustomResourceDefinitions of the custom resources they use installed first
+//! (tests/support/crds.rs).
+
+//!
+//! Every trustmount volume in them (a `csi` volume of driver `csi.trustmount.io`) has attributes
+//! the driver's own parser accepts, is read-only in every container that mounts it, and every
+//! path an environment variable points into it (`REQUESTS_CA_BUNDLE=/etc/ssl/certs/…`) is a
+//! file the volume holds in its layout (as `trustmount render` writes it).
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use serde_json::Value;
+use support::control_plane::ControlPlane;
+use support::{crds, deploy};
+
+/// The CSI driver name the volumes name (deploy's CSIDriver).
+const DRIVER: &str = "csi.trustmount.io";
+/// The directories whose YAML the docs ship.
+const SHIPPED: &[&str] = &["deploy/examples", "docs/recipes"];
+
+/// Server-side applies `object` with strict field validation, as a dry run or not, in
+/// `namespace` when its kind is namespaced and it names none. The API server's answer (its error
+/// on a typo or an unknown field).
+async fn apply(
+    client: &kube::Client,
+    object: &DynamicObject,
+    namespace: &str,
+    dry_run: bool,
+) -> Result<DynamicObject, kube::Error> {
+    let types = object.types.clone().expect("apiVersion and kind");
+    let gvk = GroupVersionKind::try_from(&types).expect("apiVersion and kind");
+    let (resource, capabilities) = pinned_kind(client, &gvk).await?;
+    let name = object.metadata.name.clone().expect("metadata.name");
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or(namespace), &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply("trustmount-docs-tests").force().validation_strict();
+    params.dry_run = dry_run;
+    api.patch(&name, &params, &Patch::Apply(object)).await
+}
+
+/// An object from YAML text.
+fn object(yaml: &str) -> DynamicObject {
+    serde_yaml::from_str(yaml).expect("a Kubernetes object")
+}
+
+#[tokio::test]
+async fn a_pinned_upstream_crd_installs_and_its_schema_is_enforced() {
+    let plane = ControlPlane::shared();
+    let admin = plane.admin_client().await;
+    let namespace = plane.namespace("docs-crds").await;
+
+    let installed = crds::install(&admin, &["servicemonitors.monitoring.coreos.com"]).await;
+    assert_eq!(installed.len(), 1);
+    assert_eq!(installed[0].spec.names.kind, "ServiceMonitor");
+    assert_eq!(
+        crds::serving("monitoring.coreos.com", "ServiceMonitor").as_deref(),
+        Some("servicemonitors.monitoring.coreos.com")
+    );
+
+    let good = object(
+        "apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: trustmount}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: trustmount}}
+  endpoints: [{port: metrics, interval: 30s}]
+",
+    );
+    let accepted = apply(&admin, &good, &namespace, true).await.expect("a valid ServiceMonitor is accepted");
+    assert_eq!(accepted.metadata.namespace.as_deref(), Some(namespace.as_str()));
+
+    let typo = object(
+        "apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: trustmount}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: trustmount}}
+  endpoint: [{port: metrics}]
+",
+    );
+    let rejected = apply(&admin, &typo, &namespace, true).await.expect_err("an unknown field is rejected");
+    assert!(rejected.to_string().contains("endpoint"), "rejected for another reason: {rejected}");
+
+    let wrong_type = object(
+        "apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: trustmount}
+spec:
+  selector: {matchLabels: {app.kubernetes.io/name: trustmount}}
+  endpoints: metrics
+",
+    );
+    apply(&admin, &wrong_type, &namespace, true).await.expect_err("a field of the wrong type is rejected");
+}
+
+/// Every `.yaml` file under [`SHIPPED`], sorted.
+fn shipped_yaml() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in SHIPPED {
+        let dir = root.join(dir);
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|extension| extension == "yaml" || extension == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `path` relative to the repository, for messages.
+fn shown(path: &Path) -> String {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).display().to_string()
+}
+
+/// Namespace `name` with its `default` ServiceAccount (this control plane runs no controller
+/// manager to make one, and the ServiceAccount admission plugin refuses pods without theirs).
+async fn ensure_namespace(admin: &kube::Client, name: &str) {
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(name.to_string());
+    ignore_conflict(Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &namespace).await, name);
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("default".into());
+    ignore_conflict(
+        Api::<ServiceAccount>::namespaced(admin.clone(), name).create(&PostParams::default(), &account).await,
+        name,
+    );
+}
+
+fn ignore_conflict<T>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("create {what}: {e}"),
+    }
+}
+
+/// A namespace name for one file's objects: `docs-<file stem>`, as DNS labels allow.
+fn namespace_prefix(path: &Path) -> String {
+    let stem = path.file_stem().unwrap().to_string_lossy().to_lowercase();
+    let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(30).collect();
+    format!("docs-{}", stem.trim_matches('-'))
+}
+
+#[tokio::test]
+async fn every_example_and_recipe_object_is_accepted_by_the_api_server() {
+    let plane = ControlPlane::shared();
+    let admin = plane.admin_client().await;
+
+    let files: Vec<(PathBuf, Vec<DynamicObject>)> =
+        shipped_yaml().into_iter().map(|path| (path.clone(), deploy::objects(&path))).collect();
+    assert!(
+        files.len() >= 13,
+        "the examples and recipes are missing: {:?}",
+        files.iter().map(|(path, _)| shown(path)).collect::<Vec<_>>()
+    );
+    for (path, objects) in &files {
+        assert!(!objects.is_empty(), "{} holds no Kubernetes object", shown(path));
+    }
+
+    // The custom resources' definitions, from the pinned upstream releases.
+    let mut definitions = BTreeSet::new();
+    for (path, objects) in &files {
+        for object in objects {
+            let types = object.types.as_ref().expect("apiVersion and kind");
+            let gvk = GroupVersionKind::try_from(types).expect("apiVersion and kind");
+            if gvk.group.contains('.') && !gvk.group.ends_with(".k8s.io") {
+                let name = crds::serving(&gvk.group, &gvk.kind).unwrap_or_else(|| {
+                    panic!(
+                        "{}: {} {} is no built-in kind and no CRD pinned in tests/k8s/crds serves it",
+                        shown(path),
+                        types.api_version,
+                        types.kind
+                    )
+                });
+                definitions.insert(name);
+            }
+        }
+    }
+    let definitions: Vec<&str> = definitions.iter().map(String::as_str).collect();
+    crds::install(&admin, &definitions).await;
+
+    // Namespaces the files name themselves (the driver's own, a product's).
+    let named: BTreeSet<String> = files
+        .iter()
+        .flat_map(|(_, objects)| objects.iter().filter_map(|object| object.metadata.namespace.clone()))
+        .collect();
+    for name in &named {
+        ensure_namespace(&admin, name).await;
+    }
+
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    for (path, objects) in &files {
+        // Each file's namespaced objects without a namespace go to a namespace of the file's own.
+        let namespace = plane.namespace(&namespace_prefix(path)).await;
+        ensure_namespace(&admin, &namespace).await;
+        // ServiceAccounts for real: the admission plugin looks up a pod's account, and a dry
+        // run creates nothing.
+        for object in objects.iter().filter(|object| object.types.as_ref().is_some_and(|t| t.kind == "ServiceAccount"))
+        {
+            if let Err(e) = apply(&admin, object, &namespace, false).await {
+                refused.push(format!("{}: ServiceAccount {:?}: {e}", shown(path), object.metadata.name));
+            }
+        }
+        for object in objects {
+            let kind = &object.types.as_ref().expect("kind").kind;
+            let name = object.metadata.name.as_deref().unwrap_or("?");
+            match apply(&admin, object, &namespace, true).await {
+                Ok(_) => accepted += 1,
+                Err(e) => refused.push(format!("{}: {kind} {name}: {e}", shown(path))),
+            }
+        }
+    }
+    assert!(refused.is_empty(), "the API server refused:\n{}", refused.join("\n"));
+    assert!(accepted >= files.len());
+}
+
+/// Every pod spec in `value` (a Pod's `spec`, a workload's `template.spec`, a pod spec inside
+/// a custom resource): each JSON object with a `containers` list.
+fn pod_specs<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("containers").is_some_and(Value::is_array) {
+                found.push(value);
+            }
+            map.values().for_each(|child| pod_specs(child, found));
+        }
+        Value::Array(items) => items.iter().for_each(|child| pod_specs(child, found)),
+        _ => {}
+    }
+}
+
+/// The files `trustmount render` writes for these attributes (its `--layout` and
+/// `--java-truststore` take what the volume attributes take), as paths relative to the volume.
+fn rendered(layout: &str, java: &str) -> BTreeSet<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("volume");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_trustmount"))
+        .args(["render", "--system-roots", "embedded", "--layout", layout, "--java-truststore", java, "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run trustmount render");
+    assert!(status.success(), "trustmount render --layout {layout} --java-truststore {java} failed");
+    let mut files = BTreeSet::new();
+    let mut stack = vec![out.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            // Symlinks count as what they resolve to (ca-bundle.crt -> ca-certificates.crt).
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            files.insert(path.strip_prefix(&out).unwrap().display().to_string());
+        }
+    }
+    files
+}
+
+/// Paths an environment variable's value names: the whole value, or a `-D…=PATH` of
+/// `JAVA_TOOL_OPTIONS`.
+fn named_paths(value: &str) -> Vec<&str> {
+    value
+        .split_whitespace()
+        .map(|word| word.split_once('=').map_or(word, |(_, path)| path))
+        .filter(|path| path.starts_with('/'))
+        .collect()
+}
+
+#[test]
+fn every_trustmount_volume_parses_is_mounted_read_only_and_its_paths_exist() {
+    let mut problems = Vec::new();
+    let mut volumes = 0;
+    let mut paths_checked = 0;
+    let mut renders: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    for path in shipped_yaml() {
+        for object in deploy::objects(&path) {
+            let name = format!(
+                "{} {} {}",
+                shown(&path),
+                object.types.as_ref().unwrap().kind,
+                object.metadata.name.as_deref().unwrap_or("?")
+            );
+            let value = serde_json::to_value(&object).unwrap();
+            let mut specs = Vec::new();
+            pod_specs(&value, &mut specs);
+            for spec in specs {
+                let containers: Vec<&Value> = ["initContainers", "containers", "ephemeralContainers"]
+                    .iter()
+                    .filter_map(|key| spec.get(*key).and_then(Value::as_array))
+                    .flatten()
+                    .collect();
+                for volume in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(csi) = volume.get("csi").filter(|csi| csi["driver"] == DRIVER) else { continue };
+                    volumes += 1;
+                    let volume_name = volume["name"].as_str().unwrap_or_default();
+                    let attributes: HashMap<String, String> = csi
+                        .get("volumeAttributes")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                        .map(|(key, value)| {
+                            (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
+                        })
+                        .collect();
+                    if let Err(e) = trustmount::spec::VolumeSpec::from_attributes(&attributes) {
+                        problems.push(format!("{name}: volume {volume_name}: the driver refuses its attributes: {e}"));
+                    }
+                    if csi.get("readOnly") != Some(&Value::Bool(true)) {
+                        problems.push(format!("{name}: volume {volume_name}: csi.readOnly is not true"));
+                    }
+                    let layout = attributes.get("layout").map_or("debian", String::as_str).to_string();
+                    let java = attributes.get("javaTruststore").map_or("jks", String::as_str).to_string();
+                    let mut mounted = false;
+                    for container in &containers {
+                        let container_name = container["name"].as_str().unwrap_or_default();
+                        let mounts: Vec<&Value> = container
+                            .get("volumeMounts")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter(|mount| mount["name"] == volume_name)
+                            .collect();
+                        for mount in &mounts {
+                            mounted = true;
+                            if mount.get("readOnly") != Some(&Value::Bool(true)) {
+                                problems.push(format!(
+                                    "{name}: container {container_name} mounts {volume_name} without readOnly: true"
+                                ));
+                            }
+                        }
+                        let mount_paths: Vec<&str> =
+                            mounts.iter().filter_map(|mount| mount["mountPath"].as_str()).collect();
+                        for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
+                            let Some(value) = env.get("value").and_then(Value::as_str) else { continue };
+                            for named in named_paths(value) {
+                                for mount_path in &mount_paths {
+                                    let Some(relative) = Path::new(named).strip_prefix(mount_path).ok() else {
+                                        continue;
+                                    };
+                                    let files = renders
+                                        .entry((layout.clone(), java.clone()))
+                                        .or_insert_with(|| rendered(&layout, &java));
+                                    paths_checked += 1;
+                                    if !files.contains(&relative.display().to_string()) {
+                                        problems.push(format!(
+                                            "{name}: container {container_name}: {}={named}, but a volume of layout {layout} mounted at {mount_path} has no {}",
+                                            env["name"].as_str().unwrap_or_default(),
+                                            relative.display()
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if !mounted {
+                        problems.push(format!("{name}: volume {volume_name} is mounted by no container"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(volumes >= 12, "only {volumes} trustmount volumes found in the examples and recipes");
+    assert!(paths_checked >= 3, "only {paths_checked} environment paths into a volume checked");
+}
