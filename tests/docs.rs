@@ -255,6 +255,7 @@ fn rendered(layout: &str, java: &str) -> BTreeSet<String> {
         .args(["render", "--system-roots", "embedded", "--layout", layout, "--java-truststore", java, "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("run trustmount render");
     assert!(status.success(), "trustmount render --layout {layout} --java-truststore {java} failed");
@@ -283,12 +284,101 @@ fn named_paths(value: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Checks the trustmount volumes of every pod spec in a Kubernetes object: their attributes
+/// parse, `csi.readOnly` is set, every container mounts them read-only, and each path an
+/// environment variable names inside one is a file of its layout.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<String>,
+    volumes: usize,
+    paths_checked: usize,
+    renders: HashMap<(String, String), BTreeSet<String>>,
+}
+
+impl Checker {
+    fn check(&mut self, name: &str, value: &Value) {
+        let mut specs = Vec::new();
+        pod_specs(value, &mut specs);
+        for spec in specs {
+            let containers: Vec<&Value> = ["initContainers", "containers", "ephemeralContainers"]
+                .iter()
+                .filter_map(|key| spec.get(*key).and_then(Value::as_array))
+                .flatten()
+                .collect();
+            for volume in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+                let Some(csi) = volume.get("csi").filter(|csi| csi["driver"] == DRIVER) else { continue };
+                self.volumes += 1;
+                let volume_name = volume["name"].as_str().unwrap_or_default();
+                self.check_volume(name, volume_name, csi, &containers);
+            }
+        }
+    }
+
+    fn check_volume(&mut self, name: &str, volume_name: &str, csi: &Value, containers: &[&Value]) {
+        let attributes: HashMap<String, String> = csi
+            .get("volumeAttributes")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())))
+            .collect();
+        if let Err(e) = trustmount::spec::VolumeSpec::from_attributes(&attributes) {
+            self.problems.push(format!("{name}: volume {volume_name}: the driver refuses its attributes: {e}"));
+        }
+        if csi.get("readOnly") != Some(&Value::Bool(true)) {
+            self.problems.push(format!("{name}: volume {volume_name}: csi.readOnly is not true"));
+        }
+        let layout = attributes.get("layout").map_or("debian", String::as_str).to_string();
+        let java = attributes.get("javaTruststore").map_or("jks", String::as_str).to_string();
+        let mut mounted = false;
+        for container in containers {
+            let container_name = container["name"].as_str().unwrap_or_default();
+            let mounts: Vec<&Value> = container
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|mount| mount["name"] == volume_name)
+                .collect();
+            for mount in &mounts {
+                mounted = true;
+                if mount.get("readOnly") != Some(&Value::Bool(true)) {
+                    self.problems.push(format!(
+                        "{name}: container {container_name} mounts {volume_name} without readOnly: true"
+                    ));
+                }
+            }
+            let mount_paths: Vec<&str> = mounts.iter().filter_map(|mount| mount["mountPath"].as_str()).collect();
+            for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
+                let Some(value) = env.get("value").and_then(Value::as_str) else { continue };
+                for named in named_paths(value) {
+                    for mount_path in &mount_paths {
+                        let Ok(relative) = Path::new(named).strip_prefix(mount_path) else { continue };
+                        let files = self
+                            .renders
+                            .entry((layout.clone(), java.clone()))
+                            .or_insert_with(|| rendered(&layout, &java));
+                        self.paths_checked += 1;
+                        if !files.contains(&relative.display().to_string()) {
+                            self.problems.push(format!(
+                                "{name}: container {container_name}: {}={named}, but a volume of layout {layout} mounted at {mount_path} has no {}",
+                                env["name"].as_str().unwrap_or_default(),
+                                relative.display()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !mounted {
+            self.problems.push(format!("{name}: volume {volume_name} is mounted by no container"));
+        }
+    }
+}
+
 #[test]
 fn every_trustmount_volume_parses_is_mounted_read_only_and_its_paths_exist() {
-    let mut problems = Vec::new();
-    let mut volumes = 0;
-    let mut paths_checked = 0;
-    let mut renders: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let mut checker = Checker::default();
     for path in shipped_yaml() {
         for object in deploy::objects(&path) {
             let name = format!(
@@ -297,86 +387,158 @@ fn every_trustmount_volume_parses_is_mounted_read_only_and_its_paths_exist() {
                 object.types.as_ref().unwrap().kind,
                 object.metadata.name.as_deref().unwrap_or("?")
             );
-            let value = serde_json::to_value(&object).unwrap();
-            let mut specs = Vec::new();
-            pod_specs(&value, &mut specs);
-            for spec in specs {
-                let containers: Vec<&Value> = ["initContainers", "containers", "ephemeralContainers"]
-                    .iter()
-                    .filter_map(|key| spec.get(*key).and_then(Value::as_array))
-                    .flatten()
-                    .collect();
-                for volume in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
-                    let Some(csi) = volume.get("csi").filter(|csi| csi["driver"] == DRIVER) else { continue };
-                    volumes += 1;
-                    let volume_name = volume["name"].as_str().unwrap_or_default();
-                    let attributes: HashMap<String, String> = csi
-                        .get("volumeAttributes")
-                        .and_then(Value::as_object)
-                        .into_iter()
-                        .flatten()
-                        .map(|(key, value)| {
-                            (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
-                        })
-                        .collect();
-                    if let Err(e) = trustmount::spec::VolumeSpec::from_attributes(&attributes) {
-                        problems.push(format!("{name}: volume {volume_name}: the driver refuses its attributes: {e}"));
-                    }
-                    if csi.get("readOnly") != Some(&Value::Bool(true)) {
-                        problems.push(format!("{name}: volume {volume_name}: csi.readOnly is not true"));
-                    }
-                    let layout = attributes.get("layout").map_or("debian", String::as_str).to_string();
-                    let java = attributes.get("javaTruststore").map_or("jks", String::as_str).to_string();
-                    let mut mounted = false;
-                    for container in &containers {
-                        let container_name = container["name"].as_str().unwrap_or_default();
-                        let mounts: Vec<&Value> = container
-                            .get("volumeMounts")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter(|mount| mount["name"] == volume_name)
-                            .collect();
-                        for mount in &mounts {
-                            mounted = true;
-                            if mount.get("readOnly") != Some(&Value::Bool(true)) {
-                                problems.push(format!(
-                                    "{name}: container {container_name} mounts {volume_name} without readOnly: true"
-                                ));
-                            }
-                        }
-                        let mount_paths: Vec<&str> =
-                            mounts.iter().filter_map(|mount| mount["mountPath"].as_str()).collect();
-                        for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
-                            let Some(value) = env.get("value").and_then(Value::as_str) else { continue };
-                            for named in named_paths(value) {
-                                for mount_path in &mount_paths {
-                                    let Some(relative) = Path::new(named).strip_prefix(mount_path).ok() else {
-                                        continue;
-                                    };
-                                    let files = renders
-                                        .entry((layout.clone(), java.clone()))
-                                        .or_insert_with(|| rendered(&layout, &java));
-                                    paths_checked += 1;
-                                    if !files.contains(&relative.display().to_string()) {
-                                        problems.push(format!(
-                                            "{name}: container {container_name}: {}={named}, but a volume of layout {layout} mounted at {mount_path} has no {}",
-                                            env["name"].as_str().unwrap_or_default(),
-                                            relative.display()
-                                        ));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if !mounted {
-                        problems.push(format!("{name}: volume {volume_name} is mounted by no container"));
-                    }
-                }
-            }
+            checker.check(&name, &serde_json::to_value(&object).unwrap());
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(volumes >= 12, "only {volumes} trustmount volumes found in the examples and recipes");
-    assert!(paths_checked >= 3, "only {paths_checked} environment paths into a volume checked");
+    assert!(checker.problems.is_empty(), "{}", checker.problems.join("\n"));
+    assert!(checker.volumes >= 12, "only {} trustmount volumes found in the examples and recipes", checker.volumes);
+    assert!(checker.paths_checked >= 3, "only {} environment paths into a volume checked", checker.paths_checked);
+}
+
+/// `docs/recipes/<name>` in this repository.
+fn recipe(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recipes").join(name)
+}
+
+/// Applies (for real) the admission policies and bindings of a recipe file, and the objects it
+/// names a namespace for; returns how many policies it holds.
+async fn install_policies(admin: &kube::Client, file: &Path) -> usize {
+    let objects = deploy::objects(file);
+    for namespace in objects.iter().filter_map(|object| object.metadata.namespace.clone()).collect::<BTreeSet<_>>() {
+        ensure_namespace(admin, &namespace).await;
+    }
+    let mut policies = 0;
+    for object in &objects {
+        let kind = object.types.as_ref().expect("kind").kind.as_str();
+        if matches!(kind, "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding" | "ConfigMap") {
+            apply(admin, object, "default", false)
+                .await
+                .unwrap_or_else(|e| panic!("apply {kind} from {}: {e}", shown(file)));
+            policies += usize::from(kind == "MutatingAdmissionPolicy");
+        }
+    }
+    policies
+}
+
+/// The API server's answer to a dry-run create of `pod` in `namespace`, once the admission
+/// policies (learnt from an informer) have changed it as `changed` says; panics if they never do.
+async fn admitted(admin: &kube::Client, namespace: &str, pod: &Value, changed: impl Fn(&Value) -> bool) -> Value {
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        namespace,
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+    );
+    let object: DynamicObject = serde_json::from_value(pod.clone()).unwrap();
+    let params = PostParams { dry_run: true, ..Default::default() };
+    let mut last = String::new();
+    let mut answer = None;
+    support::eventually(
+        "the admission policy changes the pod",
+        std::time::Duration::from_secs(60),
+        async || match pods.create(&params, &object).await {
+            Ok(created) => {
+                let value = serde_json::to_value(&created).unwrap();
+                let done = changed(&value);
+                answer = Some(value);
+                done
+            }
+            Err(e) => {
+                last = e.to_string();
+                false
+            }
+        },
+    )
+    .await;
+    answer.unwrap_or_else(|| panic!("the API server refused the pod: {last}"))
+}
+
+fn has_trust_volume(pod: &Value) -> bool {
+    pod["spec"]["volumes"]
+        .as_array()
+        .is_some_and(|volumes| volumes.iter().any(|volume| volume["csi"]["driver"] == DRIVER))
+}
+
+#[tokio::test]
+async fn the_openfaas_policy_gives_function_pods_the_volume_and_leaves_other_pods_alone() {
+    let plane = ControlPlane::shared();
+    let admin = plane.admin_client().await;
+    assert_eq!(install_policies(&admin, &recipe("openfaas.yaml")).await, 1);
+
+    // A function's pod as faas-netes makes it: the faas_function label, no volume of ours.
+    let function = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "echo-5f7d8c9b6-abcde", "labels": {"faas_function": "echo", "app": "echo"}},
+        "spec": {"containers": [{"name": "echo", "image": "ghcr.io/openfaas/alpine:latest",
+            "env": [{"name": "fprocess", "value": "cat"}]}]}
+    });
+    let pod = admitted(&admin, "openfaas-fn", &function, has_trust_volume).await;
+    let mut checker = Checker::default();
+    checker.check("the admitted function pod", &pod["spec"]);
+    assert!(checker.problems.is_empty(), "{}", checker.problems.join("\n"));
+    assert_eq!(checker.volumes, 1);
+    assert_eq!(
+        checker.paths_checked, 3,
+        "REQUESTS_CA_BUNDLE, AWS_CA_BUNDLE and NODE_EXTRA_CA_CERTS point into the volume"
+    );
+    let env: Vec<&str> =
+        pod["spec"]["containers"][0]["env"].as_array().unwrap().iter().filter_map(|env| env["name"].as_str()).collect();
+    assert!(env.contains(&"fprocess"), "the function's own variables stay: {env:?}");
+
+    // The policy's informer has it now: a pod that is no function is not changed.
+    let mut other = function.clone();
+    other["metadata"]["labels"] = serde_json::json!({"app": "gateway"});
+    let pod = admitted(&admin, "openfaas-fn", &other, |_| true).await;
+    assert!(!has_trust_volume(&pod), "a pod without faas_function got the volume");
+}
+
+#[tokio::test]
+async fn the_kserve_policy_supplies_the_volume_the_storage_initializer_mounts() {
+    let plane = ControlPlane::shared();
+    let admin = plane.admin_client().await;
+    assert_eq!(install_policies(&admin, &recipe("kserve.yaml")).await, 1);
+    let namespace = plane.namespace("docs-kserve-models").await;
+    ensure_namespace(&admin, &namespace).await;
+    let mut labelled = Namespace::default();
+    labelled.metadata.labels = Some([("trustmount.io/kserve".to_string(), "enabled".to_string())].into());
+    Api::<Namespace>::all(admin.clone())
+        .patch(&namespace, &PatchParams::apply("trustmount-docs-tests"), &Patch::Apply(&labelled))
+        .await
+        .unwrap();
+
+    // The predictor pod as KServe's webhook leaves it with the ClusterStorageContainer of
+    // kserve.md: the storage-initializer mounts trustmount-ca, which only the policy supplies
+    // (without it the API server refuses the pod: the mount names no volume).
+    let predictor = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sklearn-iris-predictor-abc", "labels": {"serving.kserve.io/inferenceservice": "sklearn-iris"}},
+        "spec": {
+            "initContainers": [{"name": "storage-initializer", "image": "kserve/storage-initializer:v0.16.0",
+                "args": ["s3://models/sklearn/iris", "/mnt/models"],
+                "env": [{"name": "AWS_CA_BUNDLE", "value": "/etc/ssl/certs/ca-certificates.crt"}],
+                "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"},
+                                 {"name": "trustmount-ca", "mountPath": "/etc/ssl/certs", "readOnly": true}]}],
+            "containers": [{"name": "kserve-container", "image": "kserve/sklearnserver:v0.16.0",
+                "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": true}]}],
+            "volumes": [{"name": "kserve-provision-location", "emptyDir": {}}]
+        }
+    });
+    let pod = admitted(&admin, &namespace, &predictor, has_trust_volume).await;
+    let mut checker = Checker::default();
+    checker.check("the admitted predictor pod", &pod["spec"]);
+    assert!(checker.problems.is_empty(), "{}", checker.problems.join("\n"));
+    assert_eq!((checker.volumes, checker.paths_checked), (1, 1));
+
+    // In a namespace the binding does not select, the same pod is refused: the volume is missing.
+    let unlabelled = plane.namespace("docs-kserve-other").await;
+    ensure_namespace(&admin, &unlabelled).await;
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        &unlabelled,
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+    );
+    let refused = pods
+        .create(&PostParams { dry_run: true, ..Default::default() }, &serde_json::from_value(predictor).unwrap())
+        .await
+        .expect_err("a pod mounting a volume it lacks is refused");
+    assert!(refused.to_string().contains("trustmount-ca"), "refused for another reason: {refused}");
 }
