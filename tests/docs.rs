@@ -542,3 +542,107 @@ async fn the_kserve_policy_supplies_the_volume_the_storage_initializer_mounts() 
         .expect_err("a pod mounting a volume it lacks is refused");
     assert!(refused.to_string().contains("trustmount-ca"), "refused for another reason: {refused}");
 }
+
+/// The YAML blocks (```yaml … ```) of a Markdown file.
+fn yaml_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in text.lines() {
+        let fence = line.trim_start();
+        match current.as_mut() {
+            None if fence.starts_with("```yaml") => current = Some(Vec::new()),
+            Some(block) if fence.starts_with("```") => {
+                blocks.push(block.join("\n"));
+                current = None;
+            }
+            Some(block) => block.push(line),
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// Every trustmount volume anywhere in `value` (pod specs, chart values), with the mounts that
+/// name it anywhere in it: `(volume name, its csi object, the mounts)`.
+fn volumes_anywhere(value: &Value) -> Vec<(String, Value, Vec<Value>)> {
+    fn walk<'a>(value: &'a Value, volumes: &mut Vec<&'a Value>, mounts: &mut Vec<&'a Value>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("csi").is_some_and(|csi| csi["driver"] == DRIVER) {
+                    volumes.push(value);
+                }
+                if map.contains_key("mountPath") && map.contains_key("name") {
+                    mounts.push(value);
+                }
+                map.values().for_each(|child| walk(child, volumes, mounts));
+            }
+            Value::Array(items) => items.iter().for_each(|child| walk(child, volumes, mounts)),
+            _ => {}
+        }
+    }
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    walk(value, &mut volumes, &mut mounts);
+    volumes
+        .into_iter()
+        .map(|volume| {
+            let name = volume["name"].as_str().unwrap_or_default().to_string();
+            let named =
+                mounts.iter().filter(|mount| mount["name"] == name.as_str()).map(|mount| (*mount).clone()).collect();
+            (name, volume["csi"].clone(), named)
+        })
+        .collect()
+}
+
+#[test]
+fn every_trustmount_volume_in_the_readme_and_recipe_pages_parses_and_is_mounted_read_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    pages.extend(
+        std::fs::read_dir(root.join("docs/recipes"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|extension| extension == "md")),
+    );
+    // A set: a volume given twice (a YAML alias, two pod templates) is reported once.
+    let mut problems = BTreeSet::new();
+    let mut volumes = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for (index, block) in yaml_blocks(&text).iter().enumerate() {
+            let place = format!("{} yaml block {}", shown(page), index + 1);
+            let value: Value = match serde_yaml::from_str::<serde_yaml::Value>(block) {
+                Ok(yaml) => serde_json::to_value(yaml).unwrap(),
+                Err(e) => {
+                    problems.insert(format!("{place}: not YAML: {e}"));
+                    continue;
+                }
+            };
+            for (name, csi, mounts) in volumes_anywhere(&value) {
+                volumes += 1;
+                let attributes: HashMap<String, String> = csi
+                    .get("volumeAttributes")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(key, value)| {
+                        (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
+                    })
+                    .collect();
+                if let Err(e) = trustmount::spec::VolumeSpec::from_attributes(&attributes) {
+                    problems.insert(format!("{place}: volume {name}: the driver refuses its attributes: {e}"));
+                }
+                if csi.get("readOnly") != Some(&Value::Bool(true)) {
+                    problems.insert(format!("{place}: volume {name}: csi.readOnly is not true"));
+                }
+                for mount in mounts.iter().filter(|mount| mount.get("readOnly") != Some(&Value::Bool(true))) {
+                    problems
+                        .insert(format!("{place}: mount of {name} at {} without readOnly: true", mount["mountPath"]));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.into_iter().collect::<Vec<_>>().join("\n"));
+    // The README's snippet, KServe's InferenceService, ClearML's values (2), Velero's, the
+    // vendor chart's.
+    assert!(volumes >= 6, "only {volumes} trustmount volumes in the pages' YAML");
+}
