@@ -13,8 +13,9 @@
 //!   labels aside, and grants exactly their RBAC (which tests/rbac.rs proves is enough).
 //!
 //! Cluster-scoped names in this binary: the dry runs create nothing; the Namespace `trustmount`
-//! is created (for the plain manifests' dry run); `helm install` uses release `tm-install` and
-//! driver name `install.trustmount.test`, which nothing else here uses.
+//! is created (for the plain manifests' dry run); `helm install` uses releases `tm-install`
+//! (driver name `install.trustmount.test`) and `tm-all-on` (`trust.example.com`), which nothing
+//! else here creates. prometheus-operator's ServiceMonitor CRD is installed (tests/k8s/crds).
 
 mod support;
 
@@ -154,11 +155,10 @@ async fn every_rendered_object_and_every_plain_manifest_passes_the_api_servers_s
     let namespace = plane.namespace("dry-run").await;
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
+    // The ServiceMonitor is validated against prometheus-operator's own CRD (tests/k8s/crds).
+    support::crds::install(&plane.admin_client().await, &["servicemonitors.monitoring.coreos.com"]).await;
     for (values, objects) in renders(&namespace) {
-        // TODO(ServiceMonitor CRD): until the CRDs of tests/support/crds.rs are merged, the
-        // API server has no ServiceMonitor type to validate against; the ServiceMonitor is the
-        // one object left out here.
-        let served: Vec<&Value> = objects.iter().filter(|object| object["kind"] != "ServiceMonitor").collect();
+        let served: Vec<&Value> = objects.iter().collect();
         let file = write_documents(dir.path(), "rendered.yaml", &served);
         let out = dry_run(plane, &["--filename", path_str(&file)]);
         assert_success(&format!("kubectl apply --dry-run=server of the chart with {values}"), &out);
@@ -171,7 +171,7 @@ async fn every_rendered_object_and_every_plain_manifest_passes_the_api_servers_s
         );
         checked += accepted;
     }
-    assert!(checked >= 11, "only {checked} objects rendered");
+    assert!(checked >= 12, "only {checked} objects rendered");
 
     // The plain manifests create their own Namespace; the objects in it can only be checked
     // once it exists.
@@ -198,24 +198,39 @@ async fn every_rendered_object_and_every_plain_manifest_passes_the_api_servers_s
 async fn helm_install_creates_every_rendered_object_and_helm_uninstall_removes_them() {
     let plane = ControlPlane::shared();
     let admin = plane.admin_client().await;
-    let namespace = plane.namespace("helm-install").await;
-    let (release, driver) = ("tm-install", "install.trustmount.test");
-    let set_driver = format!("driverName={driver}");
-    let expected = helm_template(release, &namespace, &["--set", &set_driver]);
-    assert!(expected.len() >= 5, "{} objects rendered", expected.len());
+    support::crds::install(&admin, &["servicemonitors.monitoring.coreos.com"]).await;
+    let all_on = all_on_values();
+    // Release names (the ClusterRole's and binding's) and driver names (the CSIDriver's) that
+    // no other test of this binary creates.
+    let set_driver = "driverName=install.trustmount.test";
+    for (release, values) in [("tm-install", ["--set", set_driver]), ("tm-all-on", ["--values", path_str(&all_on)])] {
+        let namespace = plane.namespace(release).await;
+        install_and_uninstall(plane, &admin, release, &namespace, &values).await;
+    }
+}
 
+async fn install_and_uninstall(
+    plane: &ControlPlane,
+    admin: &kube::Client,
+    release: &str,
+    namespace: &str,
+    values: &[&str],
+) {
+    let expected = helm_template(release, namespace, values);
+    assert!(expected.len() >= 5, "{} objects rendered", expected.len());
     let chart = chart();
-    let install = ["install", release, path_str(&chart), "--namespace", &namespace, "--set", &set_driver];
-    assert_success("helm install", &run_tool("helm", Some(plane), &install));
+    let mut install = vec!["install", release, path_str(&chart), "--namespace", namespace];
+    install.extend_from_slice(values);
+    assert_success(&format!("helm {}", install.join(" ")), &run_tool("helm", Some(plane), &install));
 
     let mut apis = Vec::new();
     for object in &expected {
         let gvk = GroupVersionKind::try_from(&serde_json::from_value::<kube::core::TypeMeta>(object.clone()).unwrap())
             .expect("apiVersion and kind");
         let (resource, capabilities) =
-            pinned_kind(&admin, &gvk).await.unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
+            pinned_kind(admin, &gvk).await.unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
         let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(admin.clone(), &namespace, &resource),
+            Scope::Namespaced => Api::namespaced_with(admin.clone(), namespace, &resource),
             Scope::Cluster => Api::all_with(admin.clone(), &resource),
         };
         let name = object["metadata"]["name"].as_str().expect("a name").to_owned();
@@ -232,15 +247,12 @@ async fn helm_install_creates_every_rendered_object_and_helm_uninstall_removes_t
         .iter()
         .map(|container| container["name"].as_str().unwrap())
         .collect();
-    let created: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(admin.clone(), &namespace);
+    let created: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(admin.clone(), namespace);
     let created = created.get(release).await.unwrap().spec.template.spec.unwrap().containers;
     let created: Vec<&str> = created.iter().map(|container| container.name.as_str()).collect();
-    assert_eq!(created, rendered, "the installed DaemonSet's containers");
+    assert_eq!(created, rendered, "{release}: the installed DaemonSet's containers");
 
-    assert_success(
-        "helm uninstall",
-        &run_tool("helm", Some(plane), &["uninstall", release, "--namespace", &namespace]),
-    );
+    assert_success("helm uninstall", &run_tool("helm", Some(plane), &["uninstall", release, "--namespace", namespace]));
     for (what, api, name) in &apis {
         support::eventually(&format!("{what} is removed"), std::time::Duration::from_secs(60), async || {
             matches!(api.get_opt(name).await, Ok(None))
