@@ -10,7 +10,8 @@
 //!   accepts (a made-up flag fails, shown here), and the chart's values reach every place that
 //!   names them (kubelet directory, driver name, state dir, extra PEM files, metrics port);
 //! - the chart with default values renders exactly the plain manifests, Helm's bookkeeping
-//!   labels aside, and grants exactly their RBAC (which tests/rbac.rs proves is enough).
+//!   labels aside (and with `extraPem.configMap`, the plain manifests with the `org-ca`
+//!   component), and grants exactly their RBAC (which tests/rbac.rs proves is enough).
 //!
 //! Cluster-scoped names in this binary: the dry runs create nothing; the Namespace `trustmount`
 //! is created (for the plain manifests' dry run); `helm install` uses releases `tm-install`
@@ -182,6 +183,10 @@ async fn every_rendered_object_and_every_plain_manifest_passes_the_api_servers_s
     let accepted = text(&out.stdout).lines().filter(|line| line.contains("(server dry run)")).count();
     let files: usize = deploy::kustomization().iter().map(|file| deploy::objects(file).len()).sum();
     assert_eq!(accepted, files, "not every plain manifest was checked:\n{}", text(&out.stdout));
+    let with_org_ca = kustomize_with_org_ca();
+    let file = write_documents(dir.path(), "org-ca.yaml", &with_org_ca.iter().collect::<Vec<_>>());
+    let out = dry_run(plane, &["--filename", path_str(&file)]);
+    assert_success("kubectl apply --dry-run=server of deploy/kubernetes with the org-ca component", &out);
 
     // And the check can fail: one misspelt field in the shipped DaemonSet is refused.
     let shipped = std::fs::read_to_string(deploy::manifest("daemonset.yaml")).unwrap();
@@ -445,29 +450,61 @@ fn without_helm_labels(mut object: Value) -> Value {
     object
 }
 
-#[test]
-fn the_chart_with_default_values_renders_exactly_the_plain_manifests() {
-    let kustomization = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let out = run_tool("kubectl", None, &["kustomize", path_str(&kustomization)]);
-    assert_success("kubectl kustomize deploy/kubernetes", &out);
-    // The Namespace is the one object `helm install --create-namespace` makes instead.
-    let plain: BTreeMap<String, Value> = documents(&text(&out.stdout))
-        .into_iter()
-        .filter(|object| object["kind"] != "Namespace")
-        .map(|o| (key(&o), o))
-        .collect();
-    let chart: BTreeMap<String, Value> =
-        helm_template("trustmount", "trustmount", &[]).into_iter().map(|o| (key(&o), without_helm_labels(o))).collect();
-    assert_eq!(plain.keys().collect::<Vec<_>>(), chart.keys().collect::<Vec<_>>(), "the same objects");
+/// `kubectl kustomize DIR`, parsed.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let out = run_tool("kubectl", None, &["kustomize", path_str(dir)]);
+    assert_success(&format!("kubectl kustomize {}", dir.display()), &out);
+    documents(&text(&out.stdout))
+}
+
+/// A kustomization of the user's own (in a temp dir) of the plain manifests with the
+/// `deploy/kubernetes/org-ca` component, as its comment says to write one: kustomize refuses it
+/// nested in the base, and takes only relative paths.
+fn kustomize_with_org_ca() -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let base = format!(
+        "{up}{}",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes").display().to_string().trim_start_matches('/')
+    );
+    let kustomization = format!("resources: [{base}]\ncomponents: [{base}/org-ca]\n");
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+    kustomize(dir.path())
+}
+
+/// The plain manifests' objects equal the chart's, but for the Namespace (the one object
+/// `helm install --create-namespace` makes instead) and Helm's bookkeeping labels.
+fn assert_same_objects(what: &str, plain: Vec<Value>, chart: Vec<Value>) {
+    let plain: BTreeMap<String, Value> =
+        plain.into_iter().filter(|object| object["kind"] != "Namespace").map(|o| (key(&o), o)).collect();
+    let chart: BTreeMap<String, Value> = chart.into_iter().map(|o| (key(&o), without_helm_labels(o))).collect();
+    assert_eq!(plain.keys().collect::<Vec<_>>(), chart.keys().collect::<Vec<_>>(), "{what}: the same objects");
     for (name, object) in &plain {
         assert_eq!(
             object,
             &chart[name],
-            "{name} differs:\n--- deploy/kubernetes\n{}\n--- chart\n{}",
+            "{what}: {name} differs:\n--- kustomize\n{}\n--- chart\n{}",
             serde_yaml::to_string(object).unwrap(),
             serde_yaml::to_string(&chart[name]).unwrap()
         );
     }
+}
+
+#[test]
+fn the_chart_with_default_values_renders_exactly_the_plain_manifests() {
+    let plain = kustomize(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes"));
+    assert_same_objects("default values", plain, helm_template("trustmount", "trustmount", &[]));
+}
+
+#[test]
+fn the_org_ca_component_is_the_charts_extra_pem_option() {
+    let chart = helm_template("trustmount", "trustmount", &["--set", "extraPem.configMap=trustmount-org-ca"]);
+    let plain = kustomize_with_org_ca();
+    // And the driver accepts what the component adds.
+    let driver = container(one_of_kind(&plain, "DaemonSet"), "trustmount");
+    let args = serve_args(parse_driver_command(driver, "trustmount").unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(args.extra_pem, [Path::new("/etc/trustmount/extra-pem/ca.pem")]);
+    assert_same_objects("extraPem.configMap=trustmount-org-ca", plain, chart);
 }
 
 #[test]
