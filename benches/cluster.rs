@@ -45,7 +45,7 @@ use support::measure::{self, ms, peak_rss_kib, percentile, ratio, rss_kib, shmem
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
 const SECTIONS: [&str; 5] = ["warm", "first", "requests", "watches", "memory"];
-/// The CSIDriver deploy/csidriver.yaml ships (the driver's start-up check reads it).
+/// The CSIDriver deploy/kubernetes/csidriver.yaml ships (the driver's start-up check reads it).
 const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 
 /// Warm cycles per case and concurrency, in `WARM_ROUNDS` interleaved rounds.

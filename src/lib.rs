@@ -4,9 +4,11 @@
 //! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
 //! atomic swap, bind mount). [`rotation`] re-enters at `sources/` and leaves through `volume/`.
 //! [`metrics`] stands beside the flow: `csi/`, `rotation` and `sources/` record into it, and a
-//! scrape reads the store and the sources; nothing in the flow reads it back.
+//! scrape reads the store and the sources; nothing in the flow reads it back. [`args`] is the
+//! binary's command line, here so that tests can parse what the shipped manifests pass to it.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod bundle;
 pub mod csi;
 pub mod events;

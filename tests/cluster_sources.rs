@@ -28,7 +28,7 @@ use tonic::Code;
 
 /// Bounds every wait for a change to arrive (watch + settle + render); never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-/// The CSIDriver deploy/csidriver.yaml ships, and the driver's default --driver-name.
+/// The CSIDriver deploy/kubernetes/csidriver.yaml ships, and the driver's default --driver-name.
 const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 
 fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
@@ -66,7 +66,7 @@ struct World<'p> {
 }
 
 impl World<'static> {
-    /// On the shared control plane, with the CSIDriver deploy/csidriver.yaml ships.
+    /// On the shared control plane, with the CSIDriver deploy/kubernetes/csidriver.yaml ships.
     async fn start(prefix: &str) -> Self {
         World::start_on(ControlPlane::shared(), prefix, &[]).await
     }
@@ -84,7 +84,7 @@ struct Setup {
 }
 
 impl<'p> World<'p> {
-    /// Applies deploy/csidriver.yaml as shipped (the driver's start-up check reads it), unless
+    /// Applies deploy/kubernetes/csidriver.yaml as shipped (the driver's start-up check reads it), unless
     /// the plane already has a CSIDriver of that name; `extra_args` go to the daemon.
     async fn start_on(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str]) -> World<'p> {
         World::start_with(plane, prefix, extra_args, Setup::default()).await

@@ -1,7 +1,7 @@
 //! Kubernetes Events on pods, read back from the real API server: a bad update of a ConfigMap
 //! records a Warning on each pod whose volume uses it (and on no other pod), a repeat joins the
 //! same event's series instead of adding an event, and the fix records a Normal event. The
-//! driver writes them with its own identity, bound to the ClusterRole deploy/rbac.yaml ships.
+//! driver writes them with its own identity, bound to the ClusterRole deploy/kubernetes/rbac.yaml ships.
 mod support;
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The driver's RBAC in `deploy/` is least privilege, proven against the real API server with a
+//! The driver's RBAC in `deploy/kubernetes/` is least privilege, proven against the real API server with a
 //! real token of the driver's ServiceAccount: it may read exactly what the driver reads as itself
 //! (ConfigMaps, ClusterTrustBundles, its own CSIDriver) and nothing else, Secrets above all.
 
@@ -18,16 +18,16 @@ use kube::api::{Api, ListParams, PostParams};
 use support::control_plane::ControlPlane;
 use support::deploy;
 
-/// The driver's ServiceAccount, as `deploy/daemonset.yaml` names it.
+/// The driver's ServiceAccount, as `deploy/kubernetes/serviceaccount.yaml` names it.
 const DRIVER_NAMESPACE: &str = "trustmount";
 const DRIVER_ACCOUNT: &str = "trustmount";
 
-/// Applies the shipped manifests and returns a client holding a token of the driver's
-/// ServiceAccount (what the DaemonSet's pods get).
+/// Applies the shipped manifests (every file of the kustomization) and returns a client holding
+/// a token of the driver's ServiceAccount (what the DaemonSet's pods get).
 async fn driver_client(plane: &ControlPlane) -> kube::Client {
     let admin = plane.admin_client().await;
-    for manifest in ["daemonset.yaml", "rbac.yaml", "csidriver.yaml"] {
-        deploy::apply(&admin, &deploy::manifest(manifest)).await;
+    for manifest in deploy::kustomization() {
+        deploy::apply(&admin, &manifest).await;
     }
     let request = TokenRequest {
         spec: Some(TokenRequestSpec { expiration_seconds: Some(600), ..Default::default() }),

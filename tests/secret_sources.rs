@@ -4,7 +4,7 @@
 //! `csi.storage.k8s.io/serviceAccount.tokens`, or in the volume context), and the API server's
 //! audit log says who read what.
 //!
-//! The driver runs with an identity of its own bound to the ClusterRole deploy/rbac.yaml ships
+//! The driver runs with an identity of its own bound to the ClusterRole deploy/kubernetes/rbac.yaml ships
 //! (nothing on Secrets), so a Secret read as the driver would fail, and shows in the log.
 mod support;
 

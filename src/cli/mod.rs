@@ -1,8 +1,9 @@
-//! The binary's subcommands: the clap types (`args.rs`), the log (`logging.rs`), the daemon's
+//! The binary's subcommands: the clap types (`trustmount::args`, in the lib so that tests can
+//! parse the shipped manifests' flags), the log (`logging.rs`), the daemon's
 //! wiring (`serve.rs`) and the local tools that call `bundle/` directly (`render.rs`,
 //! `inspect.rs`).
 
-mod args;
+use trustmount::args;
 mod inspect;
 mod logging;
 mod render;

@@ -1,5 +1,5 @@
-//! The manifests in `deploy/`, applied as they are to the test control plane: tests prove what
-//! ships, never a copy of it.
+//! The plain manifests in `deploy/kubernetes/`, applied as they are to the test control plane:
+//! tests prove what ships, never a copy of it.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +7,22 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
 
-/// `deploy/<name>` in this repository.
+/// `deploy/kubernetes/<name>` in this repository.
 pub fn manifest(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes").join(name)
+}
+
+/// Every file `deploy/kubernetes/kustomization.yaml` lists, in its order: what
+/// `kubectl apply -k deploy/kubernetes` installs.
+pub fn kustomization() -> Vec<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Kustomization {
+        resources: Vec<String>,
+    }
+    let path = manifest("kustomization.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let kustomization: Kustomization = serde_yaml::from_str(&text).expect("kustomization.yaml");
+    kustomization.resources.iter().map(|name| manifest(name)).collect()
 }
 
 /// Every object in a YAML file of one or more documents.
@@ -50,7 +63,7 @@ pub async fn apply(client: &kube::Client, path: &Path) -> Vec<DynamicObject> {
 use serde::Deserialize as _;
 
 /// A driver identity for one test: a ServiceAccount of its own, bound to the ClusterRole exactly
-/// as `deploy/rbac.yaml` ships it (tests/rbac.rs proves it grants no more), and a kubeconfig
+/// as `deploy/kubernetes/rbac.yaml` ships it (tests/rbac.rs proves it grants no more), and a kubeconfig
 /// holding its token. One per test, so the audit log tells the tests' drivers apart.
 pub struct DriverIdentity {
     pub kubeconfig: PathBuf,
@@ -74,7 +87,7 @@ pub async fn driver_identity(
         .into_iter()
         .find(|object| object.types.as_ref().is_some_and(|types| types.kind == "ClusterRole"))
         .and_then(|role| role.metadata.name)
-        .expect("deploy/rbac.yaml has a ClusterRole");
+        .expect("deploy/kubernetes/rbac.yaml has a ClusterRole");
     apply(admin, &manifest("rbac.yaml")).await;
     let identity = bound_identity(plane, admin, namespace, "trustmount-driver", &role, dir).await;
     let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&identity.token), namespace);
@@ -131,4 +144,45 @@ pub async fn bound_identity(
     let kubeconfig = dir.join("driver.kubeconfig");
     std::fs::write(&kubeconfig, plane.token_kubeconfig(&token)).unwrap();
     DriverIdentity { kubeconfig, user: format!("system:serviceaccount:{namespace}:{account}"), token }
+}
+
+/// `deploy/helm/trustmount` in this repository.
+pub fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/trustmount")
+}
+
+/// Runs a pinned component that tests/k8s/build built (`helm`, `kubectl`) with `args`, against
+/// `plane` (its admin kubeconfig) when given. HOME and helm's directories point at a temp
+/// directory, so the tools' caches and config never touch the user's own.
+pub fn run_tool(
+    program: &str,
+    plane: Option<&super::control_plane::ControlPlane>,
+    args: &[&str],
+) -> std::process::Output {
+    let home = tempfile::tempdir().expect("tool home");
+    let mut command = std::process::Command::new(super::control_plane::component(program));
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .env("HOME", home.path())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .env_remove("KUBECONFIG");
+    if let Some(plane) = plane {
+        command.env("KUBECONFIG", &plane.kubeconfig);
+    }
+    command.output().unwrap_or_else(|e| super::tools::spawn_failed(program.as_ref(), e))
+}
+
+/// Parses a stream of YAML documents (a file, or what `helm template` or `kubectl kustomize`
+/// print) into JSON values, skipping empty documents.
+pub fn documents(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| {
+            serde_json::to_value(serde_yaml::Value::deserialize(document).expect("YAML document"))
+                .expect("YAML as JSON")
+        })
+        .filter(|value| !value.is_null())
+        .collect()
 }

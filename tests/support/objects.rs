@@ -38,14 +38,14 @@ pub async fn put_trust_bundle(api: &Api<ClusterTrustBundle>, name: &str, pem: &s
     put(api, name, bundle).await;
 }
 
-/// The CSIDriver deploy/csidriver.yaml ships (the driver's start-up check reads it), applied
+/// The CSIDriver deploy/kubernetes/csidriver.yaml ships (the driver's start-up check reads it), applied
 /// unless the control plane already has one of its name.
 pub async fn ensure_shipped_csidriver(admin: &kube::Client) {
     let shipped = deploy::manifest("csidriver.yaml");
     let name = deploy::objects(&shipped)
         .into_iter()
         .find_map(|object| object.metadata.name)
-        .expect("deploy/csidriver.yaml names its CSIDriver");
+        .expect("deploy/kubernetes/csidriver.yaml names its CSIDriver");
     if Api::<CSIDriver>::all(admin.clone()).get_opt(&name).await.unwrap().is_none() {
         deploy::apply(admin, &shipped).await;
     }

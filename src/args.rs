@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::csi::Endpoint;
+use crate::sources::SystemRoots;
 use clap::{Parser, Subcommand};
-use trustmount::csi::Endpoint;
-use trustmount::sources::SystemRoots;
 
 #[derive(Parser)]
 #[command(name = "trustmount", version, about = "CSI node driver that mounts a merged CA trust bundle into pods")]
