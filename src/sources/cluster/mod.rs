@@ -85,7 +85,7 @@ pub enum Error {
     )]
     TrustBundlesNotServed,
     #[error(
-        "the volume names {what}, but this driver refuses cluster sources: {problem}. The CSIDriver must set podInfoOnMount: true (as deploy/csidriver.yaml does), so the kubelet tells the driver the pod's namespace; fix it, and the driver reads it again at the kubelet's next retry"
+        "the volume names {what}, but this driver refuses cluster sources: {problem}. The CSIDriver must set podInfoOnMount: true (as deploy/kubernetes/csidriver.yaml does), so the kubelet tells the driver the pod's namespace; fix it, and the driver reads it again at the kubelet's next retry"
     )]
     PodInfoOff { what: String, problem: PodInfoProblem },
     #[error(

@@ -47,7 +47,7 @@ struct TokenStatus {
 
 impl PodToken {
     /// The token to read Secrets with from the kubelet's `csi.storage.k8s.io/serviceAccount.tokens`
-    /// JSON: the entry of audience `""` (the API server's own, as deploy/csidriver.yaml asks),
+    /// JSON: the entry of audience `""` (the API server's own, as deploy/kubernetes/csidriver.yaml asks),
     /// else the only entry when there is exactly one (a CSIDriver that names the API server's
     /// audience explicitly). `None` when the JSON names no usable token.
     ///
