@@ -101,6 +101,30 @@ impl Bench {
         Daemon::start(options).await
     }
 
+    /// `MANY_SPECS` volumes naming the ClusterTrustBundle `bundle`, each in a namespace of its
+    /// own (so each its own spec): their (volume id, target), and the namespaces. `group` keeps
+    /// the pod UIDs of different fleets apart.
+    async fn one_volume_per_namespace(
+        &self,
+        daemon: &Daemon,
+        bundle: &str,
+        prefix: &str,
+        group: u16,
+    ) -> (Vec<(String, PathBuf)>, Vec<String>) {
+        let (mut volumes, mut namespaces) = (Vec::new(), Vec::new());
+        for s in 0..MANY_SPECS {
+            let namespace = self.plane.namespace(&format!("bench-{prefix}")).await;
+            let (volume, target) =
+                (format!("{prefix}-{s}"), daemon.target(&format!("0c1f4d6e-{group:04}-4000-8000-{s:012}"), "trust"));
+            let attributes =
+                [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("clusterTrustBundles", bundle)];
+            publish(daemon, &volume, &target, &attributes).await;
+            volumes.push((volume, target));
+            namespaces.push(namespace);
+        }
+        (volumes, namespaces)
+    }
+
     /// `many-specs` on this build and on `baseline`, rotations alternating between them.
     async fn many_specs_vs(&self, baseline: PathBuf) {
         let bundles: Api<ClusterTrustBundle> = Api::all(self.admin.clone());
@@ -110,16 +134,7 @@ impl Bench {
             let daemon = self.daemon_of(binary).await;
             let name = format!("bench-vs-{}-{}", fleets.len(), std::process::id());
             put_trust_bundle(&bundles, &name, &cas[0].pem).await;
-            let mut volumes = Vec::new();
-            for s in 0..MANY_SPECS {
-                let namespace = self.plane.namespace("bench-vs").await;
-                let (volume, target) =
-                    (format!("vs-{s}"), daemon.target(&format!("0c1f4d6e-0003-4000-8000-{s:012}"), "trust"));
-                let attributes =
-                    [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("clusterTrustBundles", name.as_str())];
-                publish(&daemon, &volume, &target, &attributes).await;
-                volumes.push((volume, target));
-            }
+            let (volumes, _) = self.one_volume_per_namespace(&daemon, &name, "vs", 3).await;
             fleets.push((label, daemon, name, volumes, Vec::new(), Vec::new()));
         }
         for ca in &cas[1..] {
@@ -206,18 +221,7 @@ impl Bench {
         let cas: Vec<TestCa> = (0..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("many-{i}"))).collect();
         let name = format!("bench-corp-{}", std::process::id());
         put_trust_bundle(&bundles, &name, &cas[0].pem).await;
-        let mut volumes = Vec::new();
-        let mut namespaces = Vec::new();
-        for s in 0..MANY_SPECS {
-            let namespace = self.plane.namespace("bench-many").await;
-            let (volume, target) =
-                (format!("many-{s}"), daemon.target(&format!("0c1f4d6e-0001-4000-8000-{s:012}"), "trust"));
-            let attributes =
-                [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("clusterTrustBundles", name.as_str())];
-            publish(&daemon, &volume, &target, &attributes).await;
-            volumes.push((volume, target));
-            namespaces.push(namespace);
-        }
+        let (volumes, namespaces) = self.one_volume_per_namespace(&daemon, &name, "many", 1).await;
         let (rss, used) = (rss_kib(daemon.pid()), used_bytes(&daemon.store_dir()));
 
         // A warm volume of the first spec, published and unpublished in a loop.

@@ -209,10 +209,7 @@ impl Sources {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_files_memo(&self, spec: &VolumeSpec, memo: &RenderMemo) -> Result<Files> {
-        let cluster = match self.cluster(spec)? {
-            Some(cluster) => cluster.certificates(spec, None)?,
-            None => cluster::Selected::default(),
-        };
+        let cluster = self.cluster_certificates(spec, None)?;
         let (catalog, generation) = self.snapshot();
         let now = super::unix_now();
         let key = RenderKey::new(generation, spec, &cluster.certificates, &cluster.ignored, now);
@@ -230,13 +227,19 @@ impl Sources {
     /// # Errors
     /// As [`Catalog::render`].
     pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Files> {
-        let cluster = match self.cluster(spec)? {
-            Some(cluster) => cluster.certificates(spec, secrets)?,
-            None => cluster::Selected::default(),
-        };
+        let cluster = self.cluster_certificates(spec, secrets)?;
         let rendered = self.catalog().render_with(spec, &cluster.certificates, cluster.ignored)?;
         self.metrics.bundle_rendered(rendered.certificate_count);
         Ok(rendered.files)
+    }
+
+    /// What `spec`'s cluster sources give it from the caches (and `secrets`), none for a spec
+    /// the cluster has nothing for.
+    fn cluster_certificates(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<cluster::Selected> {
+        Ok(match self.cluster(spec)? {
+            Some(cluster) => cluster.certificates(spec, secrets)?,
+            None => cluster::Selected::default(),
+        })
     }
 
     /// The earliest expiry of each non-system source `spec` gets certificates from (its own
