@@ -9,7 +9,7 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::spec::PodInfo;
+use crate::domain::PodInfo;
 
 /// `reportingController` of every event: what `kubectl events` shows as the source.
 pub const REPORTING_CONTROLLER: &str = "trustmount";

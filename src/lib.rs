@@ -6,18 +6,20 @@
 //! [`metrics`] stands beside the flow: `csi/`, `rotation` and `sources/` record into it, and a
 //! scrape reads the store and the sources; nothing in the flow reads it back. [`args`] is the
 //! binary's command line, here so that tests can parse what the shipped manifests pass to it.
+//! [`domain`] is the shared vocabulary every floor speaks (volume specs, pod identity, source
+//! kinds).
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod bundle;
 pub mod csi;
+pub mod domain;
 pub mod events;
 pub mod metrics;
 pub mod node;
 pub mod readiness;
 pub mod rotation;
 pub mod sources;
-pub mod spec;
 pub mod volume;
 
 pub mod proto {

@@ -14,12 +14,13 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use crate::domain::SourceKind;
+use crate::domain::{SpecDigest, VolumeSpec};
 use crate::events::PodEvents;
-use crate::metrics::{Metrics, SourceKind};
+use crate::metrics::Metrics;
 use crate::readiness::{Condition, Readiness};
 use crate::sources::cluster::Change;
 use crate::sources::{self, Reload, RenderMemo, Sources};
-use crate::spec::{SpecDigest, VolumeSpec};
 use crate::volume::{self, Store};
 
 /// File updates come in bursts (a ConfigMap swap is several renames); wait for the burst to end

@@ -21,7 +21,7 @@ use support::client::{publish_request, unpublish_request};
 use support::daemon::{Daemon, DaemonOptions};
 use tonic::Code;
 use trustmount::bundle::{Entry, Files};
-use trustmount::spec::{PodInfo, VolumeSpec};
+use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, MountEntry, Publication, Store, StoreConfig};
 
 const VOLUMES: usize = 100;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
 use trustmount::bundle::{Entry, Files};
-use trustmount::spec::{PodInfo, VolumeSpec};
+use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, Difference, Error, Publication, Store, StoreConfig, current_generation};
 use trustmount::{node, sources};
 

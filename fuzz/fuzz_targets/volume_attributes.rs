@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use trustmount::spec::VolumeSpec;
+use trustmount::domain::VolumeSpec;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use trustmount::bundle::{Entry, Files};
+use trustmount::domain::{self, VolumeSpec};
 use trustmount::sources::{self, Catalog};
-use trustmount::spec::{self, VolumeSpec};
 
 use super::Failure;
 use super::args::{RenderArgs, SourceArgs};
@@ -15,9 +15,9 @@ pub fn render(args: RenderArgs) -> Result<(), Failure> {
     let catalog = load_catalog(args.sources, args.pem)?;
     // Through the volume-attribute parser, so a flag accepts exactly what a volume would.
     let attributes: HashMap<String, String> = [
-        (spec::ATTR_LAYOUT, args.layout),
-        (spec::ATTR_JAVA_TRUSTSTORE, args.java_truststore),
-        (spec::ATTR_EXPIRED, args.expired),
+        (domain::ATTR_LAYOUT, args.layout),
+        (domain::ATTR_JAVA_TRUSTSTORE, args.java_truststore),
+        (domain::ATTR_EXPIRED, args.expired),
     ]
     .into_iter()
     .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v)))

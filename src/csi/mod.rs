@@ -13,7 +13,7 @@ pub use identity::IdentityService;
 pub use node::NodeService;
 pub use server::{Endpoint, serve};
 
-use crate::spec;
+use crate::domain;
 
 /// Why a CSI call failed; [`status`] turns each variant into a `tonic::Status`.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum Error {
     #[error("{field} {path:?} must be an absolute path without '..' components")]
     BadPath { field: &'static str, path: String },
     #[error(transparent)]
-    Attributes(#[from] spec::Error),
+    Attributes(#[from] domain::Error),
     #[error(
         "the volume names cluster sources but the request carries no csi.storage.k8s.io/pod.namespace; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
     )]

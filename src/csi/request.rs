@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Error, Result};
+use crate::domain::{self, SERVICE_ACCOUNT_TOKENS, VolumeSpec};
 use crate::proto::csi::v1 as pb;
 use crate::sources::cluster::PodToken;
-use crate::spec::{self, SERVICE_ACCOUNT_TOKENS, VolumeSpec};
 use crate::volume::Publication;
 
 use pb::volume_capability::access_mode::Mode;
@@ -69,7 +69,8 @@ pub fn stats_query(request: pb::NodeGetVolumeStatsRequest) -> Result<(String, Pa
 /// empty when not given. For the call's log line, before anything is validated. Only these
 /// three keys are read: the rest of the volume context can carry the pod's token.
 pub fn pod_of(volume_context: &HashMap<String, String>) -> [&str; 3] {
-    [spec::POD_NAMESPACE, spec::POD_NAME, spec::POD_UID].map(|key| volume_context.get(key).map_or("", String::as_str))
+    [domain::POD_NAMESPACE, domain::POD_NAME, domain::POD_UID]
+        .map(|key| volume_context.get(key).map_or("", String::as_str))
 }
 
 /// The pod UID in a kubelet target path, `…/pods/<uid>/volumes/<plugin>/<name>/mount`.

@@ -22,31 +22,6 @@ impl CsiMethod {
     }
 }
 
-/// Where a change came from: the kind of source, never which object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SourceKind {
-    ConfigMap,
-    ClusterTrustBundle,
-    /// Read with the pod's token at a republish.
-    Secret,
-    /// An `--extra-pem` file.
-    File,
-    /// The `--system-roots` file.
-    System,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ConfigMap => "configmap",
-            Self::ClusterTrustBundle => "clustertrustbundle",
-            Self::Secret => "secret",
-            Self::File => "file",
-            Self::System => "system",
-        }
-    }
-}
-
 /// The canonical gRPC name of a status code (`OK`, `INVALID_ARGUMENT`, …), as gRPC's
 /// `doc/statuscodes.md` spells them.
 pub fn code_name(code: Code) -> &'static str {

@@ -10,7 +10,7 @@ mod labels;
 mod server;
 mod state;
 
-pub use labels::{CsiMethod, SourceKind, code_name};
+pub use labels::{CsiMethod, code_name};
 pub use server::{Exporter, serve};
 
 use std::net::SocketAddr;
@@ -21,6 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::domain::SourceKind;
 
 use labels::{CallLabels, KindLabels};
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
 use super::{Error, Health, Result};
-use crate::metrics::SourceKind;
+use crate::domain::SourceKind;
 use crate::rotation::{Rotation, Trigger};
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;

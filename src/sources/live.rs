@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::bundle::Files;
+use crate::domain::VolumeSpec;
 use crate::metrics::Metrics;
-use crate::spec::VolumeSpec;
 
 use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
 use super::memo::{RenderKey, RenderMemo};

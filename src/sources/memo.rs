@@ -26,7 +26,7 @@ pub(super) struct RenderKey {
 impl RenderKey {
     pub(super) fn new(
         catalog_generation: u64,
-        spec: &crate::spec::VolumeSpec,
+        spec: &crate::domain::VolumeSpec,
         certificates: &[Certificate],
         ignored: &[Ignored],
         now: i64,
@@ -96,7 +96,7 @@ mod tests {
 
     use super::*;
     use crate::bundle::Entry;
-    use crate::spec::VolumeSpec;
+    use crate::domain::VolumeSpec;
 
     fn spec(namespace: &str) -> VolumeSpec {
         VolumeSpec {

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::bundle::{self, Bundle, Certificate, DropReason, Files, Ignored, policy};
-use crate::spec::VolumeSpec;
+use crate::domain::VolumeSpec;
 
 pub use live::{ClusterAccess, Reload, Sources};
 pub use memo::RenderMemo;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bundle::Files;
-use crate::spec::{SpecDigest, VolumeSpec};
+use crate::domain::{SpecDigest, VolumeSpec};
 
 use super::locks;
 use super::record::{self, Record, State};

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::bundle::Files;
-use crate::spec::{SpecDigest, VolumeSpec};
+use crate::domain::{SpecDigest, VolumeSpec};
 
 use super::blobs::Blobs;
 use super::locks::{self, DirLocks};

@@ -36,7 +36,7 @@ pub use store::Store;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
+use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

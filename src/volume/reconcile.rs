@@ -55,7 +55,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::spec::SpecDigest;
+use crate::domain::SpecDigest;
 
 use super::flows::TARGET_DIR_MODE;
 use super::index::Index;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
+use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 
 use super::{Error, Result};
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundle::Files;
-use crate::spec::{PodInfo, SpecDigest, VolumeSpec};
+use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 
 use super::blobs::Blobs;
 use super::index::Index;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::spec::{self, ConfigMapRef, SignerSelection, VolumeSpec};
+use crate::domain::{self, ConfigMapRef, SignerSelection, VolumeSpec};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Defaults {
@@ -34,7 +34,7 @@ pub enum Error {
     Invalid {
         flag: &'static str,
         #[source]
-        source: spec::Error,
+        source: domain::Error,
     },
     #[error(
         "--default-config-map needs the driver's namespace: set --namespace (or POD_NAMESPACE from the downward API, metadata.namespace)"
@@ -62,16 +62,16 @@ impl Defaults {
         if !flags.trust_bundles.is_empty() {
             let joined = flags.trust_bundles.join(",");
             defaults.trust_bundles =
-                attribute("--default-cluster-trust-bundle", &[(spec::ATTR_CLUSTER_TRUST_BUNDLES, &joined)])?
+                attribute("--default-cluster-trust-bundle", &[(domain::ATTR_CLUSTER_TRUST_BUNDLES, &joined)])?
                     .trust_bundles;
         }
         if flags.label_selector.is_some() && flags.signer_names.is_empty() {
             return Err(Error::SelectorWithoutSigner);
         }
         for signer in flags.signer_names {
-            let mut pairs = vec![(spec::ATTR_SIGNER_NAME, signer.as_str())];
+            let mut pairs = vec![(domain::ATTR_SIGNER_NAME, signer.as_str())];
             if let Some(selector) = flags.label_selector {
-                pairs.push((spec::ATTR_LABEL_SELECTOR, selector));
+                pairs.push((domain::ATTR_LABEL_SELECTOR, selector));
             }
             let flag =
                 if flags.label_selector.is_some() { "--default-label-selector" } else { "--default-signer-name" };
@@ -81,7 +81,8 @@ impl Defaults {
         defaults.signers.dedup();
         if !flags.config_maps.is_empty() {
             let joined = flags.config_maps.join(",");
-            defaults.config_maps = attribute("--default-config-map", &[(spec::ATTR_CONFIG_MAPS, &joined)])?.config_maps;
+            defaults.config_maps =
+                attribute("--default-config-map", &[(domain::ATTR_CONFIG_MAPS, &joined)])?.config_maps;
             defaults.namespace = flags.namespace.filter(|n| !n.is_empty()).ok_or(Error::NoNamespace)?.to_owned();
         }
         Ok(defaults)

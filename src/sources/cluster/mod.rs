@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::bundle;
-use crate::spec::VolumeSpec;
+use crate::domain::VolumeSpec;
 
 pub use client::{Clients, Mode};
 pub use csi_driver::{PodInfo, PodInfoProblem};

@@ -31,7 +31,7 @@ use super::content::{self, KeyContent};
 use super::token::PodToken;
 use super::{Error, ObjectKey, Result};
 use crate::bundle::Certificate;
-use crate::spec::{SecretRef, VolumeSpec};
+use crate::domain::{SecretRef, VolumeSpec};
 
 const SECRET: &str = "Secret";
 

@@ -9,7 +9,7 @@ use super::defaults::Defaults;
 use super::trust_bundles::{self, Bundle, TrustBundles};
 use super::{Change, Error, ObjectKey, Result};
 use crate::bundle::{Certificate, Ignored};
-use crate::spec::{SignerSelection, VolumeSpec};
+use crate::domain::{SignerSelection, VolumeSpec};
 
 const TRUST_BUNDLE: &str = "ClusterTrustBundle";
 const CONFIG_MAP: &str = "ConfigMap";
@@ -220,8 +220,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::domain::{ConfigMapRef, LabelSelector, SignerSelection};
     use crate::sources::cluster::BundleMeta;
-    use crate::spec::{ConfigMapRef, LabelSelector, SignerSelection};
 
     /// Without defaults: what the spec itself names.
     fn affects(change: &Change, spec: &VolumeSpec) -> bool {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::content::{self, KeyContent};
 use super::{Change, LastError, api_error};
-use crate::spec::SignerSelection;
+use crate::domain::SignerSelection;
 
 const GROUP: &str = "certificates.k8s.io";
 const RESOURCE: &str = "clustertrustbundles";

@@ -1,4 +1,5 @@
-//! What a volume asks for: the pod's namespace plus its validated volume attributes.
+//! The shared vocabulary of the house: what a volume asks for (the pod's namespace plus its
+//! validated volume attributes), who it is for, and the kinds of certificate source.
 //!
 //! Parsing is strict — an unknown attribute is an error, so a typo (`systemroots`) never silently
 //! falls back to a default. The spec's digest names the shared directory every volume with the
@@ -6,12 +7,15 @@
 //!
 //! - [`cluster`]: the cluster sources (ClusterTrustBundles, ConfigMaps, Secrets) a volume names.
 //! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
+//! - [`SourceKind`]: the kinds of certificate source.
 
 mod cluster;
 mod selector;
+mod source_kind;
 
 pub use cluster::{ClusterSources, ConfigMapRef, DEFAULT_SECRET_KEY, SecretRef, SignerSelection};
 pub use selector::{LabelSelector, ParseError as SelectorError};
+pub use source_kind::SourceKind;
 
 use std::collections::{BTreeMap, HashMap};
 
