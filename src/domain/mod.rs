@@ -574,6 +574,43 @@ mod tests {
         assert_eq!(spec.digest().as_str(), V2_DIGEST);
     }
 
+    /// Every form a spec could take before source kinds became a trait, pinned to the digests
+    /// the code of e9a8488 gave them: their directories are adopted across the upgrade.
+    #[test]
+    fn a_spec_of_each_kind_keeps_the_digest_it_had_before_the_trait() {
+        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
+        let shop = (POD_NAMESPACE, "shop");
+        let pins = [
+            (digest(&[shop, ("clusterTrustBundles", "corp, other")]), "f66294bf5e37bcf8aa82836a34a310bd"),
+            (
+                digest(&[shop, ("signerName", "example.com/corp"), ("labelSelector", "env=prod")]),
+                "04b8b000f0f27b2b32bc63cff9254580",
+            ),
+            (
+                digest(&[shop, ("configMaps", "corp-ca:ca.crt"), ("defaults", "false")]),
+                "b82a192f251561f0b452105855869820",
+            ),
+            (
+                digest(&[shop, (SERVICE_ACCOUNT, "web"), ("secrets", "corp-ca, other:ca.pem")]),
+                "13d6d45963e374408a72b9c7b18f5cee",
+            ),
+            (
+                digest(&[
+                    shop,
+                    (SERVICE_ACCOUNT, "web"),
+                    ("secrets", "corp-ca"),
+                    ("configMaps", "team-ca"),
+                    ("clusterTrustBundles", "corp"),
+                    ("optional", "true"),
+                ]),
+                "e3b469c6662203dc33af928469de6355",
+            ),
+        ];
+        for (i, (digest, pinned)) in pins.iter().enumerate() {
+            assert_eq!(digest.as_str(), *pinned, "spec {i}");
+        }
+    }
+
     #[test]
     fn a_record_written_before_cluster_sources_reads_back_with_none() {
         let old = r#"{"namespace":"shop","system_roots":true,"render":{"layout":"Debian","java":"Jks"},"keep_expired":false}"#;

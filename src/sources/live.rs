@@ -96,16 +96,16 @@ impl Sources {
             }
         };
         let allowed = cluster.pod_info();
-        if allowed != cluster::PodInfo::On && cluster.reads_for(spec) {
+        if allowed != cluster::PodInfoMode::On && cluster.reads_for(spec) {
             cluster.went_without();
         }
         match allowed {
-            cluster::PodInfo::On => Ok(cluster.reads_for(spec).then_some(cluster)),
+            cluster::PodInfoMode::On => Ok(cluster.reads_for(spec).then_some(cluster)),
             _ if !spec.has_cluster_sources() => Ok(None),
-            cluster::PodInfo::Refused(problem) => {
+            cluster::PodInfoMode::Refused(problem) => {
                 Err(Error::Cluster(cluster::Error::PodInfoOff { what: describe(spec), problem }))
             }
-            cluster::PodInfo::Unknown { driver, last_error } => {
+            cluster::PodInfoMode::Unknown { driver, last_error } => {
                 Err(Error::Cluster(cluster::Error::PodInfoNotChecked { what: describe(spec), driver, last_error }))
             }
         }
@@ -195,15 +195,7 @@ impl Sources {
         self.read().generation
     }
 
-    /// Renders a spec's files with the current catalog: what publish and refresh both call.
-    ///
-    /// # Errors
-    /// As [`Catalog::render`].
-    pub fn render_files(&self, spec: &VolumeSpec) -> Result<Files> {
-        self.render_files_with(spec, None)
-    }
-
-    /// [`Sources::render_files`] for a rotation pass: specs whose inputs are equal (see
+    /// [`Sources::render_files_with`] for a rotation pass: specs whose inputs are equal (see
     /// [`RenderMemo`]) share one render.
     ///
     /// # Errors
@@ -221,8 +213,8 @@ impl Sources {
         Ok(files)
     }
 
-    /// [`Sources::render_files`] with the Secrets a publish just read as the pod (`None`: as
-    /// last read, for a refresh).
+    /// Renders a spec's files with the current catalog and the Secrets a publish just read as
+    /// the pod (`None`: as last read, for a refresh).
     ///
     /// # Errors
     /// As [`Catalog::render`].
@@ -247,7 +239,7 @@ impl Sources {
     pub fn user_expiries_at(&self, spec: &VolumeSpec, now: i64) -> Vec<Expiry> {
         let cluster = match &self.cluster {
             ClusterAccess::Connected(cluster)
-                if cluster.pod_info() == cluster::PodInfo::On && cluster.reads_for(spec) =>
+                if cluster.pod_info() == cluster::PodInfoMode::On && cluster.reads_for(spec) =>
             {
                 cluster.certificates_for_health(spec)
             }

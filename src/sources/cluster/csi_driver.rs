@@ -39,7 +39,7 @@ pub enum PodInfoProblem {
 
 /// Whether cluster sources may be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PodInfo {
+pub enum PodInfoMode {
     /// No definite answer yet: the API server did not answer (or not usefully), and why.
     Unknown {
         driver: String,
@@ -53,7 +53,7 @@ pub enum PodInfo {
 pub struct PodInfoCheck {
     client: kube::Client,
     driver: String,
-    state: watch::Sender<PodInfo>,
+    state: watch::Sender<PodInfoMode>,
     changes: mpsc::UnboundedSender<Change>,
     /// When a refused publish last re-read the object; held while one does, so concurrent
     /// publishes share its answer.
@@ -74,7 +74,7 @@ impl PodInfoCheck {
     /// `changes` learns when cluster sources become allowed, so volumes rendered or refreshed
     /// without them are refreshed.
     pub fn start(client: kube::Client, driver: &str, changes: mpsc::UnboundedSender<Change>) -> std::sync::Arc<Self> {
-        let unknown = PodInfo::Unknown { driver: driver.to_owned(), last_error: None };
+        let unknown = PodInfoMode::Unknown { driver: driver.to_owned(), last_error: None };
         let check = std::sync::Arc::new(Self {
             client,
             driver: driver.to_owned(),
@@ -89,7 +89,7 @@ impl PodInfoCheck {
         check
     }
 
-    pub fn state(&self) -> PodInfo {
+    pub fn state(&self) -> PodInfoMode {
         self.state.borrow().clone()
     }
 
@@ -98,7 +98,7 @@ impl PodInfoCheck {
     /// change sent at most once per such stretch, even if it became allowed meanwhile).
     pub fn missed(&self) {
         self.missed.store(true, Ordering::SeqCst);
-        if self.state() == PodInfo::On {
+        if self.state() == PodInfoMode::On {
             self.send_allowed();
         }
     }
@@ -112,18 +112,18 @@ impl PodInfoCheck {
     /// Waits (unbounded) until the API server gave a definite answer.
     pub async fn answered(&self) {
         let mut state = self.state.subscribe();
-        let _ = state.wait_for(|state| !matches!(state, PodInfo::Unknown { .. })).await;
+        let _ = state.wait_for(|state| !matches!(state, PodInfoMode::Unknown { .. })).await;
     }
 
     /// For a publish that names cluster sources: unless they are allowed, reads the object again
     /// (bounded, shared with concurrent publishes, at most once per [`RECHECK_INTERVAL`]), so an
     /// object created or fixed since the last read takes effect now.
     pub async fn recheck_unless_on(&self) {
-        if self.state() == PodInfo::On {
+        if self.state() == PodInfoMode::On {
             return;
         }
         let mut last = self.last_recheck.lock().await;
-        if self.state() == PodInfo::On || last.is_some_and(|at| at.elapsed() < RECHECK_INTERVAL) {
+        if self.state() == PodInfoMode::On || last.is_some_and(|at| at.elapsed() < RECHECK_INTERVAL) {
             return;
         }
         let answer = read(&self.client, &self.driver).await;
@@ -139,7 +139,7 @@ impl PodInfoCheck {
     async fn until_answered(&self) {
         let mut delay = FIRST_RETRY;
         loop {
-            if !matches!(self.state(), PodInfo::Unknown { .. }) {
+            if !matches!(self.state(), PodInfoMode::Unknown { .. }) {
                 return;
             }
             match read(&self.client, &self.driver).await {
@@ -157,35 +157,35 @@ impl PodInfoCheck {
     /// While there is no definite answer, the newest reason why not.
     fn note_error(&self, error: String) {
         self.state.send_if_modified(|state| match state {
-            PodInfo::Unknown { last_error, .. } => {
+            PodInfoMode::Unknown { last_error, .. } => {
                 *last_error = Some(error);
                 true
             }
-            PodInfo::On | PodInfo::Refused(_) => false,
+            PodInfoMode::On | PodInfoMode::Refused(_) => false,
         });
     }
 
     /// Keeps a definite answer, logging it when it differs from the last one.
     fn settle(&self, result: Result<(), PodInfoProblem>) {
         let next = match result {
-            Ok(()) => PodInfo::On,
-            Err(problem) => PodInfo::Refused(problem),
+            Ok(()) => PodInfoMode::On,
+            Err(problem) => PodInfoMode::Refused(problem),
         };
         let previous = self.state.send_replace(next.clone());
         if previous == next {
             return;
         }
         match &next {
-            PodInfo::On => {
+            PodInfoMode::On => {
                 tracing::info!("the CSIDriver sets podInfoOnMount: true; cluster sources on");
                 // Volumes rendered or refreshed while refused lack their cluster sources.
                 self.send_allowed();
             }
-            PodInfo::Refused(problem) => tracing::error!(
+            PodInfoMode::Refused(problem) => tracing::error!(
                 %problem,
                 "cluster sources refused: the CSIDriver must set podInfoOnMount: true, so the kubelet passes the pod's namespace; volumes naming cluster sources fail with FAILED_PRECONDITION until it does (read again on their next publish)"
             ),
-            PodInfo::Unknown { .. } => {}
+            PodInfoMode::Unknown { .. } => {}
         }
     }
 }
@@ -236,14 +236,14 @@ mod tests {
     #[tokio::test]
     async fn becoming_allowed_refreshes_once_and_only_if_something_went_without() {
         let (check, mut received) = unreachable_check();
-        assert!(matches!(check.state(), PodInfo::Unknown { .. }));
+        assert!(matches!(check.state(), PodInfoMode::Unknown { .. }));
         check.settle(Ok(()));
-        assert_eq!(check.state(), PodInfo::On);
+        assert_eq!(check.state(), PodInfoMode::On);
         assert!(received.try_recv().is_err(), "nothing went without cluster sources");
 
         let missing = PodInfoProblem::Missing { driver: "csi.example".into() };
         check.settle(Err(missing.clone()));
-        assert_eq!(check.state(), PodInfo::Refused(missing));
+        assert_eq!(check.state(), PodInfoMode::Refused(missing));
         check.missed();
         check.missed();
         check.settle(Ok(()));
@@ -260,7 +260,7 @@ mod tests {
         let (check, _received) = unreachable_check();
         check.recheck_unless_on().await;
         match check.state() {
-            PodInfo::Unknown { last_error: Some(error), .. } => {
+            PodInfoMode::Unknown { last_error: Some(error), .. } => {
                 assert!(error.to_lowercase().contains("connection refused"), "{error}");
             }
             other => panic!("{other:?}"),

@@ -37,7 +37,7 @@ use crate::bundle;
 use crate::domain::VolumeSpec;
 
 pub use client::{Clients, Mode};
-pub use csi_driver::{PodInfo, PodInfoProblem};
+pub use csi_driver::{PodInfoMode, PodInfoProblem};
 pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 pub use secrets::{Read as SecretsRead, Slot as SecretSlot};
 pub use select::Selected;
@@ -215,7 +215,7 @@ impl Cluster {
     }
 
     /// Whether cluster sources may be served now (from memory, no request).
-    pub fn pod_info(&self) -> PodInfo {
+    pub fn pod_info(&self) -> PodInfoMode {
         self.pod_info.state()
     }
 

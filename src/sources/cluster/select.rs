@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::config_maps::ConfigMaps;
 use super::content::KeyContent;
 use super::defaults::Defaults;
-use super::trust_bundles::{self, Bundle, TrustBundles};
+use super::trust_bundles::{self, CachedBundle, TrustBundles};
 use super::{Change, Error, ObjectKey, Result};
 use crate::bundle::{Certificate, Ignored};
 use crate::domain::{SignerSelection, VolumeSpec};
@@ -104,7 +104,7 @@ fn from_trust_bundles(cluster: &Wanted, cache: &TrustBundles) -> Result<Vec<Cert
         Some(trust_bundles::State::NotServed) => return Err(Error::TrustBundlesNotServed),
         Some(trust_bundles::State::Synced(bundles)) => bundles,
     };
-    let mut selected: Vec<(&String, &Bundle)> = Vec::new();
+    let mut selected: Vec<(&String, &CachedBundle)> = Vec::new();
     for name in &cluster.trust_bundles {
         match bundles.get_key_value(name) {
             Some(found) => selected.push(found),

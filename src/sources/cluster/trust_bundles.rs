@@ -36,7 +36,7 @@ impl Version {
 
 /// One bundle as the cache holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bundle {
+pub struct CachedBundle {
     pub meta: BundleMeta,
     pub content: KeyContent,
 }
@@ -58,7 +58,7 @@ impl BundleMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     NotServed,
-    Synced(Arc<BTreeMap<String, Bundle>>),
+    Synced(Arc<BTreeMap<String, CachedBundle>>),
 }
 
 pub struct TrustBundles {
@@ -203,7 +203,7 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
     let Writer { state, changes, last_error } = writer;
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
-    let mut relisting: Option<BTreeMap<String, Bundle>> = None;
+    let mut relisting: Option<BTreeMap<String, CachedBundle>> = None;
     while let Some(event) = stream.next().await {
         if event.is_ok() {
             last_error.clear();
@@ -212,7 +212,7 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
             Some(State::Synced(bundles)) => Some(Arc::clone(bundles)),
             _ => None,
         };
-        let next: BTreeMap<String, Bundle> = match event {
+        let next: BTreeMap<String, CachedBundle> = match event {
             Ok(watcher::Event::Init) => {
                 relisting = Some(BTreeMap::new());
                 continue;
@@ -268,9 +268,9 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
     }
 }
 
-fn parse<K: Object>(object: K) -> Option<(String, Bundle)> {
+fn parse<K: Object>(object: K) -> Option<(String, CachedBundle)> {
     let (name, meta, trust_bundle) = object.into_bundle();
     let name = name?;
     let content = content::classify(&format!("clustertrustbundle:{name}"), trust_bundle.as_bytes());
-    Some((name, Bundle { meta, content }))
+    Some((name, CachedBundle { meta, content }))
 }
