@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use super::der;
+use super::provenance::Provenance;
 use super::subject_hash::{SubjectHashError, subject_hash, value_to_utf8};
 
 /// Why DER bytes are not a usable certificate. Messages read as the end of "certificate N is …"
@@ -33,8 +34,8 @@ pub struct Certificate {
     pub not_after: i64,
     /// OpenSSL's `X509_subject_name_hash` (what `openssl x509 -subject_hash` prints).
     pub subject_hash: u32,
-    /// Which source it came from, e.g. `extra-pem:/etc/corp/ca.pem` or `system:embedded`.
-    pub source: String,
+    /// Which source it came from: `system:embedded`, `file:/etc/corp/ca.pem`, a ConfigMap key.
+    pub source: Provenance,
     /// What the certificate is for; the policy keeps CAs and self-signed end entities.
     pub kind: Kind,
 }
@@ -77,7 +78,7 @@ impl Certificate {
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
             subject_hash,
-            source: source.to_owned(),
+            source: Provenance::Named(source.to_owned()),
             kind,
         })
     }
@@ -181,7 +182,7 @@ pub(crate) mod tests {
         assert_eq!(cert.subject, "CN=Test Root, O=Acme");
         assert_eq!(cert.issuer, cert.subject);
         assert!(cert.not_before < cert.not_after);
-        assert_eq!(cert.source, "extra-pem:x");
+        assert_eq!(cert.source, Provenance::Named("extra-pem:x".to_owned()));
         assert_eq!(cert.readable_name().as_deref(), Some("Test Root"));
     }
 

@@ -53,7 +53,7 @@ mod tests {
     fn dedupes_by_fingerprint_keeping_the_first_source() {
         let a = cert("A", "first");
         let mut again = a.clone();
-        again.source = "second".into();
+        again.source = crate::bundle::Provenance::Named("second".to_owned());
         let b = cert("B", "first");
         let bundle = Bundle::new([a.clone(), b.clone(), again]);
         assert_eq!(bundle.certificates(), [a, b]);

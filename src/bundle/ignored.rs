@@ -3,13 +3,13 @@
 //! header comment of the bundle file, so `inspect` on a volume can count them.
 //!
 //! ```text
-//! # ignored: configmap ns/corp-ca: README, config.json (2 keys without certificates)
+//! # ignored: configmap:corp-ca: README, config.json (2 keys without certificates)
 //! ```
 
 /// The keys one source skipped.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Ignored {
-    /// The object, as `inspect` shows it: `configmap <namespace>/<name>`.
+    /// The object, as its certificates' `# source:` names it: `configmap:<name>`.
     pub source: String,
     /// In key order.
     pub keys: Vec<String>,
@@ -45,10 +45,9 @@ mod tests {
 
     #[test]
     fn a_header_line_reads_back_and_other_comments_are_not_headers() {
-        let ignored =
-            Ignored { source: "configmap ns/corp-ca".into(), keys: vec!["README".into(), "config.json".into()] };
+        let ignored = Ignored { source: "configmap:corp-ca".into(), keys: vec!["README".into(), "config.json".into()] };
         let line = ignored.header_line(str::to_owned);
-        assert_eq!(line, "# ignored: configmap ns/corp-ca: README, config.json (2 keys without certificates)");
+        assert_eq!(line, "# ignored: configmap:corp-ca: README, config.json (2 keys without certificates)");
         let text = format!("{line}\n# CN=A\n# source: configmap:ns/corp-ca:ca.crt\n-----BEGIN CERTIFICATE-----\n");
         assert_eq!(Ignored::read_all(text.as_bytes()), [ignored]);
         assert!(Ignored::read_all(b"# ignored: nothing of ours\n").is_empty());

@@ -86,7 +86,7 @@ pub fn ignored_keys(bytes: &[u8]) -> Vec<Ignored> {
     Ignored::read_all(bytes)
 }
 
-/// One line per source that skipped keys: `configmap ns/name: 2 keys ignored (README, x)`.
+/// One line per source that skipped keys: `configmap:name: 2 keys ignored (README, x)`.
 pub fn ignored_text(ignored: &[Ignored]) -> String {
     let mut out = String::new();
     for i in ignored {
@@ -266,13 +266,12 @@ mod tests {
 
     #[test]
     fn counts_the_keys_a_source_skipped_from_the_bundle_header() {
-        let skipped =
-            Ignored { source: "configmap ns/corp-ca".into(), keys: vec!["README".into(), "jwks.json".into()] };
+        let skipped = Ignored { source: "configmap:corp-ca".into(), keys: vec!["README".into(), "jwks.json".into()] };
         let bundle = Bundle::new([cn("A", "configmap:ns/corp-ca:ca.crt")]).with_ignored(vec![skipped.clone()]);
         let bytes = bundle_bytes(&bundle);
         let ignored = ignored_keys(&bytes);
         assert_eq!(ignored, [skipped]);
-        assert_eq!(ignored_text(&ignored), "configmap ns/corp-ca: 2 keys ignored (README, jwks.json)\n");
+        assert_eq!(ignored_text(&ignored), "configmap:corp-ca: 2 keys ignored (README, jwks.json)\n");
         let reports = inspect("ca-certificates.crt", &bytes, 0).expect("the header is no obstacle to parsing");
         assert_eq!(reports[0].source, "configmap:ns/corp-ca:ca.crt");
         let json = serde_json::to_value(Inspection::new(reports).with_ignored(&ignored)).expect("json");

@@ -25,6 +25,7 @@ mod pem;
 mod pkcs12;
 mod pkcs7;
 pub mod policy;
+mod provenance;
 mod source;
 mod subject_hash;
 mod trusted;
@@ -40,6 +41,7 @@ pub use java::PASSWORD as JAVA_STORE_PASSWORD;
 pub use layout::{BUNDLE_FILE, JAVA_STORE, JavaTruststore, Layout, RenderOptions, render};
 pub use pkcs7::Pkcs7Error;
 pub use policy::{DropReason, Dropped};
+pub use provenance::{KindName, ObjectOrigin, Provenance, Scope};
 pub use source::{Parsed, Strictness, parse_source};
 pub use subject_hash::{SubjectHashError, subject_hash};
 

@@ -246,7 +246,7 @@ mod tests {
         let ders: Vec<_> = parsed.certificates.iter().map(|c| c.der.clone()).collect();
         assert_eq!(ders, [a, b]);
         assert_eq!(parsed.skipped, 0);
-        assert!(parsed.certificates.iter().all(|c| c.source == "test"));
+        assert!(parsed.certificates.iter().all(|c| c.source.to_string() == "test"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl fmt::Display for Health {
                         .ok()
                         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
                         .unwrap_or_else(|| not_after.to_string());
-                    let source = describe_source(source);
+                    let source = source.describe();
                     if not_after <= now {
                         write!(
                             f,
@@ -77,45 +77,34 @@ impl fmt::Display for Health {
     }
 }
 
-/// A certificate's source as a person names it: `configmap:ns/ca:ca.crt` is
-/// "ConfigMap ns/ca key ca.crt".
-fn describe_source(source: &str) -> String {
-    let keyed = |kind: &str, rest: &str| match rest.rsplit_once(':') {
-        Some((object, key)) => format!("{kind} {object} key {key}"),
-        None => format!("{kind} {rest}"),
-    };
-    if let Some(rest) = source.strip_prefix("configmap:") {
-        keyed("ConfigMap", rest)
-    } else if let Some(rest) = source.strip_prefix("secret:") {
-        keyed("Secret", rest)
-    } else if let Some(name) = source.strip_prefix("clustertrustbundle:") {
-        format!("ClusterTrustBundle {name}")
-    } else if let Some(path) = source.strip_prefix("file:") {
-        // The daemon's only file source.
-        format!("--extra-pem {path}")
-    } else {
-        source.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::bundle::{KindName, ObjectOrigin, Provenance, Scope};
     use crate::sources;
 
     const NOW: i64 = 1_735_689_600;
     const DAY: i64 = 86_400;
 
-    fn expiry(source: &str, not_after: i64) -> Expiry {
-        Expiry { subject: "CN=Org CA".to_owned(), source: source.to_owned(), not_after }
+    fn expiry(source: Provenance, not_after: i64) -> Expiry {
+        Expiry { subject: "CN=Org CA".to_owned(), source, not_after }
+    }
+
+    fn file() -> Provenance {
+        Provenance::File("/ca.pem".into())
+    }
+
+    fn object(tag: &'static str, title: &'static str, scope: Scope, key: Option<&str>) -> Provenance {
+        let kind = KindName { tag, title };
+        Provenance::Object(ObjectOrigin { kind, scope, name: "ca".to_owned(), key: key.map(str::to_owned) })
     }
 
     #[test]
     fn an_expiry_counts_only_within_seven_days_and_a_refresh_problem_comes_first() {
-        let soon = vec![expiry("file:/ca.pem", NOW + 3 * DAY)];
-        assert!(matches!(Health::of(None, vec![expiry("file:/ca.pem", NOW + 30 * DAY)], NOW), Health::Current));
+        let soon = vec![expiry(file(), NOW + 3 * DAY)];
+        assert!(matches!(Health::of(None, vec![expiry(file(), NOW + 30 * DAY)], NOW), Health::Current));
         assert!(matches!(Health::of(None, Vec::new(), NOW), Health::Current));
         let expiring = Health::of(None, soon.clone(), NOW);
         assert!(matches!(&expiring, Health::Expiring { expiries, .. } if expiries[0].not_after == NOW + 3 * DAY));
@@ -127,7 +116,7 @@ mod tests {
 
     #[test]
     fn an_expired_certificate_says_so() {
-        let health = Health::of(None, vec![expiry("test", NOW - DAY)], NOW);
+        let health = Health::of(None, vec![expiry(Provenance::Named("test".to_owned()), NOW - DAY)], NOW);
         assert!(health.is_abnormal());
         assert!(health.to_string().contains("expired at"), "{health}");
     }
@@ -137,15 +126,15 @@ mod tests {
         let health = Health::of(
             None,
             vec![
-                expiry("configmap:ns/corp-ca:ca.crt", NOW + 2 * DAY),
-                expiry("clustertrustbundle:corp", NOW + 5 * DAY),
-                expiry("secret:ns/ca:ca.crt", NOW + 90 * DAY),
+                expiry(object("configmap", "ConfigMap", Scope::Namespace("ns".into()), Some("ca.crt")), NOW + 2 * DAY),
+                expiry(object("clustertrustbundle", "ClusterTrustBundle", Scope::Cluster, None), NOW + 5 * DAY),
+                expiry(object("secret", "Secret", Scope::Namespace("ns".into()), Some("ca.crt")), NOW + 90 * DAY),
             ],
             NOW,
         );
         let text = health.to_string();
-        assert!(text.contains("of ConfigMap ns/corp-ca key ca.crt expires at"), "{text}");
-        assert!(text.contains("; certificate \"CN=Org CA\" of ClusterTrustBundle corp expires at"), "{text}");
+        assert!(text.contains("of ConfigMap ns/ca key ca.crt expires at"), "{text}");
+        assert!(text.contains("; certificate \"CN=Org CA\" of ClusterTrustBundle ca expires at"), "{text}");
         assert!(!text.contains("Secret"), "{text}");
     }
 }

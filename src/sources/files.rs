@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::{Error, Result};
-use crate::bundle::{self, Certificate, Strictness};
+use crate::bundle::{self, Certificate, Provenance, Strictness};
 
 /// Reads one file and parses every certificate in it.
 ///
@@ -15,7 +15,12 @@ pub fn load_pem_file(path: &Path, max_size: u64) -> Result<Vec<Certificate>> {
     let bytes = read_bounded(path, max_size)?;
     let name = format!("file:{}", path.display());
     let parsed = bundle::parse_source(&name, &bytes, Strictness::Strict)?;
-    Ok(parsed.certificates)
+    let source = Provenance::File(path.to_owned());
+    Ok(parsed
+        .certificates
+        .into_iter()
+        .map(|certificate| Certificate { source: source.clone(), ..certificate })
+        .collect())
 }
 
 /// Reads a whole file of at most `max_size` bytes. The size is checked before reading, and the

@@ -247,7 +247,7 @@ impl Sources {
         };
         let mut expiries = self.catalog().user_expiries_at(&cluster, now);
         for expiry in &mut expiries {
-            expiry.source = in_namespace(&expiry.source, &spec.namespace);
+            expiry.source = expiry.source.clone().in_namespace(&spec.namespace);
         }
         expiries
     }
@@ -323,18 +323,6 @@ fn describe(spec: &VolumeSpec) -> String {
     parts.join(" and ")
 }
 
-/// A pod's own ConfigMaps name their source without the namespace (so namespaces with the same
-/// content share files); a person reading volume health needs it: `configmap:ca:ca.crt` of a
-/// pod in `team-a` is `configmap:team-a/ca:ca.crt`.
-fn in_namespace(source: &str, namespace: &str) -> String {
-    match source.strip_prefix("configmap:") {
-        Some(rest) if !namespace.is_empty() && !rest.split(':').next().unwrap_or_default().contains('/') => {
-            format!("configmap:{namespace}/{rest}")
-        }
-        _ => source.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,16 +361,5 @@ mod tests {
         std::fs::write(&file, ca_pem("Third CA")).unwrap();
         assert!(matches!(sources.reload(), Reload::Changed));
         assert!(sources.refresh_error().is_none());
-    }
-
-    #[test]
-    fn a_pods_own_config_map_is_named_with_its_namespace_for_people() {
-        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", "team-a"), "configmap:team-a/corp-ca:ca.crt");
-        assert_eq!(
-            in_namespace("configmap:trustmount/corp-ca:ca.crt", "team-a"),
-            "configmap:trustmount/corp-ca:ca.crt"
-        );
-        assert_eq!(in_namespace("clustertrustbundle:corp", "team-a"), "clustertrustbundle:corp");
-        assert_eq!(in_namespace("configmap:corp-ca:ca.crt", ""), "configmap:corp-ca:ca.crt");
     }
 }

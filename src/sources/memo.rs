@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use crate::bundle::{Certificate, Files, Ignored, RenderOptions};
+use crate::bundle::{Certificate, Files, Ignored, Provenance, RenderOptions};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct RenderKey {
@@ -19,7 +19,7 @@ pub(super) struct RenderKey {
     keep_expired: bool,
     render: RenderOptions,
     now: i64,
-    certificates: Vec<([u8; 32], String)>,
+    certificates: Vec<([u8; 32], Provenance)>,
     ignored: Vec<(String, Vec<String>)>,
 }
 
@@ -135,7 +135,7 @@ mod tests {
         let memo = RenderMemo::default();
         let base = spec("team-a");
         let no_roots = VolumeSpec { system_roots: false, ..spec("team-a") };
-        let ignored = [Ignored { source: "configmap team-a/corp".to_owned(), keys: vec!["notes".to_owned()] }];
+        let ignored = [Ignored { source: "configmap:corp".to_owned(), keys: vec!["notes".to_owned()] }];
         let keys = [
             RenderKey::new(1, &base, &[], &[], 1_000),
             RenderKey::new(2, &base, &[], &[], 1_000),

@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::bundle::{self, Bundle, Certificate, DropReason, Files, Ignored, policy};
+use crate::bundle::{self, Bundle, Certificate, DropReason, Files, Ignored, Provenance, policy};
 use crate::domain::VolumeSpec;
 
 pub use live::{ClusterAccess, Reload, Sources};
@@ -83,9 +83,8 @@ pub struct Catalog {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expiry {
     pub subject: String,
-    /// As certificates name it: `configmap:<ns>/<name>:<key>`, `secret:…`,
-    /// `clustertrustbundle:<name>`, `file:<path>` (`--extra-pem`).
-    pub source: String,
+    /// As certificates name it (for a volume's health, with the pod's namespace spelled out).
+    pub source: Provenance,
     pub not_after: i64,
 }
 
@@ -162,12 +161,12 @@ impl Catalog {
     /// it out — its source still needs a new certificate, and its clients have just lost trust —
     /// but an end-entity certificate issued by a CA, which no volume ever holds, does not.
     pub fn user_expiries_at(&self, cluster: &[Certificate], now: i64) -> Vec<Expiry> {
-        let mut earliest: std::collections::BTreeMap<&str, &Certificate> = std::collections::BTreeMap::new();
+        let mut earliest: std::collections::BTreeMap<&Provenance, &Certificate> = std::collections::BTreeMap::new();
         for certificate in self.extra.iter().chain(cluster) {
             if policy::drop_reason(certificate, now, true).is_some() {
                 continue;
             }
-            let slot = earliest.entry(certificate.source.as_str()).or_insert(certificate);
+            let slot = earliest.entry(&certificate.source).or_insert(certificate);
             if certificate.not_after < slot.not_after {
                 *slot = certificate;
             }
@@ -309,7 +308,12 @@ mod tests {
         let catalog = catalog(&[root.der.clone(), old.der.clone(), issued]);
         assert_eq!(catalog.user_expiries_at(&[], NOW), [expiry(&old)]);
         let mut from_cluster = cert(&ca("Cluster Root").der);
-        from_cluster.source = "configmap:ns/corp-ca:ca.crt".into();
+        from_cluster.source = Provenance::Object(bundle::ObjectOrigin {
+            kind: bundle::KindName { tag: "configmap", title: "ConfigMap" },
+            scope: bundle::Scope::PodNamespace,
+            name: "corp-ca".to_owned(),
+            key: Some("ca.crt".to_owned()),
+        });
         assert_eq!(
             catalog.user_expiries_at(std::slice::from_ref(&from_cluster), NOW),
             [expiry(&old), expiry(&from_cluster)]

@@ -180,7 +180,7 @@ impl<'a> Prepared<'a> {
             text.push_str("# ");
             text.push_str(&comment_safe(&cert.subject));
             text.push_str("\n# source: ");
-            text.push_str(&comment_safe(&cert.source));
+            text.push_str(&comment_safe(&cert.source.to_string()));
             text.push('\n');
             self.write_block(&mut text, block, i);
         }

@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, ConfigMapContent, KeyContent};
+use crate::bundle::{KindName, ObjectOrigin, Scope};
+
+/// How certificates and messages name the kind.
+pub const KIND: KindName = KindName { tag: "configmap", title: "ConfigMap" };
 use super::{Change, LastError, ObjectKey, api_error};
 
 /// The cache's state for one ConfigMap: `None` until its first list completed.
@@ -124,6 +128,11 @@ impl ConfigMaps {
         self.watches().entries.get(key).and_then(|entry| entry.state.borrow().clone())
     }
 
+    /// Where certificates of `key` say they come from.
+    pub fn origin(&self, key: &ObjectKey) -> ObjectOrigin {
+        origin(key, &self.defaults_namespace)
+    }
+
     /// The last error of the watch of `key`, while it lasts.
     pub fn last_error(&self, key: &ObjectKey) -> Option<String> {
         self.watches().entries.get(key).and_then(|entry| entry.last_error.get())
@@ -147,7 +156,7 @@ impl ConfigMaps {
         let stream = watcher(api, config).default_backoff();
         let span = tracing::info_span!("configmap_watch", object = %key);
         let last_error = LastError::default();
-        let source = source_name(key, &self.defaults_namespace);
+        let source = origin(key, &self.defaults_namespace);
         let writer =
             Writer { key: key.clone(), source, sender, changes: self.changes.clone(), last_error: last_error.clone() };
         let task = tokio::spawn(run(writer, stream).instrument(span));
@@ -159,8 +168,8 @@ impl ConfigMaps {
 /// Where one watch writes.
 struct Writer {
     key: ObjectKey,
-    /// How certificates of this object name their source in a bundle.
-    source: String,
+    /// Where certificates of this object say they come from.
+    source: ObjectOrigin,
     sender: watch::Sender<Synced>,
     changes: mpsc::UnboundedSender<Change>,
     last_error: LastError,
@@ -231,13 +240,15 @@ async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result
     }
 }
 
-/// The `# source:` name a ConfigMap's certificates carry into bundles. A pod's own ConfigMap is
+/// Where a ConfigMap's certificates say they come from (the `# source:` of bundles). A pod's own ConfigMap is
 /// named without its namespace (always the pod's): namespaces that hold the same certificates
 /// under the same name (a trust-manager target, `kube-root-ca.crt`) then render byte-identical
 /// files, which the store keeps once instead of once per namespace. A default ConfigMap keeps
 /// its namespace, the driver's, which is the same for every spec.
-fn source_name(key: &ObjectKey, defaults_namespace: &str) -> String {
-    if key.namespace == defaults_namespace { format!("configmap:{key}") } else { format!("configmap:{}", key.name) }
+pub(super) fn origin(key: &ObjectKey, defaults_namespace: &str) -> ObjectOrigin {
+    let scope =
+        if key.namespace == defaults_namespace { Scope::Namespace(key.namespace.clone()) } else { Scope::PodNamespace };
+    ObjectOrigin { kind: KIND, scope, name: key.name.clone(), key: None }
 }
 
 /// The keys whose content differs in a way a bundle can see (a key that holds no certificate
@@ -286,7 +297,13 @@ mod tests {
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
         run(
-            Writer { key, source: "configmap:corp-ca".to_owned(), sender, changes, last_error: LastError::default() },
+            Writer {
+                key,
+                source: origin(&ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() }, ""),
+                sender,
+                changes,
+                last_error: LastError::default(),
+            },
             stream,
         )
         .await;
@@ -301,7 +318,7 @@ mod tests {
     #[test]
     fn a_config_map_of_the_pods_namespace_is_named_without_it_so_namespaces_share_files() {
         let source = |namespace: &str| {
-            source_name(&ObjectKey { namespace: namespace.to_owned(), name: "corp-ca".to_owned() }, "trustmount")
+            origin(&ObjectKey { namespace: namespace.to_owned(), name: "corp-ca".to_owned() }, "trustmount").to_string()
         };
         assert_eq!(source("team-a"), source("team-b"), "the same name in two namespaces gives the same bytes");
         assert_eq!(source("team-a"), "configmap:corp-ca");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bundle::{self, Certificate, Strictness};
+use crate::bundle::{self, Certificate, ObjectOrigin, Provenance, Strictness};
 
 /// One ConfigMap key's value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,9 +25,13 @@ const CERTIFICATE_LABELS: [&str; 5] =
     ["CERTIFICATE-----", "TRUSTED CERTIFICATE-----", "PKCS7-----", "CMS-----", "PKCS #7 SIGNED DATA-----"];
 
 /// Classifies one value. A private key anywhere is [`KeyContent::Invalid`].
-pub fn classify(source_name: &str, bytes: &[u8]) -> KeyContent {
-    match bundle::parse_source(source_name, bytes, Strictness::Strict) {
-        Ok(parsed) => KeyContent::Certificates(parsed.certificates),
+pub fn classify(origin: &ObjectOrigin, bytes: &[u8]) -> KeyContent {
+    match bundle::parse_source(&origin.to_string(), bytes, Strictness::Strict) {
+        Ok(parsed) => {
+            let source = Provenance::Object(origin.clone());
+            let typed = |certificate| Certificate { source: source.clone(), ..certificate };
+            KeyContent::Certificates(parsed.certificates.into_iter().map(typed).collect())
+        }
         Err(error @ (bundle::Error::PrivateKey { .. } | bundle::Error::EncryptedPem { .. })) => {
             KeyContent::Invalid(error)
         }
@@ -46,13 +50,13 @@ fn mentions_certificates(bytes: &[u8]) -> bool {
 
 /// Parses a ConfigMap's `data` and `binaryData` (a key in both is refused by the API server).
 pub fn config_map(
-    object: &str,
+    object: &ObjectOrigin,
     data: Option<&BTreeMap<String, String>>,
     binary_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
 ) -> BTreeMap<String, KeyContent> {
     let text = data.into_iter().flatten().map(|(key, value)| (key, value.as_bytes()));
     let binary = binary_data.into_iter().flatten().map(|(key, value)| (key, value.0.as_slice()));
-    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&format!("{object}:{key}"), bytes))).collect()
+    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&object.with_key(key), bytes))).collect()
 }
 
 /// The keys a bare-name reference skips (they hold no certificate), in key order.
@@ -71,19 +75,27 @@ mod tests {
         format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
     }
 
+    fn origin() -> ObjectOrigin {
+        let kind = bundle::KindName { tag: "configmap", title: "ConfigMap" };
+        ObjectOrigin { kind, scope: bundle::Scope::PodNamespace, name: "s".to_owned(), key: None }
+    }
+
     #[test]
     fn values_are_certificates_ignored_or_invalid() {
         let root = ca("Root");
-        assert!(matches!(classify("s", pem(&root.der).as_bytes()), KeyContent::Certificates(c) if c.len() == 1));
-        assert!(matches!(classify("s", &root.der), KeyContent::Certificates(c) if c.len() == 1), "DER");
+        let parsed = classify(&origin().with_key("ca.crt"), pem(&root.der).as_bytes());
+        assert!(matches!(&parsed, KeyContent::Certificates(c) if c.len() == 1));
+        let KeyContent::Certificates(certificates) = parsed else { unreachable!() };
+        assert_eq!(certificates[0].source, Provenance::Object(origin().with_key("ca.crt")), "typed, not text");
+        assert!(matches!(classify(&origin(), &root.der), KeyContent::Certificates(c) if c.len() == 1), "DER");
         for ignored in [&b"hello: world\n"[..], b"", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"] {
-            assert!(matches!(classify("s", ignored), KeyContent::Ignored(_)), "{ignored:?}");
+            assert!(matches!(classify(&origin(), ignored), KeyContent::Ignored(_)), "{ignored:?}");
         }
         let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(matches!(classify("s", key), KeyContent::Invalid(bundle::Error::PrivateKey { .. })));
+        assert!(matches!(classify(&origin(), key), KeyContent::Invalid(bundle::Error::PrivateKey { .. })));
         let with_key = format!("{}{}", pem(&root.der), String::from_utf8_lossy(key));
-        assert!(matches!(classify("s", with_key.as_bytes()), KeyContent::Invalid(_)), "a key beside a CA");
+        assert!(matches!(classify(&origin(), with_key.as_bytes()), KeyContent::Invalid(_)), "a key beside a CA");
         let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(matches!(classify("s", broken), KeyContent::Invalid(_)));
+        assert!(matches!(classify(&origin(), broken), KeyContent::Invalid(_)));
     }
 }

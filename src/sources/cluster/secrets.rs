@@ -30,10 +30,12 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use super::content::{self, KeyContent};
 use super::token::PodToken;
 use super::{Error, ObjectKey, Result};
-use crate::bundle::Certificate;
+use crate::bundle::{Certificate, KindName, ObjectOrigin, Scope};
 use crate::domain::{SecretRef, VolumeSpec};
 
-const SECRET: &str = "Secret";
+/// How certificates and messages name the kind.
+pub const KIND: KindName = KindName { tag: "secret", title: "Secret" };
+const SECRET: &str = KIND.title;
 
 /// One key of one Secret, as read by one ServiceAccount.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -154,7 +156,13 @@ impl Secrets {
                 }
                 return Err(Error::MissingSecretKey { object, key: reference.key.clone() });
             };
-            match content::classify(&format!("secret:{object}:{}", reference.key), bytes) {
+            let origin = ObjectOrigin {
+                kind: KIND,
+                scope: Scope::Namespace(spec.namespace.clone()),
+                name: reference.name.clone(),
+                key: Some(reference.key.clone()),
+            };
+            match content::classify(&origin, bytes) {
                 KeyContent::Certificates(certificates) => contents.push(Some(certificates)),
                 // A named key must hold certificates: nothing else of it, a private key least of all.
                 KeyContent::Ignored(source) | KeyContent::Invalid(source) => {

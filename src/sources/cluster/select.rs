@@ -11,8 +11,8 @@ use super::{Change, Error, ObjectKey, Result};
 use crate::bundle::{Certificate, Ignored};
 use crate::domain::{SignerSelection, VolumeSpec};
 
-const TRUST_BUNDLE: &str = "ClusterTrustBundle";
-const CONFIG_MAP: &str = "ConfigMap";
+const TRUST_BUNDLE: &str = trust_bundles::KIND.title;
+const CONFIG_MAP: &str = super::config_maps::KIND.title;
 /// The one field of a ClusterTrustBundle that holds certificates.
 const TRUST_BUNDLE_FIELD: &str = "spec.trustBundle";
 
@@ -187,7 +187,7 @@ fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps, selected: &mut Selecte
                 }
                 let skipped = super::content::ignored_keys(keys);
                 if !skipped.is_empty() {
-                    ignored.push(Ignored { source: format!("configmap {key}"), keys: skipped });
+                    ignored.push(Ignored { source: cache.origin(key).to_string(), keys: skipped });
                 }
             }
         }

@@ -13,7 +13,11 @@ use tracing::Instrument;
 
 use super::content::{self, KeyContent};
 use super::{Change, LastError, api_error};
+use crate::bundle::{KindName, ObjectOrigin, Scope};
 use crate::domain::SignerSelection;
+
+/// How certificates and messages name the kind.
+pub const KIND: KindName = KindName { tag: "clustertrustbundle", title: "ClusterTrustBundle" };
 
 const GROUP: &str = "certificates.k8s.io";
 const RESOURCE: &str = "clustertrustbundles";
@@ -271,6 +275,7 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
 fn parse<K: Object>(object: K) -> Option<(String, CachedBundle)> {
     let (name, meta, trust_bundle) = object.into_bundle();
     let name = name?;
-    let content = content::classify(&format!("clustertrustbundle:{name}"), trust_bundle.as_bytes());
+    let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
+    let content = content::classify(&origin, trust_bundle.as_bytes());
     Some((name, CachedBundle { meta, content }))
 }
