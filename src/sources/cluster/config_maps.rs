@@ -8,21 +8,22 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::content::{self, ConfigMapContent, KeyContent};
+use super::content::{self, KeyContent, Keys};
+use super::watch_loop::{self, Objects, Watched};
 use crate::bundle::{KindName, ObjectOrigin, Scope};
 
 /// How certificates and messages name the kind.
 pub const KIND: KindName = KindName { tag: "configmap", title: "ConfigMap" };
-use super::{Change, LastError, ObjectKey, api_error};
+use super::{Change, LastError, ObjectKey};
 
-/// The cache's state for one ConfigMap: `None` until its first list completed.
-pub type Synced = Option<Arc<ConfigMapContent>>;
+/// The cache's state for one ConfigMap: `None` until its first list completed, then the object
+/// if it exists.
+pub type Synced = watch_loop::Synced<Arc<Keys>>;
 
 pub struct ConfigMaps {
     client: kube::Client,
@@ -123,9 +124,12 @@ impl ConfigMaps {
         watches.drop_unused();
     }
 
-    /// The cached state of one object (`None`: not watched, or not listed yet).
-    pub fn get(&self, key: &ObjectKey) -> Synced {
-        self.watches().entries.get(key).and_then(|entry| entry.state.borrow().clone())
+    /// The cached state of one object: `None` when not watched or not listed yet, else the
+    /// object (`None` when it does not exist).
+    pub fn get(&self, key: &ObjectKey) -> Option<Option<Arc<Keys>>> {
+        let watches = self.watches();
+        let state = watches.entries.get(key)?.state.borrow();
+        state.as_ref().map(|objects| objects.get(&key.name).cloned())
     }
 
     /// Where certificates of `key` say they come from.
@@ -158,85 +162,59 @@ impl ConfigMaps {
         let last_error = LastError::default();
         let source = origin(key, &self.defaults_namespace);
         let writer =
-            Writer { key: key.clone(), source, sender, changes: self.changes.clone(), last_error: last_error.clone() };
-        let task = tokio::spawn(run(writer, stream).instrument(span));
+            watch_loop::Writer { state: sender, changes: self.changes.clone(), last_error: last_error.clone() };
+        let watch = Watch { key: key.clone(), source, logged_version: None };
+        let task = tokio::spawn(watch_loop::run(watch, stream, writer).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, last_error, held: 0, task }
     }
 }
 
-/// Where one watch writes.
-struct Writer {
+/// One ConfigMap's watch, on the shared loop: a cache of at most that one object.
+struct Watch {
     key: ObjectKey,
     /// Where certificates of this object say they come from.
     source: ObjectOrigin,
-    sender: watch::Sender<Synced>,
-    changes: mpsc::UnboundedSender<Change>,
-    last_error: LastError,
+    /// The resourceVersion whose ignored keys were last logged: once per version of the object.
+    logged_version: Option<String>,
 }
 
-/// The one writer of an object's state. Rebuilds on `Init`…`InitDone` (what was not re-listed
-/// is gone), so a reader never sees a half-applied re-list.
-async fn run(writer: Writer, stream: impl futures::Stream<Item = watcher::Result<watcher::Event<ConfigMap>>>) {
-    let Writer { key, source, sender, changes, last_error } = writer;
-    futures::pin_mut!(stream);
-    let mut relisting: Option<Option<ConfigMap>> = None;
-    // The resourceVersion whose ignored keys were last logged: once per version of the object.
-    let mut logged_version: Option<String> = None;
-    while let Some(event) = stream.next().await {
-        if event.is_ok() {
-            last_error.clear();
+impl Watched for Watch {
+    type Object = ConfigMap;
+    type Item = Arc<Keys>;
+
+    const WHAT: &'static str = KIND.title;
+
+    fn parse(&mut self, object: ConfigMap) -> Option<(String, Arc<Keys>)> {
+        let name = object.metadata.name.clone().filter(|name| *name == self.key.name)?;
+        let version = object.metadata.resource_version.clone();
+        let keys = content::config_map(&self.source, object.data.as_ref(), object.binary_data.as_ref());
+        let ignored = content::ignored_keys(&keys);
+        tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
+        if !ignored.is_empty() && version.is_some() && self.logged_version != version {
+            tracing::info!(
+                ignored = ignored.len(),
+                keys = %ignored.join(", "),
+                resource_version = version.as_deref().unwrap_or_default(),
+                "ConfigMap keys without certificates; a configMaps source naming the ConfigMap without a key ignores them"
+            );
+            self.logged_version = version;
         }
-        let found = match event {
-            Ok(watcher::Event::Init) => {
-                relisting = Some(None);
-                continue;
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                if let Some(buffer) = relisting.as_mut() {
-                    *buffer = Some(object);
-                }
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => relisting.take().flatten(),
-            Ok(watcher::Event::Apply(object)) => Some(object),
-            Ok(watcher::Event::Delete(_)) => None,
-            Err(error) => {
-                let error = api_error::describe_watch(&error);
-                tracing::warn!(%error, "ConfigMap watch failed; retrying with backoff");
-                last_error.set(error);
-                continue;
-            }
+        Some((name, Arc::new(keys)))
+    }
+
+    fn changes(&self, before: &Objects<Arc<Keys>>, after: &Objects<Arc<Keys>>) -> Vec<Change> {
+        let data_keys = match (before.get(&self.key.name), after.get(&self.key.name)) {
+            (Some(before), Some(after)) => match changed_keys(before, after) {
+                keys if keys.is_empty() => return Vec::new(),
+                keys => Some(keys),
+            },
+            (None, None) => return Vec::new(),
+            // It appeared or vanished.
+            _ => None,
         };
-        let found = found.filter(|object| object.metadata.name.as_deref() == Some(key.name.as_str()));
-        let version = found.as_ref().and_then(|cm| cm.metadata.resource_version.clone());
-        let content: ConfigMapContent =
-            found.map(|cm| content::config_map(&source, cm.data.as_ref(), cm.binary_data.as_ref()));
-        if let Some(keys) = &content {
-            let ignored = content::ignored_keys(keys);
-            tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
-            if !ignored.is_empty() && version.is_some() && logged_version != version {
-                tracing::info!(
-                    ignored = ignored.len(),
-                    keys = %ignored.join(", "),
-                    resource_version = version.as_deref().unwrap_or_default(),
-                    "ConfigMap keys without certificates; a configMaps source naming the ConfigMap without a key ignores them"
-                );
-                logged_version = version;
-            }
-        }
-        let previous = sender.borrow().clone();
-        let changed = match previous.as_deref() {
-            // The first list: no volume was rendered from this object yet.
-            None => None,
-            Some(previous) if *previous == content => continue,
-            Some(previous) => Some(changed_keys(previous, &content)),
-        };
-        sender.send_replace(Some(Arc::new(content)));
-        if let Some(data_keys) = changed.filter(|keys| keys.as_ref().is_none_or(|keys| !keys.is_empty())) {
-            tracing::info!("ConfigMap changed");
-            let _ = changes.send(Change::ConfigMap { object: key.clone(), data_keys });
-        }
+        tracing::info!("ConfigMap changed");
+        vec![Change::ConfigMap { object: self.key.clone(), data_keys }]
     }
 }
 
@@ -251,16 +229,15 @@ pub(super) fn origin(key: &ObjectKey, defaults_namespace: &str) -> ObjectOrigin 
     ObjectOrigin { kind: KIND, scope, name: key.name.clone(), key: None }
 }
 
-/// The keys whose content differs in a way a bundle can see (a key that holds no certificate
-/// before and after changes no bundle), or `None` when the object appeared or vanished.
-fn changed_keys(before: &ConfigMapContent, after: &ConfigMapContent) -> Option<BTreeSet<String>> {
-    let (Some(before), Some(after)) = (before, after) else { return None };
+/// The keys whose content differs in a way a bundle can see: a key that holds no certificate
+/// before and after changes no bundle.
+fn changed_keys(before: &Keys, after: &Keys) -> BTreeSet<String> {
     let keys = before.keys().chain(after.keys());
     let visible = |key: &&String| match (before.get(*key), after.get(*key)) {
         (Some(KeyContent::Ignored(_)), Some(KeyContent::Ignored(_))) => false,
         (was, is) => was != is,
     };
-    Some(keys.filter(visible).cloned().collect())
+    keys.filter(visible).cloned().collect()
 }
 
 #[cfg(test)]
@@ -296,17 +273,10 @@ mod tests {
             states
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        run(
-            Writer {
-                key,
-                source: origin(&ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() }, ""),
-                sender,
-                changes,
-                last_error: LastError::default(),
-            },
-            stream,
-        )
-        .await;
+        let source = origin(&key, "");
+        let watch = Watch { key, source, logged_version: None };
+        let writer = watch_loop::Writer { state: sender, changes, last_error: LastError::default() };
+        watch_loop::run(watch, stream, writer).await;
         let states = seen.await.expect("observer");
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {
@@ -341,7 +311,7 @@ mod tests {
         ])
         .await;
         let last = states.last().cloned().flatten().expect("synced");
-        assert!(last.is_none(), "not re-listed means gone");
+        assert!(last.get("corp-ca").is_none(), "not re-listed means gone");
         let keys = |names: &[&str]| Some(names.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<_>>());
         let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
         assert_eq!(

@@ -17,8 +17,8 @@ pub enum KeyContent {
     Invalid(bundle::Error),
 }
 
-/// A ConfigMap as the cache holds it: `None` when it does not exist.
-pub type ConfigMapContent = Option<BTreeMap<String, KeyContent>>;
+/// A ConfigMap's keys as the cache holds them.
+pub type Keys = BTreeMap<String, KeyContent>;
 
 /// PEM labels that say "this is meant to be a certificate", so a parse failure is an error.
 const CERTIFICATE_LABELS: [&str; 5] =

@@ -25,6 +25,7 @@ mod secrets;
 mod select;
 mod token;
 mod trust_bundles;
+mod watch_loop;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;

@@ -152,7 +152,7 @@ fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps, selected: &mut Selecte
             waited: super::FIRST_SYNC_TIMEOUT,
             last_error: cache.last_error(key),
         })?;
-        let Some(keys) = content.as_ref() else {
+        let Some(keys) = content.as_deref() else {
             if cluster.optional {
                 continue;
             }

@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::certificates::{v1, v1beta1};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, KeyContent};
+use super::watch_loop::{self, Objects, Synced, Watched, Writer};
 use super::{Change, LastError, api_error};
 use crate::bundle::{KindName, ObjectOrigin, Scope};
 use crate::domain::SignerSelection;
@@ -58,7 +58,7 @@ impl BundleMeta {
     }
 }
 
-/// The cache: `None` until the first list completed (or discovery said none is served).
+/// What the cache says once synced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     NotServed,
@@ -68,7 +68,8 @@ pub enum State {
 pub struct TrustBundles {
     client: kube::Client,
     changes: mpsc::UnboundedSender<Change>,
-    state: watch::Sender<Option<State>>,
+    /// Empty when discovery said none is served: waiting ends either way.
+    state: watch::Sender<Synced<CachedBundle>>,
     /// Set once, on first use: the watch runs from then on.
     started: OnceLock<()>,
     version: watch::Receiver<Option<Option<Version>>>,
@@ -129,7 +130,7 @@ impl TrustBundles {
     }
 
     /// The cache's state, starting the watch if nobody used it before.
-    pub fn subscribe(&self) -> watch::Receiver<Option<State>> {
+    pub fn subscribe(&self) -> watch::Receiver<Synced<CachedBundle>> {
         self.started.get_or_init(|| {
             let span = tracing::info_span!("clustertrustbundle_watch");
             let writer = Writer {
@@ -143,8 +144,12 @@ impl TrustBundles {
         self.state.subscribe()
     }
 
+    /// `None` until the first list completed (or discovery said none is served).
     pub fn get(&self) -> Option<State> {
-        self.state.borrow().clone()
+        if *self.version.borrow() == Some(None) {
+            return Some(State::NotServed);
+        }
+        self.state.borrow().clone().map(State::Synced)
     }
 }
 
@@ -181,18 +186,48 @@ impl Object for v1beta1::ClusterTrustBundle {
     }
 }
 
-/// Where the watch writes.
-struct Writer {
-    state: watch::Sender<Option<State>>,
-    changes: mpsc::UnboundedSender<Change>,
-    last_error: LastError,
+/// The one watch of all ClusterTrustBundles, on the shared loop.
+struct Watch<K>(std::marker::PhantomData<K>);
+
+impl<K: Object> Watched for Watch<K> {
+    type Object = K;
+    type Item = CachedBundle;
+
+    const WHAT: &'static str = KIND.title;
+
+    fn parse(&mut self, object: K) -> Option<(String, CachedBundle)> {
+        let (name, meta, trust_bundle) = object.into_bundle();
+        let name = name?;
+        let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
+        let content = content::classify(&origin, trust_bundle.as_bytes());
+        Some((name, CachedBundle { meta, content }))
+    }
+
+    /// One change per bundle that appeared, vanished, or changed its content, signer or labels.
+    fn changes(&self, before: &Objects<CachedBundle>, after: &Objects<CachedBundle>) -> Vec<Change> {
+        let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        names
+            .into_iter()
+            .filter(|name| before.get(*name) != after.get(*name))
+            .map(|name| Change::TrustBundle {
+                name: name.clone(),
+                before: before.get(name).map(|b| b.meta.clone()),
+                after: after.get(name).map(|b| b.meta.clone()),
+            })
+            .collect()
+    }
 }
 
-async fn run(client: kube::Client, mut version: watch::Receiver<Option<Option<Version>>>, writer: Writer) {
+async fn run(
+    client: kube::Client,
+    mut version: watch::Receiver<Option<Option<Version>>>,
+    writer: Writer<CachedBundle>,
+) {
     let Ok(found) = version.wait_for(Option::is_some).await.map(|v| v.flatten()) else { return };
     match found {
+        // `get` says so; waiters wake.
         None => {
-            writer.state.send_replace(Some(State::NotServed));
+            writer.state.send_replace(Some(Arc::default()));
         }
         Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), writer).await,
         Some(Version::V1beta1) => {
@@ -201,81 +236,7 @@ async fn run(client: kube::Client, mut version: watch::Receiver<Option<Option<Ve
     }
 }
 
-/// The one writer of the cache. Rebuilds on `Init`…`InitDone`, so readers never see a
-/// half-applied re-list.
-async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer) {
-    let Writer { state, changes, last_error } = writer;
+async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle>) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
-    futures::pin_mut!(stream);
-    let mut relisting: Option<BTreeMap<String, CachedBundle>> = None;
-    while let Some(event) = stream.next().await {
-        if event.is_ok() {
-            last_error.clear();
-        }
-        let current = match state.borrow().as_ref() {
-            Some(State::Synced(bundles)) => Some(Arc::clone(bundles)),
-            _ => None,
-        };
-        let next: BTreeMap<String, CachedBundle> = match event {
-            Ok(watcher::Event::Init) => {
-                relisting = Some(BTreeMap::new());
-                continue;
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                if let (Some(buffer), Some((name, bundle))) = (relisting.as_mut(), parse(object)) {
-                    buffer.insert(name, bundle);
-                }
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => relisting.take().unwrap_or_default(),
-            Ok(watcher::Event::Apply(object)) => {
-                let Some((name, bundle)) = parse(object) else { continue };
-                let mut next = current.as_deref().cloned().unwrap_or_default();
-                next.insert(name, bundle);
-                next
-            }
-            Ok(watcher::Event::Delete(object)) => {
-                let Some(name) = object.meta().name.clone() else { continue };
-                let mut next = current.as_deref().cloned().unwrap_or_default();
-                next.remove(&name);
-                next
-            }
-            Err(error) => {
-                let error = api_error::describe_watch(&error);
-                tracing::warn!(%error, "ClusterTrustBundle watch failed; retrying with backoff");
-                last_error.set(error);
-                continue;
-            }
-        };
-        let first = current.is_none();
-        let before = current.unwrap_or_default();
-        if !first && *before == next {
-            continue;
-        }
-        let names: BTreeSet<&String> = before.keys().chain(next.keys()).collect();
-        let differing: Vec<Change> = names
-            .into_iter()
-            .filter(|name| before.get(*name) != next.get(*name))
-            .map(|name| Change::TrustBundle {
-                name: name.clone(),
-                before: before.get(name).map(|b| b.meta.clone()),
-                after: next.get(name).map(|b| b.meta.clone()),
-            })
-            .collect();
-        tracing::debug!(bundles = next.len(), changed = differing.len(), "ClusterTrustBundles cached");
-        state.send_replace(Some(State::Synced(Arc::new(next))));
-        if !first {
-            for change in differing {
-                let _ = changes.send(change);
-            }
-        }
-    }
-}
-
-fn parse<K: Object>(object: K) -> Option<(String, CachedBundle)> {
-    let (name, meta, trust_bundle) = object.into_bundle();
-    let name = name?;
-    let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
-    let content = content::classify(&origin, trust_bundle.as_bytes());
-    Some((name, CachedBundle { meta, content }))
+    watch_loop::run(Watch::<K>(std::marker::PhantomData), stream, writer).await;
 }

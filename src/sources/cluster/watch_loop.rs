@@ -1,0 +1,110 @@
+//! The one watch-and-cache loop every watched kind runs, in the kube-rs manner: watch → parse →
+//! store → diff → typed change. A kind says only what differs ([`Watched`]): how it reads one
+//! object, and which [`Change`]s a new state means. What the loop keeps for every kind alike:
+//!
+//! - **Whole re-lists.** `Init`…`InitDone` is buffered and applied at once (what was not
+//!   re-listed is gone), so a reader never sees a half-applied re-list.
+//! - **The first list is no change.** No volume was rendered from this cache yet.
+//! - **An equal state is not stored** and sends nothing.
+//! - **The last error** of the watch, cleared by its next good event, for the publish that gives
+//!   up waiting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Resource as _;
+use kube::runtime::watcher;
+use tokio::sync::{mpsc, watch};
+
+use super::{Change, LastError, api_error};
+
+/// The objects of one watch by name, as a kind keeps them.
+pub type Objects<T> = BTreeMap<String, T>;
+
+/// A cache's state: `None` until its first list completed.
+pub type Synced<T> = Option<Arc<Objects<T>>>;
+
+/// What a watched kind tells the loop.
+pub trait Watched: Send + 'static {
+    /// The API object watched.
+    type Object: kube::Resource + Send + 'static;
+    /// One object as the cache keeps it: parsed once, when the watch delivers it.
+    type Item: Clone + PartialEq + Send + Sync + 'static;
+
+    /// For log lines: `ConfigMap`.
+    const WHAT: &'static str;
+
+    /// One object's name and what the cache keeps of it; `None` skips it.
+    fn parse(&mut self, object: Self::Object) -> Option<(String, Self::Item)>;
+
+    /// The changes from `before` to `after` (two different synced states) that can change a
+    /// bundle.
+    fn changes(&self, before: &Objects<Self::Item>, after: &Objects<Self::Item>) -> Vec<Change>;
+}
+
+/// Where one watch writes.
+pub struct Writer<T> {
+    pub state: watch::Sender<Synced<T>>,
+    pub changes: mpsc::UnboundedSender<Change>,
+    pub last_error: LastError,
+}
+
+/// The one writer of a cache, for the life of `stream` (a watcher with backoff: forever).
+pub async fn run<W: Watched>(
+    mut kind: W,
+    stream: impl futures::Stream<Item = watcher::Result<watcher::Event<W::Object>>>,
+    writer: Writer<W::Item>,
+) {
+    let Writer { state, changes, last_error } = writer;
+    futures::pin_mut!(stream);
+    let mut relisting: Option<Objects<W::Item>> = None;
+    while let Some(event) = stream.next().await {
+        if event.is_ok() {
+            last_error.clear();
+        }
+        let current = state.borrow().clone();
+        let next = match event {
+            Ok(watcher::Event::Init) => {
+                relisting = Some(Objects::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let (Some(buffer), Some((name, item))) = (relisting.as_mut(), kind.parse(object)) {
+                    buffer.insert(name, item);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => relisting.take().unwrap_or_default(),
+            Ok(watcher::Event::Apply(object)) => {
+                let Some((name, item)) = kind.parse(object) else { continue };
+                let mut next = current.as_deref().cloned().unwrap_or_default();
+                next.insert(name, item);
+                next
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let Some(name) = object.meta().name.clone() else { continue };
+                let mut next = current.as_deref().cloned().unwrap_or_default();
+                next.remove(&name);
+                next
+            }
+            Err(error) => {
+                let error = api_error::describe_watch(&error);
+                tracing::warn!(%error, "{} watch failed; retrying with backoff", W::WHAT);
+                last_error.set(error);
+                continue;
+            }
+        };
+        let found = match current {
+            // The first list: no volume was rendered from this cache yet.
+            None => Vec::new(),
+            Some(before) if *before == next => continue,
+            Some(before) => kind.changes(&before, &next),
+        };
+        tracing::debug!(objects = next.len(), changes = found.len(), "{} cached", W::WHAT);
+        state.send_replace(Some(Arc::new(next)));
+        for change in found {
+            let _ = changes.send(change);
+        }
+    }
+}
