@@ -262,17 +262,10 @@ impl Rotation {
 /// bursts are 50 ms of one apply, rarely of both kinds). A burst that only says cluster
 /// sources are allowed now is a catch-up pass.
 fn cluster_trigger(burst: &[Change]) -> Trigger {
-    let object_change = |change: &Change| match change {
-        Change::ConfigMap { object, .. } => Some((SourceKind::ConfigMap, format!("ConfigMap {object}"))),
-        Change::TrustBundle { name, .. } => {
-            Some((SourceKind::ClusterTrustBundle, format!("ClusterTrustBundle {name}")))
-        }
-        Change::ClusterSourcesAllowed => None,
-    };
-    let Some((kind, _)) = burst.iter().find_map(object_change) else {
+    let Some((kind, _)) = burst.iter().find_map(Change::object) else {
         return Trigger::catch_up("cluster sources allowed");
     };
-    Trigger::change(kind, list(burst.iter().filter_map(object_change).map(|(_, object)| object)))
+    Trigger::change(kind, list(burst.iter().filter_map(Change::object).map(|(_, object)| object)))
 }
 
 /// At most [`LISTED`] items, comma-separated, then how many more: a log line stays a line when

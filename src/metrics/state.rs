@@ -65,7 +65,6 @@ impl Collector for State {
             live_specs.len() as i64,
         )?;
 
-        let (config_maps, trust_bundles) = self.sources.open_watches();
         // One inotify watch per directory holding a source file (see sources::watch_files).
         let file_dirs: BTreeSet<_> =
             self.sources.watched_files().iter().filter_map(|f| f.parent().map(Path::to_owned)).collect();
@@ -76,9 +75,7 @@ impl Collector for State {
             None,
             watches.metric_type(),
         )?;
-        for (kind, count) in
-            [("configmap", config_maps), ("clustertrustbundle", trust_bundles), ("file", file_dirs.len())]
-        {
+        for (kind, count) in self.sources.open_watches().into_iter().chain([("file", file_dirs.len())]) {
             ConstGauge::new(count as i64).encode(family.encode_family(&WatchLabels { kind })?)?;
         }
 

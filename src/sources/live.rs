@@ -69,12 +69,12 @@ impl Sources {
         self.metrics = metrics;
     }
 
-    /// Watches open now: (ConfigMaps, ClusterTrustBundles).
-    pub fn open_watches(&self) -> (usize, usize) {
-        match &self.cluster {
-            ClusterAccess::Connected(cluster) => (cluster.config_map_watches(), cluster.trust_bundle_watches()),
-            ClusterAccess::Standalone(_) => (0, 0),
-        }
+    /// Watches open now, per watched kind (by its tag, `configmap`), every kind listed.
+    pub fn open_watches(&self) -> Vec<(&'static str, usize)> {
+        Cluster::open_watches(match &self.cluster {
+            ClusterAccess::Connected(cluster) => Some(cluster),
+            ClusterAccess::Standalone(_) => None,
+        })
     }
 
     /// Gives the sources their cluster (or says why there is none).

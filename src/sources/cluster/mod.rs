@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::bundle;
-use crate::domain::VolumeSpec;
+use crate::domain::{SourceKind, VolumeSpec};
 
 pub use client::{Clients, Mode};
 pub use csi_driver::{PodInfoMode, PodInfoProblem};
@@ -169,6 +169,22 @@ pub enum Change {
     /// The CSIDriver check passed after a refusal or no answer: every spec that reads from the
     /// cluster may have been rendered or refreshed without it.
     ClusterSourcesAllowed,
+}
+
+impl Change {
+    /// The kind and object that changed, for people (`ConfigMap shop/corp-ca`); `None` for
+    /// [`Change::ClusterSourcesAllowed`], which names no object.
+    pub fn object(&self) -> Option<(SourceKind, String)> {
+        match self {
+            Self::ConfigMap { object, .. } => {
+                Some((SourceKind::ConfigMap, format!("{} {object}", config_maps::KIND.title)))
+            }
+            Self::TrustBundle { name, .. } => {
+                Some((SourceKind::ClusterTrustBundle, format!("{} {name}", trust_bundles::KIND.title)))
+            }
+            Self::ClusterSourcesAllowed => None,
+        }
+    }
 }
 
 /// The caches, shared by publish (readers and holders) and rotation (changes).
@@ -371,13 +387,13 @@ impl Cluster {
         select::Wanted::of(spec, &self.defaults)
     }
 
-    /// How many ConfigMap watches are open (one per distinct object referenced).
-    pub fn config_map_watches(&self) -> usize {
-        self.config_maps.watch_count()
-    }
-
-    /// How many ClusterTrustBundle watches are open: the one shared watch, once started.
-    pub fn trust_bundle_watches(&self) -> usize {
-        usize::from(self.trust_bundles.is_watching())
+    /// Watches open per watched kind, by its tag; every kind listed, with 0 when `cluster` is
+    /// `None` (standalone): ConfigMaps one per distinct object referenced, ClusterTrustBundles
+    /// the one shared watch once started.
+    pub fn open_watches(cluster: Option<&Self>) -> Vec<(&'static str, usize)> {
+        vec![
+            (config_maps::KIND.tag, cluster.map_or(0, |c| c.config_maps.watch_count())),
+            (trust_bundles::KIND.tag, cluster.map_or(0, |c| usize::from(c.trust_bundles.is_watching()))),
+        ]
     }
 }

@@ -240,3 +240,71 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     watch_loop::run(Watch::<K>(std::marker::PhantomData), stream, writer).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::policy::tests::ca;
+
+    fn bundle(name: &str, env: &str, pem: &str) -> v1::ClusterTrustBundle {
+        let mut object = v1::ClusterTrustBundle::default();
+        object.metadata.name = Some(name.to_owned());
+        object.metadata.labels = Some(BTreeMap::from([("env".to_owned(), env.to_owned())]));
+        object.spec.signer_name = Some("example.com/s".to_owned());
+        object.spec.trust_bundle = pem.to_owned();
+        object
+    }
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    /// The shared loop over many objects: what each event leaves in the cache, and its changes.
+    async fn replay(events: Vec<watcher::Event<v1::ClusterTrustBundle>>) -> (Synced<CachedBundle>, Vec<Change>) {
+        let (state, _) = watch::channel(None);
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let writer = Writer { state: state.clone(), changes, last_error: LastError::default() };
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        watch_loop::run(Watch::<v1::ClusterTrustBundle>(std::marker::PhantomData), stream, writer).await;
+        let mut all = Vec::new();
+        while let Ok(change) = received.try_recv() {
+            all.push(change);
+        }
+        (state.borrow().clone(), all)
+    }
+
+    #[tokio::test]
+    async fn a_relabel_names_both_selections_and_a_bundle_missing_from_a_relist_is_gone() {
+        let (first, second) = (pem(&ca("First").der), pem(&ca("Second").der));
+        let (state, changes) = replay(vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(bundle("a", "prod", &first)),
+            watcher::Event::InitApply(bundle("b", "prod", &second)),
+            watcher::Event::InitDone,
+            // Unchanged: no change.
+            watcher::Event::Apply(bundle("a", "prod", &first)),
+            watcher::Event::Apply(bundle("a", "dev", &first)),
+            watcher::Event::Init,
+            watcher::Event::InitApply(bundle("a", "dev", &first)),
+            watcher::Event::InitDone,
+        ])
+        .await;
+        let meta = |env: &str| BundleMeta {
+            signer_name: Some("example.com/s".to_owned()),
+            labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
+        };
+        assert_eq!(
+            changes,
+            [
+                Change::TrustBundle { name: "a".to_owned(), before: Some(meta("prod")), after: Some(meta("dev")) },
+                Change::TrustBundle { name: "b".to_owned(), before: Some(meta("prod")), after: None },
+            ]
+        );
+        let state = state.expect("synced");
+        assert_eq!(state.keys().collect::<Vec<_>>(), ["a"]);
+        let KeyContent::Certificates(certificates) = &state["a"].content else { panic!("certificates") };
+        assert_eq!(certificates[0].source.to_string(), "clustertrustbundle:a", "named as before the loop");
+    }
+}
