@@ -19,7 +19,9 @@ use crate::bundle::{KindName, ObjectOrigin, Scope};
 
 /// How certificates and messages name the kind.
 pub const KIND: KindName = KindName { tag: "configmap", title: "ConfigMap" };
-use super::{Change, LastError, ObjectKey};
+use super::select::{Selected, Wanted};
+use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
+use crate::bundle::Ignored;
 
 /// The cache's state for one ConfigMap: `None` until its first list completed, then the object
 /// if it exists.
@@ -168,6 +170,74 @@ impl ConfigMaps {
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, last_error, held: 0, task }
     }
+}
+
+impl ConfigMaps {
+    /// The certificates of each ConfigMap `cluster` names (into `selected`), and the keys a
+    /// bare-name reference skipped.
+    pub fn select(&self, cluster: &Wanted, selected: &mut Selected) -> Result<()> {
+        let Selected { certificates, ignored } = selected;
+        for (key, data_key) in &cluster.config_maps {
+            let object = key.to_string();
+            let content = self.get(key).ok_or_else(|| Error::NotSynced {
+                what: format!("ConfigMap {key}"),
+                waited: FIRST_SYNC_TIMEOUT,
+                last_error: self.last_error(key),
+            })?;
+            let Some(keys) = content.as_deref() else {
+                if cluster.optional {
+                    continue;
+                }
+                return Err(Error::Missing { kind: KIND.title, object });
+            };
+            let content_error = |data_key: &str, source: &crate::bundle::Error| Error::Content {
+                kind: KIND.title,
+                object: object.clone(),
+                key: data_key.to_owned(),
+                source: Box::new(source.clone()),
+            };
+            match data_key {
+                Some(data_key) => match keys.get(data_key) {
+                    None if cluster.optional => {}
+                    None => return Err(Error::MissingKey { object, key: data_key.clone() }),
+                    Some(KeyContent::Certificates(found)) => certificates.extend(found.iter().cloned()),
+                    Some(KeyContent::Ignored(source) | KeyContent::Invalid(source)) => {
+                        return Err(content_error(data_key, source));
+                    }
+                },
+                None => {
+                    let before = certificates.len();
+                    for (data_key, value) in keys {
+                        match value {
+                            KeyContent::Certificates(found) => certificates.extend(found.iter().cloned()),
+                            KeyContent::Ignored(_) => {}
+                            KeyContent::Invalid(source) => return Err(content_error(data_key, source)),
+                        }
+                    }
+                    if certificates.len() == before {
+                        return Err(Error::NoCertificates { kind: KIND.title, object });
+                    }
+                    let skipped = content::ignored_keys(keys);
+                    if !skipped.is_empty() {
+                        ignored.push(Ignored { source: self.origin(key).to_string(), keys: skipped });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a change of `object` (`data_keys`: the keys that changed; `None`: it appeared or
+/// vanished) touches what a spec wants: it names the object, and the key unless it takes all.
+pub fn affects(object: &ObjectKey, data_keys: Option<&BTreeSet<String>>, cluster: &Wanted) -> bool {
+    cluster.config_maps.iter().any(|(key, data_key)| {
+        key == object
+            && match (data_key, data_keys) {
+                (_, None) | (None, Some(_)) => true,
+                (Some(key), Some(changed)) => changed.contains(key),
+            }
+    })
 }
 
 /// One ConfigMap's watch, on the shared loop: a cache of at most that one object.

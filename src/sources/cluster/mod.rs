@@ -7,11 +7,18 @@
 //!   the API server answers.
 //! - [`api_error`]: API errors as a person reads them.
 //! - [`defaults`]: the driver-wide default sources every volume gets unless it opts out.
+//! - [`watch_loop`]: the one watch-and-cache loop every watched kind runs (watch → parse →
+//!   store → diff → typed change); a kind implements [`watch_loop::Watched`].
 //! - [`trust_bundles`]: one shared watch of all ClusterTrustBundles, started on first use.
 //! - [`config_maps`]: one single-object watch per referenced ConfigMap, shared and dropped with
 //!   the last volume that names it.
+//!
+//!   Each kind's file holds all of it: its name ([`KindName`](crate::bundle::KindName), which
+//!   its certificates' typed provenance carries), its watch, its selection of certificates for a
+//!   spec, and which changes touch a spec.
 //! - [`content`]: what a ConfigMap key or bundle holds, parsed once per change.
-//! - [`select`]: a spec's certificates from the caches, and which specs a change touches.
+//! - [`select`]: what a spec wants from the cluster (its sources plus the defaults), dispatched
+//!   to the kinds.
 //! - [`secrets`]: Secrets read with the pod's token, one key each, never watched.
 //! - [`token`]: the pod's token from the kubelet's JSON, never printed.
 

@@ -1,20 +1,12 @@
 //! A spec's certificates from the caches, and which specs a change touches. Pure over the
 //! caches' current states: no request, no wait.
 
-use std::collections::HashSet;
-
 use super::config_maps::ConfigMaps;
-use super::content::KeyContent;
 use super::defaults::Defaults;
-use super::trust_bundles::{self, CachedBundle, TrustBundles};
-use super::{Change, Error, ObjectKey, Result};
+use super::trust_bundles::{self, TrustBundles};
+use super::{Change, ObjectKey, Result};
 use crate::bundle::{Certificate, Ignored};
 use crate::domain::{SignerSelection, VolumeSpec};
-
-const TRUST_BUNDLE: &str = trust_bundles::KIND.title;
-const CONFIG_MAP: &str = super::config_maps::KIND.title;
-/// The one field of a ClusterTrustBundle that holds certificates.
-const TRUST_BUNDLE_FIELD: &str = "spec.trustBundle";
 
 /// What a spec reads from the cluster: its own sources plus, unless it opts out, the
 /// driver-wide defaults (whose ConfigMaps live in the driver's namespace).
@@ -84,133 +76,18 @@ pub struct Selected {
 pub fn certificates(wanted: &Wanted, trust_bundles: &TrustBundles, config_maps: &ConfigMaps) -> Result<Selected> {
     let mut selected = Selected::default();
     if wanted.uses_trust_bundles() {
-        selected.certificates = from_trust_bundles(wanted, trust_bundles)?;
+        selected.certificates = trust_bundles.select(wanted)?;
     }
-    from_config_maps(wanted, config_maps, &mut selected)?;
+    config_maps.select(wanted, &mut selected)?;
     Ok(selected)
-}
-
-/// Bundles named, then those of the signer that match, in name order; their certificates in
-/// (bundle name, DER) order, each once.
-fn from_trust_bundles(cluster: &Wanted, cache: &TrustBundles) -> Result<Vec<Certificate>> {
-    let bundles = match cache.get() {
-        None => {
-            return Err(Error::NotSynced {
-                what: "ClusterTrustBundles".to_owned(),
-                waited: super::FIRST_SYNC_TIMEOUT,
-                last_error: cache.last_error(),
-            });
-        }
-        Some(trust_bundles::State::NotServed) => return Err(Error::TrustBundlesNotServed),
-        Some(trust_bundles::State::Synced(bundles)) => bundles,
-    };
-    let mut selected: Vec<(&String, &CachedBundle)> = Vec::new();
-    for name in &cluster.trust_bundles {
-        match bundles.get_key_value(name) {
-            Some(found) => selected.push(found),
-            None if cluster.optional => {}
-            None => return Err(Error::Missing { kind: TRUST_BUNDLE, object: name.clone() }),
-        }
-    }
-    for selection in &cluster.signers {
-        let before = selected.len();
-        selected.extend(bundles.iter().filter(|(_, bundle)| bundle.meta.selected_by(selection)));
-        if selected.len() == before && !cluster.optional {
-            return Err(Error::NoMatch {
-                signer: selection.signer_name.clone(),
-                selector: selection.selector.to_string(),
-            });
-        }
-    }
-    selected.sort_by_key(|(name, _)| *name);
-    selected.dedup_by_key(|(name, _)| *name);
-    let mut certificates: Vec<(&String, &Certificate)> = Vec::new();
-    for (name, bundle) in selected {
-        match &bundle.content {
-            KeyContent::Certificates(found) => certificates.extend(found.iter().map(|c| (name, c))),
-            KeyContent::Ignored(source) | KeyContent::Invalid(source) => {
-                return Err(Error::Content {
-                    kind: TRUST_BUNDLE,
-                    object: name.clone(),
-                    key: TRUST_BUNDLE_FIELD.to_owned(),
-                    source: Box::new(source.clone()),
-                });
-            }
-        }
-    }
-    certificates.sort_by(|a, b| (a.0, &a.1.der).cmp(&(b.0, &b.1.der)));
-    let mut seen = HashSet::new();
-    Ok(certificates.into_iter().filter(|(_, c)| seen.insert(c.fingerprint)).map(|(_, c)| c.clone()).collect())
-}
-
-fn from_config_maps(cluster: &Wanted, cache: &ConfigMaps, selected: &mut Selected) -> Result<()> {
-    let Selected { certificates, ignored } = selected;
-    for (key, data_key) in &cluster.config_maps {
-        let object = key.to_string();
-        let content = cache.get(key).ok_or_else(|| Error::NotSynced {
-            what: format!("ConfigMap {key}"),
-            waited: super::FIRST_SYNC_TIMEOUT,
-            last_error: cache.last_error(key),
-        })?;
-        let Some(keys) = content.as_deref() else {
-            if cluster.optional {
-                continue;
-            }
-            return Err(Error::Missing { kind: CONFIG_MAP, object });
-        };
-        let content_error = |data_key: &str, source: &crate::bundle::Error| Error::Content {
-            kind: CONFIG_MAP,
-            object: object.clone(),
-            key: data_key.to_owned(),
-            source: Box::new(source.clone()),
-        };
-        match data_key {
-            Some(data_key) => match keys.get(data_key) {
-                None if cluster.optional => {}
-                None => return Err(Error::MissingKey { object, key: data_key.clone() }),
-                Some(KeyContent::Certificates(found)) => certificates.extend(found.iter().cloned()),
-                Some(KeyContent::Ignored(source) | KeyContent::Invalid(source)) => {
-                    return Err(content_error(data_key, source));
-                }
-            },
-            None => {
-                let before = certificates.len();
-                for (data_key, value) in keys {
-                    match value {
-                        KeyContent::Certificates(found) => certificates.extend(found.iter().cloned()),
-                        KeyContent::Ignored(_) => {}
-                        KeyContent::Invalid(source) => return Err(content_error(data_key, source)),
-                    }
-                }
-                if certificates.len() == before {
-                    return Err(Error::NoCertificates { kind: CONFIG_MAP, object });
-                }
-                let skipped = super::content::ignored_keys(keys);
-                if !skipped.is_empty() {
-                    ignored.push(Ignored { source: cache.origin(key).to_string(), keys: skipped });
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn affects(change: &Change, cluster: &Wanted) -> bool {
     match change {
-        Change::ConfigMap { object, data_keys } => cluster.config_maps.iter().any(|(key, data_key)| {
-            key == object
-                && match (data_key, data_keys) {
-                    (_, None) | (None, Some(_)) => true,
-                    (Some(key), Some(changed)) => changed.contains(key),
-                }
-        }),
+        Change::ConfigMap { object, data_keys } => super::config_maps::affects(object, data_keys.as_ref(), cluster),
         Change::ClusterSourcesAllowed => cluster.uses_trust_bundles() || !cluster.config_maps.is_empty(),
         Change::TrustBundle { name, before, after } => {
-            cluster.trust_bundles.contains(name)
-                || cluster
-                    .signers
-                    .iter()
-                    .any(|selection| [before, after].into_iter().flatten().any(|meta| meta.selected_by(selection)))
+            trust_bundles::affects(name, [before, after].into_iter().flatten(), cluster)
         }
     }
 }

@@ -2,7 +2,7 @@
 //! on first use. The API version is found by discovery at start: `certificates.k8s.io/v1` where
 //! served (GA in Kubernetes 1.37), else `v1beta1`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::certificates::{v1, v1beta1};
@@ -11,13 +11,17 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, KeyContent};
+use super::select::Wanted;
 use super::watch_loop::{self, Objects, Synced, Watched, Writer};
-use super::{Change, LastError, api_error};
+use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, Result, api_error};
+use crate::bundle::Certificate;
 use crate::bundle::{KindName, ObjectOrigin, Scope};
 use crate::domain::SignerSelection;
 
 /// How certificates and messages name the kind.
 pub const KIND: KindName = KindName { tag: "clustertrustbundle", title: "ClusterTrustBundle" };
+/// The one field of a ClusterTrustBundle that holds certificates.
+const TRUST_BUNDLE_FIELD: &str = "spec.trustBundle";
 
 const GROUP: &str = "certificates.k8s.io";
 const RESOURCE: &str = "clustertrustbundles";
@@ -151,6 +155,68 @@ impl TrustBundles {
         }
         self.state.borrow().clone().map(State::Synced)
     }
+}
+
+impl TrustBundles {
+    /// Bundles named, then those of the signer that match, in name order; their certificates in
+    /// (bundle name, DER) order, each once.
+    pub fn select(&self, cluster: &Wanted) -> Result<Vec<Certificate>> {
+        let bundles = match self.get() {
+            None => {
+                return Err(Error::NotSynced {
+                    what: "ClusterTrustBundles".to_owned(),
+                    waited: FIRST_SYNC_TIMEOUT,
+                    last_error: self.last_error(),
+                });
+            }
+            Some(State::NotServed) => return Err(Error::TrustBundlesNotServed),
+            Some(State::Synced(bundles)) => bundles,
+        };
+        let mut selected: Vec<(&String, &CachedBundle)> = Vec::new();
+        for name in &cluster.trust_bundles {
+            match bundles.get_key_value(name) {
+                Some(found) => selected.push(found),
+                None if cluster.optional => {}
+                None => return Err(Error::Missing { kind: KIND.title, object: name.clone() }),
+            }
+        }
+        for selection in &cluster.signers {
+            let before = selected.len();
+            selected.extend(bundles.iter().filter(|(_, bundle)| bundle.meta.selected_by(selection)));
+            if selected.len() == before && !cluster.optional {
+                return Err(Error::NoMatch {
+                    signer: selection.signer_name.clone(),
+                    selector: selection.selector.to_string(),
+                });
+            }
+        }
+        selected.sort_by_key(|(name, _)| *name);
+        selected.dedup_by_key(|(name, _)| *name);
+        let mut certificates: Vec<(&String, &Certificate)> = Vec::new();
+        for (name, bundle) in selected {
+            match &bundle.content {
+                KeyContent::Certificates(found) => certificates.extend(found.iter().map(|c| (name, c))),
+                KeyContent::Ignored(source) | KeyContent::Invalid(source) => {
+                    return Err(Error::Content {
+                        kind: KIND.title,
+                        object: name.clone(),
+                        key: TRUST_BUNDLE_FIELD.to_owned(),
+                        source: Box::new(source.clone()),
+                    });
+                }
+            }
+        }
+        certificates.sort_by(|a, b| (a.0, &a.1.der).cmp(&(b.0, &b.1.der)));
+        let mut seen = HashSet::new();
+        Ok(certificates.into_iter().filter(|(_, c)| seen.insert(c.fingerprint)).map(|(_, c)| c.clone()).collect())
+    }
+}
+
+/// Whether a change of bundle `name` (with its selecting metadata before and after) touches what
+/// a spec wants: it names the bundle, or a signer selection matched it before or after.
+pub fn affects<'a>(name: &str, metas: impl Iterator<Item = &'a BundleMeta> + Clone, cluster: &Wanted) -> bool {
+    cluster.trust_bundles.iter().any(|wanted| wanted == name)
+        || cluster.signers.iter().any(|selection| metas.clone().any(|meta| meta.selected_by(selection)))
 }
 
 async fn discover(client: &kube::Client) -> Result<Option<Version>, kube::Error> {
