@@ -6,8 +6,8 @@ use std::str::FromStr;
 use super::Result;
 use crate::bundle::{self, Certificate, Strictness};
 
-/// Every system root's `source` starts with this, so health checks can tell them apart.
-pub const SOURCE_PREFIX: &str = "system:";
+/// Every system root's `source` starts with this.
+const SOURCE_PREFIX: &str = "system:";
 
 /// Debian's generated bundle; where `auto` looks first.
 const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
