@@ -108,3 +108,91 @@ pub async fn run<W: Watched>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    use super::*;
+
+    /// A throwaway kind: each namespace with its `trustmount.test/ca` annotation, one change
+    /// for any difference.
+    struct Annotated;
+
+    impl Watched for Annotated {
+        type Object = Namespace;
+        type Item = Option<String>;
+
+        const WHAT: &'static str = "Namespace";
+
+        fn parse(&mut self, object: Namespace) -> Option<(String, Option<String>)> {
+            let ca = object.metadata.annotations.as_ref().and_then(|a| a.get("trustmount.test/ca").cloned());
+            Some((object.metadata.name?, ca))
+        }
+
+        fn changes(&self, _: &Objects<Option<String>>, _: &Objects<Option<String>>) -> Vec<Change> {
+            vec![Change::ClusterSourcesAllowed]
+        }
+    }
+
+    fn namespace(name: &str, ca: &str) -> Namespace {
+        let mut object = Namespace::default();
+        object.metadata.name = Some(name.to_owned());
+        object.metadata.annotations = Some([("trustmount.test/ca".to_owned(), ca.to_owned())].into());
+        object
+    }
+
+    async fn replay(
+        events: Vec<watcher::Result<watcher::Event<Namespace>>>,
+    ) -> (Synced<Option<String>>, usize, LastError) {
+        let (state, _) = watch::channel(None);
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let last_error = LastError::default();
+        let writer = Writer { state: state.clone(), changes, last_error: last_error.clone() };
+        run(Annotated, futures::stream::iter(events), writer).await;
+        let mut count = 0;
+        while received.try_recv().is_ok() {
+            count += 1;
+        }
+        (state.borrow().clone(), count, last_error)
+    }
+
+    #[tokio::test]
+    async fn an_error_is_kept_until_the_next_good_event_and_nothing_is_synced_before_a_list() {
+        let (state, changes, last_error) = replay(vec![Err(watcher::Error::NoResourceVersion)]).await;
+        assert!(state.is_none() && changes == 0);
+        assert!(last_error.get().is_some(), "the publish that gives up waiting says why");
+        let (state, _, last_error) = replay(vec![
+            Err(watcher::Error::NoResourceVersion),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ])
+        .await;
+        assert!(last_error.get().is_none(), "cleared by the next good event");
+        assert_eq!(state.as_deref(), Some(&Objects::new()), "an empty list is synced");
+    }
+
+    #[tokio::test]
+    async fn a_half_done_relist_is_never_seen_and_only_a_different_state_is_a_change() {
+        let (state, changes, _) = replay(vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(namespace("a", "one"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(namespace("a", "one"))),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(namespace("b", "two"))),
+        ])
+        .await;
+        assert_eq!(changes, 0, "the first list and an equal apply change nothing");
+        let state = state.expect("synced");
+        assert_eq!(state.keys().collect::<Vec<_>>(), ["a"], "the re-list never reached InitDone");
+        let (_, changes, _) = replay(vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(namespace("a", "one"))),
+            Ok(watcher::Event::Delete(namespace("a", "one"))),
+        ])
+        .await;
+        assert_eq!(changes, 2, "one appeared, then vanished");
+    }
+}
