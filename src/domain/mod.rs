@@ -14,7 +14,9 @@ mod selector;
 mod source_kind;
 
 pub use cluster::{ClusterSources, ConfigMapRef, DEFAULT_SECRET_KEY, SecretRef, SignerSelection};
-pub use selector::{LabelSelector, ParseError as SelectorError};
+pub use selector::{
+    LabelSelector, Operator as SelectorOperator, ParseError as SelectorError, Requirement as SelectorRequirement,
+};
 pub use source_kind::SourceKind;
 
 use std::collections::{BTreeMap, HashMap};

@@ -85,6 +85,21 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// Sorted (see the field); for writing the selector out in a structured form.
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.requirements
+    }
+}
+
+impl Requirement {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn operator(&self) -> &Operator {
+        &self.operator
+    }
 }
 
 /// The canonical spelling: requirements sorted, values sorted, `=` for equality.

@@ -6,8 +6,11 @@
 //! `spec.cluster` is absent when it is the default, and each of its keys is absent when empty
 //! (`defaults` when true); the selector is its requirements, operators externally tagged.
 //!
-//! Version 2: `"format": 2` first, every key always written, the selector as its canonical
-//! string (`LabelSelector`'s `Display`, parsed back with `LabelSelector::parse`).
+//! Version 2: `"format": 2` first, then version 1's keys and shapes, every key always written.
+//! So a driver of 02e7ca2 (whose derive ignores an unknown key and takes `null` for an absent
+//! option) reads a version 2 record as the same record: a rollback to it adopts the volumes
+//! this driver published instead of finding them corrupt and unmounting them. Keep that while
+//! 02e7ca2 may be rolled back to.
 
 use std::path::PathBuf;
 
@@ -15,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{JavaTruststore, Layout, RenderOptions};
 use crate::domain::{
-    ClusterSources, ConfigMapRef, LabelSelector, PodInfo, SecretRef, SignerSelection, SpecDigest, VolumeSpec,
+    ClusterSources, ConfigMapRef, LabelSelector, PodInfo, SecretRef, SelectorOperator, SignerSelection, SpecDigest,
+    VolumeSpec,
 };
 
 use super::super::record::{Record, State};
@@ -178,6 +182,101 @@ struct SecretDto {
     key: String,
 }
 
+/// The same keys in both versions.
+#[derive(Serialize, Deserialize)]
+struct SignerDto {
+    #[serde(rename = "signer_name")]
+    signer_name: String,
+    #[serde(rename = "selector")]
+    selector: SelectorDto,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SelectorDto {
+    /// Sorted, as `LabelSelector` keeps them.
+    #[serde(rename = "requirements")]
+    requirements: Vec<RequirementDto>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequirementDto {
+    #[serde(rename = "key")]
+    key: String,
+    #[serde(rename = "operator")]
+    operator: OperatorDto,
+}
+
+/// Externally tagged, as serde derived it: `"Exists"` or `{"In": ["a", "b"]}`.
+#[derive(Serialize, Deserialize)]
+enum OperatorDto {
+    #[serde(rename = "Exists")]
+    Exists,
+    #[serde(rename = "DoesNotExist")]
+    DoesNotExist,
+    #[serde(rename = "Equals")]
+    Equals(String),
+    #[serde(rename = "NotEquals")]
+    NotEquals(String),
+    /// Sorted, without duplicates.
+    #[serde(rename = "In")]
+    In(Vec<String>),
+    #[serde(rename = "NotIn")]
+    NotIn(Vec<String>),
+}
+
+impl From<&LabelSelector> for SelectorDto {
+    fn from(selector: &LabelSelector) -> Self {
+        let requirements = selector
+            .requirements()
+            .iter()
+            .map(|requirement| RequirementDto {
+                key: requirement.key().to_owned(),
+                operator: match requirement.operator() {
+                    SelectorOperator::Exists => OperatorDto::Exists,
+                    SelectorOperator::DoesNotExist => OperatorDto::DoesNotExist,
+                    SelectorOperator::Equals(value) => OperatorDto::Equals(value.clone()),
+                    SelectorOperator::NotEquals(value) => OperatorDto::NotEquals(value.clone()),
+                    SelectorOperator::In(values) => OperatorDto::In(values.iter().cloned().collect()),
+                    SelectorOperator::NotIn(values) => OperatorDto::NotIn(values.iter().cloned().collect()),
+                },
+            })
+            .collect();
+        Self { requirements }
+    }
+}
+
+impl SelectorDto {
+    /// Through the selector's string syntax, the only way in that checks what it holds.
+    fn into_selector(self) -> Result<LabelSelector, String> {
+        let spelled: Vec<String> = self
+            .requirements
+            .into_iter()
+            .map(|RequirementDto { key, operator }| match operator {
+                OperatorDto::Exists => key,
+                OperatorDto::DoesNotExist => format!("!{key}"),
+                OperatorDto::Equals(value) => format!("{key}={value}"),
+                OperatorDto::NotEquals(value) => format!("{key}!={value}"),
+                OperatorDto::In(values) => format!("{key} in ({})", values.join(",")),
+                OperatorDto::NotIn(values) => format!("{key} notin ({})", values.join(",")),
+            })
+            .collect();
+        let text = spelled.join(",");
+        LabelSelector::parse(&text).map_err(|e| format!("its label selector {text:?} does not parse: {e}"))
+    }
+}
+
+impl From<&SignerSelection> for SignerDto {
+    fn from(signer: &SignerSelection) -> Self {
+        Self { signer_name: signer.signer_name.clone(), selector: (&signer.selector).into() }
+    }
+}
+
+impl SignerDto {
+    fn into_signer(self) -> Result<SignerSelection, String> {
+        Ok(SignerSelection { signer_name: self.signer_name, selector: self.selector.into_selector()? })
+    }
+}
+
 fn digest(text: String) -> Result<SpecDigest, String> {
     SpecDigest::parse(&text).ok_or_else(|| format!("its digest {text:?} is not 32 lowercase hex digits"))
 }
@@ -222,7 +321,7 @@ struct ClusterV1 {
     #[serde(rename = "trust_bundles", default)]
     trust_bundles: Vec<String>,
     #[serde(rename = "signer", default)]
-    signer: Option<SignerV1>,
+    signer: Option<SignerDto>,
     #[serde(rename = "config_maps", default)]
     config_maps: Vec<ConfigMapDto>,
     #[serde(rename = "secrets", default)]
@@ -239,65 +338,6 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
-struct SignerV1 {
-    #[serde(rename = "signer_name")]
-    signer_name: String,
-    #[serde(rename = "selector")]
-    selector: SelectorV1,
-}
-
-#[derive(Deserialize)]
-struct SelectorV1 {
-    #[serde(rename = "requirements")]
-    requirements: Vec<RequirementV1>,
-}
-
-#[derive(Deserialize)]
-struct RequirementV1 {
-    #[serde(rename = "key")]
-    key: String,
-    #[serde(rename = "operator")]
-    operator: OperatorV1,
-}
-
-/// Externally tagged, as serde derived it: `"Exists"` or `{"In": ["a", "b"]}`.
-#[derive(Deserialize)]
-enum OperatorV1 {
-    #[serde(rename = "Exists")]
-    Exists,
-    #[serde(rename = "DoesNotExist")]
-    DoesNotExist,
-    #[serde(rename = "Equals")]
-    Equals(String),
-    #[serde(rename = "NotEquals")]
-    NotEquals(String),
-    #[serde(rename = "In")]
-    In(Vec<String>),
-    #[serde(rename = "NotIn")]
-    NotIn(Vec<String>),
-}
-
-impl SelectorV1 {
-    /// Through the selector's string syntax, the only way in that checks what it holds.
-    fn into_selector(self) -> Result<LabelSelector, String> {
-        let spelled: Vec<String> = self
-            .requirements
-            .into_iter()
-            .map(|RequirementV1 { key, operator }| match operator {
-                OperatorV1::Exists => key,
-                OperatorV1::DoesNotExist => format!("!{key}"),
-                OperatorV1::Equals(value) => format!("{key}={value}"),
-                OperatorV1::NotEquals(value) => format!("{key}!={value}"),
-                OperatorV1::In(values) => format!("{key} in ({})", values.join(",")),
-                OperatorV1::NotIn(values) => format!("{key} notin ({})", values.join(",")),
-            })
-            .collect();
-        let text = spelled.join(",");
-        LabelSelector::parse(&text).map_err(|e| format!("its label selector {text:?} does not parse: {e}"))
-    }
-}
-
 impl RecordV1 {
     fn into_record(self) -> Result<Record, String> {
         let spec = self.spec;
@@ -305,14 +345,7 @@ impl RecordV1 {
             None => ClusterSources::default(),
             Some(cluster) => ClusterSources {
                 trust_bundles: cluster.trust_bundles,
-                signer: cluster
-                    .signer
-                    .map(|s| {
-                        s.selector
-                            .into_selector()
-                            .map(|selector| SignerSelection { signer_name: s.signer_name, selector })
-                    })
-                    .transpose()?,
+                signer: cluster.signer.map(SignerDto::into_signer).transpose()?,
                 config_maps: cluster
                     .config_maps
                     .into_iter()
@@ -386,7 +419,7 @@ struct ClusterV2 {
     #[serde(rename = "trust_bundles")]
     trust_bundles: Vec<String>,
     #[serde(rename = "signer")]
-    signer: Option<SignerV2>,
+    signer: Option<SignerDto>,
     #[serde(rename = "config_maps")]
     config_maps: Vec<ConfigMapDto>,
     #[serde(rename = "secrets")]
@@ -397,15 +430,6 @@ struct ClusterV2 {
     optional: bool,
     #[serde(rename = "defaults")]
     defaults: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SignerV2 {
-    #[serde(rename = "signer_name")]
-    signer_name: String,
-    /// The canonical spelling (`LabelSelector`'s `Display`); empty selects every bundle.
-    #[serde(rename = "selector")]
-    selector: String,
 }
 
 impl From<&Record> for RecordV2 {
@@ -424,10 +448,7 @@ impl From<&Record> for RecordV2 {
                 keep_expired: spec.keep_expired,
                 cluster: ClusterV2 {
                     trust_bundles: cluster.trust_bundles.clone(),
-                    signer: cluster
-                        .signer
-                        .as_ref()
-                        .map(|s| SignerV2 { signer_name: s.signer_name.clone(), selector: s.selector.to_string() }),
+                    signer: cluster.signer.as_ref().map(SignerDto::from),
                     config_maps: cluster
                         .config_maps
                         .iter()
@@ -454,14 +475,7 @@ impl RecordV2 {
     fn into_record(self) -> Result<Record, String> {
         let spec = self.spec;
         let cluster = spec.cluster;
-        let signer = match cluster.signer {
-            None => None,
-            Some(s) => {
-                let selector = LabelSelector::parse(&s.selector)
-                    .map_err(|e| format!("its label selector {:?} does not parse: {e}", s.selector))?;
-                Some(SignerSelection { signer_name: s.signer_name, selector })
-            }
-        };
+        let signer = cluster.signer.map(SignerDto::into_signer).transpose()?;
         Ok(Record {
             volume_id: self.volume_id,
             target: self.target,
@@ -621,7 +635,7 @@ mod tests {
             assert!(matches!(result, Err(Error::Syntax(_) | Error::Invalid { .. })), "{text}: {result:?}");
         }
         let selector = String::from_utf8(fixture("v2", "signer-selector.json")).unwrap();
-        let broken = selector.replacen("\"selector\": \"", "\"selector\": \"env in (", 1);
+        let broken = selector.replacen("\"key\": \"env\"", "\"key\": \"env in (\"", 1);
         assert!(matches!(decode(broken.as_bytes()), Err(Error::Invalid { version: 2, .. })));
     }
 
