@@ -280,3 +280,37 @@ fn a_record_of_a_newer_format_is_left_with_its_mount_and_an_unreadable_one_is_mo
         assert!(second.stop().success());
     });
 }
+
+/// A store laid out by a newer driver is not adopted: the start fails, saying why, before
+/// anything in it or mounted from it is touched.
+#[test]
+fn a_store_of_a_newer_format_stops_the_start_and_touches_nothing() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let mut first = Daemon::start(DaemonOptions::default()).await;
+        let seen = publish_all(&first).await;
+        assert!(first.stop().success());
+        let marker = first.state_dir.join("tmpfs/store-format");
+        assert_eq!(fs::read_to_string(&marker).unwrap(), "1\n");
+        fs::write(&marker, "2\n").unwrap();
+        let ids = mount_ids();
+        let before = records(&first);
+
+        let config = trustmount::volume::StoreConfig {
+            state_dir: first.state_dir.clone(),
+            kubelet_dir: first.kubelet_dir.clone(),
+            tmpfs_size_bytes: 16 << 20,
+        };
+        let error = trustmount::volume::Store::open(config).expect_err("a newer store is not adopted");
+        let message = error.to_string();
+        assert!(message.contains("store format 2") && message.contains("newer trustmount"), "{message}");
+        assert_eq!(mount_ids(), ids, "a mount changed");
+        assert_eq!(records(&first), before, "a record changed");
+        assert_eq!(fs::read_to_string(&marker).unwrap(), "2\n");
+        for volume in &seen {
+            assert_eq!(contents(&volume.target), volume.files, "{}", volume.target.display());
+        }
+    });
+}

@@ -515,7 +515,8 @@ mod tests {
 
     /// (fixture, pod uid, readonly, the attributes `tests/fixtures/records/generate` published
     /// it with): every case the driver at 02e7ca2 wrote.
-    const CASES: &[(&str, &str, bool, &[(&str, &str)])] = &[
+    type Case = (&'static str, &'static str, bool, &'static [(&'static str, &'static str)]);
+    const CASES: &[Case] = &[
         ("local-debian-jks.json", "uid-1", true, &[]),
         (
             "local-rhel-pkcs12-keep.json",
