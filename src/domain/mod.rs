@@ -14,9 +14,7 @@ mod selector;
 mod source_kind;
 
 pub use cluster::{ClusterSources, ConfigMapRef, DEFAULT_SECRET_KEY, SecretRef, SignerSelection};
-pub use selector::{
-    LabelSelector, Operator as SelectorOperator, ParseError as SelectorError, Requirement as SelectorRequirement,
-};
+pub use selector::{LabelSelector, Operator as SelectorOperator, ParseError as SelectorError};
 pub use source_kind::SourceKind;
 
 use std::collections::{BTreeMap, HashMap};

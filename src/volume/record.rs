@@ -171,7 +171,7 @@ pub fn load_all(dir: &Path) -> Result<Vec<(PathBuf, Result<Record>)>> {
 /// Writes `record` atomically, under the name of its state.
 pub fn write(dir: &Path, record: &Record) -> Result<()> {
     let path = path_in_state(dir, &record.target, record.state);
-    let json = format::encode(record);
+    let json = format::encode(record).map_err(|e| record_error(&path, e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
@@ -319,15 +319,21 @@ mod tests {
 
         // A valid record stored under another target's name.
         let b = Path::new("/k/b");
-        let json = format::encode(&record("/k/c"));
+        let json = format::encode(&record("/k/c")).unwrap();
         fs::write(path_for(dir.path(), b), json).unwrap();
         assert!(matches!(load(dir.path(), b), Err(Error::Record { .. })));
 
         // A digest that does not match the spec.
         let mut bad = record("/k/d");
         bad.spec.system_roots = false;
-        fs::write(path_for(dir.path(), Path::new("/k/d")), format::encode(&bad)).unwrap();
+        fs::write(path_for(dir.path(), Path::new("/k/d")), format::encode(&bad).unwrap()).unwrap();
         assert!(matches!(load(dir.path(), Path::new("/k/d")), Err(Error::Record { .. })));
+
+        // A record of a newer format: not damaged, and told apart.
+        let newer = path_for(dir.path(), Path::new("/k/e"));
+        fs::write(&newer, br#"{"format": 3}"#).unwrap();
+        assert!(matches!(load(dir.path(), Path::new("/k/e")), Err(Error::NewerRecord { .. })));
+        fs::remove_file(&newer).unwrap();
 
         fs::write(dir.path().join(".tmp-xyz"), b"half").unwrap();
         let all = load_all(dir.path()).unwrap();

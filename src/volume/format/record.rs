@@ -60,9 +60,15 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, u32), Error> {
 }
 
 /// The bytes of `record` in format [`RECORD_FORMAT`] (pretty JSON, for a person reading it).
-pub fn encode(record: &Record) -> Vec<u8> {
-    // Strings, bools and integers only: serialising cannot fail.
-    serde_json::to_vec_pretty(&RecordV2::from(record)).unwrap_or_default()
+///
+/// # Errors
+/// Only a target that is not UTF-8 (the kubelet sends strings, so never from a publish).
+pub fn encode(record: &Record) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(&RecordV2::from(record)).map_err(|e| Error::Invalid {
+        what: WHAT,
+        version: RECORD_FORMAT,
+        reason: e.to_string(),
+    })
 }
 
 /// The tags serde's derive gave the variants in version 1, kept in every version.
@@ -578,6 +584,8 @@ mod tests {
         }
     }
 
+    /// `local-*` have no `cluster` key, as every record before cluster sources: they read with
+    /// none.
     #[test]
     fn every_record_02e7ca2_wrote_reads_as_format_1_with_the_meaning_it_was_published_with() {
         for (name, uid, readonly, pairs) in CASES {
@@ -598,7 +606,7 @@ mod tests {
     fn a_format_1_record_written_back_is_the_format_2_golden_with_the_same_meaning() {
         for (name, ..) in CASES {
             let (old, _) = decode(&fixture("v1", name)).unwrap();
-            let written = encode(&old);
+            let written = encode(&old).unwrap();
             let golden = fixture("v2", name);
             assert!(
                 written == golden,
@@ -646,7 +654,15 @@ mod tests {
             ("csi.storage.k8s.io/serviceAccount.tokens", r#"{"":{"token":"abc","expirationTimestamp":"x"}}"#),
             ("secrets", "ca"),
         ];
-        let written = encode(&expected("uid-1", true, &pairs, "t.json"));
+        let written = encode(&expected("uid-1", true, &pairs, "t.json")).unwrap();
         assert!(!String::from_utf8(written).unwrap().contains("abc"));
+    }
+
+    #[test]
+    fn a_target_that_is_not_utf8_is_an_error_not_an_empty_record() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut record = expected("uid-1", true, &[], "t.json");
+        record.target = std::ffi::OsStr::from_bytes(b"/k/\xff").into();
+        assert!(matches!(encode(&record), Err(Error::Invalid { version: 2, .. })));
     }
 }
