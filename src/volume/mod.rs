@@ -11,7 +11,7 @@
 //!   made to agree at start, whatever a crash interrupted.
 //! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
-//! - [`format`]: what goes to disk for the next driver (records, store names and marker), versioned.
+//! - [`format`](mod@format): what goes to disk for the next driver (records, store names and marker), versioned.
 
 mod atomic;
 mod blobs;

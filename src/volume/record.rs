@@ -46,7 +46,7 @@ pub enum State {
     Published,
 }
 
-/// What the driver remembers about one published volume; on disk as [`format::record`] spells it.
+/// What the driver remembers about one published volume; on disk as `format::record` spells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub volume_id: String,

@@ -4,8 +4,9 @@
 //!
 //! - [`record`]: the volume records in `<state_dir>/volumes/`. Version 1 is what every driver
 //!   up to 02e7ca2 wrote (serde's derive of the domain types, no version field); version 2
-//!   ([`RECORD_FORMAT`]) adds `"format": 2` and writes the label selector in its canonical
-//!   spelling. Every version ever written is read; only the newest is written.
+//!   ([`RECORD_FORMAT`](record::RECORD_FORMAT)) adds `"format": 2` and writes every key, in
+//!   version 1's shapes, so 02e7ca2 still reads it (a rollback adopts). Every version ever
+//!   written is read; only the newest is written.
 //! - [`store`]: the names of the store's directories and links (what start-up adopts), and
 //!   the store-format marker at the root of the driver's tmpfs.
 //!
