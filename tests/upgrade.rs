@@ -277,6 +277,13 @@ fn a_record_of_a_newer_format_is_left_with_its_mount_and_an_unreadable_one_is_mo
         for volume in &seen {
             assert_eq!(contents(&volume.target), volume.files, "{}", volume.target.display());
         }
+        // The kubelet's calls at that target are refused, saying why, and change nothing.
+        let json: serde_json::Value = serde_json::from_str(&future).unwrap();
+        let target = PathBuf::from(json["target"].as_str().unwrap());
+        let refused = second.node().node_publish_volume(publish_request("vol-x", &target, &[])).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("newer trustmount"), "{}", refused.message());
+        assert_eq!(mount_ids(), ids, "a refused publish changed a mount");
         assert!(second.stop().success());
     });
 }
