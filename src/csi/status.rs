@@ -44,9 +44,12 @@ fn volume_code(error: &volume::Error) -> Code {
         // A race with whoever changes the path; a retry resolves it afresh.
         volume::Error::TargetChanged { .. } => Code::Aborted,
         volume::Error::StoreFull { .. } => Code::ResourceExhausted,
+        // A newer driver published at this target; this one leaves it alone.
+        volume::Error::NewerRecord { .. } => Code::FailedPrecondition,
         volume::Error::Io { .. }
         | volume::Error::Mount { .. }
         | volume::Error::Record { .. }
+        | volume::Error::StoreFormat { .. }
         | volume::Error::Task(_)
         // Rendered files that are unsafe to write are our bug, not the caller's.
         | volume::Error::InvalidFiles { .. } => Code::Internal,

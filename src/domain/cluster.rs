@@ -1,8 +1,6 @@
 //! The cluster sources a volume names: ClusterTrustBundles (by name, or by signer and label
 //! selector), ConfigMaps and Secrets in the pod's own namespace, parsed from their attributes.
 
-use serde::{Deserialize, Serialize};
-
 use super::Error;
 use super::selector::LabelSelector;
 
@@ -14,43 +12,28 @@ const NAME_MAX: usize = 253;
 pub const DEFAULT_SECRET_KEY: &str = "ca.crt";
 
 /// What a volume reads from the Kubernetes API. Empty for a volume of local sources only.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterSources {
     /// ClusterTrustBundles by name, sorted, without duplicates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_bundles: Vec<String>,
     /// Every ClusterTrustBundle of a signer whose labels match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<SignerSelection>,
     /// ConfigMaps in the pod's namespace, sorted, without duplicates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_maps: Vec<ConfigMapRef>,
     /// Secrets in the pod's namespace, sorted, without duplicates; read with the pod's own
     /// ServiceAccount token, never with the driver's identity.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
     /// The ServiceAccount the Secrets are read as; empty unless the spec names Secrets. Part of
     /// the spec (and so of its digest), so pods of another ServiceAccount never share the
     /// directory rendered from what this one may read.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_account: String,
     /// A missing source (or a selector matching nothing) is skipped instead of failing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
     /// `defaults: "false"` leaves out the driver-wide default sources.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub defaults: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn is_true(value: &bool) -> bool {
-    *value
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SignerSelection {
     pub signer_name: String,
     /// Absent in the attributes = empty = every bundle of the signer (unlike the kubelet's
@@ -59,10 +42,9 @@ pub struct SignerSelection {
 }
 
 /// `name` (every key holding certificates) or `name:key` (that key only).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConfigMapRef {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
@@ -77,7 +59,7 @@ impl std::fmt::Display for ConfigMapRef {
 
 /// `name:key` (that key) or `name` (key [`DEFAULT_SECRET_KEY`]): one key of a Secret, never
 /// all of them.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SecretRef {
     pub name: String,
     pub key: String,

@@ -9,8 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 /// Label names and values: at most 63 characters (apimachinery's `validation.LabelValueMaxLength`).
 const NAME_MAX: usize = 63;
 /// A key's prefix is a DNS subdomain: at most 253 characters.
@@ -22,20 +20,20 @@ const PREFIX_MAX: usize = 253;
 pub struct ParseError(String);
 
 /// Every requirement must hold; no requirement (the empty selector) matches everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelSelector {
     /// Sorted by key, then operator, so equal selectors compare (and digest) equal whatever the
     /// order they were written in.
     requirements: Vec<Requirement>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Requirement {
     key: String,
     operator: Operator,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Operator {
     Exists,
     DoesNotExist,
@@ -86,6 +84,21 @@ impl LabelSelector {
 
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
+    }
+
+    /// Sorted (see the field); for writing the selector out in a structured form.
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.requirements
+    }
+}
+
+impl Requirement {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn operator(&self) -> &Operator {
+        &self.operator
     }
 }
 

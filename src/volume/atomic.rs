@@ -32,7 +32,7 @@ use super::blobs::Blobs;
 use super::{Error, Result};
 
 /// `..data`: the symlink readers go through.
-pub const DATA_LINK: &str = "..data";
+pub use super::format::store::DATA_LINK;
 const DATA_LINK_TMP: &str = "..data_tmp";
 /// Prefix of a spec directory still being made (renamed to its digest when complete).
 pub const TMP_PREFIX: &str = ".tmp-";

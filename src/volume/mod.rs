@@ -11,10 +11,12 @@
 //!   made to agree at start, whatever a crash interrupted.
 //! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
+//! - [`format`](mod@format): what goes to disk for the next driver (records, store names and marker), versioned.
 
 mod atomic;
 mod blobs;
 mod flows;
+mod format;
 mod index;
 mod locks;
 mod mount;
@@ -72,6 +74,21 @@ pub enum Error {
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]
     Record { path: PathBuf, reason: String },
+    /// Not damaged: a newer driver wrote it. Its volume is left alone.
+    #[error("record {path} cannot be read by this driver: {source}")]
+    NewerRecord {
+        path: PathBuf,
+        #[source]
+        source: format::Error,
+    },
+    #[error(
+        "the driver's tmpfs at {path} cannot be adopted: {source}; no volume was touched (to start afresh, drain the node, unmount it and remove the state dir)"
+    )]
+    StoreFormat {
+        path: PathBuf,
+        #[source]
+        source: format::Error,
+    },
     #[error("volume task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -9,6 +9,10 @@
 //!
 //! - a record that cannot be read is moved to `volumes/corrupt/` and logged; its mount, if any,
 //!   is then a mount without a record;
+//! - a record of an older format is read as it is (see [`format`](super::format)); one of a
+//!   newer format (a downgrade) is not corrupt: it stays where it is, its volume is not touched,
+//!   and while any such record exists no mount without a record is unmounted (it may be the one
+//!   that record names);
 //! - a mount of ours without a record is unmounted and its (empty) target dir removed, when it
 //!   is in a pod's `volumes/` dir (the kubelet's `subPath` binds elsewhere are left, and keep
 //!   their spec dir);
@@ -92,6 +96,8 @@ pub(super) struct Outcome {
     pub unmounted: usize,
     /// Unreadable records moved aside.
     pub corrupt: usize,
+    /// Records of a newer format, left with their volumes as they are.
+    pub newer: usize,
     /// Records left as they were (their target cannot be checked, or a step failed).
     pub left: usize,
 }
@@ -218,6 +224,14 @@ impl Reconciler<'_> {
         for (path, loaded) in record::load_all(dir)? {
             match loaded {
                 Ok(rec) => records.push(rec),
+                Err(error @ Error::NewerRecord { .. }) => {
+                    self.outcome.newer += 1;
+                    tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "left a record of a newer format and its volume as they are; run the newer trustmount that wrote it, or unpublish the volume with it before downgrading"
+                    );
+                }
                 Err(error) => {
                     self.outcome.corrupt += 1;
                     match record::move_aside(dir, &path) {
@@ -323,6 +337,10 @@ impl Reconciler<'_> {
                 continue;
             }
             let point = &entry.mount_point;
+            if self.outcome.newer > 0 {
+                tracing::warn!(target = %point.display(), "a mount of the store that no record this driver reads names; leaving it, since a record of a newer format may name it");
+                continue;
+            }
             if !self.targets.is_volume_path(point) {
                 tracing::warn!(target = %point.display(), "a mount of the store outside the pods' volume dirs (a subPath bind, or by hand); leaving it and its spec directory");
                 continue;

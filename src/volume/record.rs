@@ -4,7 +4,8 @@
 //! ([`reconcile`](super::reconcile)) completes or rolls back what a crash left pending. Written
 //! atomically (temporary file, rename), so after a driver crash a record is either the old one,
 //! the new one, or absent — never half-written. A record that cannot be read is moved aside to
-//! `corrupt/` at start, never a reason not to start.
+//! `corrupt/` at start, never a reason not to start; one of a newer format is left alone. The
+//! bytes are [`format::record`]'s business.
 //!
 //! No fsync: a record describes a mount, and mounts die with the kernel. It must outlive the
 //! driver process (`kill -9`, an OOM kill, a rolling update), which the page cache guarantees,
@@ -22,12 +23,11 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 
-use super::{Error, Result};
+use super::{Error, Result, format};
 
 const EXTENSION: &str = "json";
 const PENDING_EXTENSION: &str = "pending";
@@ -36,20 +36,18 @@ const TMP_PREFIX: &str = ".tmp-";
 pub const CORRUPT_DIR: &str = "corrupt";
 
 /// How far the publish a record describes got.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum State {
     /// Written before the mount: the target may or may not be mounted yet, and the kubelet has
     /// not been told it is published.
     Pending,
-    /// The mount is in place and read-only. Records written before this field existed were
-    /// only ever written after the mount, so an absent field means this.
+    /// The mount is in place and read-only.
     #[default]
     Published,
 }
 
-/// What the driver remembers about one published volume.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What the driver remembers about one published volume; on disk as `format::record` spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub volume_id: String,
     pub target: PathBuf,
@@ -60,7 +58,6 @@ pub struct Record {
     /// Unix seconds.
     pub published_at: u64,
     /// From the file name, not the content.
-    #[serde(skip)]
     pub state: State,
 }
 
@@ -101,12 +98,20 @@ fn record_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads and checks one record file: it must parse, its digest must match its spec, and its
-/// name must match its target (so a copied or renamed record is never trusted).
+/// Reads and checks one record file: it must parse as a record of a known format, its digest
+/// must match its spec, and its name must match its target (so a copied or renamed record is
+/// never trusted).
+///
+/// # Errors
+/// [`Error::NewerRecord`] for a record of a newer format (not damaged: leave it and its volume
+/// alone); [`Error::Record`] for anything else that is not a good record.
 pub fn read(path: &Path) -> Result<Record> {
     let state = state_of(path).ok_or_else(|| record_error(path, "its name is not that of a record"))?;
     let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
-    let mut record: Record = serde_json::from_slice(&bytes).map_err(|e| record_error(path, e))?;
+    let (mut record, _version) = format::decode(&bytes).map_err(|e| match e {
+        newer @ format::Error::Newer { .. } => Error::NewerRecord { path: path.to_owned(), source: newer },
+        other => record_error(path, other),
+    })?;
     record.state = state;
     if SpecDigest::parse(record.digest.as_str()).is_none() || record.digest != record.spec.digest() {
         return Err(record_error(path, "its spec digest does not match its spec"));
@@ -166,7 +171,7 @@ pub fn load_all(dir: &Path) -> Result<Vec<(PathBuf, Result<Record>)>> {
 /// Writes `record` atomically, under the name of its state.
 pub fn write(dir: &Path, record: &Record) -> Result<()> {
     let path = path_in_state(dir, &record.target, record.state);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| record_error(&path, e))?;
+    let json = format::encode(record).map_err(|e| record_error(&path, e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
@@ -314,15 +319,21 @@ mod tests {
 
         // A valid record stored under another target's name.
         let b = Path::new("/k/b");
-        let json = serde_json::to_vec(&record("/k/c")).unwrap();
+        let json = format::encode(&record("/k/c")).unwrap();
         fs::write(path_for(dir.path(), b), json).unwrap();
         assert!(matches!(load(dir.path(), b), Err(Error::Record { .. })));
 
         // A digest that does not match the spec.
         let mut bad = record("/k/d");
         bad.spec.system_roots = false;
-        fs::write(path_for(dir.path(), Path::new("/k/d")), serde_json::to_vec(&bad).unwrap()).unwrap();
+        fs::write(path_for(dir.path(), Path::new("/k/d")), format::encode(&bad).unwrap()).unwrap();
         assert!(matches!(load(dir.path(), Path::new("/k/d")), Err(Error::Record { .. })));
+
+        // A record of a newer format: not damaged, and told apart.
+        let newer = path_for(dir.path(), Path::new("/k/e"));
+        fs::write(&newer, br#"{"format": 3}"#).unwrap();
+        assert!(matches!(load(dir.path(), Path::new("/k/e")), Err(Error::NewerRecord { .. })));
+        fs::remove_file(&newer).unwrap();
 
         fs::write(dir.path().join(".tmp-xyz"), b"half").unwrap();
         let all = load_all(dir.path()).unwrap();

@@ -17,17 +17,16 @@ use crate::bundle::Files;
 use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 
 use super::blobs::Blobs;
+use super::format::{
+    self,
+    store::{BLOBS_DIR, MARKER_FILE, RECORDS_DIR, SPECS_DIR, STORE_DIR, TMPFS_DIR},
+};
 use super::index::Index;
 use super::locks::DirLocks;
 use super::retired::{self, Retired};
 use super::target::Targets;
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, reconcile, record, tmpfs};
 
-const STORE_DIR: &str = "store";
-const TMPFS_DIR: &str = "tmpfs";
-const SPECS_DIR: &str = "specs";
-const BLOBS_DIR: &str = "blobs";
-const RECORDS_DIR: &str = "volumes";
 const RECORDS_DIR_MODE: u32 = 0o700;
 
 /// The driver's volumes: tmpfs, spec directories, bind mounts, records.
@@ -51,6 +50,24 @@ pub(super) struct Inner {
 
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
     Error::Io { op, path: path.to_owned(), source }
+}
+
+/// Reads the store-format marker of the tmpfs at `tmpfs_dir`, writing it when there is none (a
+/// new tmpfs, or one laid out by 02e7ca2, which is store format 1). A store of another format
+/// is an error before anything in it is touched.
+fn check_store_format(tmpfs_dir: &Path) -> Result<()> {
+    let path = tmpfs_dir.join(MARKER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            format::store::parse_marker(&text)
+                .map_err(|source| Error::StoreFormat { path: tmpfs_dir.to_owned(), source })?;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::write(&path, format::store::marker()).map_err(|e| io_error("write", &path, e))
+        }
+        Err(e) => Err(io_error("read", &path, e)),
+    }
 }
 
 /// Runs `work` on a blocking thread inside the caller's span, so what it logs carries the
@@ -79,6 +96,7 @@ impl Store {
         let tmpfs_dir = state_dir.join(TMPFS_DIR);
         fs::create_dir_all(&tmpfs_dir).map_err(|e| io_error("create", &tmpfs_dir, e))?;
         tmpfs::mount_or_adopt(&tmpfs_dir, config.tmpfs_size_bytes)?;
+        check_store_format(&tmpfs_dir)?;
         let specs = tmpfs_dir.join(SPECS_DIR);
         fs::create_dir_all(&specs).map_err(|e| io_error("create", &specs, e))?;
         let blobs = Blobs::open(&tmpfs_dir.join(BLOBS_DIR))?;
@@ -109,6 +127,7 @@ impl Store {
             dropped = outcome.dropped,
             unmounted = outcome.unmounted,
             corrupt = outcome.corrupt,
+            newer = outcome.newer,
             left = outcome.left,
             "volume store open"
         );

@@ -19,7 +19,7 @@ use super::files::{Entry, Files};
 use super::{Bundle, Certificate, Ignored, Result, edk2, java, naming, pem, pkcs12, trusted};
 
 /// Which on-disk layout a volume gets (volume attribute `layout`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Layout {
     #[default]
     Debian,
@@ -53,14 +53,14 @@ pub fn render(bundle: &Bundle, options: &RenderOptions) -> Result<Files> {
 }
 
 /// How a volume's files are laid out; set by volume attributes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RenderOptions {
     pub layout: Layout,
     pub java: JavaTruststore,
 }
 
 /// Which Java truststore a volume gets (volume attribute `javaTruststore`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum JavaTruststore {
     #[default]
     Jks,
