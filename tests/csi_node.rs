@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use support::block_on;
 use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
-use support::client::{mount_capability, publish_request, stats_request, unpublish_request};
+use support::client::{code_of, mount_capability, publish_request, stats_request, unpublish_request};
 use support::daemon::{Daemon, DaemonOptions};
 use support::fsutil::{is_mount_point, walk};
 use tonic::Code;
@@ -16,13 +16,6 @@ use trustmount::proto::csi::v1::{
     NodeGetInfoRequest, NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
     node_service_capability, plugin_capability, volume_capability, volume_usage,
 };
-
-fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
 
 /// A daemon trusting one freshly made test CA (plus the embedded system roots).
 async fn daemon_with_test_ca(certs: &Path) -> (Daemon, TestCa) {

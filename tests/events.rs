@@ -104,7 +104,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // A private key in the ConfigMap: the volume keeps its bundle, its pod hears why.
         let bad = format!("{}{}", good.pem, good.key.serialize_pem());
         put_config_map(&config_maps, "changing", &bad).await;
-        eventually("a Warning on the affected pod", async || {
+        support::eventually("a Warning on the affected pod", LIMIT, async || {
             !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshFailed").is_empty()
         })
         .await;
@@ -125,7 +125,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // Another bad update: the same event, now a series of two, not a second event.
         let worse = format!("{}{}", good.key.serialize_pem(), good.pem);
         put_config_map(&config_maps, "changing", &worse).await;
-        eventually("the repeat joins the event's series", async || {
+        support::eventually("the repeat joins the event's series", LIMIT, async || {
             let events = events_about(&admin, &namespace, affected).await;
             with_reason(&events, "TrustBundleRefreshFailed")
                 .iter()
@@ -138,7 +138,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // Fixed: a Normal event says the bundle is current again.
         let fixed = TestCa::new(dir.path(), "fixed");
         put_config_map(&config_maps, "changing", &fixed.pem).await;
-        eventually("a Normal event on the affected pod", async || {
+        support::eventually("a Normal event on the affected pod", LIMIT, async || {
             !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshed").is_empty()
         })
         .await;
@@ -151,8 +151,4 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
             "only the pods of that source get events"
         );
     });
-}
-
-async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
-    support::eventually(what, LIMIT, check).await;
 }

@@ -8,9 +8,8 @@
 //! (nothing on Secrets), so a Secret read as the driver would fail, and shows in the log.
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -18,8 +17,8 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, PostParams};
 use support::block_on;
-use support::certs::{TestCa, pem_certificates};
-use support::client::{publish_request, stats_request, unpublish_request};
+use support::certs::{TestCa, bundle_ders, ders};
+use support::client::{code_of, message_of, publish_request, stats_request, unpublish_request};
 use support::control_plane::ControlPlane;
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
@@ -28,28 +27,6 @@ use tonic::Code;
 /// Bounds every wait for RBAC to take effect or a log line to appear; never a timed assertion.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
 const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
-
-fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
-fn message_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> String {
-    match result {
-        Ok(value) => format!("OK {value:?}"),
-        Err(status) => status.message().to_string(),
-    }
-}
-
-fn bundle_ders(target: &Path) -> BTreeSet<Vec<u8>> {
-    pem_certificates(&std::fs::read(target.join("ca-certificates.crt")).unwrap_or_default()).into_iter().collect()
-}
-
-fn ders(cas: &[&TestCa]) -> BTreeSet<Vec<u8>> {
-    cas.iter().map(|ca| ca.der.clone()).collect()
-}
 
 /// The `..data` link of a volume: its target changes exactly when the volume gets a generation.
 fn generation(target: &Path) -> PathBuf {
@@ -159,11 +136,10 @@ impl World {
         Api::<RoleBinding>::namespaced(self.admin.clone(), &self.namespace).create(&post, &binding).await.unwrap();
         // The RBAC authorizer learns bindings from an informer: wait until the grant works.
         let as_account = Api::<Secret>::namespaced(self.plane.token_client(token), &self.namespace);
-        let deadline = Instant::now() + PROPAGATION_LIMIT;
-        while as_account.get_opt(secrets[0]).await.is_err() {
-            assert!(Instant::now() < deadline, "the RoleBinding of {account} never took effect");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        support::eventually(&format!("the RoleBinding of {account} takes effect"), PROPAGATION_LIMIT, async || {
+            as_account.get_opt(secrets[0]).await.is_ok()
+        })
+        .await;
     }
 
     /// Takes a grant back; returns once the account is refused.
@@ -174,11 +150,10 @@ impl World {
             .await
             .unwrap();
         let as_account = Api::<Secret>::namespaced(self.plane.token_client(token), &self.namespace);
-        let deadline = Instant::now() + PROPAGATION_LIMIT;
-        while as_account.get_opt(secret).await.is_ok() {
-            assert!(Instant::now() < deadline, "the RoleBinding of {account} was never revoked");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        support::eventually(&format!("the RoleBinding of {account} is revoked"), PROPAGATION_LIMIT, async || {
+            as_account.get_opt(secret).await.is_err()
+        })
+        .await;
     }
 
     /// Publishes for pod `pod` of ServiceAccount `account`, the token where `token_in` says.
@@ -247,14 +222,6 @@ impl World {
     }
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {PROPAGATION_LIMIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// What cert-manager writes for a certificate: the issuing CA, the leaf and its key.
 async fn cert_manager_secret(world: &World, name: &str, ca: &TestCa) -> String {
     let leaf = ca.issue_server(world.dir.path(), &format!("{name}-leaf"));
@@ -289,7 +256,7 @@ fn a_granted_service_account_reads_its_secret_with_its_own_token_and_never_as_th
 
         let granted = world.user_of("granted");
         let mut readers = Vec::new();
-        eventually("both reads reach the audit log", || {
+        support::eventually("both reads reach the audit log", PROPAGATION_LIMIT, async || {
             readers = world.secret_readers(mark);
             readers.len() >= 2
         })

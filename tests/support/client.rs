@@ -104,3 +104,19 @@ pub fn stats_request(volume_id: &str, path: &Path) -> NodeGetVolumeStatsRequest 
         staging_target_path: String::new(),
     }
 }
+
+/// The gRPC code of a call's outcome (`Ok` for a success), for asserting on it.
+pub fn code_of<T>(result: &Result<T, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// The message of a call's error, or the success it was not expected to be.
+pub fn message_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> String {
+    match result {
+        Ok(value) => format!("OK {value:?}"),
+        Err(status) => status.message().to_string(),
+    }
+}
