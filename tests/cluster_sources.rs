@@ -11,153 +11,19 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
 use kube::api::{Api, PostParams};
 use support::block_on;
 use support::certs::{TestCa, bundle_ders, ders, pem_certificates};
-use support::client::{code_of, message_of, publish_request, stats_request, unpublish_request};
+use support::client::{code_of, message_of, publish_request, unpublish_request};
 use support::control_plane::{ControlPlane, RuntimeConfig};
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::world::{PROPAGATION_LIMIT, SHIPPED_DRIVER, Setup, World};
 use tonic::Code;
-
-/// Bounds every wait for a change to arrive (watch + settle + render); never a timed assertion.
-const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-/// The CSIDriver deploy/kubernetes/csidriver.yaml ships, and the driver's default --driver-name.
-const SHIPPED_DRIVER: &str = "csi.trustmount.io";
-
-/// One test's world: a namespace, the driver's own identity, and a daemon using it.
-struct World<'p> {
-    plane: &'p ControlPlane,
-    admin: kube::Client,
-    namespace: String,
-    /// The driver's user name in the audit log.
-    user: String,
-    token: String,
-    daemon: Daemon,
-    dir: tempfile::TempDir,
-}
-
-impl World<'static> {
-    /// On the shared control plane, with the CSIDriver deploy/kubernetes/csidriver.yaml ships.
-    async fn start(prefix: &str) -> Self {
-        World::start_on(ControlPlane::shared(), prefix, &[]).await
-    }
-}
-
-/// How a [`World`] differs from the shipped set-up.
-#[derive(Default)]
-struct Setup {
-    /// Leave the CSIDriver to the test: the driver starts without one.
-    no_csidriver: bool,
-    /// The driver's identity may get its CSIDriver and nothing else (no ConfigMaps).
-    csidriver_only: bool,
-    /// The API server URL the driver's kubeconfig names instead of the plane's.
-    server: Option<String>,
-}
-
-impl<'p> World<'p> {
-    /// Applies deploy/kubernetes/csidriver.yaml as shipped (the driver's start-up check reads it), unless
-    /// the plane already has a CSIDriver of that name; `extra_args` go to the daemon.
-    async fn start_on(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str]) -> World<'p> {
-        World::start_with(plane, prefix, extra_args, Setup::default()).await
-    }
-
-    async fn start_with(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str], setup: Setup) -> World<'p> {
-        let admin = plane.admin_client().await;
-        let shipped = deploy::manifest("csidriver.yaml");
-        if !setup.no_csidriver && Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none()
-        {
-            deploy::apply(&admin, &shipped).await;
-        }
-        let namespace = plane.namespace(prefix).await;
-        let dir = tempfile::tempdir().unwrap();
-        let deploy::DriverIdentity { kubeconfig, user, token } = if setup.csidriver_only {
-            csidriver_only_identity(plane, &admin, &namespace, dir.path()).await
-        } else {
-            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await
-        };
-        if let Some(server) = &setup.server {
-            let text = std::fs::read_to_string(&kubeconfig).unwrap();
-            assert!(text.contains(&plane.server), "the kubeconfig names the plane's server");
-            std::fs::write(&kubeconfig, text.replace(&plane.server, server)).unwrap();
-        }
-        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
-        args.extend(extra_args.iter().map(|arg| arg.to_string()));
-        let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
-        let daemon = Daemon::start(options).await;
-        World { plane, admin, namespace, user, token, daemon, dir }
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.admin.clone(), &self.namespace)
-    }
-
-    async fn put_config_map(&self, name: &str, data: &[(&str, &str)], binary: &[(&str, &[u8])]) {
-        let mut map = ConfigMap::default();
-        map.metadata.name = Some(name.to_string());
-        map.data = Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        map.binary_data = Some(binary.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect());
-        let api = self.config_maps();
-        if let Some(existing) = api.get_opt(name).await.unwrap() {
-            map.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(name, &PostParams::default(), &map).await.unwrap();
-        } else {
-            api.create(&PostParams::default(), &map).await.unwrap();
-        }
-    }
-
-    /// Publishes for a pod in this world's namespace; `extra` are the volume attributes.
-    async fn publish(&self, pod: &str, extra: &[(&str, &str)]) -> (PathBuf, Result<(), tonic::Status>) {
-        let target = self.daemon.target(pod, "trust");
-        let mut attributes =
-            vec![("csi.storage.k8s.io/pod.namespace", self.namespace.as_str()), ("systemRoots", "false")];
-        attributes.extend_from_slice(extra);
-        let result = self.daemon.node().node_publish_volume(publish_request(pod, &target, &attributes)).await;
-        (target, result.map(|_| ()))
-    }
-
-    async fn condition(&self, pod: &str, target: &Path) -> (bool, String) {
-        let stats = self.daemon.node().node_get_volume_stats(stats_request(pod, target)).await.unwrap();
-        let condition = stats.into_inner().volume_condition.expect("VOLUME_CONDITION is advertised");
-        (condition.abnormal, condition.message)
-    }
-}
-
-/// A driver identity that may get the shipped CSIDriver (so the start-up check passes) and
-/// nothing else: its ConfigMap and ClusterTrustBundle watches get the API server's 403.
-async fn csidriver_only_identity(
-    plane: &ControlPlane,
-    admin: &kube::Client,
-    namespace: &str,
-    dir: &Path,
-) -> deploy::DriverIdentity {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-    const ACCOUNT: &str = "trustmount-csidriver-only";
-    let role_name = format!("{ACCOUNT}-{namespace}");
-    let mut role = ClusterRole::default();
-    role.metadata.name = Some(role_name.clone());
-    role.rules = Some(vec![PolicyRule {
-        api_groups: Some(vec!["storage.k8s.io".into()]),
-        resources: Some(vec!["csidrivers".into()]),
-        resource_names: Some(vec![SHIPPED_DRIVER.into()]),
-        verbs: vec!["get".into()],
-        ..Default::default()
-    }]);
-    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
-    let identity = deploy::bound_identity(plane, admin, namespace, ACCOUNT, &role_name, dir).await;
-    let as_driver = Api::<CSIDriver>::all(plane.token_client(&identity.token));
-    support::eventually("the CSIDriver-only binding takes effect", PROPAGATION_LIMIT, async || {
-        as_driver.get(SHIPPED_DRIVER).await.is_ok()
-    })
-    .await;
-    identity
-}
 
 /// A TCP port on 127.0.0.1 that nothing listens on (yet): connections to it are refused.
 fn closed_port() -> u16 {

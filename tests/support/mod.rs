@@ -16,6 +16,7 @@ pub mod programs;
 pub mod tls;
 pub mod tools;
 pub mod wait;
+pub mod world;
 
 pub use wait::{eventually, eventually_blocking, poll_until, poll_until_blocking};
 
