@@ -32,13 +32,6 @@ pub struct Clients {
     pub node: NodeClient<Channel>,
 }
 
-impl Clients {
-    pub async fn connect(socket: &Path) -> Self {
-        let channel = connect(socket).await.unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
-        Self { identity: IdentityClient::new(channel.clone()), node: NodeClient::new(channel) }
-    }
-}
-
 /// The volume capability the kubelet sends for a CSI ephemeral inline volume:
 /// mount access, no fs type, no flags, SINGLE_NODE_WRITER.
 pub fn mount_capability() -> VolumeCapability {
