@@ -1,7 +1,8 @@
-//! One test's world on a real control plane: a namespace of its own, the driver's identity in
-//! it (bound to the shipped ClusterRole unless [`Setup`] says otherwise), and a daemon using
-//! that identity; typed `put_*` for every source kind, publishes as the kubelet sends them, and
-//! the audit log read per user.
+//! One test's world. [`World`], on a real control plane: a namespace of its own, the driver's
+//! identity in it (bound to the shipped ClusterRole unless [`Setup`] says otherwise), and a
+//! daemon using that identity; typed `put_*` for every source kind, publishes as the kubelet
+//! sends them, and the audit log read per user. [`LocalWorld`], without a cluster: a directory,
+//! a test CA and a daemon trusting it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding, Rol
 use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::api::{Api, DeleteParams, PostParams};
 
+use super::certs::TestCa;
 use super::client::{publish_request, stats_request};
 use super::control_plane::ControlPlane;
 use super::daemon::{Daemon, DaemonOptions};
@@ -35,6 +37,23 @@ pub struct World<'p> {
     pub token: String,
     pub daemon: Daemon,
     pub dir: tempfile::TempDir,
+}
+
+/// A local world: the daemon trusts one freshly made test CA (plus the embedded system roots).
+/// Fields drop in reverse order: the daemon stops before its directory goes.
+pub struct LocalWorld {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub daemon: Daemon,
+}
+
+impl LocalWorld {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "ca");
+        let daemon = Daemon::start(DaemonOptions::default().extra_pem(&ca.cert_path)).await;
+        LocalWorld { dir, ca, daemon }
+    }
 }
 
 /// How a [`World`] differs from the shipped set-up.
