@@ -65,6 +65,8 @@ pub struct Setup {
     pub csidriver_only: bool,
     /// The API server URL the driver's kubeconfig names instead of the plane's.
     pub server: Option<String>,
+    /// The daemon's --node-id instead of the default.
+    pub node_id: Option<String>,
 }
 
 /// Where the kubelet puts the token JSON.
@@ -110,7 +112,10 @@ impl<'p> World<'p> {
         }
         let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
         args.extend(extra_args.iter().map(|arg| arg.to_string()));
-        let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
+        let mut options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
+        if let Some(node_id) = setup.node_id {
+            options.node_id = node_id;
+        }
         let daemon = Daemon::start(options).await;
         World { plane, admin, namespace, user, token, daemon, dir }
     }
