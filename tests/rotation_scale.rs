@@ -22,9 +22,8 @@ use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, unpublish_request};
 use support::control_plane::ControlPlane;
-use support::daemon::{Daemon, DaemonOptions};
-use support::deploy;
-use support::objects::{self, put_config_map};
+use support::objects::put_config_map;
+use support::world::World;
 
 const NAMESPACES: usize = 4;
 const VOLUMES_PER_NAMESPACE: usize = 50;
@@ -161,19 +160,9 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
         return;
     }
     block_on(async {
-        let admin = plane.admin_client().await;
-        objects::ensure_shipped_csidriver(&admin).await;
-        let dir = tempfile::tempdir().unwrap();
+        // The driver's own namespace; the volumes are in namespaces of their own.
+        let World { admin, dir, daemon, .. } = World::start_on(plane, "rot-driver", &[]).await;
         let versions = Arc::new(versions(dir.path(), ROTATIONS + 1));
-
-        let driver_namespace = plane.namespace("rot-driver").await;
-        let identity = deploy::driver_identity(plane, &admin, &driver_namespace, dir.path()).await;
-        let options = DaemonOptions {
-            extra_args: vec!["--kubeconfig".into(), identity.kubeconfig.display().to_string()],
-            ..DaemonOptions::default()
-        }
-        .system_roots("none");
-        let daemon = Daemon::start(options).await;
 
         let mut namespaces = Vec::new();
         for _ in 0..NAMESPACES {
