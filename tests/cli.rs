@@ -240,18 +240,14 @@ fn serve_with_a_private_key_as_extra_pem_exits_64_naming_the_file() {
         .spawn()
         .unwrap();
     // Bounded wait: it must exit by itself; if it is still serving after 20 s, that is the bug.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            support::fsutil::unmount_all_below(dir.path());
-            panic!("trustmount serve started with a private key as --extra-pem");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let exited = support::poll_until_blocking(std::time::Duration::from_secs(20), support::wait::POLL, || {
+        child.try_wait().unwrap().ok_or(())
+    });
+    let Ok(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        support::fsutil::unmount_all_below(dir.path());
+        panic!("trustmount serve started with a private key as --extra-pem");
     };
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     support::fsutil::unmount_all_below(dir.path());

@@ -9,174 +9,21 @@
 //! requests from the test's.
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
 use kube::api::{Api, PostParams};
 use support::block_on;
-use support::certs::{TestCa, pem_certificates};
-use support::client::{publish_request, stats_request, unpublish_request};
+use support::certs::{TestCa, bundle_ders, ders, pem_certificates};
+use support::client::{code_of, message_of, publish_request, unpublish_request};
 use support::control_plane::{ControlPlane, RuntimeConfig};
 use support::daemon::{Daemon, DaemonOptions};
 use support::deploy;
+use support::world::{PROPAGATION_LIMIT, SHIPPED_DRIVER, Setup, World};
 use tonic::Code;
-
-/// Bounds every wait for a change to arrive (watch + settle + render); never a timed assertion.
-const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
-/// The CSIDriver deploy/kubernetes/csidriver.yaml ships, and the driver's default --driver-name.
-const SHIPPED_DRIVER: &str = "csi.trustmount.io";
-
-fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
-fn message_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> String {
-    match result {
-        Ok(value) => format!("OK {value:?}"),
-        Err(status) => status.message().to_string(),
-    }
-}
-
-fn bundle_ders(target: &Path) -> BTreeSet<Vec<u8>> {
-    pem_certificates(&std::fs::read(target.join("ca-certificates.crt")).unwrap_or_default()).into_iter().collect()
-}
-
-fn ders(cas: &[&TestCa]) -> BTreeSet<Vec<u8>> {
-    cas.iter().map(|ca| ca.der.clone()).collect()
-}
-
-/// One test's world: a namespace, the driver's own identity, and a daemon using it.
-struct World<'p> {
-    plane: &'p ControlPlane,
-    admin: kube::Client,
-    namespace: String,
-    /// The driver's user name in the audit log.
-    user: String,
-    token: String,
-    daemon: Daemon,
-    dir: tempfile::TempDir,
-}
-
-impl World<'static> {
-    /// On the shared control plane, with the CSIDriver deploy/kubernetes/csidriver.yaml ships.
-    async fn start(prefix: &str) -> Self {
-        World::start_on(ControlPlane::shared(), prefix, &[]).await
-    }
-}
-
-/// How a [`World`] differs from the shipped set-up.
-#[derive(Default)]
-struct Setup {
-    /// Leave the CSIDriver to the test: the driver starts without one.
-    no_csidriver: bool,
-    /// The driver's identity may get its CSIDriver and nothing else (no ConfigMaps).
-    csidriver_only: bool,
-    /// The API server URL the driver's kubeconfig names instead of the plane's.
-    server: Option<String>,
-}
-
-impl<'p> World<'p> {
-    /// Applies deploy/kubernetes/csidriver.yaml as shipped (the driver's start-up check reads it), unless
-    /// the plane already has a CSIDriver of that name; `extra_args` go to the daemon.
-    async fn start_on(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str]) -> World<'p> {
-        World::start_with(plane, prefix, extra_args, Setup::default()).await
-    }
-
-    async fn start_with(plane: &'p ControlPlane, prefix: &str, extra_args: &[&str], setup: Setup) -> World<'p> {
-        let admin = plane.admin_client().await;
-        let shipped = deploy::manifest("csidriver.yaml");
-        if !setup.no_csidriver && Api::<CSIDriver>::all(admin.clone()).get_opt(SHIPPED_DRIVER).await.unwrap().is_none()
-        {
-            deploy::apply(&admin, &shipped).await;
-        }
-        let namespace = plane.namespace(prefix).await;
-        let dir = tempfile::tempdir().unwrap();
-        let deploy::DriverIdentity { kubeconfig, user, token } = if setup.csidriver_only {
-            csidriver_only_identity(plane, &admin, &namespace, dir.path()).await
-        } else {
-            deploy::driver_identity(plane, &admin, &namespace, dir.path()).await
-        };
-        if let Some(server) = &setup.server {
-            let text = std::fs::read_to_string(&kubeconfig).unwrap();
-            assert!(text.contains(&plane.server), "the kubeconfig names the plane's server");
-            std::fs::write(&kubeconfig, text.replace(&plane.server, server)).unwrap();
-        }
-        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
-        args.extend(extra_args.iter().map(|arg| arg.to_string()));
-        let options = DaemonOptions { extra_args: args, ..DaemonOptions::default() }.system_roots("none");
-        let daemon = Daemon::start(options).await;
-        World { plane, admin, namespace, user, token, daemon, dir }
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.admin.clone(), &self.namespace)
-    }
-
-    async fn put_config_map(&self, name: &str, data: &[(&str, &str)], binary: &[(&str, &[u8])]) {
-        let mut map = ConfigMap::default();
-        map.metadata.name = Some(name.to_string());
-        map.data = Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        map.binary_data = Some(binary.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect());
-        let api = self.config_maps();
-        if let Some(existing) = api.get_opt(name).await.unwrap() {
-            map.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(name, &PostParams::default(), &map).await.unwrap();
-        } else {
-            api.create(&PostParams::default(), &map).await.unwrap();
-        }
-    }
-
-    /// Publishes for a pod in this world's namespace; `extra` are the volume attributes.
-    async fn publish(&self, pod: &str, extra: &[(&str, &str)]) -> (PathBuf, Result<(), tonic::Status>) {
-        let target = self.daemon.target(pod, "trust");
-        let mut attributes =
-            vec![("csi.storage.k8s.io/pod.namespace", self.namespace.as_str()), ("systemRoots", "false")];
-        attributes.extend_from_slice(extra);
-        let result = self.daemon.node().node_publish_volume(publish_request(pod, &target, &attributes)).await;
-        (target, result.map(|_| ()))
-    }
-
-    async fn condition(&self, pod: &str, target: &Path) -> (bool, String) {
-        let stats = self.daemon.node().node_get_volume_stats(stats_request(pod, target)).await.unwrap();
-        let condition = stats.into_inner().volume_condition.expect("VOLUME_CONDITION is advertised");
-        (condition.abnormal, condition.message)
-    }
-}
-
-/// A driver identity that may get the shipped CSIDriver (so the start-up check passes) and
-/// nothing else: its ConfigMap and ClusterTrustBundle watches get the API server's 403.
-async fn csidriver_only_identity(
-    plane: &ControlPlane,
-    admin: &kube::Client,
-    namespace: &str,
-    dir: &Path,
-) -> deploy::DriverIdentity {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-    const ACCOUNT: &str = "trustmount-csidriver-only";
-    let role_name = format!("{ACCOUNT}-{namespace}");
-    let mut role = ClusterRole::default();
-    role.metadata.name = Some(role_name.clone());
-    role.rules = Some(vec![PolicyRule {
-        api_groups: Some(vec!["storage.k8s.io".into()]),
-        resources: Some(vec!["csidrivers".into()]),
-        resource_names: Some(vec![SHIPPED_DRIVER.into()]),
-        verbs: vec!["get".into()],
-        ..Default::default()
-    }]);
-    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
-    let identity = deploy::bound_identity(plane, admin, namespace, ACCOUNT, &role_name, dir).await;
-    let as_driver = Api::<CSIDriver>::all(plane.token_client(&identity.token));
-    eventually("the CSIDriver-only binding takes effect", async || as_driver.get(SHIPPED_DRIVER).await.is_ok()).await;
-    identity
-}
 
 /// A TCP port on 127.0.0.1 that nothing listens on (yet): connections to it are refused.
 fn closed_port() -> u16 {
@@ -456,8 +303,10 @@ fn a_config_map_change_reaches_only_the_volumes_that_use_it_and_a_bad_one_keeps_
 
         let second = TestCa::new(world.dir.path(), "second");
         world.put_config_map("changing", &[("ca.crt", &second.pem)], &[]).await;
-        eventually("the changed ConfigMap reaches its volume", async || bundle_ders(&changing) == ders(&[&second]))
-            .await;
+        support::eventually("the changed ConfigMap reaches its volume", PROPAGATION_LIMIT, async || {
+            bundle_ders(&changing) == ders(&[&second])
+        })
+        .await;
         assert_eq!(generation(&steady), steady_generation, "a volume of another ConfigMap is not rewritten");
         assert_eq!(bundle_ders(&steady), ders(&[&other]));
 
@@ -466,8 +315,10 @@ fn a_config_map_change_reaches_only_the_volumes_that_use_it_and_a_bad_one_keeps_
         world
             .put_config_map("changing", &[("ca.crt", &format!("{}{}", second.pem, private_key_pem(&second)))], &[])
             .await;
-        eventually("the volume reports the bad update", async || world.condition("pod-changing", &changing).await.0)
-            .await;
+        support::eventually("the volume reports the bad update", PROPAGATION_LIMIT, async || {
+            world.condition("pod-changing", &changing).await.0
+        })
+        .await;
         let (_, message) = world.condition("pod-changing", &changing).await;
         assert!(message.contains("private key") && message.contains("changing"), "{message}");
         assert_eq!(generation(&changing), good_generation);
@@ -477,8 +328,14 @@ fn a_config_map_change_reaches_only_the_volumes_that_use_it_and_a_bad_one_keeps_
         // Fixed: refreshed, and healthy again.
         let third = TestCa::new(world.dir.path(), "third");
         world.put_config_map("changing", &[("ca.crt", &third.pem)], &[]).await;
-        eventually("the fixed ConfigMap reaches its volume", async || bundle_ders(&changing) == ders(&[&third])).await;
-        eventually("the volume is healthy again", async || !world.condition("pod-changing", &changing).await.0).await;
+        support::eventually("the fixed ConfigMap reaches its volume", PROPAGATION_LIMIT, async || {
+            bundle_ders(&changing) == ders(&[&third])
+        })
+        .await;
+        support::eventually("the volume is healthy again", PROPAGATION_LIMIT, async || {
+            !world.condition("pod-changing", &changing).await.0
+        })
+        .await;
     });
 }
 
@@ -515,12 +372,12 @@ fn a_warm_publish_sends_the_api_server_nothing_and_the_last_unpublish_stops_the_
         let cold_ders = bundle_ders(&cold);
         // The cold publish's watch (it starts right after the first list) and the driver's
         // start-up discovery are in the log before the count starts.
-        eventually("the driver's discovery is done", async || {
+        support::eventually("the driver's discovery is done", PROPAGATION_LIMIT, async || {
             world.daemon.stderr().contains("ClusterTrustBundles served")
         })
         .await;
         let user = format!("\"username\":\"{}\"", world.user);
-        eventually("the ConfigMap watch has started", async || {
+        support::eventually("the ConfigMap watch has started", PROPAGATION_LIMIT, async || {
             std::fs::read_to_string(&world.plane.audit_log).unwrap_or_default().lines().any(|line| {
                 line.contains(&user)
                     && line.contains("\"verb\":\"watch\"")
@@ -541,7 +398,7 @@ fn a_warm_publish_sends_the_api_server_nothing_and_the_last_unpublish_stops_the_
             .get_opt(&sentinel)
             .await;
         let mut between = None;
-        eventually("the sentinel request reaches the audit log", async || {
+        support::eventually("the sentinel request reaches the audit log", PROPAGATION_LIMIT, async || {
             between = audit_lines_between(world.plane, &world.user, start, &sentinel);
             between.is_some()
         })
@@ -602,7 +459,7 @@ fn after_a_restart_adopted_volumes_watch_their_config_maps_again() {
         // And the watch is live: a later change arrives without a publish.
         let third = TestCa::new(world.dir.path(), "after");
         world.put_config_map("adopted", &[("ca.crt", &third.pem)], &[]).await;
-        eventually("a change after the restart reaches the adopted volume", async || {
+        support::eventually("a change after the restart reaches the adopted volume", PROPAGATION_LIMIT, async || {
             bundle_ders(&target) == ders(&[&third])
         })
         .await;
@@ -614,7 +471,10 @@ fn after_a_restart_adopted_volumes_watch_their_config_maps_again() {
 /// unreadable or without podInfoOnMount; the publish names the field to set.
 /// `local` is the daemon's --extra-pem: what a local-only volume still gets.
 async fn assert_cluster_sources_refused(world: &World<'_>, problem: &str, local_ca: &TestCa) {
-    eventually("the refusal is logged", async || world.daemon.stderr().contains("cluster sources refused")).await;
+    support::eventually("the refusal is logged", PROPAGATION_LIMIT, async || {
+        world.daemon.stderr().contains("cluster sources refused")
+    })
+    .await;
     assert!(world.daemon.stderr().contains(problem), "{}", world.daemon.stderr());
     let (target, result) = world.publish("pod-cluster", &[("configMaps", "corp-ca")]).await;
     assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
@@ -726,11 +586,11 @@ fn a_cluster_trust_bundle_change_reaches_the_volumes_that_use_it_by_name_and_by_
         let mut changed = api.get(&name).await.unwrap();
         changed.spec.trust_bundle = second.pem.clone();
         api.replace(&name, &post, &changed).await.unwrap();
-        eventually("the change reaches the volume naming the bundle", async || {
+        support::eventually("the change reaches the volume naming the bundle", PROPAGATION_LIMIT, async || {
             bundle_ders(&by_name) == ders(&[&second])
         })
         .await;
-        eventually("the change reaches the volume selecting its signer", async || {
+        support::eventually("the change reaches the volume selecting its signer", PROPAGATION_LIMIT, async || {
             bundle_ders(&by_signer) == ders(&[&second])
         })
         .await;
@@ -781,9 +641,14 @@ fn default_config_maps_reach_every_volume_unless_it_opts_out_and_change_live() {
         let mut changed = defaults_api.get("org-ca").await.unwrap();
         changed.data = Some(BTreeMap::from([("ca.crt".to_string(), second.pem.clone())]));
         defaults_api.replace("org-ca", &PostParams::default(), &changed).await.unwrap();
-        eventually("the changed default reaches a plain volume", async || bundle_ders(&plain) == ders(&[&second]))
-            .await;
-        eventually("and one with sources of its own", async || bundle_ders(&mixed) == ders(&[&second, &own])).await;
+        support::eventually("the changed default reaches a plain volume", PROPAGATION_LIMIT, async || {
+            bundle_ders(&plain) == ders(&[&second])
+        })
+        .await;
+        support::eventually("and one with sources of its own", PROPAGATION_LIMIT, async || {
+            bundle_ders(&mixed) == ders(&[&second, &own])
+        })
+        .await;
         assert_eq!(generation(&out), out_generation, "the opted-out volume is not rewritten");
     });
 }
@@ -855,7 +720,7 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
         let upstream = plane.server.trim_start_matches("https://").to_string();
         let _forwarder = Forwarder::start(port, upstream).await;
         let mut last = String::new();
-        eventually("the driver reads that the CSIDriver does not exist", async || {
+        support::eventually("the driver reads that the CSIDriver does not exist", PROPAGATION_LIMIT, async || {
             let (_, result) = world.publish("pod-late", &attributes).await;
             last = message_of(&result);
             code_of(&result) == Code::FailedPrecondition
@@ -867,16 +732,22 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
         // Created as shipped: the kubelet's next retry works, with no restart.
         deploy::apply(&world.admin, &deploy::manifest("csidriver.yaml")).await;
         let mut published = false;
-        eventually("a cluster-source publish works once the CSIDriver exists", async || {
-            let (_, result) = world.publish("pod-late", &attributes).await;
-            published = result.is_ok();
-            published
-        })
+        support::eventually(
+            "a cluster-source publish works once the CSIDriver exists",
+            PROPAGATION_LIMIT,
+            async || {
+                let (_, result) = world.publish("pod-late", &attributes).await;
+                published = result.is_ok();
+                published
+            },
+        )
         .await;
         assert_eq!(bundle_ders(&target), ders(&[&ca, &local_ca, &default_ca]));
-        eventually("the volume published meanwhile gets the default, with no republish", async || {
-            bundle_ders(&local) == ders(&[&local_ca, &default_ca])
-        })
+        support::eventually(
+            "the volume published meanwhile gets the default, with no republish",
+            PROPAGATION_LIMIT,
+            async || bundle_ders(&local) == ders(&[&local_ca, &default_ca]),
+        )
         .await;
         let log = world.daemon.stderr();
         assert!(log.contains("cannot read the CSIDriver yet"), "the unreachable API server is logged");
@@ -935,7 +806,10 @@ fn inspect_counts_the_keys_a_bare_name_config_map_ignored() {
         assert_eq!(logged(&world.daemon.stderr()), 1, "{}", world.daemon.stderr());
         let more = [("ca.crt", ca.pem.as_str()), ("README", "a new text"), ("jwks.json", "{}")];
         world.put_config_map("corp-ca", &more, &[]).await;
-        eventually("the new version is logged", async || logged(&world.daemon.stderr()) == 2).await;
+        support::eventually("the new version is logged", PROPAGATION_LIMIT, async || {
+            logged(&world.daemon.stderr()) == 2
+        })
+        .await;
     });
 }
 
@@ -981,8 +855,4 @@ fn a_cluster_ca_expiring_within_seven_days_marks_only_its_volumes_naming_the_obj
         let (at_config_map, at_bundle) = (message.find(&named), message.find(&bundle_named));
         assert!(at_config_map.is_some() && at_bundle.is_some() && at_config_map < at_bundle, "{message}");
     });
-}
-
-async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
-    support::eventually(what, PROPAGATION_LIMIT, check).await;
 }

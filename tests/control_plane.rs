@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::certificates::{v1, v1beta1};
@@ -108,11 +108,10 @@ async fn a_dedicated_control_plane_can_serve_cluster_trust_bundles_only_as_v1bet
     // Dropping it stops it and removes its files.
     let dir = plane.dir.clone();
     drop(plane);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dir.exists() {
-        assert!(Instant::now() < deadline, "{} still exists 30 s after the drop", dir.display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(&format!("{} is removed after the drop", dir.display()), Duration::from_secs(30), async || {
+        !dir.exists()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -154,11 +153,10 @@ async fn a_requested_service_account_token_authenticates_and_rbac_forbids_what_i
 
     grant(&admin, &namespace, "read-configmaps", "configmaps", "app").await;
     // The RBAC authorizer reads roles from an informer: wait until it has seen the grant.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while configmaps.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "the role granting configmaps never took effect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually("the role granting configmaps takes effect", Duration::from_secs(30), async || {
+        configmaps.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
 
     // What was granted works; what was not stays forbidden.
     let status = api_error(Api::<Secret>::namespaced(as_app.clone(), &namespace).list(&ListParams::default()).await);
@@ -239,14 +237,11 @@ fn a_test_binary_that_fails_leaves_no_control_plane_behind() {
             .filter(|cmdline| cmdline.contains(dir) && !cmdline.contains("sh -c"))
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(dir).exists() || !processes_using_dir().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "30 s after the helper failed, {dir} exists: {} and processes use it: {:?}",
-            std::path::Path::new(dir).exists(),
-            processes_using_dir()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let gone = support::poll_until_blocking(Duration::from_secs(30), Duration::from_millis(100), || {
+        let (exists, processes) = (std::path::Path::new(dir).exists(), processes_using_dir());
+        if !exists && processes.is_empty() { Ok(()) } else { Err((exists, processes)) }
+    });
+    if let Err((exists, processes)) = gone {
+        panic!("30 s after the helper failed, {dir} exists: {exists} and processes use it: {processes:?}");
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::block_on;
 use support::certs::TestCa;
@@ -517,11 +517,11 @@ fn kill_9_during_a_rotation_leaves_every_volume_on_one_whole_bundle_and_the_rest
                 fs::read_to_string(target.join("ca-certificates.crt")).is_ok_and(|bundle| bundle.contains(&new_body))
             };
             // Polled tightly: the pass over 20 specs takes tens of milliseconds.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while targets.iter().filter(|t| rotated(t)).count() < killed_after {
-                assert!(Instant::now() < deadline, "{context}: the rotation did not arrive");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            let arrived = support::poll_until(Duration::from_secs(20), Duration::from_millis(1), async || {
+                if targets.iter().filter(|t| rotated(t)).count() >= killed_after { Ok(()) } else { Err(()) }
+            })
+            .await;
+            assert!(arrived.is_ok(), "{context}: the rotation did not arrive");
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.pid() as i32), nix::sys::signal::Signal::SIGKILL)
                 .unwrap();
             assert_eq!(first.stop().to_string(), "signal: 9 (SIGKILL)", "{context}");

@@ -7,29 +7,16 @@ use std::path::{Path, PathBuf};
 
 use support::block_on;
 use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
-use support::client::{mount_capability, publish_request, stats_request, unpublish_request};
+use support::client::{code_of, mount_capability, publish_request, stats_request, unpublish_request};
 use support::daemon::{Daemon, DaemonOptions};
 use support::fsutil::{is_mount_point, walk};
+use support::world::LocalWorld;
 use tonic::Code;
 use trustmount::proto::csi::v1::{
     GetPluginCapabilitiesRequest, GetPluginInfoRequest, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest,
     NodeGetInfoRequest, NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
     node_service_capability, plugin_capability, volume_capability, volume_usage,
 };
-
-fn code_of<T>(result: &Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
-/// A daemon trusting one freshly made test CA (plus the embedded system roots).
-async fn daemon_with_test_ca(certs: &Path) -> (Daemon, TestCa) {
-    let ca = TestCa::new(certs, "ca");
-    let daemon = Daemon::start(DaemonOptions::default().extra_pem(&ca.cert_path)).await;
-    (daemon, ca)
-}
 
 #[test]
 fn identity_reports_the_driver_name_version_no_controller_and_readiness() {
@@ -144,8 +131,7 @@ fn published_volume_holds_the_extra_ca_read_only_and_unpublish_removes_it() {
         return;
     }
     block_on(async {
-        let certs = tempfile::tempdir().unwrap();
-        let (daemon, ca) = daemon_with_test_ca(certs.path()).await;
+        let LocalWorld { dir: _certs, ca, daemon } = LocalWorld::start().await;
         let mut node = daemon.node();
         let target = daemon.target("pod-a", "trust");
 
@@ -212,8 +198,7 @@ fn publishing_twice_is_idempotent_and_unpublishing_twice_is_ok() {
         return;
     }
     block_on(async {
-        let certs = tempfile::tempdir().unwrap();
-        let (daemon, ca) = daemon_with_test_ca(certs.path()).await;
+        let LocalWorld { dir: _certs, ca, daemon } = LocalWorld::start().await;
         let mut node = daemon.node();
         let target = daemon.target("pod-b", "trust");
         let request = publish_request("vol-b", &target, &[("systemRoots", "true")]);
@@ -444,8 +429,7 @@ fn a_target_outside_the_kubelet_dir_is_refused_and_nothing_is_created_there() {
         return;
     }
     block_on(async {
-        let certs = tempfile::tempdir().unwrap();
-        let (daemon, _ca) = daemon_with_test_ca(certs.path()).await;
+        let LocalWorld { dir: _certs, ca: _ca, daemon } = LocalWorld::start().await;
         let outside = tempfile::tempdir().unwrap();
         let parent = outside.path().join("pods/p/volumes/kubernetes.io~csi/trust");
         std::fs::create_dir_all(&parent).unwrap();
@@ -463,8 +447,7 @@ fn fifty_concurrent_publishes_all_succeed_and_unpublishing_them_empties_the_stor
         return;
     }
     block_on(async {
-        let certs = tempfile::tempdir().unwrap();
-        let (daemon, ca) = daemon_with_test_ca(certs.path()).await;
+        let LocalWorld { dir: _certs, ca, daemon } = LocalWorld::start().await;
         const N: usize = 50;
         // Ten distinct specs (namespace × systemRoots), five volumes each.
         let spec_attrs = |i: usize| -> Vec<(String, String)> {
@@ -546,8 +529,7 @@ fn volume_stats_report_usage_and_a_normal_condition_and_not_found_for_unknown_vo
         return;
     }
     block_on(async {
-        let certs = tempfile::tempdir().unwrap();
-        let (daemon, _ca) = daemon_with_test_ca(certs.path()).await;
+        let LocalWorld { dir: _certs, ca: _ca, daemon } = LocalWorld::start().await;
         let mut node = daemon.node();
         let target = daemon.target("pod-s", "trust");
         node.node_publish_volume(publish_request("vol-s", &target, &[])).await.unwrap();

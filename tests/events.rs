@@ -13,9 +13,8 @@ use support::block_on;
 use support::certs::TestCa;
 use support::client::publish_request;
 use support::control_plane::ControlPlane;
-use support::daemon::{Daemon, DaemonOptions};
-use support::deploy;
-use support::objects::{self, put_config_map};
+use support::objects::put_config_map;
+use support::world::{Setup, World};
 
 const NODE_ID: &str = "node-events";
 /// Bounds each wait for an event to appear; never a timed assertion.
@@ -65,18 +64,8 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         return;
     }
     block_on(async {
-        let admin = plane.admin_client().await;
-        objects::ensure_shipped_csidriver(&admin).await;
-        let dir = tempfile::tempdir().unwrap();
-        let namespace = plane.namespace("events").await;
-        let identity = deploy::driver_identity(plane, &admin, &namespace, dir.path()).await;
-        let options = DaemonOptions {
-            node_id: NODE_ID.into(),
-            extra_args: vec!["--kubeconfig".into(), identity.kubeconfig.display().to_string()],
-            ..DaemonOptions::default()
-        }
-        .system_roots("none");
-        let daemon = Daemon::start(options).await;
+        let setup = Setup { node_id: Some(NODE_ID.into()), ..Setup::default() };
+        let World { admin, namespace, dir, daemon, .. } = World::start_with(plane, "events", &[], setup).await;
 
         let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
         let good = TestCa::new(dir.path(), "good");
@@ -104,7 +93,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // A private key in the ConfigMap: the volume keeps its bundle, its pod hears why.
         let bad = format!("{}{}", good.pem, good.key.serialize_pem());
         put_config_map(&config_maps, "changing", &bad).await;
-        eventually("a Warning on the affected pod", async || {
+        support::eventually("a Warning on the affected pod", LIMIT, async || {
             !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshFailed").is_empty()
         })
         .await;
@@ -125,7 +114,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // Another bad update: the same event, now a series of two, not a second event.
         let worse = format!("{}{}", good.key.serialize_pem(), good.pem);
         put_config_map(&config_maps, "changing", &worse).await;
-        eventually("the repeat joins the event's series", async || {
+        support::eventually("the repeat joins the event's series", LIMIT, async || {
             let events = events_about(&admin, &namespace, affected).await;
             with_reason(&events, "TrustBundleRefreshFailed")
                 .iter()
@@ -138,7 +127,7 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         // Fixed: a Normal event says the bundle is current again.
         let fixed = TestCa::new(dir.path(), "fixed");
         put_config_map(&config_maps, "changing", &fixed.pem).await;
-        eventually("a Normal event on the affected pod", async || {
+        support::eventually("a Normal event on the affected pod", LIMIT, async || {
             !with_reason(&events_about(&admin, &namespace, affected).await, "TrustBundleRefreshed").is_empty()
         })
         .await;
@@ -151,8 +140,4 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
             "only the pods of that source get events"
         );
     });
-}
-
-async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
-    support::eventually(what, LIMIT, check).await;
 }

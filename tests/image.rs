@@ -463,11 +463,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .unwrap_or_else(|e| support::tools::spawn_failed("containerd".as_ref(), e));
         let containerd = Self { child, dir };
         // Up when it answers; the limit bounds a hang.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(std::time::Instant::now() < deadline, "containerd did not start:\n{}", containerd.log());
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let up = support::poll_until_blocking(std::time::Duration::from_secs(60), support::wait::POLL, || {
+            if containerd.ctr(&["version"]).status.success() { Ok(()) } else { Err(()) }
+        });
+        assert!(up.is_ok(), "containerd did not start:\n{}", containerd.log());
         containerd
     }
 

@@ -7,7 +7,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -75,15 +75,12 @@ async fn scrape_until(
     what: &str,
     check: impl Fn(&exposition::Exposition) -> bool,
 ) -> exposition::Exposition {
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    loop {
+    support::poll_until(PROPAGATION_LIMIT, support::wait::POLL, async || {
         let scraped = scrape(addr).await;
-        if check(&scraped) {
-            return scraped;
-        }
-        assert!(Instant::now() < deadline, "not within {PROPAGATION_LIMIT:?}: {what}\n{}", scraped.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if check(&scraped) { Ok(scraped) } else { Err(scraped) }
+    })
+    .await
+    .unwrap_or_else(|scraped| panic!("not within {PROPAGATION_LIMIT:?}: {what}\n{}", scraped.text))
 }
 
 fn replace_file(path: &Path, contents: &[u8]) {

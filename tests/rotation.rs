@@ -4,28 +4,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::block_on;
-use support::certs::{TestCa, pem_certificates};
+use support::certs::{TestCa, bundle_ders_in_order as bundle_ders, pem_certificates};
 use support::client::{publish_request, stats_request};
 use support::daemon::{Daemon, DaemonOptions};
 
 /// How long a file change may take to reach the volumes (watch + settle + render).
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(20);
-
-fn bundle_ders(target: &Path) -> Vec<Vec<u8>> {
-    pem_certificates(&std::fs::read(target.join("ca-certificates.crt")).unwrap_or_default())
-}
-
-/// Polls `check` until it holds or the limit passes; panics with `what` otherwise.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PROPAGATION_LIMIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {PROPAGATION_LIMIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Replaces a file the way an editor or config tool does: write beside it, rename over it.
 fn replace_file(path: &Path, contents: &[u8]) {
@@ -78,9 +65,11 @@ fn a_changed_source_file_reaches_every_published_volume_without_republish() {
         replace_file(&setup.source, second.pem.as_bytes());
 
         for target in &setup.targets {
-            eventually(&format!("{} holds only the second CA", target.display()), || {
-                bundle_ders(target) == vec![second.der.clone()]
-            })
+            support::eventually(
+                &format!("{} holds only the second CA", target.display()),
+                PROPAGATION_LIMIT,
+                async || bundle_ders(target) == vec![second.der.clone()],
+            )
             .await;
             // The hash link follows the new generation too.
             let hash = support::certs::openssl_subject_hash(&second.cert_path);
@@ -103,15 +92,12 @@ fn a_bad_source_keeps_the_good_bundle_and_marks_the_volumes_abnormal_until_fixed
         replace_file(&setup.source, key.as_bytes());
 
         let daemon = &setup.daemon;
-        let deadline = Instant::now() + PROPAGATION_LIMIT;
-        let message = loop {
+        let message = support::poll_until(PROPAGATION_LIMIT, support::wait::POLL, async || {
             let (abnormal, message) = condition(daemon, "pod-b", &setup.targets[1]).await;
-            if abnormal {
-                break message;
-            }
-            assert!(Instant::now() < deadline, "the volume never turned abnormal: {message}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            if abnormal { Ok(message) } else { Err(message) }
+        })
+        .await
+        .unwrap_or_else(|message| panic!("the volume never turned abnormal: {message}"));
         assert!(message.contains("could not be refreshed"), "{message}");
         assert!(message.contains("private key"), "the message should say what is wrong: {message}");
         for target in &setup.targets {
@@ -122,7 +108,10 @@ fn a_bad_source_keeps_the_good_bundle_and_marks_the_volumes_abnormal_until_fixed
         let fixed = TestCa::new(setup._dir.path(), "fixed");
         replace_file(&setup.source, fixed.pem.as_bytes());
         for target in &setup.targets {
-            eventually("the fixed CA reaches the volume", || bundle_ders(target) == vec![fixed.der.clone()]).await;
+            support::eventually("the fixed CA reaches the volume", PROPAGATION_LIMIT, async || {
+                bundle_ders(target) == vec![fixed.der.clone()]
+            })
+            .await;
         }
         let (abnormal, message) = condition(daemon, "pod-b", &setup.targets[1]).await;
         assert!(!abnormal, "still abnormal after the source was fixed: {message}");
@@ -158,8 +147,10 @@ fn a_configmap_style_symlink_swap_is_seen() {
 
         let second = TestCa::new(dir.path(), "cm-second");
         write_generation("..2026_01_02", &second.pem);
-        eventually("the swapped ConfigMap reaches the volume", || bundle_ders(&target) == vec![second.der.clone()])
-            .await;
+        support::eventually("the swapped ConfigMap reaches the volume", PROPAGATION_LIMIT, async || {
+            bundle_ders(&target) == vec![second.der.clone()]
+        })
+        .await;
     });
 }
 
@@ -184,7 +175,7 @@ fn a_restarted_driver_adopts_its_volumes_and_catches_up_with_sources_changed_mea
 
         assert_eq!(tmpfs_mounts(), 1, "the restarted driver mounted a second tmpfs instead of adopting its own");
         for target in &setup.targets {
-            eventually("the restarted driver refreshes the adopted volume", || {
+            support::eventually("the restarted driver refreshes the adopted volume", PROPAGATION_LIMIT, async || {
                 bundle_ders(target) == vec![second.der.clone()]
             })
             .await;

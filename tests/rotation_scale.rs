@@ -15,16 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::Api;
 use support::block_on;
 use support::certs::{TestCa, pem_certificates};
 use support::client::{publish_request, unpublish_request};
 use support::control_plane::ControlPlane;
-use support::daemon::{Daemon, DaemonOptions};
-use support::deploy;
-use support::objects::{self, put_config_map};
+use support::objects::put_config_map;
+use support::world::World;
 
 const NAMESPACES: usize = 4;
 const VOLUMES_PER_NAMESPACE: usize = 50;
@@ -161,19 +160,9 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
         return;
     }
     block_on(async {
-        let admin = plane.admin_client().await;
-        objects::ensure_shipped_csidriver(&admin).await;
-        let dir = tempfile::tempdir().unwrap();
+        // The driver's own namespace; the volumes are in namespaces of their own.
+        let World { admin, dir, daemon, .. } = World::start_on(plane, "rot-driver", &[]).await;
         let versions = Arc::new(versions(dir.path(), ROTATIONS + 1));
-
-        let driver_namespace = plane.namespace("rot-driver").await;
-        let identity = deploy::driver_identity(plane, &admin, &driver_namespace, dir.path()).await;
-        let options = DaemonOptions {
-            extra_args: vec!["--kubeconfig".into(), identity.kubeconfig.display().to_string()],
-            ..DaemonOptions::default()
-        }
-        .system_roots("none");
-        let daemon = Daemon::start(options).await;
 
         let mut namespaces = Vec::new();
         for _ in 0..NAMESPACES {
@@ -241,16 +230,17 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
             for namespace in &namespaces {
                 put_config_map(&Api::namespaced(admin.clone(), namespace), CONFIG_MAP, &version.pem).await;
             }
-            let deadline = Instant::now() + PROPAGATION_LIMIT;
-            for target in &targets {
-                while read_visible(target, &versions) != rotation {
-                    assert!(
-                        Instant::now() < deadline,
-                        "rotation {rotation} did not reach {} within {PROPAGATION_LIMIT:?}",
-                        target.display()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+            // One limit for all targets; those reached are not read again.
+            let mut reached = 0;
+            let all_reached = support::poll_until(PROPAGATION_LIMIT, Duration::from_millis(20), async || {
+                while reached < targets.len() && read_visible(&targets[reached], &versions) == rotation {
+                    reached += 1;
                 }
+                if reached == targets.len() { Ok(()) } else { Err(targets[reached].display().to_string()) }
+            })
+            .await;
+            if let Err(target) = all_reached {
+                panic!("rotation {rotation} did not reach {target} within {PROPAGATION_LIMIT:?}");
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -271,14 +261,16 @@ fn two_hundred_volumes_follow_fifty_rotations_and_readers_never_see_a_torn_or_mi
             .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect();
         assert_eq!(spec_dirs.len(), NAMESPACES, "{spec_dirs:?}");
-        let deadline = Instant::now() + PROPAGATION_LIMIT;
-        for spec_dir in &spec_dirs {
-            // Swapped-out generations go after a grace period (readers that resolved `..data`
-            // just before a swap still find their files).
-            while generations_in(spec_dir).len() != 1 {
-                assert!(Instant::now() < deadline, "{}: old generations left", spec_dir.display());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        // Swapped-out generations go after a grace period (readers that resolved `..data` just
+        // before a swap still find their files). One limit for all spec dirs.
+        let mut clean = spec_dirs.iter().peekable();
+        let all_clean = support::poll_until(PROPAGATION_LIMIT, Duration::from_millis(100), async || {
+            while clean.next_if(|spec_dir| generations_in(spec_dir).len() == 1).is_some() {}
+            clean.peek().map_or(Ok(()), |spec_dir| Err(spec_dir.display().to_string()))
+        })
+        .await;
+        if let Err(spec_dir) = all_clean {
+            panic!("{spec_dir}: old generations left");
         }
 
         for (i, target) in targets.iter().enumerate() {

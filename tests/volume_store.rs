@@ -742,13 +742,16 @@ fn a_new_generation_of_one_spec_leaves_the_other_spec_intact() {
             "blob, team-b, and team-a's swapped-out generation"
         );
         let old_generation_gone = async || nlink(&b.join("..data/ca-certificates.crt")) == 2;
-        eventually("team-a's old generation goes after its grace", old_generation_gone).await;
+        support::eventually("team-a's old generation goes after its grace", HANG_LIMIT, old_generation_gone).await;
         // Only the new bundle is a new blob; the rest is still shared.
         assert_eq!(blob_names(&env).len(), blobs_before + 1);
 
         // Rotated too: the old bundle has no link left and goes.
         assert!(env.store.refresh(spec("team-b"), hashed_files(ROTATED)).await.unwrap());
-        eventually("the old bundle's blob is collected", async || blob_names(&env).len() == blobs_before).await;
+        support::eventually("the old bundle's blob is collected", HANG_LIMIT, async || {
+            blob_names(&env).len() == blobs_before
+        })
+        .await;
         let dir_a = env.store.spec_dir(&spec("team-a").digest());
         let new_a = current_generation(&dir_a).unwrap().join("ca-certificates.crt");
         assert_eq!(ino(&new_a), ino(&current_generation(&dir_b).unwrap().join("ca-certificates.crt")));
@@ -791,8 +794,4 @@ fn blob_leftovers_of_a_crash_are_cleaned_at_open() {
     run(env.store.publish(publication("vol-b", &b, spec("team-b")), hashed_files(BUNDLE))).unwrap();
     assert_eq!(blob_names(&env), used);
     assert_eq!(ino(&a.join("..data/ca-certificates.crt")), ino(&b.join("..data/ca-certificates.crt")));
-}
-
-async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
-    support::eventually(what, HANG_LIMIT, check).await;
 }

@@ -1,6 +1,7 @@
 //! Test certificates made with rcgen: a CA, a server certificate it signs, and CAs that expire
 //! soon or have expired. Written to PEM files in a caller-owned directory.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -125,4 +126,19 @@ pub fn openssl_subject_hash(cert: &Path) -> String {
         .expect("run openssl");
     assert!(out.status.success(), "openssl x509 -subject_hash failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The certificates (DER) of a volume's `ca-certificates.crt`, in order; none while it is missing.
+pub fn bundle_ders_in_order(target: &Path) -> Vec<Vec<u8>> {
+    pem_certificates(&std::fs::read(target.join("ca-certificates.crt")).unwrap_or_default())
+}
+
+/// Which certificates (DER) a volume's `ca-certificates.crt` holds, whatever the order.
+pub fn bundle_ders(target: &Path) -> BTreeSet<Vec<u8>> {
+    bundle_ders_in_order(target).into_iter().collect()
+}
+
+/// The certificates of `cas`, to compare with [`bundle_ders`].
+pub fn ders(cas: &[&TestCa]) -> BTreeSet<Vec<u8>> {
+    cas.iter().map(|ca| ca.der.clone()).collect()
 }

@@ -32,13 +32,6 @@ pub struct Clients {
     pub node: NodeClient<Channel>,
 }
 
-impl Clients {
-    pub async fn connect(socket: &Path) -> Self {
-        let channel = connect(socket).await.unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
-        Self { identity: IdentityClient::new(channel.clone()), node: NodeClient::new(channel) }
-    }
-}
-
 /// The volume capability the kubelet sends for a CSI ephemeral inline volume:
 /// mount access, no fs type, no flags, SINGLE_NODE_WRITER.
 pub fn mount_capability() -> VolumeCapability {
@@ -102,5 +95,21 @@ pub fn stats_request(volume_id: &str, path: &Path) -> NodeGetVolumeStatsRequest 
         volume_id: volume_id.to_string(),
         volume_path: path.to_str().expect("UTF-8 path").to_string(),
         staging_target_path: String::new(),
+    }
+}
+
+/// The gRPC code of a call's outcome (`Ok` for a success), for asserting on it.
+pub fn code_of<T>(result: &Result<T, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// The message of a call's error, or the success it was not expected to be.
+pub fn message_of<T: std::fmt::Debug>(result: &Result<T, tonic::Status>) -> String {
+    match result {
+        Ok(value) => format!("OK {value:?}"),
+        Err(status) => status.message().to_string(),
     }
 }

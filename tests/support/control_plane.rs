@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -319,18 +319,21 @@ fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> Cont
 /// Polls `ready` (asking the component, never sleeping blind) until it holds, or panics with
 /// the end of the component's log when it exits or the time is up.
 fn wait_for(child: &mut Child, log: &Path, name: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut outcome = format!("was not ready within {START_TIMEOUT:?}");
-    while Instant::now() < deadline {
+    // Ok(None): ready; Ok(Some(exit)): exited, so it never will be; Err: not yet.
+    let outcome = super::poll_until_blocking(START_TIMEOUT, Duration::from_millis(200), || {
         if ready() {
-            return;
+            return Ok(None);
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            outcome = format!("exited ({status})");
-            break;
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(format!("exited ({status})"))),
+            _ => Err(format!("was not ready within {START_TIMEOUT:?}")),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    let outcome = match outcome {
+        Ok(None) => return,
+        Ok(Some(exited)) => exited,
+        Err(not_ready) => not_ready,
+    };
     // klog marks errors and fatals with a leading E or F: those first, then the last lines.
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let errors: Vec<&str> =

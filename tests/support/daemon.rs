@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trustmount::proto::csi::v1::ProbeRequest;
 
@@ -123,45 +123,39 @@ impl Daemon {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
 
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last_error = String::from("socket not created yet");
-        loop {
+        let ready = super::poll_until(READY_TIMEOUT, Duration::from_millis(100), async || {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "trustmount serve exited before becoming ready ({status})\n--- stderr\n{}",
                     std::fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
-            if socket.exists() {
-                match super::client::connect(&socket).await {
-                    Ok(channel) => {
-                        let mut identity =
-                            trustmount::proto::csi::v1::identity_client::IdentityClient::new(channel.clone());
-                        match identity.probe(ProbeRequest {}).await {
-                            Ok(resp) if resp.get_ref().ready == Some(true) => {
-                                let clients = Clients {
-                                    identity,
-                                    node: trustmount::proto::csi::v1::node_client::NodeClient::new(channel),
-                                };
-                                return Self {
-                                    child: Some(child),
-                                    _owned_dir: owned_dir,
-                                    root,
-                                    socket,
-                                    kubelet_dir,
-                                    state_dir,
-                                    stderr_path,
-                                    clients,
-                                };
-                            }
-                            Ok(resp) => last_error = format!("probe answered {:?}", resp.get_ref()),
-                            Err(status) => last_error = format!("probe failed: {status}"),
-                        }
-                    }
-                    Err(e) => last_error = format!("connect failed: {e}"),
-                }
+            if !socket.exists() {
+                return Err(String::from("socket not created yet"));
             }
-            if Instant::now() > deadline {
+            let channel = super::client::connect(&socket).await.map_err(|e| format!("connect failed: {e}"))?;
+            let mut identity = trustmount::proto::csi::v1::identity_client::IdentityClient::new(channel.clone());
+            match identity.probe(ProbeRequest {}).await {
+                Ok(resp) if resp.get_ref().ready == Some(true) => {
+                    Ok(Clients { identity, node: trustmount::proto::csi::v1::node_client::NodeClient::new(channel) })
+                }
+                Ok(resp) => Err(format!("probe answered {:?}", resp.get_ref())),
+                Err(status) => Err(format!("probe failed: {status}")),
+            }
+        })
+        .await;
+        match ready {
+            Ok(clients) => Self {
+                child: Some(child),
+                _owned_dir: owned_dir,
+                root,
+                socket,
+                kubelet_dir,
+                state_dir,
+                stderr_path,
+                clients,
+            },
+            Err(last_error) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
@@ -169,7 +163,6 @@ impl Daemon {
                     std::fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -221,16 +214,13 @@ fn terminate(child: &mut Child) -> Option<ExitStatus> {
         return Some(status);
     }
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().ok().flatten() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let exited =
+        super::poll_until_blocking(STOP_TIMEOUT, super::wait::POLL, || child.try_wait().ok().flatten().ok_or(()));
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    exited.ok()
 }
 
 pub fn kubelet_target(kubelet_dir: &Path, pod_uid: &str, volume_name: &str) -> PathBuf {

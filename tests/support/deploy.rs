@@ -91,11 +91,10 @@ pub async fn driver_identity(
     apply(admin, &manifest("rbac.yaml")).await;
     let identity = bound_identity(plane, admin, namespace, "trustmount-driver", &role, dir).await;
     let as_driver = Api::<ConfigMap>::namespaced(plane.token_client(&identity.token), namespace);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while as_driver.list(&ListParams::default()).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the driver's ClusterRoleBinding never took effect");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    super::eventually("the driver's ClusterRoleBinding takes effect", std::time::Duration::from_secs(30), async || {
+        as_driver.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
     identity
 }
 

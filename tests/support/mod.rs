@@ -1,4 +1,5 @@
-//! Shared test support. Each test binary includes it with `mod support;`.
+//! Shared test support. Each test binary includes it with `mod support;` (and each bench with
+//! `#[path]`), and each uses a part of it: hence the allowance, until the binaries are merged.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -15,6 +16,10 @@ pub mod output;
 pub mod programs;
 pub mod tls;
 pub mod tools;
+pub mod wait;
+pub mod world;
+
+pub use wait::{eventually, eventually_blocking, poll_until, poll_until_blocking};
 
 /// Runs a future to completion on a fresh multi-threaded runtime. Tests that mount are plain
 /// `#[test]` functions (so the namespace macro sees their exact name) and call this after
@@ -26,14 +31,4 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(future)
-}
-
-/// Polls `check` until it holds, panicking with `what` after `limit`. The limit bounds a hang;
-/// it is no timed assertion (speed is for the benches).
-pub async fn eventually(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }

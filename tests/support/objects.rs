@@ -9,7 +9,7 @@ use kube::api::{Api, PostParams};
 use super::deploy;
 
 /// Creates `object` under `name`, or replaces what is there (carrying its resourceVersion).
-async fn put<K>(api: &Api<K>, name: &str, mut object: K)
+pub async fn put<K>(api: &Api<K>, name: &str, mut object: K)
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {

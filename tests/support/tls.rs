@@ -3,7 +3,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct TlsServer {
     child: Child,
@@ -33,17 +33,17 @@ impl TlsServer {
             .spawn()
             .expect("spawn openssl s_server");
         let mut server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("openssl s_server exited early ({status})");
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "openssl s_server did not accept on port {port} within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::eventually_blocking(
+            &format!("openssl s_server accepts on port {port}"),
+            Duration::from_secs(10),
+            || {
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    panic!("openssl s_server exited early ({status})");
+                }
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
+        );
+        server
     }
 
     pub fn url(&self) -> String {
