@@ -5,23 +5,17 @@
 
 use std::io;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
 
+use super::fsutil::now_unix;
 use super::locks;
 use super::record::{self, Record, State};
 use super::store::Inner;
-use super::target::{Found, Target};
+use super::target::{Found, TARGET_DIR_MODE, Target};
 use super::unmount::unmount_all;
 use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
-
-pub(super) const TARGET_DIR_MODE: u32 = 0o750;
-
-pub(super) fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// What one publish call made on the target, so a failure can take exactly that back.
 #[derive(Default)]

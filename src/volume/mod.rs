@@ -9,12 +9,14 @@
 //! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
 //! - [`tmpfs`]: mounting or adopting the tmpfs; [`reconcile`]: records, mounts and spec dirs
 //!   made to agree at start, whatever a crash interrupted.
-//! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
+//! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table;
+//!   [`fsutil`]: the I/O helpers they share (the ground floor here).
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
 
 mod atomic;
 mod blobs;
 mod flows;
+mod fsutil;
 mod index;
 mod locks;
 mod mount;
