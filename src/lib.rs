@@ -3,8 +3,9 @@
 //! Data flows one way: [`csi`] (validate, map errors) → [`node`] (the use cases) → [`sources`]
 //! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
 //! atomic swap, bind mount). [`rotation`] re-enters at `sources/` and leaves through `volume/`.
-//! [`metrics`] stands beside the flow: `csi/`, `rotation` and `sources/` record into it, and a
-//! scrape reads the store and the sources; nothing in the flow reads it back. [`args`] is the
+//! [`metrics`] is the recorder under the flow: `csi/`, `rotation` and `sources/` write into it
+//! and nothing reads it back; the binary's exporter (`cli/exporter/`) serves it with the gauges
+//! a scrape reads from the store and the sources. [`args`] is the
 //! binary's command line, here so that tests can parse what the shipped manifests pass to it.
 //! [`domain`] is the shared vocabulary every floor speaks (volume specs, pod identity, source
 //! kinds).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::events::PodEvents;
-use trustmount::metrics::{self, Metrics};
+use trustmount::metrics::Metrics;
 use trustmount::node::Node;
 use trustmount::readiness::{Condition, Readiness};
 use trustmount::rotation::Rotation;
@@ -21,6 +21,7 @@ use trustmount::volume::{Store, StoreConfig};
 
 use super::Failure;
 use super::args::ServeArgs;
+use super::exporter::{self, Exporter};
 
 /// How long calls in flight get after SIGTERM: under the 30 s a pod gets by default
 /// (`terminationGracePeriodSeconds`) before its SIGKILL. A publish cut short is safe anyway (the
@@ -121,8 +122,8 @@ fn serve_in(
     };
     let sources = Arc::new(sources);
     if let Some(addr) = args.metrics_addr {
-        let exporter = metrics.exporter(store.clone(), Arc::clone(&sources));
-        runtime.block_on(metrics::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
+        let exporter = Exporter::new(&metrics, store.clone(), Arc::clone(&sources));
+        runtime.block_on(exporter::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
     }
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
