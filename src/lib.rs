@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod csi;
 pub mod domain;
 pub mod events;
+pub mod keyed_locks;
 pub mod metrics;
 pub mod node;
 pub mod readiness;

@@ -5,7 +5,7 @@
 //!
 //! - [`store`]: the handle, and the blocking hop each call makes.
 //! - [`flows`]: publish, unpublish, refresh, stats.
-//! - [`index`]: live specs and publish reservations; [`locks`]: per-dir mutexes.
+//! - [`index`]: live specs and publish reservations.
 //! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
 //! - [`tmpfs`]: mounting or adopting the tmpfs; [`reconcile`]: records, mounts and spec dirs
 //!   made to agree at start, whatever a crash interrupted.
@@ -18,7 +18,6 @@ mod blobs;
 mod flows;
 mod fsutil;
 mod index;
-mod locks;
 mod mount;
 mod mountinfo;
 mod reconcile;

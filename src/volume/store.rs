@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use crate::bundle::Files;
 use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
+use crate::keyed_locks::KeyedLocks;
 
 use super::blobs::Blobs;
 use super::index::Index;
-use super::locks::DirLocks;
 use super::retired::{self, Retired};
 use super::target::Targets;
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, reconcile, record, tmpfs};
@@ -44,7 +44,7 @@ pub(super) struct Inner {
     pub(super) records: PathBuf,
     pub(super) targets: Targets,
     pub(super) index: Index,
-    pub(super) target_locks: DirLocks<PathBuf>,
+    pub(super) target_locks: KeyedLocks<PathBuf>,
     /// Generations swapped out by a refresh, removed once their grace is over.
     pub(super) retired: Retired,
 }
@@ -118,7 +118,7 @@ impl Store {
                 records,
                 targets,
                 index,
-                target_locks: DirLocks::default(),
+                target_locks: KeyedLocks::default(),
                 retired: Retired::default(),
             }),
         })
