@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod bundle;
+pub mod clock;
 pub mod csi;
 pub mod domain;
 pub mod events;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use trustmount::clock::Clock;
 use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::events::PodEvents;
 use trustmount::metrics::Metrics;
@@ -133,7 +134,7 @@ fn serve_in(
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
-    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation), metrics);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, Clock::system()), metrics);
     let served = runtime.block_on(async {
         let serving = csi::serve(&args.endpoint, identity, node, stopped(stop.clone()));
         tokio::select! {

@@ -4,9 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use time::OffsetDateTime;
-
 use super::{Error, Health, Result};
+use crate::clock::Clock;
 use crate::domain::SourceKind;
 use crate::rotation::{Rotation, Trigger};
 use crate::sources::Sources;
@@ -18,6 +17,8 @@ pub struct Node {
     sources: Arc<Sources>,
     store: Store,
     rotation: Arc<Rotation>,
+    /// Health's "now": expiry is judged against it.
+    clock: Clock,
 }
 
 /// What NodeGetVolumeStats answers: usage and health.
@@ -28,8 +29,8 @@ pub struct VolumeReport {
 }
 
 impl Node {
-    pub fn new(sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>) -> Self {
-        Self { sources, store, rotation }
+    pub fn new(sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>, clock: Clock) -> Self {
+        Self { sources, store, rotation, clock }
     }
 
     /// Publishes a validated publication, rendering its spec from the current sources only when
@@ -103,7 +104,7 @@ impl Node {
     /// `NotPublished` when `volume_id` is not published at `path`.
     pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeReport> {
         let stats = self.store.stats(volume_id, path).await?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix_seconds();
         let health =
             Health::of(self.rotation.problem(&stats.digest), self.sources.user_expiries_at(&stats.spec, now), now);
         Ok(VolumeReport { stats, health })

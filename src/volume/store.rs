@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundle::Files;
+use crate::clock::Clock;
 use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
 use crate::keyed_locks::KeyedLocks;
 
@@ -119,7 +120,7 @@ impl Store {
                 targets,
                 index,
                 target_locks: KeyedLocks::default(),
-                retired: Retired::default(),
+                retired: Retired::new(Clock::system()),
             }),
         })
     }
