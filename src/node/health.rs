@@ -5,7 +5,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::rotation::Problem;
+use super::failures::Problem;
 use crate::sources::Expiry;
 
 /// A certificate from a non-system source expiring within this window marks the volume abnormal,

@@ -4,10 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Error, Health, Result};
+use super::health::Health;
+use super::refresh::{Rotation, Trigger};
+use super::{Error, Result};
 use crate::clock::Clock;
 use crate::domain::SourceKind;
-use crate::rotation::{Rotation, Trigger};
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;
 use crate::volume::{Publication, Store, VolumeStats};
