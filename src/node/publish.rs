@@ -1,32 +1,25 @@
-//! [`Node`]: publish, unpublish and report on volumes, with the current sources.
+//! [`Node`]: publish and unpublish volumes, with the current sources (a volume's report is in
+//! `health.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::health::Health;
 use super::refresh::{Rotation, Trigger};
 use super::{Error, Result};
 use crate::clock::Clock;
 use crate::domain::SourceKind;
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;
-use crate::volume::{Publication, Store, VolumeStats};
+use crate::volume::{Publication, Store};
 
 #[derive(Debug)]
 pub struct Node {
-    sources: Arc<Sources>,
-    store: Store,
-    rotation: Arc<Rotation>,
+    pub(super) sources: Arc<Sources>,
+    pub(super) store: Store,
+    pub(super) rotation: Arc<Rotation>,
     /// Health's "now": expiry is judged against it.
-    clock: Clock,
-}
-
-/// What NodeGetVolumeStats answers: usage and health.
-#[derive(Debug)]
-pub struct VolumeReport {
-    pub stats: VolumeStats,
-    pub health: Health,
+    pub(super) clock: Clock,
 }
 
 impl Node {
@@ -99,15 +92,5 @@ impl Node {
         // The last volume naming an object gives up its watch.
         self.sources.retain(|| self.store.live_specs());
         Ok(())
-    }
-
-    /// # Errors
-    /// `NotPublished` when `volume_id` is not published at `path`.
-    pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeReport> {
-        let stats = self.store.stats(volume_id, path).await?;
-        let now = self.clock.unix_seconds();
-        let health =
-            Health::of(self.rotation.problem(&stats.digest), self.sources.user_expiries_at(&stats.spec, now), now);
-        Ok(VolumeReport { stats, health })
     }
 }
