@@ -2,23 +2,26 @@
 //!
 //! Data flows one way: [`csi`] (validate, map errors) → [`node`] (the use cases) → [`sources`]
 //! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
-//! atomic swap, bind mount). [`rotation`] re-enters at `sources/` and leaves through `volume/`.
-//! [`metrics`] stands beside the flow: `csi/`, `rotation` and `sources/` record into it, and a
-//! scrape reads the store and the sources; nothing in the flow reads it back. [`args`] is the
+//! atomic swap, bind mount). A refresh ([`node`]'s triggers) re-enters at `sources/` and leaves
+//! through `volume/`. [`metrics`] is the recorder under the flow: `csi/`, `node/` and `sources/` write into it
+//! and nothing reads it back; the binary's exporter (`cli/exporter/`) serves it with the gauges
+//! a scrape reads from the store and the sources. [`args`] is the
 //! binary's command line, here so that tests can parse what the shipped manifests pass to it.
 //! [`domain`] is the shared vocabulary every floor speaks (volume specs, pod identity, source
-//! kinds).
+//! kinds); [`clock`] is the time the use cases judge by; [`keyed_locks`] the per-key locks of
+//! `csi/` and `volume/`.
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod bundle;
+pub mod clock;
 pub mod csi;
 pub mod domain;
 pub mod events;
+pub mod keyed_locks;
 pub mod metrics;
 pub mod node;
 pub mod readiness;
-pub mod rotation;
 pub mod sources;
 pub mod volume;
 

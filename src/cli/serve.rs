@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use trustmount::clock::Clock;
 use trustmount::csi::{self, IdentityService, NodeService};
 use trustmount::events::PodEvents;
-use trustmount::metrics::{self, Metrics};
-use trustmount::node::Node;
+use trustmount::metrics::Metrics;
+use trustmount::node::{Node, Rotation};
 use trustmount::readiness::{Condition, Readiness};
-use trustmount::rotation::Rotation;
 use trustmount::sources::cluster::{Cluster, Defaults, DefaultsFlags, Mode};
 use trustmount::sources::{self, ClusterAccess, Sources};
 use trustmount::volume::{Store, StoreConfig};
 
 use super::Failure;
 use super::args::ServeArgs;
+use super::exporter::{self, Exporter};
 
 /// How long calls in flight get after SIGTERM: under the 30 s a pod gets by default
 /// (`terminationGracePeriodSeconds`) before its SIGKILL. A publish cut short is safe anyway (the
@@ -121,8 +122,8 @@ fn serve_in(
     };
     let sources = Arc::new(sources);
     if let Some(addr) = args.metrics_addr {
-        let exporter = metrics.exporter(store.clone(), Arc::clone(&sources));
-        runtime.block_on(metrics::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
+        let exporter = Exporter::new(&metrics, store.clone(), Arc::clone(&sources));
+        runtime.block_on(exporter::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
     }
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
@@ -132,7 +133,7 @@ fn serve_in(
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
-    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation), metrics);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, Clock::system()), metrics);
     let served = runtime.block_on(async {
         let serving = csi::serve(&args.endpoint, identity, node, stopped(stop.clone()));
         tokio::select! {

@@ -3,7 +3,6 @@
 //! in one place ([`status`]). No certificate or mount code lives here.
 
 mod identity;
-mod locks;
 mod node;
 mod request;
 mod server;

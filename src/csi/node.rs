@@ -7,8 +7,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Span, debug, field::Empty, info, instrument, warn};
 
-use super::locks::VolumeIdLocks;
 use super::{Error, request};
+use crate::keyed_locks::KeyedLocks;
 use crate::metrics::{CsiMethod, Metrics, code_name};
 use crate::node::Node;
 use crate::proto::csi::v1 as pb;
@@ -20,13 +20,13 @@ pub struct NodeService {
     node_id: String,
     node: Node,
     /// Calls for one volume id are serialised; different volumes run in parallel.
-    volume_locks: VolumeIdLocks,
+    volume_locks: KeyedLocks<String, tokio::sync::Mutex<()>>,
     metrics: Metrics,
 }
 
 impl NodeService {
     pub fn new(node_id: String, node: Node, metrics: Metrics) -> Self {
-        Self { node_id, node, volume_locks: VolumeIdLocks::default(), metrics }
+        Self { node_id, node, volume_locks: KeyedLocks::default(), metrics }
     }
 
     async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<(), Error> {
@@ -41,7 +41,7 @@ impl NodeService {
         }
         span.record("target", request.target_path.as_str());
         let (publication, token) = request::publication(request)?;
-        let _guard = self.volume_locks.lock(&publication.volume_id).await;
+        let _guard = self.volume_locks.get(&publication.volume_id).lock_owned().await;
         Ok(self.node.publish(publication, token).await?)
     }
 
@@ -53,7 +53,7 @@ impl NodeService {
         if let Some(uid) = request::pod_uid_of(&target) {
             span.record("pod.uid", uid);
         }
-        let _guard = self.volume_locks.lock(&volume_id).await;
+        let _guard = self.volume_locks.get(&volume_id).lock_owned().await;
         Ok(self.node.unpublish(&volume_id, &target).await?)
     }
 

@@ -1,19 +1,16 @@
-//! Prometheus metrics: counters and histograms that the CSI calls, rotations and renders update
-//! as they happen, gauges that a scrape reads from the store and the sources ([`state`]), served
-//! in the Prometheus text format on `--metrics-addr` ([`serve`]).
+//! Prometheus metrics, the recording face: counters and histograms that the CSI calls,
+//! rotations and renders update as they happen. The binary's exporter (`cli/exporter/`) serves
+//! them on `--metrics-addr`, with the gauges a scrape reads from the store and the sources; this
+//! module reads nothing back, so every floor can write into it.
 //!
 //! Labels are bounded by construction: an RPC name, a gRPC code, a source kind. Volume ids, pods
 //! and object names never become labels (one series per pod would grow without bound); they are
 //! in the log lines instead.
 
 mod labels;
-mod server;
-mod state;
 
 pub use labels::{CsiMethod, code_name};
-pub use server::{Exporter, serve};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,18 +22,6 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::domain::SourceKind;
 
 use labels::{CallLabels, KindLabels};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen for metrics on {addr}: {source}; give --metrics-addr a free address, e.g. 0.0.0.0:9808")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -115,8 +100,8 @@ impl Metrics {
         self.families.bundle_certificates.observe(certificates as f64);
     }
 
-    /// The recorded families, without the scrape-time gauges.
-    fn registry(&self) -> Registry {
+    /// The recorded families, without the scrape-time gauges (the exporter adds those).
+    pub fn registry(&self) -> Registry {
         let f = &self.families;
         let mut registry = Registry::default();
         registry.register(

@@ -1,16 +1,40 @@
-//! A volume's [`Health`]: current, not refreshed (rotation failed), or holding a user
-//! certificate that expires soon or has expired.
+//! A volume's report ([`Node::stats`]): its usage and its [`Health`], current, not refreshed
+//! (rotation failed), or holding a user certificate that expires soon or has expired (by the
+//! node's clock).
 
 use std::fmt;
+use std::path::Path;
 
 use time::OffsetDateTime;
 
-use crate::rotation::Problem;
+use super::Result;
+use super::failures::Problem;
+use super::publish::Node;
 use crate::sources::Expiry;
+use crate::volume::VolumeStats;
 
 /// A certificate from a non-system source expiring within this window marks the volume abnormal,
 /// early enough for someone to rotate it before clients start failing.
 const EXPIRY_WARNING_SECONDS: i64 = 7 * 24 * 3600;
+
+/// What NodeGetVolumeStats answers: usage and health.
+#[derive(Debug)]
+pub struct VolumeReport {
+    pub stats: VolumeStats,
+    pub health: Health,
+}
+
+impl Node {
+    /// # Errors
+    /// `NotPublished` when `volume_id` is not published at `path`.
+    pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeReport> {
+        let stats = self.store.stats(volume_id, path).await?;
+        let now = self.clock.unix_seconds();
+        let health =
+            Health::of(self.rotation.problem(&stats.digest), self.sources.user_expiries_at(&stats.spec, now), now);
+        Ok(VolumeReport { stats, health })
+    }
+}
 
 #[derive(Clone, Debug)]
 pub enum Health {

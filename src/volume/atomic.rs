@@ -20,7 +20,6 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -29,6 +28,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use crate::bundle::{Entry, Files};
 
 use super::blobs::Blobs;
+use super::fsutil::{io_error, read_dir, rustix_error};
 use super::{Error, Result};
 
 /// `..data`: the symlink readers go through.
@@ -41,15 +41,6 @@ const FILE_MODE: u32 = 0o444;
 /// Directories, the spec directory (a volume's root) included: pods only read. The driver runs
 /// as root, which writes new generations regardless.
 const DIR_MODE: u32 = 0o555;
-
-/// An I/O error with context; ENOSPC becomes [`Error::StoreFull`].
-pub(super) fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
-    if source.raw_os_error() == Some(nix::libc::ENOSPC) {
-        Error::StoreFull { path: path.to_owned() }
-    } else {
-        Error::Io { op, path: path.to_owned(), source }
-    }
-}
 
 fn invalid(path: &str, reason: &'static str) -> Error {
     Error::InvalidFiles { path: path.to_owned(), reason }
@@ -92,19 +83,11 @@ fn validate(files: &Files) -> Result<()> {
     Ok(())
 }
 
-fn rustix_error(op: &'static str, path: &Path, source: rustix::io::Errno) -> Error {
-    io_error(op, path, source.into())
-}
-
 /// Opens a directory for the `*at` calls, so each entry costs a one-component lookup instead
 /// of a walk of the whole store path.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
         .map_err(|e| rustix_error("open", path, e))
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_error("chmod", path, e))
 }
 
 fn generation_prefix() -> String {
@@ -286,10 +269,6 @@ fn generation_names(generation: &Path) -> Result<Vec<String>> {
     Ok(read_dir(generation)?.iter().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
 }
 
-fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
-    fs::read_dir(dir).and_then(|entries| entries.collect::<io::Result<Vec<_>>>()).map_err(|e| io_error("list", dir, e))
-}
-
 /// Removes every `..*` entry of `spec_dir` except `..data`, the generation it points at, and
 /// those `keep` names: swapped-out generations, and leftovers of a crash in the middle of a
 /// write.
@@ -397,42 +376,6 @@ pub(super) fn create_spec_dir(blobs: &Blobs, store_root: &Path, name: &str, file
     Ok(spec_dir)
 }
 
-/// Removes a file, symlink or directory tree; a missing path is fine. Read-only directories
-/// are made writable first when that is what stops the removal.
-pub fn remove_tree(path: &Path) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error("inspect", path, e)),
-    };
-    if !meta.is_dir() {
-        return match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path, e)),
-            _ => Ok(()),
-        };
-    }
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            make_writable(path)?;
-            fs::remove_dir_all(path).map_err(|e| io_error("remove", path, e))
-        }
-        Err(e) => Err(io_error("remove", path, e)),
-    }
-}
-
-fn make_writable(dir: &Path) -> Result<()> {
-    set_mode(dir, 0o755)?;
-    for entry in read_dir(dir)? {
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir {
-            make_writable(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
 /// Bytes in regular files and number of entries below `dir` (symlinks not followed).
 pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
     let mut bytes = 0;
@@ -455,6 +398,7 @@ pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::fs::symlink;
 
     use super::*;
@@ -646,7 +590,7 @@ mod tests {
         let (root, _blob_dir, blobs) = store();
         let spec_dir = create_spec_dir(&blobs, root.path(), "abc", &files(b"one", b"jks")).unwrap();
         let generation = current_generation(&spec_dir).unwrap();
-        remove_tree(&generation).unwrap();
+        crate::volume::fsutil::remove_tree(&generation).unwrap();
         assert!(!is_complete(&spec_dir));
         assert!(!is_complete(&root.path().join("missing")));
     }

@@ -22,8 +22,8 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use sha2::{Digest, Sha256};
 
-use super::atomic::{io_error, remove_tree};
-use super::{Error, Result};
+use super::Result;
+use super::fsutil::{io_error, remove_tree, rustix_error};
 
 const DIR_MODE: u32 = 0o700;
 const TMP_PREFIX: &str = ".tmp-";
@@ -40,10 +40,6 @@ pub(super) struct Blobs {
     /// Temporary names: unique within this process; the start-up sweep removes those of a
     /// previous one before anyone writes.
     next_tmp: AtomicU64,
-}
-
-fn rustix_error(op: &'static str, path: &Path, source: rustix::io::Errno) -> Error {
-    io_error(op, path, source.into())
 }
 
 fn file_hasher(mode: u32) -> Sha256 {

@@ -5,23 +5,17 @@
 
 use std::io;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
+use crate::keyed_locks;
 
-use super::locks;
+use super::fsutil::now_unix;
 use super::record::{self, Record, State};
 use super::store::Inner;
-use super::target::{Found, Target};
+use super::target::{Found, TARGET_DIR_MODE, Target};
 use super::unmount::unmount_all;
 use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
-
-pub(super) const TARGET_DIR_MODE: u32 = 0o750;
-
-pub(super) fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// What one publish call made on the target, so a failure can take exactly that back.
 #[derive(Default)]
@@ -57,7 +51,7 @@ impl Inner {
     {
         let target = self.targets.resolve(&publication.target)?;
         let target_lock = self.target_locks.get(&publication.target);
-        let _target_guard = locks::lock(&target_lock);
+        let _target_guard = keyed_locks::lock(&target_lock);
 
         let digest = publication.spec.digest();
         let mut recorded = false;
@@ -201,7 +195,7 @@ impl Inner {
     {
         let digest = spec.digest();
         let spec_lock = self.index.spec_lock(&digest);
-        let _spec_guard = locks::lock(&spec_lock);
+        let _spec_guard = keyed_locks::lock(&spec_lock);
         if !self.index.contains(&digest) {
             return Ok(false);
         }
@@ -226,7 +220,7 @@ impl Inner {
     /// Removes the generations of `digest` whose grace (`retired::GRACE`) is over.
     pub(super) fn sweep(&self, digest: &SpecDigest) -> Result<()> {
         let spec_lock = self.index.spec_lock(digest);
-        let _spec_guard = locks::lock(&spec_lock);
+        let _spec_guard = keyed_locks::lock(&spec_lock);
         let spec_dir = self.index.spec_dir(digest);
         self.retired.expire(&spec_dir);
         if !self.index.contains(digest) || !spec_dir.exists() {
@@ -239,8 +233,8 @@ impl Inner {
     pub(super) fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
         let target = self.targets.resolve(target)?;
         let given = target.given();
-        let target_lock = self.target_locks.get(&given.to_owned());
-        let _target_guard = locks::lock(&target_lock);
+        let target_lock = self.target_locks.get(given);
+        let _target_guard = keyed_locks::lock(&target_lock);
 
         let Some(rec) = record::load(&self.records, given)? else {
             // No record: nothing of ours, unless an unpublish lost it and then failed to

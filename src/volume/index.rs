@@ -13,9 +13,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
+use crate::keyed_locks::{self, KeyedLocks};
 
 use super::blobs::Blobs;
-use super::locks::{self, DirLocks};
 use super::{Error, Result, atomic};
 
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(super) struct Index {
     /// Spec dirs that a mount the driver does not manage still binds (found at start): never
     /// removed while this driver runs, whatever its own volumes do.
     pinned: Mutex<HashSet<SpecDigest>>,
-    locks: DirLocks<SpecDigest>,
+    locks: KeyedLocks<SpecDigest>,
 }
 
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub(super) struct Reservation {
 
 impl Index {
     pub fn new(root: PathBuf, dir: PathBuf, blobs: Blobs) -> Self {
-        Self { root, dir, blobs, specs: Mutex::default(), pinned: Mutex::default(), locks: DirLocks::default() }
+        Self { root, dir, blobs, specs: Mutex::default(), pinned: Mutex::default(), locks: KeyedLocks::default() }
     }
 
     /// Where spec dirs are written (see the field).
@@ -144,7 +144,7 @@ impl Index {
         E: From<Error>,
     {
         let spec_lock = self.spec_lock(digest);
-        let _spec_guard = locks::lock(&spec_lock);
+        let _spec_guard = keyed_locks::lock(&spec_lock);
         let spec_dir = self.spec_dir(digest);
         let rendered = match fs::symlink_metadata(&spec_dir) {
             Ok(_) => false,
@@ -170,7 +170,7 @@ impl Index {
             return;
         }
         let spec_lock = self.spec_lock(digest);
-        let _spec_guard = locks::lock(&spec_lock);
+        let _spec_guard = keyed_locks::lock(&spec_lock);
         let unused = self.forget(digest, target);
         if unused
             && reservation.dir_is_ours
@@ -184,7 +184,7 @@ impl Index {
     /// Takes an unpublished target out, and its spec dir with it when no target is left.
     pub fn remove(&self, digest: &SpecDigest, target: &Path) -> Result<()> {
         let spec_lock = self.spec_lock(digest);
-        let _spec_guard = locks::lock(&spec_lock);
+        let _spec_guard = keyed_locks::lock(&spec_lock);
         if self.forget(digest, target) && !self.is_pinned(digest) {
             atomic::remove_spec_dir(&self.blobs, &self.dir, digest.as_str())?;
             tracing::info!(spec = %digest, "removed an unused spec directory");

@@ -5,11 +5,12 @@
 //!
 //! - [`store`]: the handle, and the blocking hop each call makes.
 //! - [`flows`]: publish, unpublish, refresh, stats.
-//! - [`index`]: live specs and publish reservations; [`locks`]: per-dir mutexes.
+//! - [`index`]: live specs and publish reservations.
 //! - [`target`]: a target checked once and held by fd; [`unmount`]: peeling stacked mounts.
 //! - [`tmpfs`]: mounting or adopting the tmpfs; [`reconcile`]: records, mounts and spec dirs
 //!   made to agree at start, whatever a crash interrupted.
-//! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table.
+//! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table;
+//!   [`fsutil`]: the I/O helpers they share (the ground floor here).
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
 //! - [`format`](mod@format): what goes to disk for the next driver (records, store names and marker), versioned.
 
@@ -17,8 +18,8 @@ mod atomic;
 mod blobs;
 mod flows;
 mod format;
+mod fsutil;
 mod index;
-mod locks;
 mod mount;
 mod mountinfo;
 mod reconcile;

@@ -61,13 +61,12 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::SpecDigest;
 
-use super::flows::TARGET_DIR_MODE;
 use super::index::Index;
 use super::mountinfo::{self, MountEntry};
 use super::record::{self, Record, State};
-use super::target::{Found, Target, Targets};
+use super::target::{Found, TARGET_DIR_MODE, Target, Targets};
 use super::unmount::unmount_all;
-use super::{Error, Result, atomic};
+use super::{Error, Result, atomic, fsutil};
 
 /// Where things are, for the reconciliation.
 pub(super) struct Layout<'a> {
@@ -390,7 +389,7 @@ impl Reconciler<'_> {
             } else if name.starts_with(atomic::TMP_PREFIX) {
                 tracing::info!(path = %path.display(), "removing a half-made or half-removed spec directory");
                 // Its blobs go with the sweep that follows.
-                atomic::remove_tree(&path)
+                fsutil::remove_tree(&path)
             } else if digest.is_some() {
                 tracing::info!(path = %path.display(), "removing a spec directory no volume uses");
                 atomic::remove_spec_dir(self.index.blobs(), dir, name)

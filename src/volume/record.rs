@@ -194,7 +194,7 @@ pub fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf> {
         Err(e) => return Err(io_error("create", &corrupt, e)),
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stamp = super::flows::now_unix();
+    let stamp = super::fsutil::now_unix();
     for attempt in 0..1000u32 {
         let aside = corrupt.join(format!("{name}.{stamp}.{attempt}"));
         match fs::symlink_metadata(&aside) {

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bundle::Files;
+use crate::clock::Clock;
 use crate::domain::{PodInfo, SpecDigest, VolumeSpec};
+use crate::keyed_locks::KeyedLocks;
 
 use super::blobs::Blobs;
 use super::format::{
@@ -22,7 +24,6 @@ use super::format::{
     store::{BLOBS_DIR, MARKER_FILE, RECORDS_DIR, SPECS_DIR, STORE_DIR, TMPFS_DIR},
 };
 use super::index::Index;
-use super::locks::DirLocks;
 use super::retired::{self, Retired};
 use super::target::Targets;
 use super::{Error, Publication, Result, StoreConfig, VolumeStats, reconcile, record, tmpfs};
@@ -43,7 +44,7 @@ pub(super) struct Inner {
     pub(super) records: PathBuf,
     pub(super) targets: Targets,
     pub(super) index: Index,
-    pub(super) target_locks: DirLocks<PathBuf>,
+    pub(super) target_locks: KeyedLocks<PathBuf>,
     /// Generations swapped out by a refresh, removed once their grace is over.
     pub(super) retired: Retired,
 }
@@ -137,8 +138,8 @@ impl Store {
                 records,
                 targets,
                 index,
-                target_locks: DirLocks::default(),
-                retired: Retired::default(),
+                target_locks: KeyedLocks::default(),
+                retired: Retired::new(Clock::system()),
             }),
         })
     }

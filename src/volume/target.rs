@@ -20,6 +20,8 @@ const PODS_DIR: &str = "pods";
 /// `openat2` answers EAGAIN when a rename or mount elsewhere raced a scoped lookup; it is worth
 /// a few more tries, not a failed publish.
 const OPEN_ATTEMPTS: usize = 8;
+/// The mode of a target directory the driver has to make itself.
+pub(super) const TARGET_DIR_MODE: u32 = 0o750;
 
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
     Error::Io { op, path: path.to_owned(), source }

@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::{Result, atomic, mount, mountinfo};
+use super::{Result, fsutil, mount, mountinfo};
 
 const SELINUX_ENFORCE: &str = "/sys/fs/selinux/enforce";
 const SELINUX_CONTEXT: &str = "system_u:object_r:container_file_t:s0";
@@ -35,7 +35,7 @@ pub(super) fn mount_or_adopt(root: &Path, size_bytes: u64) -> Result<()> {
 /// directory is then already seen through it).
 pub(super) fn bind_or_adopt(specs: &Path, shown: &Path) -> Result<()> {
     let identity =
-        |path: &Path| fs::metadata(path).map(|m| (m.dev(), m.ino())).map_err(|e| atomic::io_error("inspect", path, e));
+        |path: &Path| fs::metadata(path).map(|m| (m.dev(), m.ino())).map_err(|e| fsutil::io_error("inspect", path, e));
     if identity(specs)? == identity(shown)? {
         tracing::info!(path = %shown.display(), "adopting the store's bind mount");
         return Ok(());

@@ -11,8 +11,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use crate::sources::Sources;
-use crate::volume::Store;
+use trustmount::sources::Sources;
+use trustmount::volume::Store;
 
 #[derive(Debug)]
 pub(super) struct State {

@@ -1,35 +1,30 @@
-//! [`Node`]: publish, unpublish and report on volumes, with the current sources.
+//! [`Node`]: publish and unpublish volumes, with the current sources (a volume's report is in
+//! `health.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use time::OffsetDateTime;
-
-use super::{Error, Health, Result};
+use super::refresh::{Rotation, Trigger};
+use super::{Error, Result};
+use crate::clock::Clock;
 use crate::domain::SourceKind;
-use crate::rotation::{Rotation, Trigger};
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;
-use crate::volume::{Publication, Store, VolumeStats};
+use crate::volume::{Publication, Store};
 
 #[derive(Debug)]
 pub struct Node {
-    sources: Arc<Sources>,
-    store: Store,
-    rotation: Arc<Rotation>,
-}
-
-/// What NodeGetVolumeStats answers: usage and health.
-#[derive(Debug)]
-pub struct VolumeReport {
-    pub stats: VolumeStats,
-    pub health: Health,
+    pub(super) sources: Arc<Sources>,
+    pub(super) store: Store,
+    pub(super) rotation: Arc<Rotation>,
+    /// Health's "now": expiry is judged against it.
+    pub(super) clock: Clock,
 }
 
 impl Node {
-    pub fn new(sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>) -> Self {
-        Self { sources, store, rotation }
+    pub fn new(sources: Arc<Sources>, store: Store, rotation: Arc<Rotation>, clock: Clock) -> Self {
+        Self { sources, store, rotation, clock }
     }
 
     /// Publishes a validated publication, rendering its spec from the current sources only when
@@ -97,15 +92,5 @@ impl Node {
         // The last volume naming an object gives up its watch.
         self.sources.retain(|| self.store.live_specs());
         Ok(())
-    }
-
-    /// # Errors
-    /// `NotPublished` when `volume_id` is not published at `path`.
-    pub async fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeReport> {
-        let stats = self.store.stats(volume_id, path).await?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let health =
-            Health::of(self.rotation.problem(&stats.digest), self.sources.user_expiries_at(&stats.spec, now), now);
-        Ok(VolumeReport { stats, health })
     }
 }

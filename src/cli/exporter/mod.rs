@@ -1,5 +1,10 @@
 //! The `/metrics` endpoint: HTTP/1.1 on a TCP listener (hyper), the Prometheus text format
-//! (version 0.0.4), each scrape rendered on a blocking thread (its gauges make syscalls).
+//! (version 0.0.4), each scrape rendered on a blocking thread (its gauges make syscalls). It
+//! reads what `trustmount::metrics` recorded and, at each scrape, the store's and the sources'
+//! gauges ([`state`]); it stands on the top floor beside `serve`, so that nothing below it
+//! imports what it reads.
+
+mod state;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,10 +20,23 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use super::state::State;
-use super::{Error, Metrics, Result};
-use crate::sources::Sources;
-use crate::volume::Store;
+use trustmount::metrics::Metrics;
+use trustmount::sources::Sources;
+use trustmount::volume::Store;
+
+use state::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen for metrics on {addr}: {source}; give --metrics-addr a free address, e.g. 0.0.0.0:9808")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A client that opens a connection and sends nothing must not hold it forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,16 +47,14 @@ pub struct Exporter {
     registry: Arc<Registry>,
 }
 
-impl Metrics {
-    /// The exporter of these metrics, with gauges read from `store` and `sources` at each scrape.
-    pub fn exporter(&self, store: Store, sources: Arc<Sources>) -> Exporter {
-        let mut registry = self.registry();
-        registry.register_collector(Box::new(State { store, sources }));
-        Exporter { registry: Arc::new(registry) }
-    }
-}
-
 impl Exporter {
+    /// The exporter of `metrics`, with gauges read from `store` and `sources` at each scrape.
+    pub fn new(metrics: &Metrics, store: Store, sources: Arc<Sources>) -> Self {
+        let mut registry = metrics.registry();
+        registry.register_collector(Box::new(State { store, sources }));
+        Self { registry: Arc::new(registry) }
+    }
+
     /// The exposition text. Blocking (see the module doc).
     ///
     /// # Errors

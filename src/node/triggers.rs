@@ -1,0 +1,133 @@
+//! What sets refresh passes off, for the life of the driver: a first pass over the volumes
+//! adopted at start, a pass per settled burst of file changes (after a reload of the sources) or
+//! of cluster changes (over the specs they affect), and a catch-up pass on request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::refresh::{Rotation, Trigger, list};
+use crate::domain::SourceKind;
+use crate::readiness::{Condition, Readiness};
+use crate::sources::Reload;
+use crate::sources::cluster::Change;
+
+/// File updates come in bursts (a ConfigMap swap is several renames); wait for the burst to end
+/// so one reload sees the final state.
+const SETTLE: Duration = Duration::from_millis(200);
+/// Watch events come in bursts too (an apply touching several objects); one pass for a burst.
+const CLUSTER_SETTLE: Duration = Duration::from_millis(50);
+
+impl Rotation {
+    /// Runs for the life of the driver: the adopted specs' cluster caches (then `readiness`
+    /// learns [`Condition::CachesSynced`]), a first pass over the specs adopted from a previous
+    /// run (then [`Condition::VolumesRefreshed`]), and a pass on each source change (or
+    /// request).
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: mpsc::Receiver<()>,
+        mut cluster_changes: Option<mpsc::UnboundedReceiver<Change>>,
+        readiness: Readiness,
+    ) {
+        // Adopted specs re-acquire the watches their records name.
+        self.sources.retain(|| self.store.live_specs());
+        self.sources.synced(&self.store.live_specs()).await;
+        readiness.mark(Condition::CachesSynced);
+        // Spec directories adopted from a previous run were rendered from the sources of that
+        // run, which may have changed (new flags, edited files) while the driver was down.
+        self.refresh_where(Trigger::catch_up("start: volumes adopted from the previous run"), |_| true).await;
+        readiness.mark(Condition::VolumesRefreshed);
+        loop {
+            let reload = tokio::select! {
+                Some(change) = next_change(&mut cluster_changes) => {
+                    let seen = Instant::now();
+                    tokio::time::sleep(CLUSTER_SETTLE).await;
+                    let mut burst = vec![change];
+                    if let Some(receiver) = cluster_changes.as_mut() {
+                        while let Ok(change) = receiver.try_recv() {
+                            burst.push(change);
+                        }
+                    }
+                    let trigger = Trigger { seen, ..cluster_trigger(&burst) };
+                    self.refresh_where(trigger, |spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
+                    continue;
+                }
+                change = changes.recv() => match change {
+                    Some(()) => Some(Instant::now()),
+                    // No watch (no files to watch): refresh passes on request only.
+                    None => { self.requested.notified().await; None }
+                },
+                () = self.requested.notified() => None,
+            };
+            let trigger = if let Some(seen) = reload {
+                tokio::time::sleep(SETTLE).await;
+                while changes.try_recv().is_ok() {}
+                let before = self.sources.catalog();
+                let sources = Arc::clone(&self.sources);
+                let span = tracing::Span::current();
+                match tokio::task::spawn_blocking(move || span.in_scope(|| sources.reload())).await {
+                    Ok(Reload::Changed) => {}
+                    Ok(Reload::Unchanged) => continue,
+                    Ok(Reload::Failed(_)) => {
+                        self.metrics.rotation_failed(SourceKind::File);
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "source reload task failed");
+                        continue;
+                    }
+                }
+                let (kind, source) = if before.same_extra(&self.sources.catalog()) {
+                    (SourceKind::System, "the --system-roots file")
+                } else {
+                    (SourceKind::File, "the --extra-pem files")
+                };
+                Trigger { seen, ..Trigger::change(kind, source) }
+            } else {
+                Trigger::catch_up("a publish raced a reload")
+            };
+            self.refresh_where(trigger, |_| true).await;
+        }
+    }
+}
+
+/// The kind and objects of a burst of cluster changes (the kind of its first object change:
+/// bursts are 50 ms of one apply, rarely of both kinds). A burst that only says cluster
+/// sources are allowed now is a catch-up pass.
+fn cluster_trigger(burst: &[Change]) -> Trigger {
+    let Some((kind, _)) = burst.iter().find_map(Change::object) else {
+        return Trigger::catch_up("cluster sources allowed");
+    };
+    Trigger::change(kind, list(burst.iter().filter_map(Change::object).map(|(_, object)| object)))
+}
+
+/// The next cluster change; pending forever when the driver is standalone or the caches are gone.
+async fn next_change(receiver: &mut Option<mpsc::UnboundedReceiver<Change>>) -> Option<Change> {
+    match receiver {
+        Some(receiver) => match receiver.recv().await {
+            Some(change) => Some(change),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::cluster::ObjectKey;
+
+    #[test]
+    fn a_cluster_burst_is_labelled_by_its_first_change_and_names_every_object() {
+        let config_map = Change::ConfigMap {
+            object: ObjectKey { namespace: "shop".into(), name: "corp-ca".into() },
+            data_keys: None,
+        };
+        let bundle = Change::TrustBundle { name: "corp:root".into(), before: None, after: None };
+        let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()]);
+        assert_eq!(trigger.kind, Some(SourceKind::ClusterTrustBundle));
+        assert_eq!(trigger.source, "ClusterTrustBundle corp:root, ConfigMap shop/corp-ca");
+        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::ConfigMap));
+    }
+}
