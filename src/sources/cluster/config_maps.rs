@@ -19,7 +19,7 @@ use crate::bundle::{KindName, ObjectOrigin, Scope};
 
 /// How certificates and messages name the kind.
 pub const KIND: KindName = KindName { tag: "configmap", title: "ConfigMap" };
-use super::select::{Selected, Wanted};
+use super::wanted::{Selected, Wanted};
 use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
 use crate::bundle::Ignored;
 

@@ -17,8 +17,9 @@
 //!   its certificates' typed provenance carries), its watch, its selection of certificates for a
 //!   spec, and which changes touch a spec.
 //! - [`content`]: what a ConfigMap key or bundle holds, parsed once per change.
-//! - [`select`]: what a spec wants from the cluster (its sources plus the defaults), dispatched
-//!   to the kinds.
+//! - [`wanted`]: what a spec reads from the cluster (its sources plus the defaults), and what it
+//!   gets from the caches.
+//! - [`select`]: a spec's certificates and which changes touch it, dispatched to the kinds.
 //! - [`secrets`]: Secrets read with the pod's token, one key each, never watched.
 //! - [`token`]: the pod's token from the kubelet's JSON, never printed.
 
@@ -32,6 +33,7 @@ mod secrets;
 mod select;
 mod token;
 mod trust_bundles;
+mod wanted;
 mod watch_loop;
 
 use std::collections::{BTreeSet, HashSet};
@@ -48,9 +50,10 @@ pub use client::{Clients, Mode};
 pub use csi_driver::{PodInfoMode, PodInfoProblem};
 pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 pub use secrets::{Read as SecretsRead, Slot as SecretSlot};
-pub use select::Selected;
 pub use token::{PodToken, TokenError};
 pub use trust_bundles::{BundleMeta, Version};
+pub use wanted::Selected;
+use wanted::Wanted;
 
 /// How long the first publish naming a new object waits for its first list (the kubelet's own
 /// ClusterTrustBundle and ConfigMap waits are of this order); then UNAVAILABLE, and the kubelet
@@ -304,9 +307,9 @@ impl Cluster {
         let mut live_specs_now = Vec::new();
         self.config_maps.retain(|| {
             live_specs_now = live_specs();
-            let wanted: Vec<select::Wanted> = live_specs_now.iter().map(|spec| self.wanted(spec)).collect();
-            uses_trust_bundles = wanted.iter().any(select::Wanted::uses_trust_bundles);
-            wanted.iter().flat_map(select::Wanted::config_map_keys).collect::<HashSet<_>>()
+            let wanted: Vec<Wanted> = live_specs_now.iter().map(|spec| self.wanted(spec)).collect();
+            uses_trust_bundles = wanted.iter().any(Wanted::uses_trust_bundles);
+            wanted.iter().flat_map(Wanted::config_map_keys).collect::<HashSet<_>>()
         });
         if uses_trust_bundles {
             let _ = self.trust_bundles.subscribe();
@@ -321,12 +324,12 @@ impl Cluster {
         if specs.iter().any(|spec| self.reads_for(spec)) {
             self.pod_info.answered().await;
         }
-        let wanted: Vec<select::Wanted> = specs.iter().map(|spec| self.wanted(spec)).collect();
-        let keys: HashSet<ObjectKey> = wanted.iter().flat_map(select::Wanted::config_map_keys).collect();
+        let wanted: Vec<Wanted> = specs.iter().map(|spec| self.wanted(spec)).collect();
+        let keys: HashSet<ObjectKey> = wanted.iter().flat_map(Wanted::config_map_keys).collect();
         for (_, mut state) in self.config_maps.states(&keys) {
             let _ = state.wait_for(Option::is_some).await;
         }
-        if wanted.iter().any(select::Wanted::uses_trust_bundles) {
+        if wanted.iter().any(Wanted::uses_trust_bundles) {
             let _ = self.trust_bundles.subscribe().wait_for(Option::is_some).await;
         }
     }
@@ -390,8 +393,8 @@ impl Cluster {
         spec.has_cluster_sources() || self.defaults.apply_to(spec)
     }
 
-    fn wanted(&self, spec: &VolumeSpec) -> select::Wanted {
-        select::Wanted::of(spec, &self.defaults)
+    fn wanted(&self, spec: &VolumeSpec) -> Wanted {
+        Wanted::of(spec, &self.defaults)
     }
 
     /// Watches open per watched kind, by its tag; every kind listed, with 0 when `cluster` is

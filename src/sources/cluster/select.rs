@@ -2,76 +2,9 @@
 //! caches' current states: no request, no wait.
 
 use super::config_maps::ConfigMaps;
-use super::defaults::Defaults;
 use super::trust_bundles::{self, TrustBundles};
-use super::{Change, ObjectKey, Result};
-use crate::bundle::{Certificate, Ignored};
-use crate::domain::{SignerSelection, VolumeSpec};
-
-/// What a spec reads from the cluster: its own sources plus, unless it opts out, the
-/// driver-wide defaults (whose ConfigMaps live in the driver's namespace).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Wanted {
-    pub trust_bundles: Vec<String>,
-    pub signers: Vec<SignerSelection>,
-    /// Each object with the key it takes (`None`: every key holding certificates).
-    pub config_maps: Vec<(ObjectKey, Option<String>)>,
-    pub optional: bool,
-}
-
-impl Wanted {
-    pub fn of(spec: &VolumeSpec, defaults: &Defaults) -> Self {
-        let cluster = &spec.cluster;
-        let mut wanted = Self {
-            trust_bundles: cluster.trust_bundles.clone(),
-            signers: cluster.signer.iter().cloned().collect(),
-            config_maps: cluster
-                .config_maps
-                .iter()
-                .map(|r| (ObjectKey { namespace: spec.namespace.clone(), name: r.name.clone() }, r.key.clone()))
-                .collect(),
-            optional: cluster.optional,
-        };
-        if defaults.apply_to(spec) {
-            wanted.trust_bundles.extend(defaults.trust_bundles.iter().cloned());
-            wanted.trust_bundles.sort();
-            wanted.trust_bundles.dedup();
-            for signer in &defaults.signers {
-                if !wanted.signers.contains(signer) {
-                    wanted.signers.push(signer.clone());
-                }
-            }
-            wanted.config_maps.extend(
-                defaults.config_maps.iter().map(|r| {
-                    (ObjectKey { namespace: defaults.namespace.clone(), name: r.name.clone() }, r.key.clone())
-                }),
-            );
-            wanted.config_maps.sort();
-            wanted.config_maps.dedup();
-        }
-        wanted
-    }
-
-    /// The ConfigMaps to watch, each once.
-    pub fn config_map_keys(&self) -> Vec<ObjectKey> {
-        let mut keys: Vec<ObjectKey> = self.config_maps.iter().map(|(key, _)| key.clone()).collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
-    pub fn uses_trust_bundles(&self) -> bool {
-        !self.trust_bundles.is_empty() || !self.signers.is_empty()
-    }
-}
-
-/// What a spec gets from the cluster's caches.
-#[derive(Clone, Debug, Default)]
-pub struct Selected {
-    pub certificates: Vec<Certificate>,
-    /// The keys without certificates that ConfigMaps named without a key skipped.
-    pub ignored: Vec<Ignored>,
-}
+use super::wanted::{Selected, Wanted};
+use super::{Change, Result};
 
 pub fn certificates(wanted: &Wanted, trust_bundles: &TrustBundles, config_maps: &ConfigMaps) -> Result<Selected> {
     let mut selected = Selected::default();
@@ -97,8 +30,10 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::domain::{ConfigMapRef, LabelSelector, SignerSelection};
+    use crate::domain::{ConfigMapRef, LabelSelector, SignerSelection, VolumeSpec};
     use crate::sources::cluster::BundleMeta;
+    use crate::sources::cluster::ObjectKey;
+    use crate::sources::cluster::defaults::Defaults;
 
     /// Without defaults: what the spec itself names.
     fn affects(change: &Change, spec: &VolumeSpec) -> bool {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, KeyContent};
-use super::select::Wanted;
+use super::wanted::Wanted;
 use super::watch_loop::{self, Objects, Synced, Watched, Writer};
 use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, Result, api_error};
 use crate::bundle::Certificate;
