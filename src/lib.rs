@@ -3,13 +3,14 @@
 //! Data flows one way: [`csi`] (validate, map errors) → [`node`] (the use cases) → [`sources`]
 //! (resolve certificates) → [`bundle`] (parse, dedupe, lay out files; pure) → [`volume`] (tmpfs,
 //! atomic swap, bind mount). A refresh ([`node`]'s triggers) re-enters at `sources/` and leaves
-//! through `volume/`. [`metrics`] is the recorder under the flow: `csi/`, `node/` and `sources/` write into it
-//! and nothing reads it back; the binary's exporter (`cli/exporter/`) serves it with the gauges
-//! a scrape reads from the store and the sources. [`args`] is the
-//! binary's command line, here so that tests can parse what the shipped manifests pass to it.
-//! [`domain`] is the shared vocabulary every floor speaks (volume specs, pod identity, source
-//! kinds); [`clock`] is the time the use cases judge by; [`keyed_locks`] the per-key locks of
-//! `csi/` and `volume/`.
+//! through `volume/`.
+//!
+//! Below the flow: [`domain`], the shared vocabulary every floor speaks (volume specs, pod
+//! identity, source kinds); [`metrics`], the recorder that `csi/`, `node/` and `sources/` write
+//! into and nothing reads back (the binary's exporter, `cli/exporter/`, serves it with the gauges
+//! a scrape reads from the store and the sources); [`clock`], the time the use cases judge by;
+//! [`keyed_locks`], the per-key locks of `csi/` and `volume/`. [`args`] is the binary's command
+//! line, here so that tests can parse what the shipped manifests pass to it.
 #![forbid(unsafe_code)]
 
 pub mod args;
