@@ -4,17 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::Error;
 use crate::domain::SpecDigest;
-use crate::{sources, volume};
-
-/// Why one spec's refresh failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
-    #[error(transparent)]
-    Render(#[from] sources::Error),
-    #[error(transparent)]
-    Volume(#[from] volume::Error),
-}
+use crate::sources;
 
 /// Why a spec's bundle is not current.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -24,25 +16,25 @@ pub enum Problem {
     Reload(Arc<sources::Error>),
     /// This spec's last refresh failed.
     #[error("the trust bundle could not be refreshed ({0}); the volume keeps the previous certificates")]
-    Refresh(Arc<RefreshError>),
+    Refresh(Arc<Error>),
 }
 
 /// Specs whose last refresh failed, with why.
 #[derive(Debug, Default)]
 pub(super) struct Failures {
-    by_spec: Mutex<HashMap<SpecDigest, Arc<RefreshError>>>,
+    by_spec: Mutex<HashMap<SpecDigest, Arc<Error>>>,
 }
 
 impl Failures {
-    fn by_spec(&self) -> MutexGuard<'_, HashMap<SpecDigest, Arc<RefreshError>>> {
+    fn by_spec(&self) -> MutexGuard<'_, HashMap<SpecDigest, Arc<Error>>> {
         self.by_spec.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn get(&self, digest: &SpecDigest) -> Option<Arc<RefreshError>> {
+    pub(super) fn get(&self, digest: &SpecDigest) -> Option<Arc<Error>> {
         self.by_spec().get(digest).cloned()
     }
 
-    pub(super) fn remember(&self, digest: SpecDigest, error: Arc<RefreshError>) {
+    pub(super) fn remember(&self, digest: SpecDigest, error: Arc<Error>) {
         self.by_spec().insert(digest, error);
     }
 

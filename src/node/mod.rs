@@ -12,7 +12,7 @@ mod publish;
 mod refresh;
 mod triggers;
 
-pub use failures::{Problem, RefreshError};
+pub use failures::Problem;
 pub use health::{Health, VolumeReport};
 pub use publish::Node;
 pub use refresh::{Rotation, Trigger};

@@ -11,7 +11,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::failures::{Failures, Problem, RefreshError};
+use super::Error;
+use super::failures::{Failures, Problem};
 use crate::domain::{SourceKind, SpecDigest, VolumeSpec};
 use crate::events::PodEvents;
 use crate::metrics::Metrics;
@@ -101,7 +102,7 @@ impl Rotation {
                 let (sources, memo) = (Arc::clone(&self.sources), Arc::clone(&memo));
                 let render = {
                     let spec = spec.clone();
-                    move || sources.render_files_memo(&spec, &memo).map_err(RefreshError::Render)
+                    move || sources.render_files_memo(&spec, &memo).map_err(Error::Sources)
                 };
                 let span = tracing::info_span!("refresh", spec = %digest);
                 self.store.refresh(spec, render).instrument(span).map(|outcome| (digest, outcome))
