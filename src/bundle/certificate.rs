@@ -61,6 +61,14 @@ impl Certificate {
     /// # Errors
     /// What is wrong with the bytes; the caller adds the source and block index.
     pub fn from_der(der: &[u8], source: &str, allow_trailing: bool) -> Result<Self, CertificateError> {
+        Self::from_der_of(der, Provenance::Named(source.to_owned()), allow_trailing)
+    }
+
+    /// [`Certificate::from_der`] for a certificate of a typed `source`.
+    ///
+    /// # Errors
+    /// As [`Certificate::from_der`].
+    pub fn from_der_of(der: &[u8], source: Provenance, allow_trailing: bool) -> Result<Self, CertificateError> {
         let (rest, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| CertificateError::NotX509 { detail: e.to_string() })?;
         if !rest.is_empty() && !allow_trailing {
@@ -78,7 +86,7 @@ impl Certificate {
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
             subject_hash,
-            source: Provenance::Named(source.to_owned()),
+            source,
             kind,
         })
     }

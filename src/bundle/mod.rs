@@ -42,7 +42,7 @@ pub use layout::{BUNDLE_FILE, JAVA_STORE, JavaTruststore, Layout, RenderOptions,
 pub use pkcs7::Pkcs7Error;
 pub use policy::{DropReason, Dropped};
 pub use provenance::{KindName, ObjectOrigin, Provenance, Scope};
-pub use source::{Parsed, Strictness, parse_source};
+pub use source::{Parsed, Strictness, parse_source, parse_source_of};
 pub use subject_hash::{SubjectHashError, subject_hash};
 
 /// Block and certificate indexes are 1-based, counting every PEM block of the source.

@@ -2,7 +2,7 @@
 //! DER certificate, or a PKCS#7 certificate bundle (PEM `PKCS7` block or DER `ContentInfo`).
 
 use super::pem::{self, Block};
-use super::{Certificate, CertificateAt, Error, Result, pkcs7};
+use super::{Certificate, CertificateAt, Error, Provenance, Result, pkcs7};
 
 /// Which sources are checked strictly: a user's source fails on any bad block; system roots
 /// are best-effort (a distro bundle with one odd certificate must not take every volume down).
@@ -35,12 +35,23 @@ const PKCS7_LABELS: [&str; 3] = ["PKCS7", "PKCS #7 SIGNED DATA", "CMS"];
 /// With [`Strictness::Strict`], any block that is not a parsable certificate (or PKCS#7
 /// certificate bundle) fails the source, and so does a source without certificates.
 pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> Result<Parsed> {
-    let mut parser = Parser { source_name, strictness, parsed: Parsed::default() };
+    parse_source_of(&Provenance::Named(source_name.to_owned()), bytes, strictness)
+}
+
+/// [`parse_source`] for a typed `source`: every certificate carries it, and errors name it as
+/// its `Display` does.
+///
+/// # Errors
+/// As [`parse_source`].
+pub fn parse_source_of(source: &Provenance, bytes: &[u8], strictness: Strictness) -> Result<Parsed> {
+    let name = source.to_string();
+    let source_name = name.as_str();
+    let mut parser = Parser { source, source_name, strictness, parsed: Parsed::default() };
 
     // A DER certificate whose contents happen to include `-----BEGIN` is still DER: text
     // never parses as a whole certificate (nor as a whole PKCS#7 structure).
     if bytes.first() == Some(&0x30) {
-        if let Ok(cert) = Certificate::from_der(bytes, source_name, false) {
+        if let Ok(cert) = Certificate::from_der_of(bytes, source.clone(), false) {
             parser.push(cert, 1);
             return Ok(parser.parsed);
         }
@@ -51,7 +62,7 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
     }
     if !pem::looks_like_pem(bytes) {
         if !bytes.trim_ascii().is_empty() {
-            match Certificate::from_der(bytes, source_name, false) {
+            match Certificate::from_der_of(bytes, source.clone(), false) {
                 Ok(cert) => parser.push(cert, 1),
                 Err(reason) => parser.fail(Error::BadCertificate {
                     source_name: source_name.to_owned(),
@@ -106,7 +117,7 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
                 continue;
             }
         };
-        match Certificate::from_der(&der, source_name, allow_trailing) {
+        match Certificate::from_der_of(&der, source.clone(), allow_trailing) {
             Ok(cert) => parser.push(cert, index),
             Err(reason) => parser.fail(Error::BadCertificate {
                 source_name: source_name.to_owned(),
@@ -120,6 +131,7 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
 }
 
 struct Parser<'a> {
+    source: &'a Provenance,
     source_name: &'a str,
     strictness: Strictness,
     parsed: Parsed,
@@ -153,7 +165,7 @@ impl Parser<'_> {
         };
         let mut parsed = Vec::with_capacity(certificates.len());
         for (n, der) in certificates.into_iter().enumerate() {
-            match Certificate::from_der(der, self.source_name, false) {
+            match Certificate::from_der_of(der, self.source.clone(), false) {
                 Ok(cert) => parsed.push(cert),
                 Err(reason) => {
                     return self.fail(Error::BadCertificate {

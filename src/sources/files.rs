@@ -13,14 +13,8 @@ use crate::bundle::{self, Certificate, Provenance, Strictness};
 /// certificate.
 pub fn load_pem_file(path: &Path, max_size: u64) -> Result<Vec<Certificate>> {
     let bytes = read_bounded(path, max_size)?;
-    let name = format!("file:{}", path.display());
-    let parsed = bundle::parse_source(&name, &bytes, Strictness::Strict)?;
-    let source = Provenance::File(path.to_owned());
-    Ok(parsed
-        .certificates
-        .into_iter()
-        .map(|certificate| Certificate { source: source.clone(), ..certificate })
-        .collect())
+    let parsed = bundle::parse_source_of(&Provenance::File(path.to_owned()), &bytes, Strictness::Strict)?;
+    Ok(parsed.certificates)
 }
 
 /// Reads a whole file of at most `max_size` bytes. The size is checked before reading, and the

@@ -26,12 +26,8 @@ const CERTIFICATE_LABELS: [&str; 5] =
 
 /// Classifies one value. A private key anywhere is [`KeyContent::Invalid`].
 pub fn classify(origin: &ObjectOrigin, bytes: &[u8]) -> KeyContent {
-    match bundle::parse_source(&origin.to_string(), bytes, Strictness::Strict) {
-        Ok(parsed) => {
-            let source = Provenance::Object(origin.clone());
-            let typed = |certificate| Certificate { source: source.clone(), ..certificate };
-            KeyContent::Certificates(parsed.certificates.into_iter().map(typed).collect())
-        }
+    match bundle::parse_source_of(&Provenance::Object(origin.clone()), bytes, Strictness::Strict) {
+        Ok(parsed) => KeyContent::Certificates(parsed.certificates),
         Err(error @ (bundle::Error::PrivateKey { .. } | bundle::Error::EncryptedPem { .. })) => {
             KeyContent::Invalid(error)
         }
