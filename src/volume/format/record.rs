@@ -53,7 +53,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, u32), Error> {
         },
     };
     let record = match version {
-        1 => serde_json::from_value::<RecordV1>(value).map_err(|e| invalid(1, e.to_string()))?.into_record(),
+        1 => RecordV2::from(serde_json::from_value::<RecordV1>(value).map_err(|e| invalid(1, e.to_string()))?)
+            .into_record(),
         _ => serde_json::from_value::<RecordV2>(value).map_err(|e| invalid(2, e.to_string()))?.into_record(),
     };
     record.map(|record| (record, version)).map_err(|reason| invalid(version, reason))
@@ -344,41 +345,47 @@ fn yes() -> bool {
     true
 }
 
-impl RecordV1 {
-    fn into_record(self) -> Result<Record, String> {
-        let spec = self.spec;
-        let cluster = match spec.cluster {
-            None => ClusterSources::default(),
-            Some(cluster) => ClusterSources {
+/// Version 1 read is version 2 with version 1's defaults filled in: one way from a DTO to a
+/// [`Record`], whatever the version on disk.
+impl From<RecordV1> for RecordV2 {
+    fn from(v1: RecordV1) -> Self {
+        let spec = v1.spec;
+        let cluster = spec.cluster.map_or_else(
+            || ClusterV2 {
+                trust_bundles: Vec::new(),
+                signer: None,
+                config_maps: Vec::new(),
+                secrets: Vec::new(),
+                service_account: String::new(),
+                optional: false,
+                defaults: yes(),
+            },
+            |cluster| ClusterV2 {
                 trust_bundles: cluster.trust_bundles,
-                signer: cluster.signer.map(SignerDto::into_signer).transpose()?,
-                config_maps: cluster
-                    .config_maps
-                    .into_iter()
-                    .map(|r| ConfigMapRef { name: r.name, key: r.key })
-                    .collect(),
-                secrets: cluster.secrets.into_iter().map(|r| SecretRef { name: r.name, key: r.key }).collect(),
+                signer: cluster.signer,
+                config_maps: cluster.config_maps,
+                secrets: cluster.secrets,
                 service_account: cluster.service_account,
                 optional: cluster.optional,
                 defaults: cluster.defaults,
             },
-        };
-        Ok(Record {
-            volume_id: self.volume_id,
-            target: self.target,
-            readonly: self.readonly,
-            spec: VolumeSpec {
+        );
+        Self {
+            format: 1,
+            volume_id: v1.volume_id,
+            target: v1.target,
+            readonly: v1.readonly,
+            spec: SpecV2 {
                 namespace: spec.namespace,
                 system_roots: spec.system_roots,
-                render: spec.render.into(),
+                render: spec.render,
                 keep_expired: spec.keep_expired,
                 cluster,
             },
-            digest: digest(self.digest)?,
-            pod: self.pod.into(),
-            published_at: self.published_at,
-            state: State::Published,
-        })
+            digest: v1.digest,
+            pod: v1.pod,
+            published_at: v1.published_at,
+        }
     }
 }
 
@@ -386,7 +393,8 @@ impl RecordV1 {
 
 #[derive(Serialize, Deserialize)]
 struct RecordV2 {
-    /// Always [`RECORD_FORMAT`] when written; checked before this is parsed.
+    /// Always [`RECORD_FORMAT`] when written; checked before this is parsed (1 for a version 1
+    /// record read and upgraded in memory).
     #[serde(rename = "format")]
     format: u32,
     #[serde(rename = "volume_id")]
