@@ -459,7 +459,7 @@ fn fifty_concurrent_publishes_all_succeed_and_unpublishing_them_empties_the_stor
         let mut digests = std::collections::BTreeSet::new();
         for i in 0..N {
             let a: std::collections::HashMap<String, String> = spec_attrs(i).into_iter().collect();
-            digests.insert(trustmount::domain::VolumeSpec::from_attributes(&a).unwrap().0.digest().to_string());
+            digests.insert(trustmount::sources::cluster::parse_attributes(&a).unwrap().0.digest().to_string());
         }
         assert_eq!(digests.len(), 10);
 

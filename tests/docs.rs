@@ -322,7 +322,7 @@ impl Checker {
             .flatten()
             .map(|(key, value)| (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())))
             .collect();
-        if let Err(e) = trustmount::domain::VolumeSpec::from_attributes(&attributes) {
+        if let Err(e) = trustmount::sources::cluster::parse_attributes(&attributes) {
             self.problems.push(format!("{name}: volume {volume_name}: the driver refuses its attributes: {e}"));
         }
         if csi.get("readOnly") != Some(&Value::Bool(true)) {
@@ -628,7 +628,7 @@ fn every_trustmount_volume_in_the_readme_and_recipe_pages_parses_and_is_mounted_
                         (key.clone(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
                     })
                     .collect();
-                if let Err(e) = trustmount::domain::VolumeSpec::from_attributes(&attributes) {
+                if let Err(e) = trustmount::sources::cluster::parse_attributes(&attributes) {
                     problems.insert(format!("{place}: volume {name}: the driver refuses its attributes: {e}"));
                 }
                 if csi.get("readOnly") != Some(&Value::Bool(true)) {

@@ -276,7 +276,7 @@ fn a_record_of_a_newer_format_is_left_with_its_mount_and_an_unreadable_one_is_mo
         names.sort();
         let (newer, broken) = (&names[0], &names[1]);
         let text = fs::read_to_string(dir.join(newer)).unwrap();
-        let future = text.replacen("\"format\": 2", "\"format\": 3", 1).replacen("\"volume_id\"", "\"id\"", 1);
+        let future = text.replacen("\"format\": 2", "\"format\": 4", 1).replacen("\"volume_id\"", "\"id\"", 1);
         fs::write(dir.join(newer), &future).unwrap();
         fs::write(dir.join(broken), b"{\"volume_id\": ").unwrap();
         let ids = mount_ids();
@@ -291,7 +291,7 @@ fn a_record_of_a_newer_format_is_left_with_its_mount_and_an_unreadable_one_is_mo
         assert_eq!(mount_ids(), ids, "a mount changed");
         let log = second.stderr();
         assert!(log.contains("newer=1") && log.contains("corrupt=1") && log.contains("unmounted=0"), "{log}");
-        assert!(log.contains("format 3"), "the warning names the format: {log}");
+        assert!(log.contains("format 4"), "the warning names the format: {log}");
         for volume in &seen {
             assert_eq!(contents(&volume.target), volume.files, "{}", volume.target.display());
         }

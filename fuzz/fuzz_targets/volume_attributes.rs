@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use trustmount::domain::VolumeSpec;
+use trustmount::sources::cluster::parse_attributes;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|line| line.split_once('='))
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    if let Ok((spec, _pod)) = VolumeSpec::from_attributes(&attributes) {
+    if let Ok((spec, _pod)) = parse_attributes(&attributes) {
         let _ = spec.digest();
     }
 });

@@ -13,7 +13,8 @@ use super::args::{RenderArgs, SourceArgs};
 
 pub fn render(args: RenderArgs) -> Result<(), Failure> {
     let catalog = load_catalog(args.sources, args.pem)?;
-    // Through the volume-attribute parser, so a flag accepts exactly what a volume would.
+    // Through the volume-attribute parser, so a flag accepts exactly what a volume would (no
+    // cluster kinds: render reads local sources only).
     let attributes: HashMap<String, String> = [
         (domain::ATTR_LAYOUT, args.layout),
         (domain::ATTR_JAVA_TRUSTSTORE, args.java_truststore),
@@ -22,7 +23,7 @@ pub fn render(args: RenderArgs) -> Result<(), Failure> {
     .into_iter()
     .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v)))
     .collect();
-    let (spec, _) = VolumeSpec::from_attributes(&attributes).map_err(|e| Failure::Config(e.into()))?;
+    let (spec, _) = VolumeSpec::from_attributes(&attributes, &[]).map_err(|e| Failure::Config(e.into()))?;
     let rendered = catalog.render(&spec).context("rendering the bundle").map_err(Failure::Config)?;
     write_files(&args.out, &rendered.files)
         .with_context(|| format!("writing {}", args.out.display()))

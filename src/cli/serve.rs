@@ -98,10 +98,10 @@ fn serve_in(
                 Mode::Standalone { .. } | Mode::InCluster => tracing::info!(mode = %mode, "cluster sources on"),
             }
             if !defaults.is_empty() {
+                let counts: Vec<String> =
+                    defaults.named.iter().map(|(tag, refs)| format!("{tag}={}", refs.len())).collect();
                 tracing::info!(
-                    cluster_trust_bundles = defaults.trust_bundles.len(),
-                    signers = defaults.signers.len(),
-                    config_maps = defaults.config_maps.len(),
+                    sources = %counts.join(","),
                     namespace = %defaults.namespace,
                     "default sources added to every volume that does not set defaults: \"false\""
                 );

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Error, Result};
-use crate::domain::{self, SERVICE_ACCOUNT_TOKENS, VolumeSpec};
+use crate::domain::{self, SERVICE_ACCOUNT_TOKENS};
 use crate::proto::csi::v1 as pb;
-use crate::sources::cluster::PodToken;
+use crate::sources::cluster::{self, PodToken};
 use crate::volume::Publication;
 
 use pb::volume_capability::access_mode::Mode;
@@ -20,7 +20,7 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<(Publication
     let volume_id = required("volume_id", request.volume_id)?;
     let target = absolute_path("target_path", required("target_path", request.target_path)?)?;
     check_capability(request.volume_capability.as_ref())?;
-    let (spec, pod) = VolumeSpec::from_attributes(&request.volume_context)?;
+    let (spec, pod) = cluster::parse_attributes(&request.volume_context)?;
     // The namespace decides what a cluster source may read: it must come from the kubelet.
     if spec.has_cluster_sources() && pod.namespace.is_empty() {
         return Err(Error::NoPodInfo);
@@ -28,7 +28,7 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<(Publication
     if !pod.uid.is_empty() && pod_uid_of(&target) != Some(pod.uid.as_str()) {
         return Err(Error::PodUidMismatch { uid: pod.uid, target: target.display().to_string() });
     }
-    let token = if spec.has_secret_sources() {
+    let token = if cluster::reads_as_pod(&spec) {
         // The ServiceAccount is part of the spec: it must come from the kubelet too.
         if pod.service_account.is_empty() {
             return Err(Error::NoServiceAccount);

@@ -78,6 +78,7 @@ fn cluster_code(error: &cluster::Error) -> Code {
         | cluster::Error::NoMatch { .. }
         | cluster::Error::NoCertificates { .. }
         | cluster::Error::Content { .. }
+        | cluster::Error::UnknownKind { .. }
         | cluster::Error::MissingSecretKey { .. }
         | cluster::Error::NoToken
         | cluster::Error::TrustBundlesNotServed

@@ -5,7 +5,8 @@
 //! falls back to a default. The spec's digest names the shared directory every volume with the
 //! same spec is bind-mounted from.
 //!
-//! - [`cluster`]: the cluster sources (ClusterTrustBundles, ConfigMaps, Secrets) a volume names.
+//! - [`cluster`]: the cluster sources a volume names, per kind, and the trait a kind's
+//!   attributes implement ([`KindAttributes`]).
 //! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
 //! - [`SourceKind`]: the kinds of certificate source.
 
@@ -13,7 +14,10 @@ mod cluster;
 mod selector;
 mod source_kind;
 
-pub use cluster::{ClusterSources, ConfigMapRef, DEFAULT_SECRET_KEY, SecretRef, SignerSelection};
+pub use cluster::{
+    CONFIG_MAPS_TAG, ClusterSources, KindAttributes, ListAttributes, Reference, SECRETS_TAG, SignerSelection,
+    TRUST_BUNDLES_TAG, canonical, parse_named_keys, parse_names, parse_signer,
+};
 pub use selector::{LabelSelector, Operator as SelectorOperator, ParseError as SelectorError};
 pub use source_kind::SourceKind;
 
@@ -32,17 +36,6 @@ pub const ATTR_LAYOUT: &str = "layout";
 pub const ATTR_JAVA_TRUSTSTORE: &str = "javaTruststore";
 /// Volume attribute: `"keep"` keeps expired certificates, `"drop"` (default) leaves them out.
 pub const ATTR_EXPIRED: &str = "expired";
-/// Volume attribute: ClusterTrustBundles by name, comma-separated.
-pub const ATTR_CLUSTER_TRUST_BUNDLES: &str = "clusterTrustBundles";
-/// Volume attribute: every ClusterTrustBundle of this signer (whose labels match `labelSelector`).
-pub const ATTR_SIGNER_NAME: &str = "signerName";
-/// Volume attribute: a Kubernetes label selector narrowing `signerName`.
-pub const ATTR_LABEL_SELECTOR: &str = "labelSelector";
-/// Volume attribute: ConfigMaps in the pod's namespace, `name` or `name:key`, comma-separated.
-pub const ATTR_CONFIG_MAPS: &str = "configMaps";
-/// Volume attribute: Secrets in the pod's namespace, `name` (key `ca.crt`) or `name:key`,
-/// comma-separated; read with the pod's own ServiceAccount token.
-pub const ATTR_SECRETS: &str = "secrets";
 /// Volume attribute: `"true"` skips a missing cluster source instead of failing the publish.
 pub const ATTR_OPTIONAL: &str = "optional";
 /// Volume attribute: `"false"` leaves out the driver-wide default sources.
@@ -53,26 +46,16 @@ const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
 pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
-const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
 /// The kubelet's token JSON (`tokenRequests`), in `volume_context` or the request's `secrets`:
 /// a credential, never part of the spec or its digest, never logged.
 pub const SERVICE_ACCOUNT_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 
-/// The attributes a user may set, listed in error messages.
-pub const USER_ATTRIBUTES: &[&str] = &[
-    ATTR_SYSTEM_ROOTS,
-    ATTR_LAYOUT,
-    ATTR_JAVA_TRUSTSTORE,
-    ATTR_EXPIRED,
-    ATTR_CLUSTER_TRUST_BUNDLES,
-    ATTR_SIGNER_NAME,
-    ATTR_LABEL_SELECTOR,
-    ATTR_CONFIG_MAPS,
-    ATTR_SECRETS,
-    ATTR_OPTIONAL,
-    ATTR_DEFAULTS,
-];
+/// The attributes of every volume, listed in error messages before the kinds' own.
+const CONTENT_ATTRIBUTES: &[&str] = &[ATTR_SYSTEM_ROOTS, ATTR_LAYOUT, ATTR_JAVA_TRUSTSTORE, ATTR_EXPIRED];
+/// The attributes of every kind, listed after the kinds' own.
+const CLUSTER_ATTRIBUTES: &[&str] = &[ATTR_OPTIONAL, ATTR_DEFAULTS];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -88,8 +71,8 @@ pub enum Error {
     OtherNamespace { key: String, value: String, namespace: String },
     #[error("volume attribute {key:?} has value {value:?}, which is not a label selector: {reason}")]
     LabelSelector { key: String, value: String, reason: SelectorError },
-    #[error("volume attribute \"labelSelector\" needs \"signerName\": a selector narrows the bundles of one signer")]
-    SelectorWithoutSigner,
+    #[error("volume attribute {selector:?} needs {signer:?}: a selector narrows the objects of one signer")]
+    SelectorWithoutSigner { selector: &'static str, signer: &'static str },
 }
 
 /// The content-defining part of a volume: two volumes with equal specs see identical files.
@@ -138,44 +121,34 @@ impl std::fmt::Display for SpecDigest {
 }
 
 impl VolumeSpec {
-    /// Parses a volume's attributes (`volume_context`).
+    /// Parses a volume's attributes (`volume_context`); `kinds` own the cluster source
+    /// attributes (`sources::cluster::parse_attributes` passes every registered kind).
     ///
     /// # Errors
     /// An unknown key or a value outside the accepted set.
-    pub fn from_attributes(attributes: &HashMap<String, String>) -> Result<(Self, PodInfo), Error> {
+    pub fn from_attributes(
+        attributes: &HashMap<String, String>,
+        kinds: &[&dyn KindAttributes],
+    ) -> Result<(Self, PodInfo), Error> {
         let mut spec = VolumeSpec::default();
         let mut pod = PodInfo::default();
         // Sorted so the first error reported does not depend on hash order.
-        let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
-        let mut label_selector = None;
+        let sorted: BTreeMap<&str, &str> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut given: Vec<BTreeMap<&str, &str>> = vec![BTreeMap::new(); kinds.len()];
         for (key, value) in sorted {
-            match key.as_str() {
+            match key {
                 ATTR_SYSTEM_ROOTS => spec.system_roots = parse_bool(key, value)?,
                 ATTR_LAYOUT => spec.render.layout = parse_choice(key, value, Layout::ALL, |l| l.name())?,
                 ATTR_JAVA_TRUSTSTORE => {
                     spec.render.java = parse_choice(key, value, JavaTruststore::ALL, |j| j.name())?;
                 }
                 ATTR_EXPIRED => spec.keep_expired = parse_choice(key, value, &[false, true], expired_name)?,
-                ATTR_CLUSTER_TRUST_BUNDLES => spec.cluster.trust_bundles = cluster::parse_trust_bundles(key, value)?,
-                ATTR_SIGNER_NAME => {
-                    let signer_name = cluster::parse_signer_name(key, value)?;
-                    spec.cluster.signer = Some(SignerSelection { signer_name, selector: LabelSelector::default() });
-                }
-                ATTR_LABEL_SELECTOR => {
-                    label_selector = Some(LabelSelector::parse(value).map_err(|reason| Error::LabelSelector {
-                        key: key.clone(),
-                        value: value.clone(),
-                        reason,
-                    })?);
-                }
-                ATTR_CONFIG_MAPS => spec.cluster.config_maps = cluster::parse_config_maps(key, value)?,
-                ATTR_SECRETS => spec.cluster.secrets = cluster::parse_secrets(key, value)?,
                 ATTR_OPTIONAL => spec.cluster.optional = parse_bool(key, value)?,
                 ATTR_DEFAULTS => spec.cluster.defaults = parse_bool(key, value)?,
-                POD_NAME => pod.name = value.clone(),
-                POD_NAMESPACE => pod.namespace = value.clone(),
-                POD_UID => pod.uid = value.clone(),
-                SERVICE_ACCOUNT => pod.service_account = value.clone(),
+                POD_NAME => pod.name = value.to_owned(),
+                POD_NAMESPACE => pod.namespace = value.to_owned(),
+                POD_UID => pod.uid = value.to_owned(),
+                SERVICE_ACCOUNT => pod.service_account = value.to_owned(),
                 EPHEMERAL => pod.ephemeral = parse_bool(key, value)?,
                 // The token is a credential for this call, not content: the caller takes it
                 // from the request (never from here), and it never reaches the spec.
@@ -183,22 +156,34 @@ impl VolumeSpec {
                 // Other kubelet keys (future additions) are the kubelet's business, not a user's
                 // typo.
                 other if other.starts_with(KUBELET_PREFIX) => {}
-                other => {
-                    return Err(Error::UnknownAttribute {
-                        key: other.to_owned(),
-                        accepted: USER_ATTRIBUTES.join(", "),
-                    });
-                }
+                other => match kinds.iter().position(|kind| kind.attributes().contains(&other)) {
+                    Some(owner) => {
+                        given[owner].insert(key, value);
+                    }
+                    None => {
+                        let accepted: Vec<&str> = CONTENT_ATTRIBUTES
+                            .iter()
+                            .copied()
+                            .chain(kinds.iter().flat_map(|kind| kind.attributes().iter().copied()))
+                            .chain(CLUSTER_ATTRIBUTES.iter().copied())
+                            .collect();
+                        return Err(Error::UnknownAttribute { key: other.to_owned(), accepted: accepted.join(", ") });
+                    }
+                },
             }
         }
-        if let Some(selector) = label_selector {
-            spec.cluster.signer.as_mut().ok_or(Error::SelectorWithoutSigner)?.selector = selector;
-        }
         spec.namespace = pod.namespace.clone();
-        // Secrets are read as the pod's ServiceAccount, so what a spec directory holds depends on
-        // it: only then is it part of the spec.
-        if !spec.cluster.secrets.is_empty() {
-            spec.cluster.service_account = pod.service_account.clone();
+        for (kind, given) in kinds.iter().zip(&given) {
+            if given.is_empty() {
+                continue;
+            }
+            let refs = kind.parse(given)?;
+            // Read as the pod's ServiceAccount, what the spec's directory holds depends on it:
+            // only then is it part of the spec.
+            if kind.reads_as_pod() && !refs.is_empty() {
+                spec.cluster.service_account = pod.service_account.clone();
+            }
+            spec.cluster.add(kind.name().tag, refs);
         }
         Ok((spec, pod))
     }
@@ -206,11 +191,6 @@ impl VolumeSpec {
     /// Whether the volume reads anything from the Kubernetes API.
     pub fn has_cluster_sources(&self) -> bool {
         !self.cluster.names_none()
-    }
-
-    /// Whether the volume reads Secrets, with the pod's own ServiceAccount token.
-    pub fn has_secret_sources(&self) -> bool {
-        !self.cluster.secrets.is_empty()
     }
 
     pub fn digest(&self) -> SpecDigest {
@@ -224,25 +204,40 @@ impl VolumeSpec {
             keep_expired: self.keep_expired,
         };
         // Versioned so a future change of the canonical form never reuses an old directory. A
-        // spec without cluster attributes keeps its v1 digest (and so its adopted directory).
-        // A spec without Secrets keeps its v2 digest.
+        // spec without cluster attributes keeps its v1 digest (and so its adopted directory);
+        // one of the kinds before the trait keeps its v2 (without Secrets) or v3 digest; any
+        // other kind digests in v4, which spells every kind alike.
         let cluster = &self.cluster;
         let v2 = || CanonicalV2 {
             v1,
-            cluster_trust_bundles: &cluster.trust_bundles,
-            signer: cluster.signer.as_ref().map(|s| (s.signer_name.as_str(), s.selector.to_string())),
-            config_maps: cluster.config_maps.iter().map(|r| (r.name.as_str(), r.key.as_deref())).collect(),
+            cluster_trust_bundles: cluster.objects(TRUST_BUNDLES_TAG).map(|(name, _)| name).collect(),
+            signer: cluster.signers(TRUST_BUNDLES_TAG).next().map(|s| (s.signer_name.as_str(), s.selector.to_string())),
+            config_maps: cluster.objects(CONFIG_MAPS_TAG).collect(),
             optional: cluster.optional,
             defaults: cluster.defaults,
         };
         let canonical = if cluster.is_default() {
             serde_json::to_vec(&("v1", v1))
-        } else if cluster.secrets.is_empty() {
+        } else if !cluster.only_kinds(&[TRUST_BUNDLES_TAG, CONFIG_MAPS_TAG, SECRETS_TAG]) {
+            let sources = cluster
+                .named
+                .iter()
+                .map(|(tag, refs)| (tag.as_str(), refs.iter().map(CanonicalReference::from).collect()))
+                .collect();
+            let v4 = CanonicalV4 {
+                v1,
+                sources,
+                service_account: &cluster.service_account,
+                optional: cluster.optional,
+                defaults: cluster.defaults,
+            };
+            serde_json::to_vec(&("v4", v4))
+        } else if cluster.of(SECRETS_TAG).is_empty() {
             serde_json::to_vec(&("v2", v2()))
         } else {
             let v3 = CanonicalV3 {
                 v2: v2(),
-                secrets: cluster.secrets.iter().map(|r| (r.name.as_str(), r.key.as_str())).collect(),
+                secrets: cluster.objects(SECRETS_TAG).map(|(name, key)| (name, key.unwrap_or_default())).collect(),
                 service_account: &cluster.service_account,
             };
             serde_json::to_vec(&("v3", v3))
@@ -258,7 +253,7 @@ impl VolumeSpec {
 struct CanonicalV2<'a> {
     #[serde(flatten)]
     v1: CanonicalV1<'a>,
-    cluster_trust_bundles: &'a [String],
+    cluster_trust_bundles: Vec<&'a str>,
     signer: Option<(&'a str, String)>,
     config_maps: Vec<(&'a str, Option<&'a str>)>,
     optional: bool,
@@ -273,6 +268,47 @@ struct CanonicalV3<'a> {
     v2: CanonicalV2<'a>,
     secrets: Vec<(&'a str, &'a str)>,
     service_account: &'a str,
+}
+
+/// v1 plus the cluster sources of any kinds, by tag: a new kind needs no new version.
+#[derive(Serialize)]
+struct CanonicalV4<'a> {
+    #[serde(flatten)]
+    v1: CanonicalV1<'a>,
+    sources: BTreeMap<&'a str, Vec<CanonicalReference<'a>>>,
+    service_account: &'a str,
+    optional: bool,
+    defaults: bool,
+}
+
+/// A [`Reference`] as v4 spells it; every name explicit, as in [`CanonicalV1`].
+#[derive(Serialize)]
+enum CanonicalReference<'a> {
+    #[serde(rename = "object")]
+    Object {
+        #[serde(rename = "name")]
+        name: &'a str,
+        #[serde(rename = "key")]
+        key: Option<&'a str>,
+    },
+    #[serde(rename = "signer")]
+    Signer {
+        #[serde(rename = "signer_name")]
+        signer_name: &'a str,
+        #[serde(rename = "selector")]
+        selector: String,
+    },
+}
+
+impl<'a> From<&'a Reference> for CanonicalReference<'a> {
+    fn from(reference: &'a Reference) -> Self {
+        match reference {
+            Reference::Object { name, key } => Self::Object { name, key: key.as_deref() },
+            Reference::Signer(signer) => {
+                Self::Signer { signer_name: &signer.signer_name, selector: signer.selector.to_string() }
+            }
+        }
+    }
 }
 
 /// The digested form of a [`VolumeSpec`], spelled out so that renaming a Rust field or variant
@@ -344,9 +380,10 @@ fn parse_choice<T: Copy>(key: &str, value: &str, choices: &[T], name: fn(T) -> &
 mod tests {
     use super::*;
 
-    /// `a_spec_without_secrets_keeps_its_v2_digest`'s spec, digested by the code of 6fa5ddb
-    /// (and by hand: SHA-256 of its canonical JSON, first 16 bytes).
-    const V2_DIGEST: &str = "49bbde234262aab01b085861813a77fa";
+    /// Without kinds: the attributes of every volume (each kind's file tests its own).
+    fn parse(attributes: &HashMap<String, String>) -> Result<(VolumeSpec, PodInfo), Error> {
+        VolumeSpec::from_attributes(attributes, &[])
+    }
 
     fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -354,32 +391,28 @@ mod tests {
 
     #[test]
     fn defaults_include_system_roots() {
-        let (spec, pod) = VolumeSpec::from_attributes(&attrs(&[])).unwrap();
+        let (spec, pod) = parse(&attrs(&[])).unwrap();
         assert!(spec.system_roots);
         assert_eq!(pod, PodInfo::default());
     }
 
     #[test]
     fn system_roots_false_is_parsed() {
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[("systemRoots", "false")])).unwrap();
+        let (spec, _) = parse(&attrs(&[("systemRoots", "false")])).unwrap();
         assert!(!spec.system_roots);
     }
 
     #[test]
     fn typo_in_attribute_is_rejected_with_accepted_names() {
-        let err = VolumeSpec::from_attributes(&attrs(&[("systemroots", "false")])).unwrap_err();
+        let err = parse(&attrs(&[("systemroots", "false")])).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("systemroots") && message.contains("systemRoots"), "{message}");
     }
 
     #[test]
     fn layout_java_and_expired_attributes_are_parsed() {
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
-            ("layout", "debian"),
-            ("javaTruststore", "none"),
-            ("expired", "keep"),
-        ]))
-        .unwrap();
+        let (spec, _) =
+            parse(&attrs(&[("layout", "debian"), ("javaTruststore", "none"), ("expired", "keep")])).unwrap();
         assert_eq!(spec.render.layout, Layout::Debian);
         assert_eq!(spec.render.java, JavaTruststore::None);
         assert!(spec.keep_expired);
@@ -388,19 +421,19 @@ mod tests {
 
     #[test]
     fn unknown_layout_names_the_valid_ones() {
-        let err = VolumeSpec::from_attributes(&attrs(&[("layout", "gentoo")])).unwrap_err();
+        let err = parse(&attrs(&[("layout", "gentoo")])).unwrap_err();
         assert!(err.to_string().contains("\"debian\""), "{err}");
     }
 
     #[test]
     fn non_boolean_value_is_rejected() {
-        let err = VolumeSpec::from_attributes(&attrs(&[("systemRoots", "no")])).unwrap_err();
+        let err = parse(&attrs(&[("systemRoots", "no")])).unwrap_err();
         assert!(matches!(err, Error::InvalidValue { .. }));
     }
 
     #[test]
     fn kubelet_keys_fill_pod_info_and_namespace() {
-        let (spec, pod) = VolumeSpec::from_attributes(&attrs(&[
+        let (spec, pod) = parse(&attrs(&[
             (POD_NAME, "web-0"),
             (POD_NAMESPACE, "shop"),
             (POD_UID, "1234"),
@@ -431,180 +464,55 @@ mod tests {
 
     #[test]
     fn digest_depends_on_content_not_pod_identity() {
-        let a = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "x")])).unwrap().0;
-        let a2 = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "y")])).unwrap().0;
-        let b = VolumeSpec::from_attributes(&attrs(&[(POD_NAMESPACE, "b")])).unwrap().0;
+        let a = parse(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "x")])).unwrap().0;
+        let a2 = parse(&attrs(&[(POD_NAMESPACE, "a"), (POD_NAME, "y")])).unwrap().0;
+        let b = parse(&attrs(&[(POD_NAMESPACE, "b")])).unwrap().0;
         assert_eq!(a.digest(), a2.digest());
         assert_ne!(a.digest(), b.digest());
         assert!(SpecDigest::parse(a.digest().as_str()).is_some());
         assert!(SpecDigest::parse("../etc").is_none());
     }
 
-    #[test]
-    fn cluster_attributes_are_parsed_sorted_and_deduplicated() {
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
-            ("clusterTrustBundles", "b, a,b"),
-            ("configMaps", "team-ca:ca.crt, corp-ca,corp-ca"),
-            ("signerName", "example.com/corp"),
-            ("labelSelector", "env in (prod), !legacy"),
-            ("optional", "true"),
-            ("defaults", "false"),
-        ]))
-        .unwrap();
-        let cluster = &spec.cluster;
-        assert_eq!(cluster.trust_bundles, ["a", "b"]);
-        let refs: Vec<String> = cluster.config_maps.iter().map(ToString::to_string).collect();
-        assert_eq!(refs, ["corp-ca", "team-ca:ca.crt"]);
-        let signer = cluster.signer.as_ref().unwrap();
-        assert_eq!(signer.signer_name, "example.com/corp");
-        assert_eq!(signer.selector.to_string(), "env in (prod),!legacy");
-        assert!(cluster.optional && !cluster.defaults);
-        assert!(spec.has_cluster_sources());
-    }
+    /// A kind the house never had, through the trait alone: its attribute is accepted and
+    /// listed, its references digest in v4 (pinned: a v4 directory is adopted across upgrades
+    /// too), and another kind's spellings do not collide with it.
+    struct Bundles;
 
-    #[test]
-    fn another_namespace_is_refused_by_name() {
-        for (key, value) in [("configMaps", "team-b/ca"), ("configMaps", "ok, team-b/ca:ca.crt")] {
-            let error = VolumeSpec::from_attributes(&attrs(&[(key, value)])).unwrap_err();
-            assert!(matches!(&error, Error::OtherNamespace { namespace, .. } if namespace == "team-b"), "{error:?}");
-            assert!(error.to_string().contains("own namespace"), "{error}");
+    impl KindAttributes for Bundles {
+        fn name(&self) -> crate::bundle::KindName {
+            crate::bundle::KindName { tag: "bundle", title: "Bundle" }
+        }
+
+        fn attributes(&self) -> &'static [&'static str] {
+            &["bundles"]
+        }
+
+        fn parse(&self, given: &BTreeMap<&str, &str>) -> Result<Vec<Reference>, Error> {
+            let mut refs = Vec::new();
+            for (key, value) in given {
+                refs.extend(parse_names(key, value, "a Bundle name", b"")?);
+            }
+            Ok(refs)
+        }
+
+        fn namespaced(&self) -> bool {
+            false
         }
     }
 
     #[test]
-    fn bad_cluster_values_are_refused() {
-        for (key, value) in [
-            ("configMaps", ""),
-            ("configMaps", "a,,b"),
-            ("configMaps", "Upper"),
-            ("configMaps", "ca:"),
-            ("configMaps", "ca:bad key"),
-            ("clusterTrustBundles", "-x"),
-            ("signerName", "no-slash"),
-            ("labelSelector", "a in"),
-            ("optional", "yes"),
-        ] {
-            let with_signer = [(key, value), ("signerName", "example.com/s")];
-            let pairs: &[(&str, &str)] = if key == "labelSelector" { &with_signer } else { &with_signer[..1] };
-            assert!(VolumeSpec::from_attributes(&attrs(pairs)).is_err(), "{key}={value:?}");
-        }
-        let error = VolumeSpec::from_attributes(&attrs(&[("labelSelector", "a=b")])).unwrap_err();
-        assert_eq!(error, Error::SelectorWithoutSigner);
-    }
-
-    #[test]
-    fn cluster_sources_are_part_of_the_digest_and_equal_ones_share_it() {
-        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
-        let plain = digest(&[(POD_NAMESPACE, "a")]);
-        let a = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "corp-ca")]);
-        let b = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "team-ca")]);
-        let key = digest(&[(POD_NAMESPACE, "a"), ("configMaps", "corp-ca:ca.crt")]);
-        assert_ne!(plain, a);
-        assert_ne!(a, b);
-        assert_ne!(a, key);
-        let selector = |s| digest(&[("signerName", "example.com/s"), ("labelSelector", s)]);
-        assert_eq!(selector("a=1,b=2"), selector("b=2, a==1"));
-        assert_ne!(selector("a=1"), selector("a=2"));
-        assert_eq!(
-            digest(&[("configMaps", "x, y")]),
-            digest(&[("configMaps", "y,x")]),
-            "the order of a list is not content"
-        );
-    }
-
-    #[test]
-    fn secrets_take_key_ca_crt_by_default_and_refuse_another_namespace() {
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
-            (POD_NAMESPACE, "shop"),
-            (SERVICE_ACCOUNT, "web"),
-            ("secrets", "corp-ca-secret, other:ca.pem, corp-ca-secret:ca.crt"),
-        ]))
-        .unwrap();
-        let refs: Vec<String> = spec.cluster.secrets.iter().map(ToString::to_string).collect();
-        assert_eq!(refs, ["corp-ca-secret:ca.crt", "other:ca.pem"], "a bare name is name:ca.crt");
-        assert_eq!(spec.cluster.service_account, "web");
-        assert!(spec.has_secret_sources() && spec.has_cluster_sources());
-        let error = VolumeSpec::from_attributes(&attrs(&[("secrets", "team-b/ca")])).unwrap_err();
-        assert!(matches!(&error, Error::OtherNamespace { namespace, .. } if namespace == "team-b"), "{error:?}");
-        for bad in ["", "Upper", "ca:", "ca:bad key", "a,,b"] {
-            let error = VolumeSpec::from_attributes(&attrs(&[("secrets", bad)])).unwrap_err();
-            assert!(matches!(error, Error::InvalidValue { .. }), "{bad:?}: {error:?}");
-        }
-    }
-
-    /// Pods of two ServiceAccounts never share a directory rendered from a Secret; without
-    /// Secrets the ServiceAccount is no content, as before.
-    #[test]
-    fn the_service_account_is_in_the_digest_only_of_specs_with_secrets() {
-        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
-        let with = |account: &str| digest(&[(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, account), ("secrets", "ca")]);
-        assert_ne!(with("granted"), with("other"));
-        assert_eq!(with("granted"), with("granted"));
-        let without = |account: &str| digest(&[(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, account), ("configMaps", "ca")]);
-        assert_eq!(without("granted"), without("other"));
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[(SERVICE_ACCOUNT, "web"), ("configMaps", "ca")])).unwrap();
-        assert!(spec.cluster.service_account.is_empty());
-    }
-
-    #[test]
-    fn the_token_json_is_no_unknown_attribute_and_no_content() {
-        let plain = [(POD_NAMESPACE, "a"), (SERVICE_ACCOUNT, "web"), ("secrets", "ca")];
-        let (without, _) = VolumeSpec::from_attributes(&attrs(&plain)).unwrap();
-        let mut with_token = plain.to_vec();
-        with_token.push((SERVICE_ACCOUNT_TOKENS, r#"{"":{"token":"abc","expirationTimestamp":"x"}}"#));
-        let (with, _) = VolumeSpec::from_attributes(&attrs(&with_token)).unwrap();
-        assert_eq!(with, without);
-        assert_eq!(with.digest(), without.digest());
-    }
-
-    /// A spec of ConfigMaps keeps the digest the code before Secret sources gave it (6fa5ddb):
-    /// its directory is adopted across the upgrade.
-    #[test]
-    fn a_spec_without_secrets_keeps_its_v2_digest() {
-        let (spec, _) = VolumeSpec::from_attributes(&attrs(&[
-            (POD_NAMESPACE, "shop"),
-            (SERVICE_ACCOUNT, "web"),
-            ("configMaps", "corp-ca, team-ca:ca.crt"),
-            ("optional", "true"),
-        ]))
-        .unwrap();
-        assert_eq!(spec.digest().as_str(), V2_DIGEST);
-    }
-
-    /// Every form a spec could take before source kinds became a trait, pinned to the digests
-    /// the code of e9a8488 gave them: their directories are adopted across the upgrade.
-    #[test]
-    fn a_spec_of_each_kind_keeps_the_digest_it_had_before_the_trait() {
-        let digest = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs)).unwrap().0.digest();
-        let shop = (POD_NAMESPACE, "shop");
-        let pins = [
-            (digest(&[shop, ("clusterTrustBundles", "corp, other")]), "f66294bf5e37bcf8aa82836a34a310bd"),
-            (
-                digest(&[shop, ("signerName", "example.com/corp"), ("labelSelector", "env=prod")]),
-                "04b8b000f0f27b2b32bc63cff9254580",
-            ),
-            (
-                digest(&[shop, ("configMaps", "corp-ca:ca.crt"), ("defaults", "false")]),
-                "b82a192f251561f0b452105855869820",
-            ),
-            (
-                digest(&[shop, (SERVICE_ACCOUNT, "web"), ("secrets", "corp-ca, other:ca.pem")]),
-                "13d6d45963e374408a72b9c7b18f5cee",
-            ),
-            (
-                digest(&[
-                    shop,
-                    (SERVICE_ACCOUNT, "web"),
-                    ("secrets", "corp-ca"),
-                    ("configMaps", "team-ca"),
-                    ("clusterTrustBundles", "corp"),
-                    ("optional", "true"),
-                ]),
-                "e3b469c6662203dc33af928469de6355",
-            ),
-        ];
-        for (i, (digest, pinned)) in pins.iter().enumerate() {
-            assert_eq!(digest.as_str(), *pinned, "spec {i}");
-        }
+    fn a_new_kind_needs_no_new_digest_version() {
+        let parse = |pairs: &[(&str, &str)]| VolumeSpec::from_attributes(&attrs(pairs), &[&Bundles]);
+        let (spec, _) = parse(&[(POD_NAMESPACE, "shop"), ("bundles", "org, corp,org")]).unwrap();
+        assert_eq!(spec.cluster.of("bundle"), [Reference::object("corp", None), Reference::object("org", None)]);
+        // SHA-256 (first 16 bytes) of ["v4",{"namespace":"shop",…,"sources":{"bundle":[{"object":
+        // {"name":"corp","key":null}},…]},"service_account":"","optional":false,"defaults":true}],
+        // computed by hand from the spelled-out form.
+        assert_eq!(spec.digest().as_str(), "7973f997248cbe59c2998699b5d5ba64");
+        let (reordered, _) = parse(&[(POD_NAMESPACE, "shop"), ("bundles", "corp, org")]).unwrap();
+        assert_eq!(reordered.digest(), spec.digest(), "the order of a list is not content");
+        let unknown = parse(&[("bundle", "org")]).unwrap_err().to_string();
+        assert!(unknown.contains("bundles") && unknown.contains("systemRoots"), "{unknown}");
+        assert!(self::parse(&attrs(&[("bundles", "org")])).is_err(), "a kind not given is unknown");
     }
 }

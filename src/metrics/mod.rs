@@ -156,7 +156,7 @@ mod tests {
         metrics.csi_call(CsiMethod::Publish, tonic::Code::Ok, Duration::from_millis(3));
         metrics.csi_call(CsiMethod::Publish, tonic::Code::Ok, Duration::from_millis(5));
         metrics.csi_call(CsiMethod::Publish, tonic::Code::InvalidArgument, Duration::from_millis(1));
-        metrics.rotated(SourceKind::ConfigMap, Duration::from_millis(40));
+        metrics.rotated(SourceKind::Cluster("configmap"), Duration::from_millis(40));
         metrics.rotation_failed(SourceKind::File);
         metrics.bundle_rendered(140);
         let text = render(&metrics);

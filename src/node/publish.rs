@@ -45,17 +45,17 @@ impl Node {
         // Cluster sources: their watches held (and first-synced) before anything is rendered.
         // A warm spec's watches already run: no request, no wait.
         let hold = self.sources.hold(&publication.spec).await?;
-        let secrets = self.sources.read_secrets(&publication.spec, token.as_ref()).await?.map(Arc::new);
+        let reads = self.sources.read_as_pod(&publication.spec, token.as_ref()).await?.map(Arc::new);
         let generation = self.sources.generation();
         let sources = Arc::clone(&self.sources);
         let spec = publication.spec.clone();
         let rendered = Arc::new(AtomicBool::new(false));
         // Called by the store only when no directory for this spec exists yet.
         let render = {
-            let (rendered, secrets) = (Arc::clone(&rendered), secrets.clone());
+            let (rendered, reads) = (Arc::clone(&rendered), reads.clone());
             move || {
                 rendered.store(true, Ordering::Relaxed);
-                sources.render_files_with(&spec, secrets.as_deref()).map_err(Error::Sources)
+                sources.render_files_with(&spec, reads.as_deref()).map_err(Error::Sources)
             }
         };
         let published = self.store.publish(publication.clone(), render).await;
@@ -65,15 +65,14 @@ impl Node {
         }
         drop(hold);
         published?;
-        // A Secret read differently from last time (or first since a restart): every live spec
-        // rendered from it gets a new generation, this one unless it was just rendered.
-        if let Some(changed) = secrets.as_ref().map(|read| &read.changed).filter(|changed| !changed.is_empty()) {
+        // An object read as the pod differently from last time (or first since a restart): every
+        // live spec rendered from it gets a new generation, this one unless it was just rendered.
+        if let Some(changed) = reads.as_ref().map(|read| &read.changed).filter(|changed| !changed.is_empty()) {
             let just_rendered = rendered.load(Ordering::Relaxed).then(|| publication.spec.digest());
-            let objects: Vec<String> =
-                changed.iter().map(|slot| format!("Secret {}/{}", slot.namespace, slot.name)).collect();
+            let objects: Vec<String> = changed.iter().map(ToString::to_string).collect();
             self.rotation
-                .refresh_where(Trigger::change(SourceKind::Secret, objects.join(", ")), |spec| {
-                    Sources::uses_secrets(spec, changed) && just_rendered.as_ref() != Some(&spec.digest())
+                .refresh_where(Trigger::change(SourceKind::Cluster(changed[0].kind), objects.join(", ")), |spec| {
+                    self.sources.uses_read(spec, changed) && just_rendered.as_ref() != Some(&spec.digest())
                 })
                 .await;
         }

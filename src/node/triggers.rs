@@ -116,18 +116,21 @@ async fn next_change(receiver: &mut Option<mpsc::UnboundedReceiver<Change>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::cluster::ObjectKey;
+    use crate::sources::cluster::{self, ObjectChange, ObjectKey};
+
+    fn change(tag: &str, namespace: &str, name: &str) -> Change {
+        let object = ObjectKey { namespace: namespace.into(), name: name.into() };
+        let kind = cluster::name_of(tag).expect("a registered kind");
+        Change::Object(ObjectChange { kind, object, keys: None, selectable: Vec::new() })
+    }
 
     #[test]
     fn a_cluster_burst_is_labelled_by_its_first_change_and_names_every_object() {
-        let config_map = Change::ConfigMap {
-            object: ObjectKey { namespace: "shop".into(), name: "corp-ca".into() },
-            data_keys: None,
-        };
-        let bundle = Change::TrustBundle { name: "corp:root".into(), before: None, after: None };
+        let config_map = change("configmap", "shop", "corp-ca");
+        let bundle = change("clustertrustbundle", "", "corp:root");
         let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()]);
-        assert_eq!(trigger.kind, Some(SourceKind::ClusterTrustBundle));
+        assert_eq!(trigger.kind, Some(SourceKind::Cluster("clustertrustbundle")));
         assert_eq!(trigger.source, "ClusterTrustBundle corp:root, ConfigMap shop/corp-ca");
-        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::ConfigMap));
+        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::Cluster("configmap")));
     }
 }

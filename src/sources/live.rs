@@ -11,7 +11,7 @@ use crate::bundle::Files;
 use crate::domain::VolumeSpec;
 use crate::metrics::Metrics;
 
-use super::cluster::{self, Change, Cluster, Hold, PodToken, SecretSlot, SecretsRead};
+use super::cluster::{self, Change, Cluster, Hold, PodReads, PodToken, Slot};
 use super::memo::{RenderKey, RenderMemo};
 use super::{Catalog, Config, Error, Expiry, Result};
 
@@ -130,19 +130,19 @@ impl Sources {
         }
     }
 
-    /// For a spec with Secret sources: reads them with the pod's `token`, on every publish (the
-    /// read is the pod's access check). `None` for a spec without Secrets.
+    /// For a spec naming kinds read as the pod (Secrets): reads them with the pod's `token`, on
+    /// every publish (the read is the pod's access check). `None` for a spec naming none.
     ///
     /// # Errors
-    /// A standalone driver, no token, or as [`Cluster::read_secrets`].
-    pub async fn read_secrets(&self, spec: &VolumeSpec, token: Option<&PodToken>) -> Result<Option<SecretsRead>> {
-        if !spec.has_secret_sources() {
+    /// A standalone driver, no token, or as [`Cluster::read_as_pod`].
+    pub async fn read_as_pod(&self, spec: &VolumeSpec, token: Option<&PodToken>) -> Result<Option<PodReads>> {
+        if !cluster::reads_as_pod(spec) {
             return Ok(None);
         }
-        // A spec with Secret sources has cluster sources, so a connected driver always reads for it.
+        // Such a spec has cluster sources, so a connected driver always reads for it.
         let Some(cluster) = self.cluster(spec)? else { return Ok(None) };
         let token = token.ok_or(Error::Cluster(cluster::Error::NoToken))?;
-        Ok(Some(cluster.read_secrets(spec, token).await?))
+        Ok(Some(cluster.read_as_pod(spec, token).await?))
     }
 
     /// Whether a refresh, which has no token, can render `spec` (see [`Cluster::refreshable`]).
@@ -154,9 +154,12 @@ impl Sources {
         }
     }
 
-    /// Whether `spec` renders from one of the Secret `slots`.
-    pub fn uses_secrets(spec: &VolumeSpec, slots: &[SecretSlot]) -> bool {
-        Cluster::uses_secrets(spec, slots)
+    /// Whether `spec` renders from one of the `slots` a publish just read as the pod.
+    pub fn uses_read(&self, spec: &VolumeSpec, slots: &[Slot]) -> bool {
+        match &self.cluster {
+            ClusterAccess::Connected(cluster) => cluster.uses_read(spec, slots),
+            ClusterAccess::Standalone(_) => false,
+        }
     }
 
     /// Keeps the watches that `live_specs` need (and those publishes hold), no others.
@@ -218,7 +221,7 @@ impl Sources {
     ///
     /// # Errors
     /// As [`Catalog::render`].
-    pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<Files> {
+    pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&PodReads>) -> Result<Files> {
         let cluster = self.cluster_certificates(spec, secrets)?;
         let rendered = self.catalog().render_with(spec, &cluster.certificates, cluster.ignored)?;
         self.metrics.bundle_rendered(rendered.certificate_count);
@@ -227,7 +230,7 @@ impl Sources {
 
     /// What `spec`'s cluster sources give it from the caches (and `secrets`), none for a spec
     /// the cluster has nothing for.
-    fn cluster_certificates(&self, spec: &VolumeSpec, secrets: Option<&SecretsRead>) -> Result<cluster::Selected> {
+    fn cluster_certificates(&self, spec: &VolumeSpec, secrets: Option<&PodReads>) -> Result<cluster::Selected> {
         Ok(match self.cluster(spec)? {
             Some(cluster) => cluster.certificates(spec, secrets)?,
             None => cluster::Selected::default(),
@@ -302,25 +305,8 @@ impl Sources {
     }
 }
 
-/// "ClusterTrustBundles a, b and ConfigMaps x": what a spec asks of the cluster, for messages.
 fn describe(spec: &VolumeSpec) -> String {
-    let cluster = &spec.cluster;
-    let mut parts = Vec::new();
-    if !cluster.trust_bundles.is_empty() {
-        parts.push(format!("ClusterTrustBundles {}", cluster.trust_bundles.join(", ")));
-    }
-    if let Some(signer) = &cluster.signer {
-        parts.push(format!("the ClusterTrustBundles of signer {}", signer.signer_name));
-    }
-    if !cluster.config_maps.is_empty() {
-        let names: Vec<String> = cluster.config_maps.iter().map(ToString::to_string).collect();
-        parts.push(format!("ConfigMaps {}", names.join(", ")));
-    }
-    if !cluster.secrets.is_empty() {
-        let names: Vec<String> = cluster.secrets.iter().map(ToString::to_string).collect();
-        parts.push(format!("Secrets {}", names.join(", ")));
-    }
-    parts.join(" and ")
+    cluster::describe(spec)
 }
 
 #[cfg(test)]

@@ -331,7 +331,7 @@ mod tests {
 
         // A record of a newer format: not damaged, and told apart.
         let newer = path_for(dir.path(), Path::new("/k/e"));
-        fs::write(&newer, br#"{"format": 3}"#).unwrap();
+        fs::write(&newer, br#"{"format": 4}"#).unwrap();
         assert!(matches!(load(dir.path(), Path::new("/k/e")), Err(Error::NewerRecord { .. })));
         fs::remove_file(&newer).unwrap();
 

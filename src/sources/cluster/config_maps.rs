@@ -2,26 +2,44 @@
 //! selector, in its namespace) and shared by every volume that names it. Never a list or watch
 //! of all ConfigMaps: that would hold every ConfigMap of the cluster on every node.
 //!
-//! A watch lives while a publish holds it ([`Hold`]) or a live spec names its object
-//! ([`ConfigMaps::retain`]); the last one gone stops it.
+//! A watch lives while a publish holds it ([`Kind::hold`]) or a live spec names its object
+//! ([`Kind::retain`]); the last one gone stops it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, KeyContent, Keys};
+use super::kind::{Kind, ObjectChange, Registration, Selected, Want};
 use super::watch_loop::{self, Objects, Watched};
-use crate::bundle::{KindName, ObjectOrigin, Scope};
+use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
+use crate::bundle::{Ignored, KindName, ObjectOrigin, Scope};
+use crate::domain::{self, ListAttributes};
 
 /// How certificates and messages name the kind.
-pub const KIND: KindName = KindName { tag: "configmap", title: "ConfigMap" };
-use super::wanted::{Selected, Wanted};
-use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
-use crate::bundle::Ignored;
+pub const KIND: KindName = KindName { tag: domain::CONFIG_MAPS_TAG, title: "ConfigMap" };
+/// Volume attribute: ConfigMaps in the pod's namespace, `name` (every key holding certificates)
+/// or `name:key`, comma-separated.
+pub const ATTRIBUTE: &str = "configMaps";
+
+pub const REGISTRATION: Registration = Registration {
+    attributes: &ListAttributes {
+        kind: KIND,
+        attributes: &[ATTRIBUTE],
+        parse: |key, value| domain::parse_named_keys(key, value, KIND.title, None),
+        namespaced: true,
+        reads_as_pod: false,
+    },
+    watched: true,
+    start: |context| {
+        Box::new(ConfigMaps::new(context.driver.clone(), context.changes.clone(), context.defaults_namespace.clone()))
+    },
+};
 
 /// The cache's state for one ConfigMap: `None` until its first list completed, then the object
 /// if it exists.
@@ -88,21 +106,15 @@ impl ConfigMaps {
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Holds the watches of `keys` (starting those not running) until [`ConfigMaps::release`];
-    /// returns their states. Must run inside the tokio runtime.
-    pub fn hold(&self, keys: &[ObjectKey]) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
+    /// Holds the watches of `keys` (starting those not running) until [`ConfigMaps::release_keys`].
+    fn hold_keys(&self, keys: &[ObjectKey]) {
         let mut watches = self.watches();
-        keys.iter()
-            .map(|key| {
-                let entry = watches.entries.entry(key.clone()).or_insert_with(|| self.start(key));
-                entry.held += 1;
-                (key.clone(), entry.state.clone())
-            })
-            .collect()
+        for key in keys {
+            watches.entries.entry(key.clone()).or_insert_with(|| self.start(key)).held += 1;
+        }
     }
 
-    /// Gives back a [`ConfigMaps::hold`].
-    pub fn release(&self, keys: &[ObjectKey]) {
+    fn release_keys(&self, keys: &[ObjectKey]) {
         let mut watches = self.watches();
         for key in keys {
             if let Some(entry) = watches.entries.get_mut(key) {
@@ -112,11 +124,10 @@ impl ConfigMaps {
         watches.drop_unused();
     }
 
-    /// Makes the watched set what `live` (computed under the lock, so two calls cannot apply
-    /// stale views out of order) names, plus what publishes hold.
-    pub fn retain(&self, live: impl FnOnce() -> HashSet<ObjectKey>) {
+    /// Makes the watched set what `live` names, plus what publishes hold.
+    fn retain_keys(&self, live: HashSet<ObjectKey>) {
         let mut watches = self.watches();
-        watches.live = live();
+        watches.live = live;
         let missing: Vec<ObjectKey> =
             watches.live.iter().filter(|key| !watches.entries.contains_key(*key)).cloned().collect();
         for key in missing {
@@ -128,30 +139,30 @@ impl ConfigMaps {
 
     /// The cached state of one object: `None` when not watched or not listed yet, else the
     /// object (`None` when it does not exist).
-    pub fn get(&self, key: &ObjectKey) -> Option<Option<Arc<Keys>>> {
+    fn get(&self, key: &ObjectKey) -> Option<Option<Arc<Keys>>> {
         let watches = self.watches();
         let state = watches.entries.get(key)?.state.borrow();
         state.as_ref().map(|objects| objects.get(&key.name).cloned())
     }
 
     /// Where certificates of `key` say they come from.
-    pub fn origin(&self, key: &ObjectKey) -> ObjectOrigin {
+    fn origin(&self, key: &ObjectKey) -> ObjectOrigin {
         origin(key, &self.defaults_namespace)
     }
 
     /// The last error of the watch of `key`, while it lasts.
-    pub fn last_error(&self, key: &ObjectKey) -> Option<String> {
+    fn last_error(&self, key: &ObjectKey) -> Option<String> {
         self.watches().entries.get(key).and_then(|entry| entry.last_error.get())
     }
 
     /// The states of every watched object, for waiting until they are all synced.
-    pub fn states(&self, keys: &HashSet<ObjectKey>) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
+    fn states(&self, keys: &[ObjectKey]) -> Vec<(ObjectKey, watch::Receiver<Synced>)> {
         let watches = self.watches();
         keys.iter().filter_map(|key| watches.entries.get(key).map(|e| (key.clone(), e.state.clone()))).collect()
     }
 
     /// How many ConfigMap watches are open.
-    pub fn watch_count(&self) -> usize {
+    fn watch_count(&self) -> usize {
         self.watches().entries.len()
     }
 
@@ -172,20 +183,53 @@ impl ConfigMaps {
     }
 }
 
-impl ConfigMaps {
-    /// The certificates of each ConfigMap `cluster` names (into `selected`), and the keys a
+impl Kind for ConfigMaps {
+    fn name(&self) -> KindName {
+        KIND
+    }
+
+    fn hold(&self, want: &Want) {
+        self.hold_keys(&want.object_keys());
+    }
+
+    fn release(&self, want: &Want) {
+        self.release_keys(&want.object_keys());
+    }
+
+    fn retain(&self, wants: &[&Want]) {
+        self.retain_keys(wants.iter().flat_map(|want| want.object_keys()).collect());
+    }
+
+    fn synced<'a>(&'a self, want: &'a Want) -> BoxFuture<'a, ()> {
+        let states = self.states(&want.object_keys());
+        Box::pin(async move {
+            for (_, mut state) in states {
+                let _ = state.wait_for(Option::is_some).await;
+            }
+        })
+    }
+
+    fn pending(&self, want: &Want) -> Vec<(String, Option<String>)> {
+        self.states(&want.object_keys())
+            .into_iter()
+            .filter(|(_, state)| state.borrow().is_none())
+            .map(|(key, _)| (format!("{} {key}", KIND.title), self.last_error(&key)))
+            .collect()
+    }
+
+    /// The certificates of each ConfigMap `want` names (into `selected`), and the keys a
     /// bare-name reference skipped.
-    pub fn select(&self, cluster: &Wanted, selected: &mut Selected) -> Result<()> {
+    fn select(&self, want: &Want, selected: &mut Selected) -> Result<()> {
         let Selected { certificates, ignored } = selected;
-        for (key, data_key) in &cluster.config_maps {
+        for (key, data_key) in want.objects() {
             let object = key.to_string();
-            let content = self.get(key).ok_or_else(|| Error::NotSynced {
-                what: format!("ConfigMap {key}"),
+            let content = self.get(&key).ok_or_else(|| Error::NotSynced {
+                what: format!("{} {key}", KIND.title),
                 waited: FIRST_SYNC_TIMEOUT,
-                last_error: self.last_error(key),
+                last_error: self.last_error(&key),
             })?;
             let Some(keys) = content.as_deref() else {
-                if cluster.optional {
+                if want.optional {
                     continue;
                 }
                 return Err(Error::Missing { kind: KIND.title, object });
@@ -198,8 +242,8 @@ impl ConfigMaps {
             };
             match data_key {
                 Some(data_key) => match keys.get(data_key) {
-                    None if cluster.optional => {}
-                    None => return Err(Error::MissingKey { object, key: data_key.clone() }),
+                    None if want.optional => {}
+                    None => return Err(Error::MissingKey { object, key: data_key.to_owned() }),
                     Some(KeyContent::Certificates(found)) => certificates.extend(found.iter().cloned()),
                     Some(KeyContent::Ignored(source) | KeyContent::Invalid(source)) => {
                         return Err(content_error(data_key, source));
@@ -219,25 +263,22 @@ impl ConfigMaps {
                     }
                     let skipped = content::ignored_keys(keys);
                     if !skipped.is_empty() {
-                        ignored.push(Ignored { source: self.origin(key).to_string(), keys: skipped });
+                        ignored.push(Ignored { source: self.origin(&key).to_string(), keys: skipped });
                     }
                 }
             }
         }
         Ok(())
     }
-}
 
-/// Whether a change of `object` (`data_keys`: the keys that changed; `None`: it appeared or
-/// vanished) touches what a spec wants: it names the object, and the key unless it takes all.
-pub fn affects(object: &ObjectKey, data_keys: Option<&BTreeSet<String>>, cluster: &Wanted) -> bool {
-    cluster.config_maps.iter().any(|(key, data_key)| {
-        key == object
-            && match (data_key, data_keys) {
-                (_, None) | (None, Some(_)) => true,
-                (Some(key), Some(changed)) => changed.contains(key),
-            }
-    })
+    /// It names the object, and the key unless it takes all.
+    fn affects(&self, change: &ObjectChange, want: &Want) -> bool {
+        change.touches(want)
+    }
+
+    fn open_watches(&self) -> usize {
+        self.watch_count()
+    }
 }
 
 /// One ConfigMap's watch, on the shared loop: a cache of at most that one object.
@@ -284,7 +325,12 @@ impl Watched for Watch {
             _ => None,
         };
         tracing::info!("ConfigMap changed");
-        vec![Change::ConfigMap { object: self.key.clone(), data_keys }]
+        vec![Change::Object(ObjectChange {
+            kind: KIND,
+            object: self.key.clone(),
+            keys: data_keys,
+            selectable: Vec::new(),
+        })]
     }
 }
 
@@ -293,7 +339,7 @@ impl Watched for Watch {
 /// under the same name (a trust-manager target, `kube-root-ca.crt`) then render byte-identical
 /// files, which the store keeps once instead of once per namespace. A default ConfigMap keeps
 /// its namespace, the driver's, which is the same for every spec.
-pub(super) fn origin(key: &ObjectKey, defaults_namespace: &str) -> ObjectOrigin {
+fn origin(key: &ObjectKey, defaults_namespace: &str) -> ObjectOrigin {
     let scope =
         if key.namespace == defaults_namespace { Scope::Namespace(key.namespace.clone()) } else { Scope::PodNamespace };
     ObjectOrigin { kind: KIND, scope, name: key.name.clone(), key: None }
@@ -316,6 +362,10 @@ mod tests {
 
     use super::*;
     use crate::bundle::policy::tests::ca;
+
+    fn change(object: &ObjectKey, keys: Option<BTreeSet<String>>) -> Change {
+        Change::Object(ObjectChange { kind: KIND, object: object.clone(), keys, selectable: Vec::new() })
+    }
 
     fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
         let mut map = ConfigMap::default();
@@ -386,11 +436,7 @@ mod tests {
         let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
         assert_eq!(
             changes,
-            [
-                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
-                Change::ConfigMap { object: object.clone(), data_keys: keys(&["ca.crt"]) },
-                Change::ConfigMap { object, data_keys: None },
-            ],
+            [change(&object, keys(&["README"])), change(&object, keys(&["ca.crt"])), change(&object, None),],
             "the first list is no change; each later one names what changed"
         );
     }
@@ -415,12 +461,6 @@ mod tests {
         let object = ObjectKey { namespace: "ns".to_owned(), name: "corp-ca".to_owned() };
         // README appearing and going is visible (a `corp-ca:README` volume fails or recovers);
         // README's text changing is not: it holds no certificate before or after.
-        assert_eq!(
-            changes,
-            [
-                Change::ConfigMap { object: object.clone(), data_keys: keys(&["README"]) },
-                Change::ConfigMap { object, data_keys: keys(&["README"]) },
-            ]
-        );
+        assert_eq!(changes, [change(&object, keys(&["README"])), change(&object, keys(&["README"])),]);
     }
 }

@@ -3,19 +3,17 @@
 //! are driver configuration, the same for every spec, so they are not part of a spec's digest;
 //! the first rotation pass after a start re-renders adopted specs with the current ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::domain::{self, ConfigMapRef, SignerSelection, VolumeSpec};
+use crate::domain::{self, Reference, VolumeSpec};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Defaults {
-    /// ClusterTrustBundles by name, sorted, without duplicates.
-    pub trust_bundles: Vec<String>,
-    /// Each with the one `--default-label-selector` (none: every bundle of the signer).
-    pub signers: Vec<SignerSelection>,
-    /// The driver's own namespace: where default ConfigMaps are read.
+    /// Per kind tag, as a spec's sources ([`domain::ClusterSources::named`]): canonical, never
+    /// empty. A signer takes the one `--default-label-selector` (none: every bundle of it).
+    pub named: BTreeMap<String, Vec<Reference>>,
+    /// The driver's own namespace: where default objects of namespaced kinds are read.
     pub namespace: String,
-    pub config_maps: Vec<ConfigMapRef>,
 }
 
 /// The flags' values, as given.
@@ -51,45 +49,46 @@ impl Defaults {
     /// A value the volume attribute would refuse, a default ConfigMap without a namespace, or a
     /// label selector without a signer.
     pub fn parse(flags: &Flags<'_>) -> Result<Self, Error> {
-        let attribute = |flag: &'static str, pairs: &[(&str, &str)]| {
+        let mut named = domain::ClusterSources::default();
+        let mut add = |flag: &'static str, pairs: &[(&str, &str)]| {
             let attributes: HashMap<String, String> =
                 pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-            VolumeSpec::from_attributes(&attributes)
-                .map(|(spec, _)| spec.cluster)
-                .map_err(|source| Error::Invalid { flag, source })
+            let (spec, _) = super::parse_attributes(&attributes).map_err(|source| Error::Invalid { flag, source })?;
+            for (tag, refs) in spec.cluster.named {
+                named.add(&tag, refs);
+            }
+            Ok(())
         };
-        let mut defaults = Self::default();
         if !flags.trust_bundles.is_empty() {
-            let joined = flags.trust_bundles.join(",");
-            defaults.trust_bundles =
-                attribute("--default-cluster-trust-bundle", &[(domain::ATTR_CLUSTER_TRUST_BUNDLES, &joined)])?
-                    .trust_bundles;
+            add("--default-cluster-trust-bundle", &[("clusterTrustBundles", &flags.trust_bundles.join(","))])?;
         }
         if flags.label_selector.is_some() && flags.signer_names.is_empty() {
             return Err(Error::SelectorWithoutSigner);
         }
         for signer in flags.signer_names {
-            let mut pairs = vec![(domain::ATTR_SIGNER_NAME, signer.as_str())];
+            let mut pairs = vec![("signerName", signer.as_str())];
             if let Some(selector) = flags.label_selector {
-                pairs.push((domain::ATTR_LABEL_SELECTOR, selector));
+                pairs.push(("labelSelector", selector));
             }
             let flag =
                 if flags.label_selector.is_some() { "--default-label-selector" } else { "--default-signer-name" };
-            defaults.signers.extend(attribute(flag, &pairs)?.signer);
+            add(flag, &pairs)?;
         }
-        defaults.signers.sort_by(|a, b| a.signer_name.cmp(&b.signer_name));
-        defaults.signers.dedup();
+        let mut namespace = String::new();
         if !flags.config_maps.is_empty() {
-            let joined = flags.config_maps.join(",");
-            defaults.config_maps =
-                attribute("--default-config-map", &[(domain::ATTR_CONFIG_MAPS, &joined)])?.config_maps;
-            defaults.namespace = flags.namespace.filter(|n| !n.is_empty()).ok_or(Error::NoNamespace)?.to_owned();
+            add("--default-config-map", &[("configMaps", &flags.config_maps.join(","))])?;
+            namespace = flags.namespace.filter(|n| !n.is_empty()).ok_or(Error::NoNamespace)?.to_owned();
         }
-        Ok(defaults)
+        Ok(Self { named: named.named, namespace })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.trust_bundles.is_empty() && self.signers.is_empty() && self.config_maps.is_empty()
+        self.named.values().all(Vec::is_empty)
+    }
+
+    /// What the defaults name of kind `tag`.
+    pub fn of(&self, tag: &str) -> &[Reference] {
+        self.named.get(tag).map_or(&[], Vec::as_slice)
     }
 
     /// Whether `spec` gets them: unless it opts out with `defaults: "false"`.
@@ -119,10 +118,9 @@ mod tests {
             namespace: Some("trustmount"),
         };
         let defaults = Defaults::parse(&flags).unwrap();
-        assert_eq!(defaults.trust_bundles, ["a", "b"]);
-        assert_eq!(defaults.signers.len(), 1);
-        assert_eq!(defaults.signers[0].selector.to_string(), "env=prod");
-        assert_eq!(defaults.config_maps.len(), 2);
+        let spelled = |tag: &str| defaults.of(tag).iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(spelled("clustertrustbundle"), ["a", "b", "signer example.com/corp (env=prod)"]);
+        assert_eq!(spelled("configmap"), ["corp-ca:ca.crt", "team-ca"]);
         assert_eq!(defaults.namespace, "trustmount");
 
         let elsewhere = strings(&["team-b/ca"]);

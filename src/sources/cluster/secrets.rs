@@ -24,50 +24,53 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::content::{self, KeyContent};
+use super::kind::{Kind, ObjectChange, PodRead, Registration, Selected, Slot, Want};
 use super::token::PodToken;
 use super::{Error, ObjectKey, Result};
 use crate::bundle::{Certificate, KindName, ObjectOrigin, Scope};
-use crate::domain::{SecretRef, VolumeSpec};
+use crate::domain::{self, ListAttributes};
 
 /// How certificates and messages name the kind.
-pub const KIND: KindName = KindName { tag: "secret", title: "Secret" };
+pub const KIND: KindName = KindName { tag: domain::SECRETS_TAG, title: "Secret" };
 const SECRET: &str = KIND.title;
+/// Volume attribute: Secrets in the pod's namespace, `name` (key [`DEFAULT_KEY`]) or
+/// `name:key`, comma-separated; read with the pod's own ServiceAccount token.
+pub const ATTRIBUTE: &str = "secrets";
+/// The key a bare Secret name takes: what cert-manager (and `kubernetes.io/tls` Secrets from
+/// most CAs) call the issuing CA. A Secret is never searched key by key: its other keys are
+/// usually `tls.key`.
+pub const DEFAULT_KEY: &str = "ca.crt";
 
-/// One key of one Secret, as read by one ServiceAccount.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Slot {
-    pub namespace: String,
-    pub service_account: String,
-    pub name: String,
-    pub key: String,
-}
+pub const REGISTRATION: Registration = Registration {
+    attributes: &ListAttributes {
+        kind: KIND,
+        attributes: &[ATTRIBUTE],
+        parse: |key, value| domain::parse_named_keys(key, value, SECRET, Some(DEFAULT_KEY)),
+        namespaced: true,
+        reads_as_pod: true,
+    },
+    watched: false,
+    start: |context| Box::new(Secrets::new(context.as_pod.clone())),
+};
 
-impl Slot {
-    fn of(spec: &VolumeSpec, reference: &SecretRef) -> Self {
-        Self {
-            namespace: spec.namespace.clone(),
-            service_account: spec.cluster.service_account.clone(),
-            name: reference.name.clone(),
-            key: reference.key.clone(),
-        }
-    }
+/// One key of one Secret, as read by one ServiceAccount: `want`'s references in order.
+fn slots(want: &Want) -> impl Iterator<Item = Slot> + '_ {
+    want.objects().map(|(object, key)| Slot {
+        kind: KIND.tag,
+        namespace: object.namespace,
+        service_account: want.service_account.clone(),
+        name: object.name,
+        key: key.map(str::to_owned),
+    })
 }
 
 /// A slot's content: `None` when an optional Secret or key is missing (skipped).
 type Content = Option<Vec<Certificate>>;
-
-/// What one publish read.
-#[derive(Debug)]
-pub struct Read {
-    /// The certificates of every Secret source of the spec, in reference order.
-    pub certificates: Vec<Certificate>,
-    /// The slots whose content differs from (or was not in) the last read.
-    pub changed: Vec<Slot>,
-}
 
 pub struct Secrets {
     /// No credentials of its own (the driver's cluster URL and CA only): every request carries
@@ -93,74 +96,72 @@ impl Secrets {
         self.read.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads every Secret `spec` names with `token` (one GET per Secret), and remembers the
+    /// Reads every Secret `want` names with `token` (one GET per Secret), and remembers the
     /// content for later refreshes of specs of the same ServiceAccount.
     ///
     /// # Errors
     /// [`Error::Forbidden`] (403), [`Error::Unauthenticated`] (401), a missing Secret or key
     /// (unless `optional`), a key without certificates or with a private key, or a failed request.
     /// After a failure nothing read for this spec is kept: refreshes stop using it.
-    pub async fn read(&self, spec: &VolumeSpec, token: &PodToken) -> Result<Read> {
-        let result = self.read_all(spec, token).await;
+    async fn read(&self, want: &Want, token: &PodToken) -> Result<PodRead> {
+        let result = self.read_all(want, token).await;
         let mut cache = self.cache();
-        let slots = spec.cluster.secrets.iter().map(|reference| Slot::of(spec, reference));
         match result {
             Err(error) => {
-                for slot in slots {
+                for slot in slots(want) {
                     cache.remove(&slot);
                 }
                 Err(error)
             }
             Ok(contents) => {
-                let mut certificates = Vec::new();
-                let mut changed = Vec::new();
-                for (slot, content) in slots.zip(contents) {
-                    certificates.extend(content.iter().flatten().cloned());
+                let mut read = PodRead::default();
+                for (slot, content) in slots(want).zip(contents) {
+                    read.certificates.extend(content.iter().flatten().cloned());
                     if cache.get(&slot).is_none_or(|cached| **cached != content) {
-                        changed.push(slot.clone());
+                        read.changed.push(slot.clone());
                     }
                     cache.insert(slot, Arc::new(content));
                 }
-                Ok(Read { certificates, changed })
+                Ok(read)
             }
         }
     }
 
     /// Each reference's content, in order.
-    async fn read_all(&self, spec: &VolumeSpec, token: &PodToken) -> Result<Vec<Content>> {
-        let cluster = &spec.cluster;
-        let mut wanted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for reference in &cluster.secrets {
-            wanted.entry(&reference.name).or_default().insert(&reference.key);
+    async fn read_all(&self, want: &Want, token: &PodToken) -> Result<Vec<Content>> {
+        let mut wanted: BTreeMap<ObjectKey, BTreeSet<&str>> = BTreeMap::new();
+        for (object, key) in want.objects() {
+            wanted.entry(object).or_default().insert(key.unwrap_or(DEFAULT_KEY));
         }
         let mut found = BTreeMap::new();
-        for (name, keys) in wanted {
-            let key = ObjectKey { namespace: spec.namespace.clone(), name: name.to_owned() };
-            found.insert(name, self.get(&key, &cluster.service_account, &keys, token).await?);
+        for (object, keys) in wanted {
+            let data = self.get(&object, &want.service_account, &keys, token).await?;
+            found.insert(object, data);
         }
         let mut contents = Vec::new();
-        for reference in &cluster.secrets {
-            let object = format!("{}/{}", spec.namespace, reference.name);
-            let data = match found.get(reference.name.as_str()) {
+        for (key, data_key) in want.objects() {
+            let data_key = data_key.unwrap_or(DEFAULT_KEY);
+            let object = key.to_string();
+            let data = match found.get(&key) {
                 Some(Some(data)) => data,
-                Some(None) | None if cluster.optional => {
+                Some(None) | None if want.optional => {
                     contents.push(None);
                     continue;
                 }
                 Some(None) | None => return Err(Error::Missing { kind: SECRET, object }),
             };
-            let Some(bytes) = data.get(&reference.key) else {
-                if cluster.optional {
+            let Some(bytes) = data.get(data_key) else {
+                if want.optional {
                     contents.push(None);
                     continue;
                 }
-                return Err(Error::MissingSecretKey { object, key: reference.key.clone() });
+                return Err(Error::MissingSecretKey { object, key: data_key.to_owned() });
             };
             let origin = ObjectOrigin {
                 kind: KIND,
-                scope: Scope::Namespace(spec.namespace.clone()),
-                name: reference.name.clone(),
-                key: Some(reference.key.clone()),
+                scope: Scope::Namespace(key.namespace.clone()),
+                name: key.name.clone(),
+                key: Some(data_key.to_owned()),
             };
             match content::classify(&origin, bytes) {
                 KeyContent::Certificates(certificates) => contents.push(Some(certificates)),
@@ -169,7 +170,7 @@ impl Secrets {
                     return Err(Error::Content {
                         kind: SECRET,
                         object,
-                        key: reference.key.clone(),
+                        key: data_key.to_owned(),
                         source: Box::new(source),
                     });
                 }
@@ -217,43 +218,49 @@ impl Secrets {
             Err(source) => Err(Error::SecretRequest { object: object.to_string(), source }),
         }
     }
+}
 
-    /// The certificates of `spec`'s Secret sources as last read, for a refresh (no token then).
+impl Kind for Secrets {
+    fn name(&self) -> KindName {
+        KIND
+    }
+
+    /// The certificates of `want`'s Secrets as last read, for a refresh (no token then).
     ///
     /// # Errors
     /// [`Error::SecretsNotRead`] when a source was not read since the driver started (or its last
     /// read failed): the next republish reads it.
-    pub fn cached(&self, spec: &VolumeSpec) -> Result<Vec<Certificate>> {
+    fn select(&self, want: &Want, selected: &mut Selected) -> Result<()> {
         let cache = self.cache();
-        let mut certificates = Vec::new();
-        for reference in &spec.cluster.secrets {
-            let content = cache.get(&Slot::of(spec, reference)).ok_or_else(|| Error::SecretsNotRead {
-                object: format!("{}/{}", spec.namespace, reference.name),
-                service_account: spec.cluster.service_account.clone(),
+        for slot in slots(want) {
+            let content = cache.get(&slot).ok_or_else(|| Error::SecretsNotRead {
+                object: format!("{}/{}", slot.namespace, slot.name),
+                service_account: want.service_account.clone(),
             })?;
-            certificates.extend(content.iter().flatten().cloned());
+            selected.certificates.extend(content.iter().flatten().cloned());
         }
-        Ok(certificates)
+        Ok(())
     }
 
-    /// Whether every Secret source of `spec` has content read since the driver started.
-    pub fn all_read(&self, spec: &VolumeSpec) -> bool {
-        let cache = self.cache();
-        spec.cluster.secrets.iter().all(|reference| cache.contains_key(&Slot::of(spec, reference)))
+    /// Never watched: a Secret's change reaches a volume through a republish's read.
+    fn affects(&self, _: &ObjectChange, _: &Want) -> bool {
+        false
     }
 
     /// Forgets what no live spec names any more.
-    pub fn retain(&self, live: &[VolumeSpec]) {
-        let named: HashSet<Slot> = live
-            .iter()
-            .flat_map(|spec| spec.cluster.secrets.iter().map(|reference| Slot::of(spec, reference)))
-            .collect();
+    fn retain(&self, wants: &[&Want]) {
+        let named: HashSet<Slot> = wants.iter().flat_map(|want| slots(want)).collect();
         self.cache().retain(|slot, _| named.contains(slot));
     }
 
-    /// Whether `spec` renders from one of `slots`.
-    pub fn uses_any(spec: &VolumeSpec, slots: &[Slot]) -> bool {
-        spec.cluster.secrets.iter().any(|reference| slots.contains(&Slot::of(spec, reference)))
+    fn read_as_pod<'a>(&'a self, want: &'a Want, token: &'a PodToken) -> Option<BoxFuture<'a, Result<PodRead>>> {
+        Some(Box::pin(self.read(want, token)))
+    }
+
+    /// Every Secret source of `want` has content read since the driver started.
+    fn refreshable(&self, want: &Want) -> bool {
+        let cache = self.cache();
+        slots(want).all(|slot| cache.contains_key(&slot))
     }
 }
 
@@ -393,14 +400,22 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_per_service_account() {
-        let mut spec = VolumeSpec { namespace: "ns".to_owned(), ..VolumeSpec::default() };
-        spec.cluster.secrets = vec![SecretRef { name: "ca".to_owned(), key: "ca.crt".to_owned() }];
-        spec.cluster.service_account = "granted".to_owned();
-        let granted = Slot::of(&spec, &spec.cluster.secrets[0]);
-        let mut other = spec.clone();
-        other.cluster.service_account = "other".to_owned();
-        assert!(Secrets::uses_any(&spec, std::slice::from_ref(&granted)));
-        assert!(!Secrets::uses_any(&other, &[granted]));
+    fn slots_are_per_service_account_and_a_bare_name_is_key_ca_crt() {
+        let mut attributes = BTreeMap::new();
+        attributes.insert(ATTRIBUTE, "ca, other:ca.pem");
+        let refs = REGISTRATION.attributes.parse(&attributes).unwrap();
+        assert_eq!(
+            refs,
+            [domain::Reference::object("ca", Some("ca.crt")), domain::Reference::object("other", Some("ca.pem"))]
+        );
+        let want = |account: &str| Want {
+            refs: refs.iter().map(|r| ("ns".to_owned(), r.clone())).collect(),
+            optional: false,
+            service_account: account.to_owned(),
+        };
+        let granted: Vec<Slot> = slots(&want("granted")).collect();
+        assert_eq!(granted[0].key.as_deref(), Some("ca.crt"));
+        assert!(super::super::kind::uses_slot(KIND.tag, &want("granted"), &granted[..1]));
+        assert!(!super::super::kind::uses_slot(KIND.tag, &want("other"), &granted));
     }
 }

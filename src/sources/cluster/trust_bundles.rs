@@ -2,24 +2,72 @@
 //! on first use. The API version is found by discovery at start: `certificates.k8s.io/v1` where
 //! served (GA in Kubernetes 1.37), else `v1beta1`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::certificates::{v1, v1beta1};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::content::{self, KeyContent};
-use super::wanted::Wanted;
+use super::kind::{Kind, ObjectChange, Registration, Selectable, Selected, Want};
 use super::watch_loop::{self, Objects, Synced, Watched, Writer};
 use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, Result, api_error};
 use crate::bundle::Certificate;
 use crate::bundle::{KindName, ObjectOrigin, Scope};
-use crate::domain::SignerSelection;
+use crate::domain::{self, KindAttributes, Reference};
 
 /// How certificates and messages name the kind.
-pub const KIND: KindName = KindName { tag: "clustertrustbundle", title: "ClusterTrustBundle" };
+pub const KIND: KindName = KindName { tag: domain::TRUST_BUNDLES_TAG, title: "ClusterTrustBundle" };
+/// Volume attribute: ClusterTrustBundles by name, comma-separated.
+pub const ATTR_NAMES: &str = "clusterTrustBundles";
+/// Volume attribute: every ClusterTrustBundle of this signer (whose labels match `labelSelector`).
+pub const ATTR_SIGNER_NAME: &str = "signerName";
+/// Volume attribute: a Kubernetes label selector narrowing `signerName`.
+pub const ATTR_LABEL_SELECTOR: &str = "labelSelector";
+
+pub const REGISTRATION: Registration = Registration {
+    attributes: &Attributes,
+    watched: true,
+    start: |context| Box::new(TrustBundles::new(context.driver.clone(), context.changes.clone())),
+};
+
+struct Attributes;
+
+impl KindAttributes for Attributes {
+    fn name(&self) -> KindName {
+        KIND
+    }
+
+    fn attributes(&self) -> &'static [&'static str] {
+        &[ATTR_NAMES, ATTR_SIGNER_NAME, ATTR_LABEL_SELECTOR]
+    }
+
+    fn parse(&self, given: &BTreeMap<&str, &str>) -> Result<Vec<Reference>, domain::Error> {
+        let mut refs = Vec::new();
+        if let Some(value) = given.get(ATTR_NAMES) {
+            refs.extend(domain::parse_names(ATTR_NAMES, value, "a ClusterTrustBundle name", b":")?);
+        }
+        let selector = given.get(ATTR_LABEL_SELECTOR).map(|value| (ATTR_LABEL_SELECTOR, *value));
+        match given.get(ATTR_SIGNER_NAME) {
+            Some(signer) => refs.push(domain::parse_signer((ATTR_SIGNER_NAME, signer), selector)?),
+            None if selector.is_some() => {
+                return Err(domain::Error::SelectorWithoutSigner {
+                    selector: ATTR_LABEL_SELECTOR,
+                    signer: ATTR_SIGNER_NAME,
+                });
+            }
+            None => {}
+        }
+        Ok(refs)
+    }
+
+    fn namespaced(&self) -> bool {
+        false
+    }
+}
 /// The one field of a ClusterTrustBundle that holds certificates.
 const TRUST_BUNDLE_FIELD: &str = "spec.trustBundle";
 
@@ -45,21 +93,8 @@ impl Version {
 /// One bundle as the cache holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedBundle {
-    pub meta: BundleMeta,
+    pub meta: Selectable,
     pub content: KeyContent,
-}
-
-/// What selects a bundle: its signer and labels.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BundleMeta {
-    pub signer_name: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl BundleMeta {
-    pub fn selected_by(&self, selection: &SignerSelection) -> bool {
-        self.signer_name.as_deref() == Some(selection.signer_name.as_str()) && selection.selector.matches(&self.labels)
-    }
 }
 
 /// What the cache says once synced.
@@ -160,7 +195,7 @@ impl TrustBundles {
 impl TrustBundles {
     /// Bundles named, then those of the signer that match, in name order; their certificates in
     /// (bundle name, DER) order, each once.
-    pub fn select(&self, cluster: &Wanted) -> Result<Vec<Certificate>> {
+    fn selected(&self, want: &Want) -> Result<Vec<Certificate>> {
         let bundles = match self.get() {
             None => {
                 return Err(Error::NotSynced {
@@ -173,17 +208,17 @@ impl TrustBundles {
             Some(State::Synced(bundles)) => bundles,
         };
         let mut selected: Vec<(&String, &CachedBundle)> = Vec::new();
-        for name in &cluster.trust_bundles {
-            match bundles.get_key_value(name) {
+        for (object, _) in want.objects() {
+            match bundles.get_key_value(&object.name) {
                 Some(found) => selected.push(found),
-                None if cluster.optional => {}
-                None => return Err(Error::Missing { kind: KIND.title, object: name.clone() }),
+                None if want.optional => {}
+                None => return Err(Error::Missing { kind: KIND.title, object: object.name }),
             }
         }
-        for selection in &cluster.signers {
+        for selection in want.signers() {
             let before = selected.len();
             selected.extend(bundles.iter().filter(|(_, bundle)| bundle.meta.selected_by(selection)));
-            if selected.len() == before && !cluster.optional {
+            if selected.len() == before && !want.optional {
                 return Err(Error::NoMatch {
                     signer: selection.signer_name.clone(),
                     selector: selection.selector.to_string(),
@@ -212,11 +247,59 @@ impl TrustBundles {
     }
 }
 
-/// Whether a change of bundle `name` (with its selecting metadata before and after) touches what
-/// a spec wants: it names the bundle, or a signer selection matched it before or after.
-pub fn affects<'a>(name: &str, metas: impl Iterator<Item = &'a BundleMeta> + Clone, cluster: &Wanted) -> bool {
-    cluster.trust_bundles.iter().any(|wanted| wanted == name)
-        || cluster.signers.iter().any(|selection| metas.clone().any(|meta| meta.selected_by(selection)))
+impl Kind for TrustBundles {
+    fn name(&self) -> KindName {
+        KIND
+    }
+
+    fn hold(&self, want: &Want) {
+        if !want.is_empty() {
+            let _ = self.subscribe();
+        }
+    }
+
+    fn retain(&self, wants: &[&Want]) {
+        if wants.iter().any(|want| !want.is_empty()) {
+            let _ = self.subscribe();
+        }
+    }
+
+    fn synced<'a>(&'a self, want: &'a Want) -> BoxFuture<'a, ()> {
+        let state = (!want.is_empty()).then(|| self.subscribe());
+        Box::pin(async move {
+            if let Some(mut state) = state {
+                let _ = state.wait_for(Option::is_some).await;
+            }
+        })
+    }
+
+    fn pending(&self, want: &Want) -> Vec<(String, Option<String>)> {
+        if want.is_empty() || self.get().is_some() {
+            return Vec::new();
+        }
+        vec![("ClusterTrustBundles".to_owned(), self.last_error())]
+    }
+
+    fn select(&self, want: &Want, selected: &mut Selected) -> Result<()> {
+        if !want.is_empty() {
+            selected.certificates.extend(self.selected(want)?);
+        }
+        Ok(())
+    }
+
+    fn affects(&self, change: &ObjectChange, want: &Want) -> bool {
+        affects(change, want)
+    }
+
+    fn open_watches(&self) -> usize {
+        usize::from(self.is_watching())
+    }
+}
+
+/// It names the bundle, or a signer selection matched it before or after.
+fn affects(change: &ObjectChange, want: &Want) -> bool {
+    change.touches(want)
+        || want.signers().any(|selection| change.selectable.iter().any(|meta| meta.selected_by(selection)))
 }
 
 async fn discover(client: &kube::Client) -> Result<Option<Version>, kube::Error> {
@@ -235,19 +318,19 @@ async fn discover(client: &kube::Client) -> Result<Option<Version>, kube::Error>
 
 /// Both served versions, read as one shape.
 trait Object: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static {
-    fn into_bundle(self) -> (Option<String>, BundleMeta, String);
+    fn into_bundle(self) -> (Option<String>, Selectable, String);
 }
 
 impl Object for v1::ClusterTrustBundle {
-    fn into_bundle(self) -> (Option<String>, BundleMeta, String) {
-        let meta = BundleMeta { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
+    fn into_bundle(self) -> (Option<String>, Selectable, String) {
+        let meta = Selectable { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
         (self.metadata.name, meta, self.spec.trust_bundle)
     }
 }
 
 impl Object for v1beta1::ClusterTrustBundle {
-    fn into_bundle(self) -> (Option<String>, BundleMeta, String) {
-        let meta = BundleMeta { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
+    fn into_bundle(self) -> (Option<String>, Selectable, String) {
+        let meta = Selectable { signer_name: self.spec.signer_name, labels: self.metadata.labels.unwrap_or_default() };
         (self.metadata.name, meta, self.spec.trust_bundle)
     }
 }
@@ -271,14 +354,17 @@ impl<K: Object> Watched for Watch<K> {
 
     /// One change per bundle that appeared, vanished, or changed its content, signer or labels.
     fn changes(&self, before: &Objects<CachedBundle>, after: &Objects<CachedBundle>) -> Vec<Change> {
-        let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-        names
+        watch_loop::differing(before, after)
             .into_iter()
-            .filter(|name| before.get(*name) != after.get(*name))
-            .map(|name| Change::TrustBundle {
-                name: name.clone(),
-                before: before.get(name).map(|b| b.meta.clone()),
-                after: after.get(name).map(|b| b.meta.clone()),
+            .map(|name| {
+                Change::Object(ObjectChange {
+                    selectable: [before.get(name), after.get(name)]
+                        .into_iter()
+                        .flatten()
+                        .map(|b| b.meta.clone())
+                        .collect(),
+                    ..ObjectChange::cluster_scoped(KIND, name)
+                })
             })
             .collect()
     }
@@ -310,6 +396,7 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::cluster::ObjectKey;
     use crate::bundle::policy::tests::ca;
 
     fn bundle(name: &str, env: &str, pem: &str) -> v1::ClusterTrustBundle {
@@ -357,20 +444,44 @@ mod tests {
             watcher::Event::InitDone,
         ])
         .await;
-        let meta = |env: &str| BundleMeta {
+        let meta = |env: &str| Selectable {
             signer_name: Some("example.com/s".to_owned()),
             labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
         };
-        assert_eq!(
-            changes,
-            [
-                Change::TrustBundle { name: "a".to_owned(), before: Some(meta("prod")), after: Some(meta("dev")) },
-                Change::TrustBundle { name: "b".to_owned(), before: Some(meta("prod")), after: None },
-            ]
-        );
+        let change = |name: &str, selectable: Vec<Selectable>| {
+            let object = ObjectKey { namespace: String::new(), name: name.to_owned() };
+            Change::Object(ObjectChange { kind: KIND, object, keys: None, selectable })
+        };
+        assert_eq!(changes, [change("a", vec![meta("prod"), meta("dev")]), change("b", vec![meta("prod")])]);
         let state = state.expect("synced");
         assert_eq!(state.keys().collect::<Vec<_>>(), ["a"]);
         let KeyContent::Certificates(certificates) = &state["a"].content else { panic!("certificates") };
         assert_eq!(certificates[0].source.to_string(), "clustertrustbundle:a", "named as before the loop");
+    }
+
+    #[test]
+    fn a_bundle_change_touches_specs_naming_it_or_whose_selector_matched_before_or_after() {
+        let want = |reference: Reference| Want { refs: vec![(String::new(), reference)], ..Want::default() };
+        let by_name = want(Reference::object("corp", None));
+        let by_signer = want(Reference::Signer(domain::SignerSelection {
+            signer_name: "example.com/s".to_owned(),
+            selector: domain::LabelSelector::parse("env=prod").unwrap(),
+        }));
+        let meta = |signer: &str, env: &str| Selectable {
+            signer_name: Some(signer.to_owned()),
+            labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
+        };
+        let change = |name: &str, selectable: Vec<Selectable>| ObjectChange {
+            kind: KIND,
+            object: ObjectKey { namespace: String::new(), name: name.to_owned() },
+            keys: None,
+            selectable,
+        };
+        let relabelled = change("example.com:s:x", vec![meta("example.com/s", "prod"), meta("example.com/s", "dev")]);
+        assert!(affects(&relabelled, &by_signer), "it left the selection");
+        assert!(!affects(&relabelled, &by_name));
+        let other_signer = change("corp", vec![meta("example.com/t", "prod")]);
+        assert!(affects(&other_signer, &by_name));
+        assert!(!affects(&other_signer, &by_signer));
     }
 }

@@ -43,6 +43,13 @@ pub trait Watched: Send + 'static {
     fn changes(&self, before: &Objects<Self::Item>, after: &Objects<Self::Item>) -> Vec<Change>;
 }
 
+/// The names whose object differs between two states (appeared, vanished or changed), in
+/// name order: what a watch of many objects diffs.
+pub fn differing<'a, T: PartialEq>(before: &'a Objects<T>, after: &'a Objects<T>) -> Vec<&'a String> {
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names.into_iter().filter(|name| before.get(*name) != after.get(*name)).collect()
+}
+
 /// Where one watch writes.
 pub struct Writer<T> {
     pub state: watch::Sender<Synced<T>>,

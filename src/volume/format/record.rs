@@ -10,23 +10,32 @@
 //! So a driver of 02e7ca2 (whose derive ignores an unknown key and takes `null` for an absent
 //! option) reads a version 2 record as the same record: a rollback to it adopts the volumes
 //! this driver published instead of finding them corrupt and unmounting them. Keep that while
-//! 02e7ca2 may be rolled back to.
+//! 02e7ca2 may be rolled back to. The kinds of that time (ClusterTrustBundles, ConfigMaps,
+//! Secrets) keep their keys of version 1.
+//!
+//! Version 3: version 2 plus `spec.cluster.sources`, the references of every other kind by its
+//! tag. Written only for a spec naming such a kind, so every other record stays version 2 (and
+//! readable by 02e7ca2); a driver that does not know version 3 leaves such a volume mounted.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{JavaTruststore, Layout, RenderOptions};
+use std::collections::BTreeMap;
+
 use crate::domain::{
-    ClusterSources, ConfigMapRef, LabelSelector, PodInfo, SecretRef, SelectorOperator, SignerSelection, SpecDigest,
-    VolumeSpec,
+    CONFIG_MAPS_TAG, ClusterSources, LabelSelector, PodInfo, Reference, SECRETS_TAG, SelectorOperator, SignerSelection,
+    SpecDigest, TRUST_BUNDLES_TAG, VolumeSpec,
 };
 
 use super::super::record::{Record, State};
 use super::Error;
 
-/// The record format this driver writes.
-pub const RECORD_FORMAT: u32 = 2;
+/// The newest record format this driver writes (and reads).
+pub const RECORD_FORMAT: u32 = 3;
+/// What it writes for a spec of the kinds of 02e7ca2 only.
+const FORMAT_OF_THE_FIRST_KINDS: u32 = 2;
 /// The key that names a record's format; absent in version 1.
 const FORMAT_KEY: &str = "format";
 const WHAT: &str = "volume record";
@@ -45,6 +54,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, u32), Error> {
         None => 1,
         Some(format) => match format.as_u64() {
             Some(2) => 2,
+            Some(3) => 3,
             Some(found) if found > u64::from(RECORD_FORMAT) => {
                 return Err(Error::Newer { what: WHAT, found, known: RECORD_FORMAT });
             }
@@ -55,21 +65,20 @@ pub fn decode(bytes: &[u8]) -> Result<(Record, u32), Error> {
     let record = match version {
         1 => RecordV2::from(serde_json::from_value::<RecordV1>(value).map_err(|e| invalid(1, e.to_string()))?)
             .into_record(),
-        _ => serde_json::from_value::<RecordV2>(value).map_err(|e| invalid(2, e.to_string()))?.into_record(),
+        _ => serde_json::from_value::<RecordV2>(value).map_err(|e| invalid(version, e.to_string()))?.into_record(),
     };
     record.map(|record| (record, version)).map_err(|reason| invalid(version, reason))
 }
 
-/// The bytes of `record` in format [`RECORD_FORMAT`] (pretty JSON, for a person reading it).
+/// The bytes of `record` (pretty JSON, for a person reading it): format 2, or 3 for a spec
+/// naming a kind after 02e7ca2's.
 ///
 /// # Errors
 /// Only a target that is not UTF-8 (the kubelet sends strings, so never from a publish).
 pub fn encode(record: &Record) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec_pretty(&RecordV2::from(record)).map_err(|e| Error::Invalid {
-        what: WHAT,
-        version: RECORD_FORMAT,
-        reason: e.to_string(),
-    })
+    let dto = RecordV2::from(record);
+    let version = dto.format;
+    serde_json::to_vec_pretty(&dto).map_err(|e| Error::Invalid { what: WHAT, version, reason: e.to_string() })
 }
 
 /// The tags serde's derive gave the variants in version 1, kept in every version.
@@ -187,6 +196,20 @@ struct SecretDto {
     name: String,
     #[serde(rename = "key")]
     key: String,
+}
+
+/// A reference of a kind after 02e7ca2's (version 3).
+#[derive(Serialize, Deserialize)]
+enum ReferenceDto {
+    #[serde(rename = "object")]
+    Object {
+        #[serde(rename = "name")]
+        name: String,
+        #[serde(rename = "key")]
+        key: Option<String>,
+    },
+    #[serde(rename = "signer")]
+    Signer(SignerDto),
 }
 
 /// The same keys in both versions.
@@ -359,6 +382,7 @@ impl From<RecordV1> for RecordV2 {
                 service_account: String::new(),
                 optional: false,
                 defaults: yes(),
+                sources: BTreeMap::new(),
             },
             |cluster| ClusterV2 {
                 trust_bundles: cluster.trust_bundles,
@@ -368,6 +392,7 @@ impl From<RecordV1> for RecordV2 {
                 service_account: cluster.service_account,
                 optional: cluster.optional,
                 defaults: cluster.defaults,
+                sources: BTreeMap::new(),
             },
         );
         Self {
@@ -444,14 +469,24 @@ struct ClusterV2 {
     optional: bool,
     #[serde(rename = "defaults")]
     defaults: bool,
+    /// Version 3: every other kind's references, by tag.
+    #[serde(rename = "sources", default, skip_serializing_if = "BTreeMap::is_empty")]
+    sources: BTreeMap<String, Vec<ReferenceDto>>,
 }
 
 impl From<&Record> for RecordV2 {
     fn from(record: &Record) -> Self {
         let spec = &record.spec;
         let cluster = &spec.cluster;
+        let first_kinds = [TRUST_BUNDLES_TAG, CONFIG_MAPS_TAG, SECRETS_TAG];
+        let sources: BTreeMap<String, Vec<ReferenceDto>> = cluster
+            .named
+            .iter()
+            .filter(|(tag, _)| !first_kinds.contains(&tag.as_str()))
+            .map(|(tag, refs)| (tag.clone(), refs.iter().map(ReferenceDto::from).collect()))
+            .collect();
         Self {
-            format: RECORD_FORMAT,
+            format: if sources.is_empty() { FORMAT_OF_THE_FIRST_KINDS } else { RECORD_FORMAT },
             volume_id: record.volume_id.clone(),
             target: record.target.clone(),
             readonly: record.readonly,
@@ -461,21 +496,20 @@ impl From<&Record> for RecordV2 {
                 render: spec.render.into(),
                 keep_expired: spec.keep_expired,
                 cluster: ClusterV2 {
-                    trust_bundles: cluster.trust_bundles.clone(),
-                    signer: cluster.signer.as_ref().map(SignerDto::from),
+                    trust_bundles: cluster.objects(TRUST_BUNDLES_TAG).map(|(name, _)| name.to_owned()).collect(),
+                    signer: cluster.signers(TRUST_BUNDLES_TAG).next().map(SignerDto::from),
                     config_maps: cluster
-                        .config_maps
-                        .iter()
-                        .map(|r| ConfigMapDto { name: r.name.clone(), key: r.key.clone() })
+                        .objects(CONFIG_MAPS_TAG)
+                        .map(|(name, key)| ConfigMapDto { name: name.to_owned(), key: key.map(str::to_owned) })
                         .collect(),
                     secrets: cluster
-                        .secrets
-                        .iter()
-                        .map(|r| SecretDto { name: r.name.clone(), key: r.key.clone() })
+                        .objects(SECRETS_TAG)
+                        .map(|(name, key)| SecretDto { name: name.to_owned(), key: key.unwrap_or_default().to_owned() })
                         .collect(),
                     service_account: cluster.service_account.clone(),
                     optional: cluster.optional,
                     defaults: cluster.defaults,
+                    sources,
                 },
             },
             digest: record.digest.as_str().to_owned(),
@@ -485,11 +519,51 @@ impl From<&Record> for RecordV2 {
     }
 }
 
+impl From<&Reference> for ReferenceDto {
+    fn from(reference: &Reference) -> Self {
+        match reference {
+            Reference::Object { name, key } => Self::Object { name: name.clone(), key: key.clone() },
+            Reference::Signer(signer) => Self::Signer(signer.into()),
+        }
+    }
+}
+
+impl ReferenceDto {
+    fn into_reference(self) -> Result<Reference, String> {
+        Ok(match self {
+            Self::Object { name, key } => Reference::Object { name, key },
+            Self::Signer(signer) => Reference::Signer(signer.into_signer()?),
+        })
+    }
+}
+
 impl RecordV2 {
     fn into_record(self) -> Result<Record, String> {
         let spec = self.spec;
         let cluster = spec.cluster;
+        let mut sources = ClusterSources {
+            service_account: cluster.service_account,
+            optional: cluster.optional,
+            defaults: cluster.defaults,
+            ..ClusterSources::default()
+        };
         let signer = cluster.signer.map(SignerDto::into_signer).transpose()?;
+        sources.add(
+            TRUST_BUNDLES_TAG,
+            cluster.trust_bundles.iter().map(|name| Reference::object(name, None)).chain(signer.map(Reference::Signer)),
+        );
+        sources.add(
+            CONFIG_MAPS_TAG,
+            cluster.config_maps.into_iter().map(|r| Reference::Object { name: r.name, key: r.key }),
+        );
+        sources.add(
+            SECRETS_TAG,
+            cluster.secrets.into_iter().map(|r| Reference::Object { name: r.name, key: Some(r.key) }),
+        );
+        for (tag, refs) in cluster.sources {
+            let refs: Vec<Reference> = refs.into_iter().map(ReferenceDto::into_reference).collect::<Result<_, _>>()?;
+            sources.add(&tag, refs);
+        }
         Ok(Record {
             volume_id: self.volume_id,
             target: self.target,
@@ -499,19 +573,7 @@ impl RecordV2 {
                 system_roots: spec.system_roots,
                 render: spec.render.into(),
                 keep_expired: spec.keep_expired,
-                cluster: ClusterSources {
-                    trust_bundles: cluster.trust_bundles,
-                    signer,
-                    config_maps: cluster
-                        .config_maps
-                        .into_iter()
-                        .map(|r| ConfigMapRef { name: r.name, key: r.key })
-                        .collect(),
-                    secrets: cluster.secrets.into_iter().map(|r| SecretRef { name: r.name, key: r.key }).collect(),
-                    service_account: cluster.service_account,
-                    optional: cluster.optional,
-                    defaults: cluster.defaults,
-                },
+                cluster: sources,
             },
             digest: digest(self.digest)?,
             pod: self.pod.into(),
@@ -581,7 +643,7 @@ mod tests {
         ] {
             attributes.insert(format!("csi.storage.k8s.io/{key}"), value);
         }
-        let (spec, pod) = VolumeSpec::from_attributes(&attributes).unwrap();
+        let (spec, pod) = crate::sources::cluster::parse_attributes(&attributes).unwrap();
         let case = name.split('.').next().unwrap();
         Record {
             volume_id: format!("csi-{case}"),
@@ -621,16 +683,42 @@ mod tests {
                 String::from_utf8_lossy(&written)
             );
             let (new, version) = decode(&golden).unwrap();
-            assert_eq!(version, RECORD_FORMAT);
+            assert_eq!(version, 2, "the kinds of 02e7ca2 stay in format 2, which 02e7ca2 reads");
             assert_eq!(new, old, "{name}");
             assert_eq!(new.digest, new.spec.digest(), "{name}");
         }
     }
 
+    /// A kind after 02e7ca2's (here a throwaway `bundle`, by name and by signer) goes to
+    /// `spec.cluster.sources` in format 3, pinned by its golden; the first kinds stay where
+    /// format 2 puts them, beside it.
+    #[test]
+    fn a_spec_naming_a_later_kind_is_written_in_format_3_and_read_back() {
+        let mut record = expected("uid-10", true, &[("configMaps", "corp-ca")], "other-kind.json");
+        let signer = SignerSelection {
+            signer_name: "example.com/corp".to_owned(),
+            selector: LabelSelector::parse("env in (prod)").unwrap(),
+        };
+        record.spec.cluster.add("bundle", [Reference::object("org", Some("ca.crt")), Reference::Signer(signer)]);
+        record.digest = record.spec.digest();
+        let written = encode(&record).unwrap();
+        let golden = fixture("v3", "other-kind.json");
+        assert!(
+            written == golden,
+            "the writer's output changed; a change of format needs a new version\n{}",
+            String::from_utf8_lossy(&written)
+        );
+        let (read, version) = decode(&golden).unwrap();
+        assert_eq!(version, 3);
+        assert_eq!(read, record);
+        let (plain, _) = decode(&fixture("v2", "config-maps.json")).unwrap();
+        assert!(!String::from_utf8(encode(&plain).unwrap()).unwrap().contains("\"sources\""));
+    }
+
     #[test]
     fn a_record_of_a_newer_format_is_newer_not_invalid() {
-        let newer = br#"{"format": 3, "renamed_everything": true}"#;
-        assert!(matches!(decode(newer), Err(Error::Newer { found: 3, known: 2, .. })), "{:?}", decode(newer).err());
+        let newer = br#"{"format": 4, "renamed_everything": true}"#;
+        assert!(matches!(decode(newer), Err(Error::Newer { found: 4, known: 3, .. })), "{:?}", decode(newer).err());
     }
 
     #[test]
