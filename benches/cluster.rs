@@ -18,6 +18,10 @@
 //!   namespace is published in 1000 namespaces: local sources only (the baseline), a ConfigMap
 //!   with the same CA in every namespace, and one with a CA of each namespace's own.
 //!
+//! With `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of trustmount>`, `warm` and `first` also
+//! run a connected driver of that build, its rounds interleaved with this build's, and give
+//! this build's figures as a ratio to that build's.
+//!
 //! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
 //! the host. Needs root, and the Kubernetes components `tests/run` builds (found as
 //! tests/support/control_plane.rs finds them: `TRUSTMOUNT_K8S_BIN`, else the build's cache).
@@ -44,6 +48,7 @@ use support::deploy;
 use support::measure::{self, ms, peak_rss_kib, percentile, ratio, rss_kib, shmem_and_slab_kib, used_bytes};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
+const BASELINE_ENV: &str = "TRUSTMOUNT_BENCH_BASELINE_BIN";
 const SECTIONS: [&str; 5] = ["warm", "first", "requests", "watches", "memory"];
 /// The CSIDriver deploy/kubernetes/csidriver.yaml ships (the driver's start-up check reads it).
 const SHIPPED_DRIVER: &str = "csi.trustmount.io";
@@ -106,6 +111,8 @@ struct Bench {
     local_ca: TestCa,
     cluster_ca: TestCa,
     trust_bundle: String,
+    /// Another build of the driver to run beside this one (`warm`, `first`).
+    baseline: Option<PathBuf>,
 }
 
 /// A connected driver with an identity of its own (so the audit log tells its requests apart),
@@ -174,7 +181,8 @@ impl Bench {
             .create(&PostParams::default(), &bundle)
             .await
             .expect("create the ClusterTrustBundle");
-        Self { plane, admin, dir, local_ca, cluster_ca, trust_bundle }
+        let baseline = std::env::var_os(BASELINE_ENV).map(PathBuf::from);
+        Self { plane, admin, dir, local_ca, cluster_ca, trust_bundle, baseline }
     }
 
     async fn namespace(&self, name: &str) -> String {
@@ -185,6 +193,11 @@ impl Bench {
     /// A driver with `--kubeconfig` under an identity bound to the shipped ClusterRole (made in
     /// namespace `bench-<label>`), `--extra-pem` the local CA, plus `extra_args`.
     async fn driver(&self, label: &str, extra_args: &[&str]) -> Driver {
+        self.driver_of(label, extra_args, None).await
+    }
+
+    /// [`Bench::driver`] of another build of the driver (`None`: this one).
+    async fn driver_of(&self, label: &str, extra_args: &[&str], binary: Option<PathBuf>) -> Driver {
         let namespace = self.namespace(&format!("bench-{label}")).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = deploy::driver_identity(self.plane, &self.admin, &namespace, dir.path()).await;
@@ -192,7 +205,7 @@ impl Bench {
         let mut args = vec!["--kubeconfig".to_owned(), identity.kubeconfig.display().to_string()];
         args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
         let options =
-            DaemonOptions { extra_args: args, ..DaemonOptions::default() }.extra_pem(&self.local_ca.cert_path);
+            DaemonOptions { extra_args: args, binary, ..DaemonOptions::default() }.extra_pem(&self.local_ca.cert_path);
         let daemon = Arc::new(Daemon::start(options).await);
         let as_driver = Api::namespaced(self.plane.token_client(&identity.token), &namespace);
         Driver { daemon, audit, as_driver, _dir: dir }
@@ -224,11 +237,20 @@ impl Bench {
             .await;
         let local = Self::local_attributes(&namespace);
         let cluster = self.cluster_attributes(&namespace, "corp-ca");
-        let cases: [(&str, &Arc<Daemon>, &Attributes); 3] = [
+        let mut cases: Vec<(&str, &Arc<Daemon>, &Attributes)> = vec![
             ("local, standalone driver", &standalone, &local),
             ("local, connected driver", &driver.daemon, &local),
             ("cluster (ConfigMap + CTB)", &driver.daemon, &cluster),
         ];
+        // The baseline build's rows 3 and 4 stand beside this build's rows 1 and 2.
+        let base = match &self.baseline {
+            Some(binary) => Some(self.driver_of("warm-base", &[], Some(binary.clone())).await),
+            None => None,
+        };
+        if let Some(base) = &base {
+            cases.push(("local, connected (baseline)", &base.daemon, &local));
+            cases.push(("cluster (baseline)", &base.daemon, &cluster));
+        }
         // Anchors keep each spec rendered (and the cluster one's watches running), so every
         // measured publish is warm.
         for (i, (_, daemon, attributes)) in cases.iter().enumerate() {
@@ -257,7 +279,7 @@ impl Bench {
             for round in 0..WARM_ROUNDS {
                 for offset in 0..cases.len() {
                     let case = (round + offset) % cases.len();
-                    let (_, daemon, attributes) = cases[case];
+                    let (_, daemon, attributes) = &cases[case];
                     let jobs = (0..WARM_OPERATIONS / WARM_ROUNDS)
                         .map(|i| job(daemon, &format!("warm-{concurrency}-{case}-{round}-{i}"), attributes))
                         .collect();
@@ -280,6 +302,9 @@ impl Bench {
                     ratio(percentile(&t.cycles, 50), percentile(&baseline.cycles, 50)),
                 );
             }
+            for (ours, theirs) in [(1, 3), (2, 4)].into_iter().filter(|&(_, theirs)| theirs < cases.len()) {
+                println!("  {}", versus(cases[ours].0, &timings[ours], &timings[theirs]));
+            }
         }
         println!("  target: cluster within 10% of local (ratio <= 1.10x)");
     }
@@ -287,58 +312,76 @@ impl Bench {
     // ---- first ---------------------------------------------------------------------------
 
     async fn first(&self) {
-        let driver = self.driver("first", &[]).await;
+        let mut drivers = vec![("", self.driver("first", &[]).await)];
+        if let Some(binary) = &self.baseline {
+            drivers.push((" (baseline)", self.driver_of("first-base", &[], Some(binary.clone())).await));
+        }
         let namespace = self.namespace("bench-first-pods").await;
-        let names: Vec<String> = (0..FIRST_OPERATIONS).map(|i| format!("fresh-{i}")).collect();
+        // ConfigMaps of each driver's own, so each publish is that driver's first of its name.
+        let names: Vec<Vec<String>> =
+            (0..drivers.len()).map(|d| (0..FIRST_OPERATIONS).map(|i| format!("fresh-{d}-{i}")).collect()).collect();
         put_config_maps(
             &self.admin,
-            names.iter().map(|name| (namespace.clone(), name.clone(), self.cluster_ca.pem.clone())).collect(),
+            names.iter().flatten().map(|name| (namespace.clone(), name.clone(), self.cluster_ca.pem.clone())).collect(),
         )
         .await;
         // The ClusterTrustBundle watch is running: only the ConfigMap is new.
         let mut bundle_only = Self::local_attributes(&namespace);
         bundle_only.push(("clusterTrustBundles".to_owned(), self.trust_bundle.clone()));
-        call_publish(&driver.daemon, &job(&driver.daemon, "first-anchor", &bundle_only)).await;
+        for (_, driver) in &drivers {
+            call_publish(&driver.daemon, &job(&driver.daemon, "first-anchor", &bundle_only)).await;
+        }
 
-        let mut first = Timings::default();
-        let mut cold = Timings::default();
-        for (i, name) in names.iter().enumerate() {
-            let cluster = job(&driver.daemon, &format!("first-{i}"), &self.cluster_attributes(&namespace, name));
-            let local = job(&driver.daemon, &format!("cold-{i}"), &Self::local_attributes(&format!("cold-{i}")));
-            // Alternating which goes first, so neither always follows the other's unpublish.
-            if i % 2 == 0 {
-                first.extend(cycles(&driver.daemon, vec![cluster], 1).await);
-                cold.extend(cycles(&driver.daemon, vec![local], 1).await);
-            } else {
-                cold.extend(cycles(&driver.daemon, vec![local], 1).await);
-                first.extend(cycles(&driver.daemon, vec![cluster], 1).await);
+        let mut first: Vec<Timings> = drivers.iter().map(|_| Timings::default()).collect();
+        let mut cold: Vec<Timings> = drivers.iter().map(|_| Timings::default()).collect();
+        for i in 0..FIRST_OPERATIONS {
+            // Which driver goes first alternates too.
+            for offset in 0..drivers.len() {
+                let d = (i + offset) % drivers.len();
+                let daemon = &drivers[d].1.daemon;
+                let cluster = job(daemon, &format!("first-{i}"), &self.cluster_attributes(&namespace, &names[d][i]));
+                let local = job(daemon, &format!("cold-{i}"), &Self::local_attributes(&format!("cold-{i}")));
+                // Alternating which goes first, so neither always follows the other's unpublish.
+                if i % 2 == 0 {
+                    first[d].extend(cycles(daemon, vec![cluster], 1).await);
+                    cold[d].extend(cycles(daemon, vec![local], 1).await);
+                } else {
+                    cold[d].extend(cycles(daemon, vec![local], 1).await);
+                    first[d].extend(cycles(daemon, vec![cluster], 1).await);
+                }
             }
         }
-        first.sort();
-        cold.sort();
+        first.iter_mut().chain(&mut cold).for_each(Timings::sort);
         println!("\nfirst publish of a new reference, {FIRST_OPERATIONS} each, sequential, alternating (ms)");
         println!(
-            "{:<54} {:>8} {:>8} {:>10} {:>10} {:>12} {:>12}",
+            "{:<65} {:>8} {:>8} {:>10} {:>10} {:>12} {:>12}",
             "", "pub p50", "pub p99", "unpub p50", "unpub p99", "ratio p50", "ratio p99"
         );
-        for (name, t) in [
-            ("cold local spec (a new namespace: render only)", &cold),
-            ("new ConfigMap (render + its watch + first list)", &first),
-        ] {
+        for (((build, _), first), cold) in drivers.iter().zip(&first).zip(&cold) {
+            for (name, t) in [
+                ("cold local spec (a new namespace: render only)", cold),
+                ("new ConfigMap (render + its watch + first list)", first),
+            ] {
+                println!(
+                    "{:<65} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>11.2}x {:>11.2}x",
+                    format!("{name}{build}"),
+                    ms(percentile(&t.publishes, 50)),
+                    ms(percentile(&t.publishes, 99)),
+                    ms(percentile(&t.unpublishes, 50)),
+                    ms(percentile(&t.unpublishes, 99)),
+                    ratio(percentile(&t.publishes, 50), percentile(&cold.publishes, 50)),
+                    ratio(percentile(&t.publishes, 99), percentile(&cold.publishes, 99)),
+                );
+            }
             println!(
-                "{name:<54} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>11.2}x {:>11.2}x",
-                ms(percentile(&t.publishes, 50)),
-                ms(percentile(&t.publishes, 99)),
-                ms(percentile(&t.unpublishes, 50)),
-                ms(percentile(&t.unpublishes, 99)),
-                ratio(percentile(&t.publishes, 50), percentile(&cold.publishes, 50)),
-                ratio(percentile(&t.publishes, 99), percentile(&cold.publishes, 99)),
+                "  the new reference's extra cost{build}: {:.2} ms p50 (its list request; its watch starts after the list)",
+                ms(percentile(&first.publishes, 50)) - ms(percentile(&cold.publishes, 50))
             );
         }
-        println!(
-            "  the new reference's extra cost: {:.2} ms p50 (its list request; its watch starts after the list)",
-            ms(percentile(&first.publishes, 50)) - ms(percentile(&cold.publishes, 50))
-        );
+        if drivers.len() > 1 {
+            println!("  {}", versus("cold local spec", &cold[0], &cold[1]));
+            println!("  {}", versus("new ConfigMap", &first[0], &first[1]));
+        }
     }
 
     // ---- requests ------------------------------------------------------------------------
@@ -999,6 +1042,18 @@ async fn call_unpublish(daemon: &Daemon, job: &Job) -> Duration {
 }
 
 // ---- measuring ----------------------------------------------------------------------------
+
+/// "`name`, this / baseline: ..." for a case measured on both builds.
+fn versus(name: &str, ours: &Timings, theirs: &Timings) -> String {
+    let at = |t: &[Duration], theirs: &[Duration], pct| ratio(percentile(t, pct), percentile(theirs, pct));
+    format!(
+        "{name}, this build / baseline: pub p50 {:.2}x, pub p99 {:.2}x, unpub p50 {:.2}x, cycle p50 {:.2}x",
+        at(&ours.publishes, &theirs.publishes, 50),
+        at(&ours.publishes, &theirs.publishes, 99),
+        at(&ours.unpublishes, &theirs.unpublishes, 50),
+        at(&ours.cycles, &theirs.cycles, 50),
+    )
+}
 
 fn server_port(plane: &ControlPlane) -> u16 {
     plane.server.rsplit(':').next().and_then(|port| port.parse().ok()).expect("the API server's port")

@@ -12,6 +12,10 @@
 //!   1000 specs with identical content (one per namespace) are published, and while specs with
 //!   different content (every attribute combination) are. `df` would count tmpfs pages only and
 //!   hide the inodes and dentries. Run only this part with `cargo bench --bench publish -- memory`.
+//! - With `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of trustmount>`: warm and cold sequential
+//!   publishes on this build and on that one, rounds alternating between the two daemons, with
+//!   the state dir on disk and on tmpfs, and that build's `render` beside ours. Run only this
+//!   part with `cargo bench --bench publish -- vs-baseline`.
 //!
 //! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
 //! the host. Needs root.
@@ -27,9 +31,12 @@ use std::time::{Duration, Instant};
 use support::certs::TestCa;
 use support::client::{publish_request, unpublish_request};
 use support::daemon::{BIN, Daemon, DaemonOptions};
-use support::measure::{self, kernel_kib, mib, ms, peak_rss_kib, percentile, used_bytes};
+use support::measure::{self, kernel_kib, mib, ms, peak_rss_kib, percentile, ratio, used_bytes};
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
+const BASELINE_ENV: &str = "TRUSTMOUNT_BENCH_BASELINE_BIN";
+/// Rounds of the side-by-side runs; each daemon gets `OPERATIONS / VS_ROUNDS` per round.
+const VS_ROUNDS: usize = 10;
 const OPERATIONS: usize = 1000;
 const CONCURRENCY: usize = 32;
 const SCALE_VOLUMES: usize = 1000;
@@ -43,12 +50,24 @@ fn main() {
         support::block_on(memory_benchmarks());
         return;
     }
+    let baseline = std::env::var_os(BASELINE_ENV).map(PathBuf::from);
+    if sections.iter().any(|s| s == "vs-baseline") {
+        let baseline = baseline.unwrap_or_else(|| panic!("vs-baseline needs {BASELINE_ENV}"));
+        support::block_on(publish_versus(&baseline, "disk (/tmp)"));
+        mount_tmpfs_over_tmp();
+        support::block_on(publish_versus(&baseline, "tmpfs"));
+        render_against_update_ca_certificates(Some(&baseline));
+        return;
+    }
     let disk_cost = metadata_cycle_cost(Path::new("/tmp"));
     println!(
         "\n== state dir (records) on this machine's /tmp: create+rename+unlink costs {:.0} µs here",
         disk_cost.as_secs_f64() * 1e6
     );
     support::block_on(publish_benchmarks(true));
+    if let Some(baseline) = &baseline {
+        support::block_on(publish_versus(baseline, "disk (/tmp)"));
+    }
     // Before /tmp becomes a tmpfs: records and target dirs on disk, as on a node.
     support::block_on(memory_benchmarks());
     // Same runs with /tmp on tmpfs (this namespace only): the driver's own cost, without the
@@ -61,7 +80,10 @@ fn main() {
         disk_cost.as_secs_f64() / tmpfs_cost.as_secs_f64()
     );
     support::block_on(publish_benchmarks(false));
-    render_against_update_ca_certificates();
+    if let Some(baseline) = &baseline {
+        support::block_on(publish_versus(baseline, "tmpfs"));
+    }
+    render_against_update_ca_certificates(baseline.as_deref());
 }
 
 /// Specs per run of identical content: a node's namespaces.
@@ -195,7 +217,8 @@ async fn publish_benchmarks(with_scale: bool) {
         ("cold, 32 concurrent", true, CONCURRENCY),
     ] {
         let started = Instant::now();
-        let (mut publishes, mut unpublishes) = publish_unpublish_cycles(&daemon, name, cold, concurrency).await;
+        let (mut publishes, mut unpublishes) =
+            publish_unpublish_cycles(&daemon, name, OPERATIONS, cold, concurrency).await;
         let per_second = (2 * OPERATIONS) as f64 / started.elapsed().as_secs_f64();
         publishes.sort();
         unpublishes.sort();
@@ -211,6 +234,61 @@ async fn publish_benchmarks(with_scale: bool) {
     }
 
     call_unpublish(&daemon, "anchor", &anchor).await;
+}
+
+/// Warm and cold sequential publishes on this build and on `baseline`, each case in
+/// `VS_ROUNDS` rounds alternating between the two daemons (which goes first alternates too),
+/// so the machine's drift and other load hit both alike.
+async fn publish_versus(baseline: &Path, state_dir: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "Bench Private CA");
+    let mut daemons = Vec::new();
+    for binary in [None, Some(baseline.to_path_buf())] {
+        let options = DaemonOptions { binary, ..DaemonOptions::default() }.extra_pem(&ca.cert_path);
+        let daemon = Arc::new(Daemon::start(options).await);
+        let anchor = daemon.target("anchor", "trust");
+        call_publish(&daemon, "anchor", &anchor, &[]).await;
+        daemons.push(daemon);
+    }
+    println!(
+        "\n== state dir on {state_dir}: this build vs {}, {OPERATIONS} volumes each in {VS_ROUNDS} alternating rounds (ms)",
+        baseline.display()
+    );
+    println!("{:<18} {:<11} {:>9} {:>9} {:>11} {:>11}", "", "", "pub p50", "pub p99", "unpub p50", "unpub p99");
+    for (name, cold) in [("warm, sequential", false), ("cold, sequential", true)] {
+        let mut runs = vec![(Vec::new(), Vec::new()); daemons.len()];
+        for round in 0..VS_ROUNDS {
+            for offset in 0..daemons.len() {
+                let which = (round + offset) % daemons.len();
+                let label = format!("vs {name} {which} {round}");
+                let (publishes, unpublishes) =
+                    publish_unpublish_cycles(&daemons[which], &label, OPERATIONS / VS_ROUNDS, cold, 1).await;
+                runs[which].0.extend(publishes);
+                runs[which].1.extend(unpublishes);
+            }
+        }
+        for (build, (publishes, unpublishes)) in ["this build", "baseline"].iter().zip(&mut runs) {
+            publishes.sort();
+            unpublishes.sort();
+            println!(
+                "{name:<18} {build:<11} {:>9.3} {:>9.3} {:>11.3} {:>11.3}",
+                ms(percentile(publishes, 50)),
+                ms(percentile(publishes, 99)),
+                ms(percentile(unpublishes, 50)),
+                ms(percentile(unpublishes, 99)),
+            );
+        }
+        let (ours, theirs) = (&runs[0], &runs[1]);
+        println!(
+            "{name:<18} this / baseline: pub p50 {:.2}x, pub p99 {:.2}x, unpub p50 {:.2}x",
+            ratio(percentile(&ours.0, 50), percentile(&theirs.0, 50)),
+            ratio(percentile(&ours.0, 99), percentile(&theirs.0, 99)),
+            ratio(percentile(&ours.1, 50), percentile(&theirs.1, 50)),
+        );
+    }
+    for daemon in &daemons {
+        call_unpublish(daemon, "anchor", &daemon.target("anchor", "trust")).await;
+    }
 }
 
 /// 1000 volumes of one spec, beside the same figures with one volume.
@@ -240,17 +318,19 @@ async fn scale(daemon: &Arc<Daemon>, idle_rss: u64) {
     }
 }
 
-/// One publish then unpublish per volume, `concurrency` volumes in flight; returns each call's
-/// latency. Cold operations use a new namespace each, so each renders a new spec directory
-/// (and its unpublish removes it again).
+/// `operations` volumes, one publish then unpublish each, `concurrency` volumes in flight;
+/// returns each call's latency. Cold operations use a new namespace each (named after the
+/// volume: `name` must be new), so each renders a new spec directory (and its unpublish
+/// removes it again).
 async fn publish_unpublish_cycles(
     daemon: &Arc<Daemon>,
     name: &str,
+    operations: usize,
     cold: bool,
     concurrency: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let label: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
-    let jobs: Vec<(String, PathBuf)> = (0..OPERATIONS)
+    let jobs: Vec<(String, PathBuf)> = (0..operations)
         .map(|i| {
             let volume = format!("{label}-{i}");
             let target = daemon.target(&volume, "trust");
@@ -273,8 +353,8 @@ async fn publish_unpublish_cycles(
             (published, started.elapsed() - published)
         });
     }
-    let mut publishes = Vec::with_capacity(OPERATIONS);
-    let mut unpublishes = Vec::with_capacity(OPERATIONS);
+    let mut publishes = Vec::with_capacity(operations);
+    let mut unpublishes = Vec::with_capacity(operations);
     while let Some(latency) = tasks.join_next().await {
         let (publish, unpublish) = latency.expect("benchmark task");
         publishes.push(publish);
@@ -301,7 +381,8 @@ async fn call_unpublish(daemon: &Daemon, volume: &str, target: &Path) {
 
 /// Both tools get the same certificates: the machine's CA set, through Debian's own tool
 /// (with an empty hooks dir, so it builds no Java store — ours does, so this favours it).
-fn render_against_update_ca_certificates() {
+/// With `baseline`, that build's `render` runs too, its runs alternating with ours.
+fn render_against_update_ca_certificates(baseline: Option<&Path>) {
     println!("\nrender vs update-ca-certificates --fresh, median of {RENDER_RUNS} runs each");
     if which("update-ca-certificates").is_none() {
         println!("  skipped: update-ca-certificates is not installed (apt-get install ca-certificates)");
@@ -312,7 +393,7 @@ fn render_against_update_ca_certificates() {
     std::fs::create_dir_all(&hooks).expect("hooks dir");
     let debian_out = dir.path().join("debian");
     let ours_out = dir.path().join("trustmount");
-    let baseline = median_run(RENDER_RUNS, || {
+    let debian = median_run(RENDER_RUNS, || {
         let _ = std::fs::remove_dir_all(&debian_out);
         std::fs::create_dir_all(&debian_out).expect("out dir");
         let mut command = Command::new("update-ca-certificates");
@@ -321,16 +402,24 @@ fn render_against_update_ca_certificates() {
     });
     let roots = debian_out.join("ca-certificates.crt");
     let count = std::fs::read_to_string(&roots).map_or(0, |pem| pem.matches("BEGIN CERTIFICATE").count());
-    let ours = median_run(RENDER_RUNS, || {
+    let render = |binary: &Path| {
         let _ = std::fs::remove_dir_all(&ours_out);
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(binary);
         command.arg("render").arg("--out").arg(&ours_out).arg("--system-roots").arg(&roots);
         command
-    });
+    };
+    let mut binaries = vec![PathBuf::from(BIN)];
+    binaries.extend(baseline.map(Path::to_path_buf));
+    let renders = median_runs(RENDER_RUNS, binaries.iter().map(|binary| || render(binary)).collect());
+    let ours = renders[0];
     println!("  certificates:                        {count}");
-    println!("  update-ca-certificates --fresh:      {:>9.2} ms (no hooks: no Java store)", ms(baseline));
+    println!("  update-ca-certificates --fresh:      {:>9.2} ms (no hooks: no Java store)", ms(debian));
     println!("  trustmount render (incl. JKS store): {:>9.2} ms", ms(ours));
-    println!("  ratio: trustmount is {:.0}x faster", baseline.as_secs_f64() / ours.as_secs_f64());
+    println!("  ratio: trustmount is {:.0}x faster", debian.as_secs_f64() / ours.as_secs_f64());
+    if let (Some(path), Some(theirs)) = (baseline, renders.get(1)) {
+        println!("  baseline render ({}): {:>9.2} ms", path.display(), ms(*theirs));
+        println!("  ratio this / baseline: {:.2}x", ratio(ours, *theirs));
+    }
     if let Some(with_java) = debian_with_java_store(&hooks) {
         println!("  update-ca-certificates --fresh + its Java store step: {:>9.2} ms", ms(with_java));
         println!("  ratio, same outputs as trustmount: {:.0}x faster", with_java.as_secs_f64() / ours.as_secs_f64());
@@ -366,20 +455,31 @@ fn debian_with_java_store(hooks: &Path) -> Option<Duration> {
     Some(took)
 }
 
-fn median_run(runs: usize, mut command: impl FnMut() -> Command) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
+fn median_run(runs: usize, command: impl FnMut() -> Command) -> Duration {
+    median_runs(runs, vec![command])[0]
+}
+
+/// The median of `runs` runs of each command, run after run taking turns, so drift on the
+/// machine hits them alike.
+fn median_runs(runs: usize, mut commands: Vec<impl FnMut() -> Command>) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(runs); commands.len()];
+    for _ in 0..runs {
+        for (command, times) in commands.iter_mut().zip(&mut times) {
             let mut command = command();
             command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
             let started = Instant::now();
             let status = command.status().expect("run command");
-            let elapsed = started.elapsed();
+            times.push(started.elapsed());
             assert!(status.success(), "{command:?} failed");
-            elapsed
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut times| {
+            times.sort();
+            times[times.len() / 2]
         })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
+        .collect()
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -9,10 +9,11 @@
 //!   timed the same way; and publish+unpublish latency of a warm volume while those rotations
 //!   run, beside the same calls with no rotation running.
 //!
-//! - `many-specs-vs-baseline` (only with `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of
-//!   trustmount>`): the `many-specs` rotation on this build and on the baseline build side by
-//!   side, rotations alternating between the two, timed the same way, with the CPU time each
-//!   daemon spent per rotation (less at the mercy of the machine's other load than wall time).
+//! - `many-specs-vs-baseline` and `one-spec-vs-baseline` (only with
+//!   `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of trustmount>`): the `many-specs` or
+//!   `one-spec` rotation on this build and on the baseline build side by side, rotations
+//!   alternating between the two, timed the same way, with the CPU time each daemon spent per
+//!   rotation (less at the mercy of the machine's other load than wall time).
 //!
 //! Both with the embedded system roots in every bundle (what a pod gets by default), and the
 //! daemon's RSS and the store's tmpfs usage. The baseline is the kubelet's own refresh of a
@@ -61,11 +62,45 @@ fn main() {
         if wanted("many-specs") {
             bench.many_specs().await;
         }
-        match std::env::var_os(BASELINE_ENV) {
-            Some(baseline) if wanted("many-specs-vs-baseline") => bench.many_specs_vs(baseline.into()).await,
-            _ => {}
+        if let Some(baseline) = std::env::var_os(BASELINE_ENV).map(PathBuf::from) {
+            if wanted("one-spec-vs-baseline") {
+                bench.one_spec_vs(&baseline).await;
+            }
+            if wanted("many-specs-vs-baseline") {
+                bench.many_specs_vs(&baseline).await;
+            }
         }
     });
+}
+
+/// The cluster object a side-by-side rotation rewrites.
+enum Rotated {
+    ConfigMap(Api<ConfigMap>, String),
+    TrustBundle(Api<ClusterTrustBundle>, String),
+}
+
+impl Rotated {
+    async fn put(&self, pem: &str) {
+        match self {
+            Self::ConfigMap(api, name) => put_config_map(api, name, pem).await,
+            Self::TrustBundle(api, name) => put_trust_bundle(api, name, pem).await,
+        }
+    }
+
+    async fn delete(&self) {
+        match self {
+            Self::ConfigMap(api, name) => drop(api.delete(name, &Default::default()).await.unwrap()),
+            Self::TrustBundle(api, name) => drop(api.delete(name, &Default::default()).await.unwrap()),
+        }
+    }
+}
+
+/// One build's daemon, the object its volumes name, and its volumes (volume id, target).
+struct Fleet {
+    label: &'static str,
+    daemon: Daemon,
+    source: Rotated,
+    volumes: Vec<(String, PathBuf)>,
 }
 
 struct Bench {
@@ -126,56 +161,89 @@ impl Bench {
     }
 
     /// `many-specs` on this build and on `baseline`, rotations alternating between them.
-    async fn many_specs_vs(&self, baseline: PathBuf) {
+    async fn many_specs_vs(&self, baseline: &Path) {
         let bundles: Api<ClusterTrustBundle> = Api::all(self.admin.clone());
-        let cas: Vec<TestCa> = (0..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("vs-{i}"))).collect();
         let mut fleets = Vec::new();
-        for (label, binary) in [("this build", None), ("baseline", Some(baseline.clone()))] {
+        for (label, binary) in [("this build", None), ("baseline", Some(baseline.to_path_buf()))] {
             let daemon = self.daemon_of(binary).await;
             let name = format!("bench-vs-{}-{}", fleets.len(), std::process::id());
-            put_trust_bundle(&bundles, &name, &cas[0].pem).await;
+            let source = Rotated::TrustBundle(bundles.clone(), name.clone());
+            source.put(&self.first_ca("vs").pem).await;
             let (volumes, _) = self.one_volume_per_namespace(&daemon, &name, "vs", 3).await;
-            fleets.push((label, daemon, name, volumes, Vec::new(), Vec::new()));
+            fleets.push(Fleet { label, daemon, source, volumes });
         }
-        for ca in &cas[1..] {
-            for (_, daemon, name, volumes, times, cpu) in &mut fleets {
-                let before = generations(volumes);
-                let cpu_before = measure::cpu_time(daemon.pid());
+        let title = format!("{MANY_SPECS} specs sharing one ClusterTrustBundle");
+        self.versus(&title, "vs", baseline, fleets).await;
+    }
+
+    /// `one-spec` on this build and on `baseline`, rotations alternating between them.
+    async fn one_spec_vs(&self, baseline: &Path) {
+        let mut fleets = Vec::new();
+        for (label, binary) in [("this build", None), ("baseline", Some(baseline.to_path_buf()))] {
+            let daemon = self.daemon_of(binary).await;
+            let namespace = self.plane.namespace("bench-one-vs").await;
+            let source = Rotated::ConfigMap(Api::namespaced(self.admin.clone(), &namespace), "corp-ca".into());
+            source.put(&self.first_ca("one-vs").pem).await;
+            let volumes = one_spec_volumes(&daemon, &namespace).await;
+            fleets.push(Fleet { label, daemon, source, volumes });
+        }
+        let title = format!("{ONE_SPEC_VOLUMES} volumes sharing one spec (one ConfigMap)");
+        self.versus(&title, "one-vs", baseline, fleets).await;
+    }
+
+    /// The CA every fleet of a side-by-side section starts with (`versus` rotates to
+    /// `<prefix>-1` and on).
+    fn first_ca(&self, prefix: &str) -> TestCa {
+        TestCa::new(self.dir.path(), &format!("{prefix}-0"))
+    }
+
+    /// `ROTATIONS` rotations of each fleet's object, alternating between the fleets; reports
+    /// each fleet's wall time and daemon CPU time per rotation and the ratios, then unpublishes.
+    async fn versus(&self, title: &str, prefix: &str, baseline: &Path, fleets: Vec<Fleet>) {
+        let cas: Vec<TestCa> =
+            (1..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("{prefix}-{i}"))).collect();
+        let mut measured: Vec<(Vec<Duration>, Vec<Duration>)> = fleets.iter().map(|_| Default::default()).collect();
+        for ca in &cas {
+            for (fleet, (times, cpu)) in fleets.iter().zip(&mut measured) {
+                let before = generations(&fleet.volumes);
+                let cpu_before = measure::cpu_time(fleet.daemon.pid());
                 let start = Instant::now();
-                put_trust_bundle(&bundles, name, &ca.pem).await;
-                times.push(until_every_target_moved(volumes, &before, start, ca).await);
+                fleet.source.put(&ca.pem).await;
+                times.push(until_every_target_moved(&fleet.volumes, &before, start, ca).await);
                 // The pass is done once the last target moved; its log line and sweeps are not.
-                cpu.push(measure::cpu_time(daemon.pid()) - cpu_before);
+                cpu.push(measure::cpu_time(fleet.daemon.pid()) - cpu_before);
             }
         }
-        println!(
-            "\n== {MANY_SPECS} specs sharing one ClusterTrustBundle, {ROTATIONS} rotations each, alternating: this build vs {}",
-            baseline.display()
-        );
+        println!("\n== {title}, {ROTATIONS} rotations each, alternating: this build vs {}", baseline.display());
         let mut p50s = Vec::new();
-        for (label, _, _, _, times, cpu) in &mut fleets {
+        for (fleet, (times, cpu)) in fleets.iter().zip(&mut measured) {
             times.sort();
             cpu.sort();
             println!(
-                "{label:>10}: p50 {:.1} ms, max {:.1} ms; daemon CPU per rotation p50 {:.0} ms, max {:.0} ms",
+                "{:>10}: p50 {:.1} ms, max {:.1} ms; daemon CPU per rotation p50 {:.0} ms, max {:.0} ms; RSS {:.1} MiB (peak {:.1} MiB)",
+                fleet.label,
                 ms(percentile(times, 50)),
                 ms(*times.last().unwrap_or(&Duration::ZERO)),
                 ms(percentile(cpu, 50)),
                 ms(*cpu.last().unwrap_or(&Duration::ZERO)),
+                rss_kib(fleet.daemon.pid()) as f64 / 1024.0,
+                peak_rss_kib(fleet.daemon.pid()) as f64 / 1024.0,
             );
             p50s.push((percentile(times, 50), percentile(cpu, 50)));
         }
         let ratio = |new: Duration, old: Duration| old.as_secs_f64() / new.as_secs_f64().max(f64::MIN_POSITIVE);
         println!(
-            "baseline / this build: wall p50 {:.2}x, CPU p50 {:.2}x",
+            "baseline / this build: wall p50 {:.2}x, CPU p50 {:.2}x (this build / baseline: wall {:.2}x, CPU {:.2}x)",
             ratio(p50s[0].0, p50s[1].0),
-            ratio(p50s[0].1, p50s[1].1)
+            ratio(p50s[0].1, p50s[1].1),
+            ratio(p50s[1].0, p50s[0].0),
+            ratio(p50s[1].1, p50s[0].1)
         );
-        for (_, daemon, name, volumes, _, _) in &fleets {
-            for (volume, target) in volumes {
-                unpublish(daemon, volume, target).await;
+        for fleet in &fleets {
+            for (volume, target) in &fleet.volumes {
+                unpublish(&fleet.daemon, volume, target).await;
             }
-            bundles.delete(name, &Default::default()).await.unwrap();
+            fleet.source.delete().await;
         }
     }
 
@@ -185,13 +253,7 @@ impl Bench {
         let config_maps: Api<ConfigMap> = Api::namespaced(self.admin.clone(), &namespace);
         let cas: Vec<TestCa> = (0..=ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("one-{i}"))).collect();
         put_config_map(&config_maps, "corp-ca", &cas[0].pem).await;
-        let volumes: Vec<(String, PathBuf)> = (0..ONE_SPEC_VOLUMES)
-            .map(|v| (format!("one-{v}"), daemon.target(&format!("0c1f4d6e-0000-4000-8000-{v:012}"), "trust")))
-            .collect();
-        let attributes = [("csi.storage.k8s.io/pod.namespace", namespace.as_str()), ("configMaps", "corp-ca")];
-        for (volume, target) in &volumes {
-            publish(&daemon, volume, target, &attributes).await;
-        }
+        let volumes = one_spec_volumes(&daemon, &namespace).await;
         let (rss, used) = (rss_kib(daemon.pid()), used_bytes(&daemon.store_dir()));
 
         let mut times = Vec::new();
@@ -291,6 +353,19 @@ impl Bench {
         }
         bundles.delete(&name, &Default::default()).await.unwrap();
     }
+}
+
+/// `ONE_SPEC_VOLUMES` volumes of one spec in `namespace`, naming its ConfigMap `corp-ca`,
+/// published: their (volume id, target).
+async fn one_spec_volumes(daemon: &Daemon, namespace: &str) -> Vec<(String, PathBuf)> {
+    let volumes: Vec<(String, PathBuf)> = (0..ONE_SPEC_VOLUMES)
+        .map(|v| (format!("one-{v}"), daemon.target(&format!("0c1f4d6e-0000-4000-8000-{v:012}"), "trust")))
+        .collect();
+    let attributes = [("csi.storage.k8s.io/pod.namespace", namespace), ("configMaps", "corp-ca")];
+    for (volume, target) in &volumes {
+        publish(daemon, volume, target, &attributes).await;
+    }
+    volumes
 }
 
 fn report_rotation(times: &[Duration]) {
