@@ -396,8 +396,8 @@ async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::cluster::ObjectKey;
     use crate::bundle::policy::tests::ca;
+    use crate::sources::cluster::ObjectKey;
 
     fn bundle(name: &str, env: &str, pem: &str) -> v1::ClusterTrustBundle {
         let mut object = v1::ClusterTrustBundle::default();
