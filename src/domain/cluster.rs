@@ -96,8 +96,8 @@ impl Reference {
         Self::Object { name: name.to_owned(), key: key.map(str::to_owned) }
     }
 
-    /// Objects by (name, key), then signers by (name, canonical selector).
-    fn order(&self) -> (u8, &str, String) {
+    /// Objects by (name, key), then signers by (name, canonical selector): the canonical order.
+    pub fn order(&self) -> (u8, &str, String) {
         match self {
             Self::Object { name, key } => (0, name, key.clone().unwrap_or_default()),
             Self::Signer(signer) => (1, &signer.signer_name, signer.selector.to_string()),

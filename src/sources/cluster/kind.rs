@@ -106,11 +106,12 @@ impl Want {
         let namespace = |namespace: &str| if kind.namespaced() { namespace.to_owned() } else { String::new() };
         let mut refs: Vec<(String, Reference)> =
             spec.cluster.of(tag).iter().map(|reference| (namespace(&spec.namespace), reference.clone())).collect();
-        if let Some((defaults, defaults_namespace)) = defaults {
+        // A spec's own references are canonical already: only the defaults need merging in.
+        if let Some((defaults, defaults_namespace)) = defaults.filter(|(defaults, _)| !defaults.is_empty()) {
             refs.extend(defaults.iter().map(|reference| (namespace(defaults_namespace), reference.clone())));
+            refs.sort_by(|(a, x), (b, y)| (a, x.order()).cmp(&(b, y.order())));
+            refs.dedup();
         }
-        refs.sort_by(|(a, x), (b, y)| (a, x.to_string()).cmp(&(b, y.to_string())));
-        refs.dedup();
         Self { refs, optional: spec.cluster.optional, service_account: spec.cluster.service_account.clone() }
     }
 
