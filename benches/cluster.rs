@@ -26,6 +26,8 @@
 //! the host. Needs root, and the Kubernetes components `tests/run` builds (found as
 //! tests/support/control_plane.rs finds them: `TRUSTMOUNT_K8S_BIN`, else the build's cache).
 
+// A bench uses a part of the tests' support (the test suite uses all of it).
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -20,6 +20,8 @@
 //! It mounts, so it re-executes itself inside a private mount namespace first; nothing reaches
 //! the host. Needs root.
 
+// A bench uses a part of the tests' support (the test suite uses all of it).
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

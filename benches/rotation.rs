@@ -19,6 +19,8 @@
 //! daemon's RSS and the store's tmpfs usage. The baseline is the kubelet's own refresh of a
 //! ConfigMap or ClusterTrustBundle volume: its resync period, 60–90 s (60 s is used for the
 //! ratio, the kubelet's best case).
+// A bench uses a part of the tests' support (the test suite uses all of it).
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

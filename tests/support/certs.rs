@@ -21,7 +21,6 @@ pub struct TestCa {
 
 /// A leaf certificate with its key.
 pub struct TestLeaf {
-    pub der: Vec<u8>,
     pub pem: String,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
@@ -99,7 +98,7 @@ impl TestCa {
         let key_path = dir.join(format!("{name}.key"));
         std::fs::write(&cert_path, &pem).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        TestLeaf { der: cert.der().to_vec(), pem, cert_path, key_path }
+        TestLeaf { pem, cert_path, key_path }
     }
 
     /// Lower-case hex SHA-256 of the DER, no separators.

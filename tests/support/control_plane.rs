@@ -50,7 +50,6 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub ca_cert: PathBuf,
     pub server: String,
-    pub apiserver_log: PathBuf,
     pub audit_log: PathBuf,
     /// The write ends of the janitors' pipes: closing them (process exit) stops everything.
     _janitors: Vec<ChildStdin>,
@@ -107,7 +106,6 @@ impl ControlPlane {
         Self {
             kubeconfig: dir.join("kubeconfig"),
             ca_cert: dir.join("ca.crt"),
-            apiserver_log: dir.join("kube-apiserver.log"),
             audit_log: dir.join("audit.log"),
             server,
             dir,
@@ -305,15 +303,7 @@ fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> Cont
     std::fs::write(&kubeconfig, pki.kubeconfig(&server)).unwrap();
     std::fs::write(dir.join("server"), &server).unwrap();
     wait_for(&mut apiserver_child, &apiserver_log, "kube-apiserver", || curl_ok(&pki, &format!("{server}/readyz")));
-    ControlPlane {
-        ca_cert: pki.ca_cert.clone(),
-        kubeconfig,
-        server,
-        apiserver_log,
-        audit_log,
-        dir,
-        _janitors: janitors,
-    }
+    ControlPlane { ca_cert: pki.ca_cert.clone(), kubeconfig, server, audit_log, dir, _janitors: janitors }
 }
 
 /// Polls `ready` (asking the component, never sleeping blind) until it holds, or panics with

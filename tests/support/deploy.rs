@@ -63,8 +63,9 @@ pub async fn apply(client: &kube::Client, path: &Path) -> Vec<DynamicObject> {
 use serde::Deserialize as _;
 
 /// A driver identity for one test: a ServiceAccount of its own, bound to the ClusterRole exactly
-/// as `deploy/kubernetes/rbac.yaml` ships it (tests/rbac.rs proves it grants no more), and a kubeconfig
-/// holding its token. One per test, so the audit log tells the tests' drivers apart.
+/// as `deploy/kubernetes/rbac.yaml` ships it (tests/suite/slow/rbac.rs proves it grants no more),
+/// and a kubeconfig holding its token. One per test, so the audit log tells the tests' drivers
+/// apart.
 pub struct DriverIdentity {
     pub kubeconfig: PathBuf,
     /// The user name the API server (and its audit log) knows it by.

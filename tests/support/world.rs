@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::api::storage::v1::CSIDriver;
@@ -141,11 +140,6 @@ impl<'p> World<'p> {
             ..Secret::default()
         };
         objects::put(&Api::<Secret>::namespaced(self.admin.clone(), &self.namespace), name, secret).await;
-    }
-
-    /// ClusterTrustBundle `name` (cluster-scoped), without a signer, holding `pem`.
-    pub async fn put_trust_bundle(&self, name: &str, pem: &str) {
-        objects::put_trust_bundle(&Api::<ClusterTrustBundle>::all(self.admin.clone()), name, pem).await;
     }
 
     /// Publishes for a pod in this world's namespace; `extra` are the volume attributes.

@@ -11,14 +11,12 @@
 //!   names them (kubelet directory, driver name, state dir, extra PEM files, metrics port);
 //! - the chart with default values renders exactly the plain manifests, Helm's bookkeeping
 //!   labels aside (and with `extraPem.configMap`, the plain manifests with the `org-ca`
-//!   component), and grants exactly their RBAC (which tests/rbac.rs proves is enough).
+//!   component), and grants exactly their RBAC (which tests/suite/slow/rbac.rs proves is enough).
 //!
 //! Cluster-scoped names in this binary: the dry runs create nothing; the Namespace `trustmount`
 //! is created (for the plain manifests' dry run); `helm install` uses releases `tm-install`
 //! (driver name `install.trustmount.test`) and `tm-all-on` (`trust.example.com`), which nothing
 //! else here creates. prometheus-operator's ServiceMonitor CRD is installed (tests/k8s/crds).
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,10 +26,12 @@ use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::{Value, json};
-use support::control_plane::ControlPlane;
-use support::deploy::{self, chart, documents, run_tool};
-use support::output::{assert_success, text};
 use trustmount::args::{Cli, Command};
+
+use crate::support;
+use crate::support::control_plane::ControlPlane;
+use crate::support::deploy::{self, chart, documents, run_tool};
+use crate::support::output::{assert_success, text};
 
 /// The labels the chart adds that the plain manifests do not carry: Helm's bookkeeping. Every
 /// other label, annotation and field must be equal.

@@ -8,7 +8,6 @@
 //! commit (`$CARGO_TARGET_TMPDIR/driver-02e7ca2/`, or `$TRUSTMOUNT_OLD_DRIVER_CACHE`), once: a
 //! cached binary is used as it is. `$TRUSTMOUNT_OLD_DRIVER` names a binary of that commit to use
 //! instead of building one.
-mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -16,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::block_on;
-use support::client::{publish_request, stats_request, unpublish_request};
-use support::daemon::{Daemon, DaemonOptions};
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::client::{publish_request, stats_request, unpublish_request};
+use crate::support::daemon::{Daemon, DaemonOptions};
 
 const OLD_COMMIT: &str = "02e7ca2";
 

@@ -2,8 +2,6 @@
 //! real token of the driver's ServiceAccount: it may read exactly what the driver reads as itself
 //! (ConfigMaps, ClusterTrustBundles, its own CSIDriver) and nothing else, Secrets above all.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -15,8 +13,9 @@ use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::api::{Api, ListParams, PostParams};
-use support::control_plane::ControlPlane;
-use support::deploy;
+
+use crate::support::control_plane::ControlPlane;
+use crate::support::deploy;
 
 /// The driver's ServiceAccount, as `deploy/kubernetes/serviceaccount.yaml` names it.
 const DRIVER_NAMESPACE: &str = "trustmount";

@@ -1,7 +1,8 @@
 //! The mount-namespace harness itself: a mount made inside is invisible outside.
-mod support;
 
 use std::path::PathBuf;
+
+use crate::in_private_mount_namespace;
 
 #[test]
 fn mount_inside_namespace_does_not_reach_the_host() {

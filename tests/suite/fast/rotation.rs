@@ -1,15 +1,16 @@
 //! Rotation: a changed `--extra-pem` reaches every published volume without a republish (one
 //! `..data` swap in the shared spec directory), and a bad change never replaces good
 //! certificates — the volumes keep the last good bundle and report themselves abnormal.
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::block_on;
-use support::certs::{TestCa, bundle_ders_in_order as bundle_ders, pem_certificates};
-use support::client::{publish_request, stats_request};
-use support::daemon::{Daemon, DaemonOptions};
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, bundle_ders_in_order as bundle_ders, pem_certificates};
+use crate::support::client::{publish_request, stats_request};
+use crate::support::daemon::{Daemon, DaemonOptions};
 
 /// How long a file change may take to reach the volumes (watch + settle + render).
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(20);

@@ -2,7 +2,6 @@
 //! (the bound port is read from its log), CSI calls over its real socket, `/metrics` scraped over
 //! real HTTP and parsed strictly (a malformed exposition fails the test), and `--log-format json`
 //! read back line by line. Local sources, and a ConfigMap on the real API server.
-mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,14 +10,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
-use support::block_on;
-use support::certs::TestCa;
-use support::client::{publish_request, stats_request, unpublish_request};
-use support::control_plane::ControlPlane;
-use support::daemon::{Daemon, DaemonOptions};
-use support::deploy;
-use support::objects;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::TestCa;
+use crate::support::client::{publish_request, stats_request, unpublish_request};
+use crate::support::control_plane::ControlPlane;
+use crate::support::daemon::{Daemon, DaemonOptions};
+use crate::support::deploy;
+use crate::support::objects;
 
 /// How long a file change may take to be counted (watch + settle + render).
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(20);

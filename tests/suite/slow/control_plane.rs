@@ -2,8 +2,6 @@
 //! TokenRequest mints tokens that authenticate, and RBAC forbids what was not granted. Later
 //! tests rely on each of these, so each is proven here first.
 
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
@@ -11,8 +9,10 @@ use k8s_openapi::api::certificates::{v1, v1beta1};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use support::certs::TestCa;
-use support::control_plane::{ControlPlane, RuntimeConfig};
+
+use crate::support;
+use crate::support::certs::TestCa;
+use crate::support::control_plane::{ControlPlane, RuntimeConfig};
 
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<kube::core::Status> {
     match result {
@@ -214,8 +214,11 @@ fn helper_starts_a_control_plane_and_fails() {
 
 #[test]
 fn a_test_binary_that_fails_leaves_no_control_plane_behind() {
+    // Its name as libtest knows it: the module path without the crate name.
+    let (_crate, module) = module_path!().split_once("::").expect("a test module is below the crate");
+    let helper = format!("{module}::helper_starts_a_control_plane_and_fails");
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["helper_starts_a_control_plane_and_fails", "--exact", "--ignored", "--nocapture"])
+        .args([helper.as_str(), "--exact", "--ignored", "--nocapture"])
         // Its own control plane, not this process's.
         .env_remove(support::control_plane::ATTACH_ENV)
         .output()

@@ -2,16 +2,16 @@
 //! `trustmount render` writes each into a tempdir (no mounts, nothing of the host's trust
 //! store is read or written), then `openssl verify`, `openssl rehash`, curl, keytool and a
 //! Java HTTPS client use the files against a CA and a TLS server made here.
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::certs::{TestCa, TestLeaf, pem_certificates};
-use support::daemon::BIN;
-use support::fsutil::run;
-use support::tls::TlsServer;
+use crate::support;
+use crate::support::certs::{TestCa, TestLeaf, pem_certificates};
+use crate::support::daemon::BIN;
+use crate::support::fsutil::run;
+use crate::support::tls::TlsServer;
 
 /// Two CAs (so counts mean something) and a server certificate signed by the first.
 struct Fixture {

@@ -9,7 +9,6 @@
 //! read (the reader's next pass sees the new one); it is counted apart. Readers going through
 //! the top-level names (`ca-certificates.crt -> ..data/ca-certificates.crt`) are checked per
 //! file: each read is exactly one version.
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,12 +17,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kube::api::Api;
-use support::block_on;
-use support::certs::{TestCa, pem_certificates};
-use support::client::{publish_request, unpublish_request};
-use support::control_plane::ControlPlane;
-use support::objects::put_config_map;
-use support::world::World;
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, pem_certificates};
+use crate::support::client::{publish_request, unpublish_request};
+use crate::support::control_plane::ControlPlane;
+use crate::support::objects::put_config_map;
+use crate::support::world::World;
 
 const NAMESPACES: usize = 4;
 const VOLUMES_PER_NAMESPACE: usize = 50;

@@ -3,7 +3,6 @@
 //! volume attribute `annotatedNamespaces`. Against the real API server, it is parsed into a
 //! spec beside the shipped kinds, digested, held and synced, selected, and its watch's changes
 //! reach the specs that name it, and no others.
-mod support;
 
 use std::collections::HashMap;
 
@@ -11,15 +10,16 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use support::certs::TestCa;
-use support::control_plane::ControlPlane;
-use support::world::PROPAGATION_LIMIT;
 use tokio::sync::watch;
 use trustmount::bundle::{KindName, ObjectOrigin, Provenance, Scope, Strictness, parse_source_of};
 use trustmount::domain::{self, KindAttributes, ListAttributes, POD_NAMESPACE, Reference, VolumeSpec};
 use trustmount::sources::cluster::kind::{Context, Kind, Registration, Selected, Want};
 use trustmount::sources::cluster::watch_loop::{self, Objects, Synced, Watched, Writer};
 use trustmount::sources::cluster::{self, Change, Clients, Cluster, Defaults, Error, ObjectChange};
+
+use crate::support::certs::TestCa;
+use crate::support::control_plane::ControlPlane;
+use crate::support::world::PROPAGATION_LIMIT;
 
 const KIND: KindName = KindName { tag: "annotatednamespace", title: "AnnotatedNamespace" };
 const ATTRIBUTE: &str = "annotatedNamespaces";

@@ -1,14 +1,14 @@
 //! Checks `trustmount::bundle` against the real tools that will read its output: the `openssl`
 //! CLI (subject hashes, `openssl rehash`, `openssl verify`) and `keytool` (the Java store).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyPair};
 use trustmount::bundle::{self, Bundle, Certificate, Entry, Files, RenderOptions, Strictness};
+
+use crate::support;
 
 fn run(program: &str, args: &[&str]) -> Output {
     let output =

@@ -2,19 +2,21 @@
 //! records a Warning on each pod whose volume uses it (and on no other pod), a repeat joins the
 //! same event's series instead of adding an event, and the fix records a Normal event. The
 //! driver writes them with its own identity, bound to the ClusterRole deploy/kubernetes/rbac.yaml ships.
-mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
-use support::block_on;
-use support::certs::TestCa;
-use support::client::publish_request;
-use support::control_plane::ControlPlane;
-use support::objects::put_config_map;
-use support::world::{Setup, World};
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::TestCa;
+use crate::support::client::publish_request;
+use crate::support::control_plane::ControlPlane;
+use crate::support::objects::put_config_map;
+use crate::support::world::{Setup, World};
 
 const NODE_ID: &str = "node-events";
 /// Bounds each wait for an event to appear; never a timed assertion.

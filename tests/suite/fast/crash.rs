@@ -7,7 +7,6 @@
 //! After each restart, without any retry, every volume must be fully published (mounted
 //! read-only from the store, a published record, every file readable and equal to a reference
 //! volume's) or cleanly absent (not mounted, no record, the target dir absent or empty).
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -15,14 +14,17 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::block_on;
-use support::certs::TestCa;
-use support::client::{publish_request, unpublish_request};
-use support::daemon::{Daemon, DaemonOptions};
 use tonic::Code;
 use trustmount::bundle::{Entry, Files};
 use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, MountEntry, Publication, Store, StoreConfig};
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::TestCa;
+use crate::support::client::{publish_request, unpublish_request};
+use crate::support::daemon::{Daemon, DaemonOptions};
 
 const VOLUMES: usize = 100;
 /// Distinct specs in a storm (namespaces), so some publishes render while others only mount.

@@ -2,12 +2,12 @@
 //! against the real `trustmount serve` (standalone): every Identity and Node test that a node-only
 //! driver can run must pass.
 
-mod support;
-
 use std::process::Command;
 
-use support::control_plane::component;
-use support::daemon::{Daemon, DaemonOptions};
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::control_plane::component;
+use crate::support::daemon::{Daemon, DaemonOptions};
 
 /// Tests csi-sanity cannot run against a node-only driver, each with the reason.
 const SKIPPED: &[&str] = &[
@@ -18,7 +18,8 @@ const SKIPPED: &[&str] = &[
     r"\[GroupController",
     // These node tests first provision a volume with CreateVolume (a Controller RPC). What they
     // check (target path removed by unpublish; NOT_FOUND for a published volume at another path)
-    // is covered by tests/csi_node.rs with inline volumes, the way the kubelet publishes them.
+    // is covered by tests/suite/fast/csi_node.rs with inline volumes, the way the kubelet publishes
+    // them.
     "should remove target path",
     "should fail when volume does not exist on the specified path",
 ];

@@ -1,14 +1,15 @@
 //! The command line: `render` writes a volume's files without mounting, `inspect` lists a
 //! bundle's certificates, and bad input fails loudly.
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
-use support::daemon::BIN;
-use support::output::{assert_success, text};
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::certs::{TestCa, openssl_subject_hash, pem_certificates};
+use crate::support::daemon::BIN;
+use crate::support::output::{assert_success, text};
 
 fn trustmount(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {BIN}: {e}"))

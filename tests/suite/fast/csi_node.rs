@@ -1,22 +1,24 @@
 //! The CSI Identity and Node services of the real `trustmount serve`, over its unix socket,
 //! with real mounts (each test in its own private mount namespace).
-mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use support::block_on;
-use support::certs::{TestCa, openssl_subject_hash, pem_certificates};
-use support::client::{code_of, mount_capability, publish_request, stats_request, unpublish_request};
-use support::daemon::{Daemon, DaemonOptions};
-use support::fsutil::{is_mount_point, walk};
-use support::world::LocalWorld;
 use tonic::Code;
 use trustmount::proto::csi::v1::{
     GetPluginCapabilitiesRequest, GetPluginInfoRequest, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest,
     NodeGetInfoRequest, NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
     node_service_capability, plugin_capability, volume_capability, volume_usage,
 };
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, openssl_subject_hash, pem_certificates};
+use crate::support::client::{code_of, mount_capability, publish_request, stats_request, unpublish_request};
+use crate::support::daemon::{Daemon, DaemonOptions};
+use crate::support::fsutil::{is_mount_point, walk};
+use crate::support::world::LocalWorld;
 
 #[test]
 fn identity_reports_the_driver_name_version_no_controller_and_readiness() {

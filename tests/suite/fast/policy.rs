@@ -1,16 +1,14 @@
 //! The certificate policy and input formats through the CLI: PKCS#7 bundles made by openssl,
 //! what `render` keeps and `inspect` says it would drop, and the per-source size limit.
 
-mod support;
-
 use std::path::Path;
 use std::process::Output;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
 use trustmount::bundle::{Strictness, parse_source};
 
-use support::daemon::BIN;
-use support::output::{assert_success, run, text};
+use crate::support::daemon::BIN;
+use crate::support::output::{assert_success, run, text};
 
 fn params(cn: &str, ca: bool) -> CertificateParams {
     let mut params = CertificateParams::default();

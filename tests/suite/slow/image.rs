@@ -6,14 +6,14 @@
 //! use it, and the second build (the digest check) reuses its cargo cache, so that check is
 //! about the assembly. That the binary itself does not depend on where the checkout lives was
 //! checked by hand with two clones at different paths (README, "The image").
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use support::certs::TestCa;
-use support::output::{assert_success, text};
+use crate::support;
+use crate::support::certs::TestCa;
+use crate::support::output::{assert_success, text};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,16 +6,18 @@
 //!
 //! The driver runs with an identity of its own bound to the ClusterRole deploy/kubernetes/rbac.yaml ships
 //! (nothing on Secrets), so a Secret read as the driver would fail, and shows in the log.
-mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::block_on;
-use support::certs::{TestCa, bundle_ders, ders};
-use support::client::{code_of, message_of, stats_request, unpublish_request};
-use support::control_plane::ControlPlane;
-use support::world::{PROPAGATION_LIMIT, TokenIn, World};
 use tonic::Code;
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, bundle_ders, ders};
+use crate::support::client::{code_of, message_of, stats_request, unpublish_request};
+use crate::support::control_plane::ControlPlane;
+use crate::support::world::{PROPAGATION_LIMIT, TokenIn, World};
 
 /// The `..data` link of a volume: its target changes exactly when the volume gets a generation.
 fn generation(target: &Path) -> PathBuf {

@@ -1,6 +1,5 @@
 //! The volume store with real mounts. Every test that mounts runs inside its own private mount
 //! namespace (see `support::ns`), so nothing it mounts can reach the host.
-mod support;
 
 use std::fs;
 use std::future::Future;
@@ -14,6 +13,9 @@ use trustmount::bundle::{Entry, Files};
 use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, Difference, Error, Publication, Store, StoreConfig, current_generation};
 use trustmount::{node, sources};
+
+use crate::in_private_mount_namespace;
+use crate::support;
 
 const BUNDLE: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 

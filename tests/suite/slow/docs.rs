@@ -9,8 +9,6 @@
 //! path an environment variable points into it (`REQUESTS_CA_BUNDLE=/etc/ssl/certs/…`) is a
 //! file the volume holds in its layout (as `trustmount render` writes it).
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -19,8 +17,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::Value;
-use support::control_plane::ControlPlane;
-use support::{crds, deploy};
+
+use crate::support;
+use crate::support::control_plane::ControlPlane;
+use crate::support::{crds, deploy};
 
 /// The CSI driver name the volumes name (deploy's CSIDriver).
 const DRIVER: &str = "csi.trustmount.io";

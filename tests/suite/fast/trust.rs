@@ -8,18 +8,19 @@
 //! rhel/suse matrix points clients at the files inside the published volume. One daemon and one
 //! TLS server serve every row of a matrix; each row's result is collected and a failing matrix
 //! lists every failing client with its output.
-mod support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::block_on;
-use support::certs::{TestCa, TestLeaf};
-use support::client::{publish_request, unpublish_request};
-use support::daemon::{Daemon, DaemonOptions};
-use support::fsutil::run;
-use support::tls::TlsServer;
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, TestLeaf};
+use crate::support::client::{publish_request, unpublish_request};
+use crate::support::daemon::{Daemon, DaemonOptions};
+use crate::support::fsutil::run;
+use crate::support::tls::TlsServer;
 
 /// What a client run needs; dropped in reverse: server, daemon (unmounts), tempdir.
 struct Fixture {

@@ -7,7 +7,6 @@
 //! The driver runs with an identity of its own (a ServiceAccount token bound to a ClusterRole
 //! that may get/list/watch ConfigMaps and ClusterTrustBundles), so the audit log tells its
 //! requests from the test's.
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,14 +15,17 @@ use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
 use kube::api::{Api, PostParams};
-use support::block_on;
-use support::certs::{TestCa, bundle_ders, ders, pem_certificates};
-use support::client::{code_of, message_of, publish_request, unpublish_request};
-use support::control_plane::{ControlPlane, RuntimeConfig};
-use support::daemon::{Daemon, DaemonOptions};
-use support::deploy;
-use support::world::{PROPAGATION_LIMIT, SHIPPED_DRIVER, Setup, World};
 use tonic::Code;
+
+use crate::in_private_mount_namespace;
+use crate::support;
+use crate::support::block_on;
+use crate::support::certs::{TestCa, bundle_ders, ders, pem_certificates};
+use crate::support::client::{code_of, message_of, publish_request, unpublish_request};
+use crate::support::control_plane::{ControlPlane, RuntimeConfig};
+use crate::support::daemon::{Daemon, DaemonOptions};
+use crate::support::deploy;
+use crate::support::world::{PROPAGATION_LIMIT, SHIPPED_DRIVER, Setup, World};
 
 /// A TCP port on 127.0.0.1 that nothing listens on (yet): connections to it are refused.
 fn closed_port() -> u16 {

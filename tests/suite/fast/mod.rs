@@ -1,0 +1,12 @@
+//! The fast tier: no control plane, no Go build (`tests/run fast`).
+
+mod bundle_openssl;
+mod cli;
+mod crash;
+mod csi_node;
+mod layouts;
+mod ns_selftest;
+mod policy;
+mod rotation;
+mod trust;
+mod volume_store;
