@@ -8,12 +8,12 @@
 //! - Service-account signing keys, so TokenRequest works and its tokens authenticate.
 //! - `certificates.k8s.io/v1beta1` served besides v1 (ClusterTrustBundle's pre-GA version).
 //!
-//! One control plane per test binary, shared by its tests ([`ControlPlane::shared`]); each test
-//! takes a namespace of its own ([`ControlPlane::namespace`]). Statics are never dropped, so
-//! stopping does not rely on `Drop`: the processes run in process groups of their own with
-//! `PR_SET_PDEATHSIG`, and a janitor process (which ignores the terminal's signals) kills those
-//! groups and removes the temp root as soon as the test binary's end of a pipe closes: at exit,
-//! on a panic, or on `kill -9`.
+//! One control plane per run of the test binary, shared by its tests ([`ControlPlane::shared`]),
+//! those of every file of tests/suite/slow/ alike; each test takes a namespace of its own
+//! ([`ControlPlane::namespace`]). Statics are never dropped, so stopping does not rely on `Drop`:
+//! the processes run in process groups of their own with `PR_SET_PDEATHSIG`, and a janitor process
+//! (which ignores the terminal's signals) kills those groups and removes the temp root as soon as
+//! the test binary's end of a pipe closes: at exit, on a panic, or on `kill -9`.
 //!
 //! A test that re-executes itself in a private mount namespace (`ns.rs`) passes the running
 //! control plane's directory to the inner run, which attaches to it instead of starting another.
@@ -75,7 +75,7 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 impl ControlPlane {
-    /// The test binary's control plane, started on first use (or attached to, in a re-executed
+    /// This run's control plane, started on first use (or attached to, in a re-executed
     /// test). Panics with the API server's log if it does not become ready.
     pub fn shared() -> &'static ControlPlane {
         let started = SHARED.get_or_init(|| match std::env::var_os(ATTACH_ENV) {
@@ -119,7 +119,7 @@ impl ControlPlane {
         let apiserver = component("kube-apiserver");
         // The children's parent thread must outlive every test (PR_SET_PDEATHSIG fires when the
         // forking *thread* exits), so a thread of its own spawns them and then parks forever
-        // (one per control plane: a handful per test binary at most).
+        // (one per control plane: a handful per run of the test binary at most).
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("control-plane".into())

@@ -68,7 +68,7 @@ pub fn pin(name: &str) -> Pinned {
 }
 
 /// The directory holding `module@version`'s files, downloaded through the Go module proxy on
-/// first use (once per test binary; the go command's cache serves later binaries).
+/// first use (once per run of the test binary; the go command's cache serves later runs).
 pub fn module_dir(module: &str, version: &str) -> PathBuf {
     static DIRS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let key = format!("{module}@{version}");

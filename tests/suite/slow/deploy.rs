@@ -13,10 +13,10 @@
 //!   labels aside (and with `extraPem.configMap`, the plain manifests with the `org-ca`
 //!   component), and grants exactly their RBAC (which tests/suite/slow/rbac.rs proves is enough).
 //!
-//! Cluster-scoped names in this binary: the dry runs create nothing; the Namespace `trustmount`
+//! Cluster-scoped names of these tests: the dry runs create nothing; the Namespace `trustmount`
 //! is created (for the plain manifests' dry run); `helm install` uses releases `tm-install`
-//! (driver name `install.trustmount.test`) and `tm-all-on` (`trust.example.com`), which nothing
-//! else here creates. prometheus-operator's ServiceMonitor CRD is installed (tests/k8s/crds).
+//! (driver name `install.trustmount.test`) and `tm-all-on` (`trust.example.com`), which no
+//! other test creates. prometheus-operator's ServiceMonitor CRD is installed (tests/k8s/crds).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -206,7 +206,7 @@ async fn helm_install_creates_every_rendered_object_and_helm_uninstall_removes_t
     support::crds::install(&admin, &["servicemonitors.monitoring.coreos.com"]).await;
     let all_on = all_on_values();
     // Release names (the ClusterRole's and binding's) and driver names (the CSIDriver's) that
-    // no other test of this binary creates.
+    // no other test creates.
     let set_driver = "driverName=install.trustmount.test";
     for (release, values) in [("tm-install", ["--set", set_driver]), ("tm-all-on", ["--values", path_str(&all_on)])] {
         let namespace = plane.namespace(release).await;
