@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use trustmount::bundle;
+use trustmount::clock::Clock;
 
 use super::Failure;
 use super::args::InspectArgs;
@@ -15,7 +16,7 @@ pub fn inspect(args: InspectArgs) -> Result<(), Failure> {
     let inputs = inspect_inputs(&args.path)
         .with_context(|| format!("reading {}", args.path.display()))
         .map_err(Failure::Config)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = Clock::system().unix_seconds();
     let mut reports = Vec::new();
     let mut ignored = Vec::new();
     for (name, bytes) in inputs {

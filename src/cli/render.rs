@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use trustmount::bundle::{Entry, Files};
+use trustmount::clock::Clock;
 use trustmount::domain::{self, VolumeSpec};
 use trustmount::sources::{self, Catalog};
 
@@ -12,6 +13,7 @@ use super::Failure;
 use super::args::{RenderArgs, SourceArgs};
 
 pub fn render(args: RenderArgs) -> Result<(), Failure> {
+    let now = Clock::system().unix_seconds();
     let catalog = load_catalog(args.sources, args.pem)?;
     // Through the volume-attribute parser, so a flag accepts exactly what a volume would (no
     // cluster kinds: render reads local sources only).
@@ -24,7 +26,8 @@ pub fn render(args: RenderArgs) -> Result<(), Failure> {
     .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v)))
     .collect();
     let (spec, _) = VolumeSpec::from_attributes(&attributes, &[]).map_err(|e| Failure::Config(e.into()))?;
-    let rendered = catalog.render(&spec).context("rendering the bundle").map_err(Failure::Config)?;
+    let rendered =
+        catalog.render(&spec, &[], Vec::new(), now).context("rendering the bundle").map_err(Failure::Config)?;
     write_files(&args.out, &rendered.files)
         .with_context(|| format!("writing {}", args.out.display()))
         .map_err(Failure::Runtime)?;

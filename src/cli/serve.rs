@@ -74,11 +74,12 @@ fn serve_in(
     let metrics = Metrics::new();
     sources.set_metrics(metrics.clone());
     readiness.mark(Condition::SourcesLoaded);
-    let store = Store::open(StoreConfig {
-        state_dir: args.state_dir,
-        kubelet_dir: args.kubelet_dir,
-        tmpfs_size_bytes: args.store_size,
-    })
+    // The one clock of the driver: the store, the rotation and the node read the time from it.
+    let clock = Clock::system();
+    let store = Store::open(
+        StoreConfig { state_dir: args.state_dir, kubelet_dir: args.kubelet_dir, tmpfs_size_bytes: args.store_size },
+        clock.clone(),
+    )
     .context("opening the volume store")
     .map_err(Failure::Runtime)?;
     readiness.mark(Condition::StoreOpen);
@@ -122,18 +123,18 @@ fn serve_in(
     };
     let sources = Arc::new(sources);
     if let Some(addr) = args.metrics_addr {
-        let exporter = Exporter::new(&metrics, store.clone(), Arc::clone(&sources));
+        let exporter = Exporter::new(&metrics, store.clone(), Arc::clone(&sources), clock.clone());
         runtime.block_on(exporter::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
     }
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
         .map_err(Failure::Runtime)?;
-    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), metrics.clone(), events);
+    let rotation = Rotation::new(Arc::clone(&sources), store.clone(), metrics.clone(), events, clock.clone());
     // Its first pass refreshes the adopted volumes; Probe says ready after it.
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
-    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, Clock::system()), metrics);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, clock), metrics);
     let served = runtime.block_on(async {
         let serving = csi::serve(&args.endpoint, identity, node, stopped(stop.clone()));
         tokio::select! {

@@ -18,7 +18,7 @@ pub struct Node {
     pub(super) sources: Arc<Sources>,
     pub(super) store: Store,
     pub(super) rotation: Arc<Rotation>,
-    /// Health's "now": expiry is judged against it.
+    /// Renders' and health's "now": expiry is judged against it.
     pub(super) clock: Clock,
 }
 
@@ -50,12 +50,13 @@ impl Node {
         let sources = Arc::clone(&self.sources);
         let spec = publication.spec.clone();
         let rendered = Arc::new(AtomicBool::new(false));
+        let now = self.clock.unix_seconds();
         // Called by the store only when no directory for this spec exists yet.
         let render = {
             let (rendered, reads) = (Arc::clone(&rendered), reads.clone());
             move || {
                 rendered.store(true, Ordering::Relaxed);
-                sources.render_files_with(&spec, reads.as_deref()).map_err(Error::Sources)
+                sources.render(&spec, reads.as_deref(), None, now).map_err(Error::Sources)
             }
         };
         let published = self.store.publish(publication.clone(), render).await;
@@ -71,9 +72,10 @@ impl Node {
             let just_rendered = rendered.load(Ordering::Relaxed).then(|| publication.spec.digest());
             let objects: Vec<String> = changed.iter().map(ToString::to_string).collect();
             self.rotation
-                .refresh_where(Trigger::change(SourceKind::Cluster(changed[0].kind), objects.join(", ")), |spec| {
-                    self.sources.uses_read(spec, changed) && just_rendered.as_ref() != Some(&spec.digest())
-                })
+                .refresh_where(
+                    Trigger::change(SourceKind::Cluster(changed[0].kind), objects.join(", "), self.clock.instant()),
+                    |spec| self.sources.uses_read(spec, changed) && just_rendered.as_ref() != Some(&spec.digest()),
+                )
                 .await;
         }
         // The sources changed while this publish ran: its render may predate the change, and the

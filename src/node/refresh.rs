@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::Error;
 use super::failures::{Failures, Problem};
+use crate::clock::Clock;
 use crate::domain::{SourceKind, SpecDigest, VolumeSpec};
 use crate::events::PodEvents;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct Rotation {
     pub(super) requested: Notify,
     pub(super) metrics: Metrics,
     events: PodEvents,
+    /// When triggers are seen and what `now` a pass renders at (certificate expiry).
+    pub(super) clock: Clock,
 }
 
 /// What set off a refresh pass, for the metrics and the rotation's log line.
@@ -43,20 +46,21 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// A change of a `kind` source, seen now.
-    pub fn change(kind: SourceKind, source: impl Into<String>) -> Self {
-        Self { kind: Some(kind), source: source.into(), seen: Instant::now() }
+    /// A change of a `kind` source, seen at `seen`.
+    pub fn change(kind: SourceKind, source: impl Into<String>, seen: Instant) -> Self {
+        Self { kind: Some(kind), source: source.into(), seen }
     }
 
-    pub(super) fn catch_up(why: &str) -> Self {
-        Self { kind: None, source: why.to_owned(), seen: Instant::now() }
+    pub(super) fn catch_up(why: &str, seen: Instant) -> Self {
+        Self { kind: None, source: why.to_owned(), seen }
     }
 }
 
 impl Rotation {
     /// `events` hears of every failed refresh and of each recovery, per pod.
-    pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics, events: PodEvents) -> Arc<Self> {
-        Arc::new(Self { sources, store, failures: Failures::default(), requested: Notify::new(), metrics, events })
+    pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics, events: PodEvents, clock: Clock) -> Arc<Self> {
+        let failures = Failures::default();
+        Arc::new(Self { sources, store, failures, requested: Notify::new(), metrics, events, clock })
     }
 
     /// Asks for a refresh pass over every live spec (e.g. a publish rendered from a catalog
@@ -93,6 +97,8 @@ impl Rotation {
         }
         tracing::debug!(specs = specs.len(), "refreshing published bundles");
         let memo = Arc::new(RenderMemo::default());
+        // One `now` for the whole pass, so specs rendering across a second boundary still share.
+        let now = self.clock.unix_seconds();
         // Specs are refreshed side by side, one per core: each holds only its own spec lock,
         // and a pass over 100 specs is otherwise 100 renders and link trees in a row.
         let parallel = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
@@ -102,7 +108,7 @@ impl Rotation {
                 let (sources, memo) = (Arc::clone(&self.sources), Arc::clone(&memo));
                 let render = {
                     let spec = spec.clone();
-                    move || sources.render_files_memo(&spec, &memo).map_err(Error::Sources)
+                    move || sources.render(&spec, None, Some(&memo), now).map_err(Error::Sources)
                 };
                 let span = tracing::info_span!("refresh", spec = %digest);
                 self.store.refresh(spec, render).instrument(span).map(|outcome| (digest, outcome))

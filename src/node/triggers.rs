@@ -36,12 +36,16 @@ impl Rotation {
         readiness.mark(Condition::CachesSynced);
         // Spec directories adopted from a previous run were rendered from the sources of that
         // run, which may have changed (new flags, edited files) while the driver was down.
-        self.refresh_where(Trigger::catch_up("start: volumes adopted from the previous run"), |_| true).await;
+        self.refresh_where(
+            Trigger::catch_up("start: volumes adopted from the previous run", self.clock.instant()),
+            |_| true,
+        )
+        .await;
         readiness.mark(Condition::VolumesRefreshed);
         loop {
             let reload = tokio::select! {
                 Some(change) = next_change(&mut cluster_changes) => {
-                    let seen = Instant::now();
+                    let seen = self.clock.instant();
                     tokio::time::sleep(CLUSTER_SETTLE).await;
                     let mut burst = vec![change];
                     if let Some(receiver) = cluster_changes.as_mut() {
@@ -49,12 +53,12 @@ impl Rotation {
                             burst.push(change);
                         }
                     }
-                    let trigger = Trigger { seen, ..cluster_trigger(&burst) };
+                    let trigger = cluster_trigger(&burst, seen);
                     self.refresh_where(trigger, |spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
                     continue;
                 }
                 change = changes.recv() => match change {
-                    Some(()) => Some(Instant::now()),
+                    Some(()) => Some(self.clock.instant()),
                     // No watch (no files to watch): refresh passes on request only.
                     None => { self.requested.notified().await; None }
                 },
@@ -83,9 +87,9 @@ impl Rotation {
                 } else {
                     (SourceKind::File, "the --extra-pem files")
                 };
-                Trigger { seen, ..Trigger::change(kind, source) }
+                Trigger::change(kind, source, seen)
             } else {
-                Trigger::catch_up("a publish raced a reload")
+                Trigger::catch_up("a publish raced a reload", self.clock.instant())
             };
             self.refresh_where(trigger, |_| true).await;
         }
@@ -95,11 +99,11 @@ impl Rotation {
 /// The kind and objects of a burst of cluster changes (the kind of its first object change:
 /// bursts are 50 ms of one apply, rarely of both kinds). A burst that only says cluster
 /// sources are allowed now is a catch-up pass.
-fn cluster_trigger(burst: &[Change]) -> Trigger {
+fn cluster_trigger(burst: &[Change], seen: Instant) -> Trigger {
     let Some((kind, _)) = burst.iter().find_map(Change::object) else {
-        return Trigger::catch_up("cluster sources allowed");
+        return Trigger::catch_up("cluster sources allowed", seen);
     };
-    Trigger::change(kind, list(burst.iter().filter_map(Change::object).map(|(_, object)| object)))
+    Trigger::change(kind, list(burst.iter().filter_map(Change::object).map(|(_, object)| object)), seen)
 }
 
 /// The next cluster change; pending forever when the driver is standalone or the caches are gone.
@@ -128,9 +132,9 @@ mod tests {
     fn a_cluster_burst_is_labelled_by_its_first_change_and_names_every_object() {
         let config_map = change("configmap", "shop", "corp-ca");
         let bundle = change("clustertrustbundle", "", "corp:root");
-        let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()]);
+        let trigger = cluster_trigger(&[bundle.clone(), config_map.clone()], Instant::now());
         assert_eq!(trigger.kind, Some(SourceKind::Cluster("clustertrustbundle")));
         assert_eq!(trigger.source, "ClusterTrustBundle corp:root, ConfigMap shop/corp-ca");
-        assert_eq!(cluster_trigger(&[config_map]).kind, Some(SourceKind::Cluster("configmap")));
+        assert_eq!(cluster_trigger(&[config_map], Instant::now()).kind, Some(SourceKind::Cluster("configmap")));
     }
 }

@@ -189,7 +189,7 @@ impl Sources {
     }
 
     /// The current catalog with its generation, read together.
-    pub fn snapshot(&self) -> (Arc<Catalog>, u64) {
+    fn snapshot(&self) -> (Arc<Catalog>, u64) {
         let state = self.read();
         (Arc::clone(&state.catalog), state.generation)
     }
@@ -198,34 +198,34 @@ impl Sources {
         self.read().generation
     }
 
-    /// [`Sources::render_files_with`] for a rotation pass: specs whose inputs are equal (see
-    /// [`RenderMemo`]) share one render.
+    /// Renders a spec's files at `now` (Unix seconds) with the current catalog and the objects a
+    /// publish just read as the pod (`None`: as last read, for a refresh). Within a rotation
+    /// pass, specs whose inputs are equal share one render through `memo` (see [`RenderMemo`]).
     ///
     /// # Errors
     /// As [`Catalog::render`].
-    pub fn render_files_memo(&self, spec: &VolumeSpec, memo: &RenderMemo) -> Result<Files> {
-        let cluster = self.cluster_certificates(spec, None)?;
+    pub fn render(
+        &self,
+        spec: &VolumeSpec,
+        reads: Option<&PodReads>,
+        memo: Option<&RenderMemo>,
+        now: i64,
+    ) -> Result<Files> {
+        let cluster = self.cluster_certificates(spec, reads)?;
         let (catalog, generation) = self.snapshot();
-        let now = super::unix_now();
-        let key = RenderKey::new(generation, spec, &cluster.certificates, &cluster.ignored, now);
-        let (files, certificate_count) = memo.get_or_render(key, || {
-            let rendered = catalog.render_with_at(spec, &cluster.certificates, cluster.ignored.clone(), now)?;
+        let render = || {
+            let rendered = catalog.render(spec, &cluster.certificates, cluster.ignored.clone(), now)?;
             Ok::<_, Error>((rendered.files, rendered.certificate_count))
-        })?;
+        };
+        let (files, certificate_count) = match memo {
+            Some(memo) => {
+                let key = RenderKey::new(generation, spec, &cluster.certificates, &cluster.ignored, now);
+                memo.get_or_render(key, render)?
+            }
+            None => render()?,
+        };
         self.metrics.bundle_rendered(certificate_count);
         Ok(files)
-    }
-
-    /// Renders a spec's files with the current catalog and the Secrets a publish just read as
-    /// the pod (`None`: as last read, for a refresh).
-    ///
-    /// # Errors
-    /// As [`Catalog::render`].
-    pub fn render_files_with(&self, spec: &VolumeSpec, secrets: Option<&PodReads>) -> Result<Files> {
-        let cluster = self.cluster_certificates(spec, secrets)?;
-        let rendered = self.catalog().render_with(spec, &cluster.certificates, cluster.ignored)?;
-        self.metrics.bundle_rendered(rendered.certificate_count);
-        Ok(rendered.files)
     }
 
     /// What `spec`'s cluster sources give it from the caches (and `secrets`), none for a spec

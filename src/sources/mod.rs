@@ -12,7 +12,8 @@
 //!
 //! Every source file is size-checked before it is read (`--max-source-size`). The certificate
 //! policy (drop expired certificates and end entities issued by a CA) runs per volume at render
-//! time with the real clock, since what is expired changes while the catalog stays loaded.
+//! time at the `now` its caller reads from its clock, since what is expired changes while the
+//! catalog stays loaded.
 
 pub mod cluster;
 mod files;
@@ -179,32 +180,12 @@ impl Catalog {
         expiries
     }
 
-    /// Resolves and renders a spec's files with the real clock.
+    /// Resolves and renders a spec's files at `now` (Unix seconds), with the certificates of
+    /// the spec's cluster sources and the keys those sources skipped (named in the bundle file).
     ///
     /// # Errors
     /// An empty bundle (an empty trust store is never what anyone wants), or a render failure.
-    pub fn render(&self, spec: &VolumeSpec) -> Result<Rendered> {
-        self.render_at(spec, unix_now())
-    }
-
-    /// [`Catalog::render`] at `now` (Unix seconds).
-    ///
-    /// # Errors
-    /// As [`Catalog::render`].
-    pub fn render_at(&self, spec: &VolumeSpec, now: i64) -> Result<Rendered> {
-        self.render_with_at(spec, &[], Vec::new(), now)
-    }
-
-    /// [`Catalog::render`] with the certificates of the spec's cluster sources, and the keys
-    /// those sources skipped (named in the bundle file).
-    ///
-    /// # Errors
-    /// As [`Catalog::render`].
-    pub fn render_with(&self, spec: &VolumeSpec, cluster: &[Certificate], ignored: Vec<Ignored>) -> Result<Rendered> {
-        self.render_with_at(spec, cluster, ignored, unix_now())
-    }
-
-    pub(super) fn render_with_at(
+    pub fn render(
         &self,
         spec: &VolumeSpec,
         cluster: &[Certificate],
@@ -241,10 +222,6 @@ impl Catalog {
     }
 }
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +251,7 @@ mod tests {
         assert_eq!(fingerprints(&bundle), fingerprints(&Bundle::new([cert(&root.der), cert(&registry)])));
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].reason, DropReason::EndEntityNotSelfSigned);
-        let rendered = catalog.render_at(&spec(false), NOW).expect("renders");
+        let rendered = catalog.render(&spec(false), &[], Vec::new(), NOW).expect("renders");
         assert_eq!(rendered.certificate_count, 2);
     }
 
@@ -282,15 +259,15 @@ mod tests {
     fn expired_certificates_are_dropped_per_spec() {
         let old = expired_ca("Old Root");
         let catalog = catalog(&[ca("Root").der, old.clone()]);
-        assert_eq!(catalog.render_at(&spec(false), NOW).expect("renders").certificate_count, 1);
-        assert_eq!(catalog.render_at(&spec(true), NOW).expect("renders").certificate_count, 2);
+        assert_eq!(catalog.render(&spec(false), &[], Vec::new(), NOW).expect("renders").certificate_count, 1);
+        assert_eq!(catalog.render(&spec(true), &[], Vec::new(), NOW).expect("renders").certificate_count, 2);
     }
 
     #[test]
     fn a_bundle_empty_after_the_policy_is_an_error() {
         let catalog = catalog(&[expired_ca("Old Root")]);
-        assert!(matches!(catalog.render_at(&spec(false), NOW), Err(Error::EmptyBundle)));
-        assert!(catalog.render_at(&spec(true), NOW).is_ok());
+        assert!(matches!(catalog.render(&spec(false), &[], Vec::new(), NOW), Err(Error::EmptyBundle)));
+        assert!(catalog.render(&spec(true), &[], Vec::new(), NOW).is_ok());
     }
 
     #[test]
@@ -325,7 +302,7 @@ mod tests {
         let root = ca("Root");
         let catalog = catalog(&[root.der.clone(), leaf("server.corp", &root), expired_ca("Old")]);
         for _ in 0..3 {
-            catalog.render_at(&spec(false), NOW).expect("renders");
+            catalog.render(&spec(false), &[], Vec::new(), NOW).expect("renders");
         }
         let logged = catalog.logged_drops.lock().expect("lock").len();
         assert_eq!(logged, 2);

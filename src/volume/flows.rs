@@ -10,9 +10,8 @@ use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
 use crate::keyed_locks;
 
-use super::fsutil::now_unix;
 use super::record::{self, Record, State};
-use super::store::Inner;
+use super::store::{Inner, unix_seconds};
 use super::target::{Found, TARGET_DIR_MODE, Target};
 use super::unmount::unmount_all;
 use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
@@ -91,7 +90,7 @@ impl Inner {
             spec: publication.spec.clone(),
             digest: digest.clone(),
             pod: publication.pod.clone(),
-            published_at: now_unix(),
+            published_at: unix_seconds(&self.clock),
             state: if recorded { State::Published } else { State::Pending },
         };
         match self.record_and_mount(rec, &target, &digest, &mut undo) {

@@ -5,7 +5,6 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Error, Result};
 
@@ -64,8 +63,4 @@ fn make_writable(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(super) fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -118,6 +118,8 @@ struct Reconciler<'a> {
     device: Option<String>,
     /// `/<specs_name>/`: how the roots of our mounts start.
     root_prefix: String,
+    /// Unix seconds of this start, in the names of records moved aside.
+    now: u64,
     outcome: Outcome,
 }
 
@@ -127,7 +129,7 @@ struct Reconciler<'a> {
 ///
 /// # Errors
 /// The records dir cannot be listed, or `/proc/self/mountinfo` cannot be read.
-pub(super) fn reconcile(layout: &Layout<'_>, targets: &Targets, index: &Index) -> Result<Outcome> {
+pub(super) fn reconcile(layout: &Layout<'_>, targets: &Targets, index: &Index, now: u64) -> Result<Outcome> {
     let table = mountinfo::mounts()?;
     let device = table
         .iter()
@@ -143,6 +145,7 @@ pub(super) fn reconcile(layout: &Layout<'_>, targets: &Targets, index: &Index) -
         index,
         device,
         root_prefix: format!("/{}/", layout.specs_name),
+        now,
         outcome: Outcome::default(),
     };
     let records = reconciler.load_records()?;
@@ -233,7 +236,7 @@ impl Reconciler<'_> {
                 }
                 Err(error) => {
                     self.outcome.corrupt += 1;
-                    match record::move_aside(dir, &path) {
+                    match record::move_aside(dir, &path, self.now) {
                         Ok(aside) => tracing::error!(
                             path = %path.display(),
                             aside = %aside.display(),

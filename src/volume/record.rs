@@ -182,11 +182,12 @@ pub fn write(dir: &Path, record: &Record) -> Result<()> {
 }
 
 /// Moves an unreadable record file to `<dir>/corrupt/` (under a name not taken yet), so start-up
-/// goes on without it and a person can still read it. Returns where it went.
+/// goes on without it and a person can still read it; `now` (Unix seconds) is in its name.
+/// Returns where it went.
 ///
 /// # Errors
 /// The `corrupt` directory cannot be made or the file cannot be moved.
-pub fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf> {
+pub fn move_aside(dir: &Path, path: &Path, now: u64) -> Result<PathBuf> {
     let corrupt = dir.join(CORRUPT_DIR);
     match fs::create_dir(&corrupt) {
         Ok(()) => {}
@@ -194,9 +195,8 @@ pub fn move_aside(dir: &Path, path: &Path) -> Result<PathBuf> {
         Err(e) => return Err(io_error("create", &corrupt, e)),
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stamp = super::fsutil::now_unix();
     for attempt in 0..1000u32 {
-        let aside = corrupt.join(format!("{name}.{stamp}.{attempt}"));
+        let aside = corrupt.join(format!("{name}.{now}.{attempt}"));
         match fs::symlink_metadata(&aside) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::rename(path, &aside).map_err(|e| io_error("move aside", path, e))?;
@@ -300,9 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), Path::new("/k/a"));
         fs::write(&path, b"{not json").unwrap();
-        let first = move_aside(dir.path(), &path).unwrap();
+        let first = move_aside(dir.path(), &path, 1_000).unwrap();
         fs::write(&path, b"again").unwrap();
-        let second = move_aside(dir.path(), &path).unwrap();
+        let second = move_aside(dir.path(), &path, 1_000).unwrap();
         assert_ne!(first, second);
         assert_eq!(fs::read(&first).unwrap(), b"{not json");
         assert_eq!(fs::read(&second).unwrap(), b"again");

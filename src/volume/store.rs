@@ -47,6 +47,13 @@ pub(super) struct Inner {
     pub(super) target_locks: KeyedLocks<PathBuf>,
     /// Generations swapped out by a refresh, removed once their grace is over.
     pub(super) retired: Retired,
+    /// What `published_at` says and when a retired generation's grace ends.
+    pub(super) clock: Clock,
+}
+
+/// The clock's Unix seconds as records keep them (a clock before 1970 reads as 0).
+pub(super) fn unix_seconds(clock: &Clock) -> u64 {
+    u64::try_from(clock.unix_seconds()).unwrap_or(0)
 }
 
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> Error {
@@ -86,12 +93,12 @@ impl Store {
     /// Mounts the driver's tmpfs under the state dir (or adopts it after a restart), then
     /// reconciles records, mounts and spec dirs ([`reconcile`](super::reconcile)): what a crash
     /// left half-done is completed or rolled back, and unreadable records are moved aside.
-    /// Blocking; call before serving.
+    /// Blocking; call before serving. `clock` stamps records and times retired generations.
     ///
     /// # Errors
     /// The tmpfs cannot be mounted, the state dir cannot be created, or the records dir or the
     /// mount table cannot be read.
-    pub fn open(config: StoreConfig) -> Result<Self> {
+    pub fn open(config: StoreConfig, clock: Clock) -> Result<Self> {
         fs::create_dir_all(&config.state_dir).map_err(|e| io_error("create", &config.state_dir, e))?;
         let state_dir = fs::canonicalize(&config.state_dir).map_err(|e| io_error("resolve", &config.state_dir, e))?;
         let tmpfs_dir = state_dir.join(TMPFS_DIR);
@@ -116,7 +123,7 @@ impl Store {
         let index = Index::new(root.clone(), specs, blobs);
         let targets = Targets::new(&config.kubelet_dir);
         let layout = reconcile::Layout { records: &records, tmpfs: &tmpfs_dir, specs_name: SPECS_DIR };
-        let outcome = reconcile::reconcile(&layout, &targets, &index)?;
+        let outcome = reconcile::reconcile(&layout, &targets, &index, unix_seconds(&clock))?;
         let (specs, volumes) = index.counts();
         tracing::info!(
             volumes,
@@ -139,7 +146,8 @@ impl Store {
                 targets,
                 index,
                 target_locks: KeyedLocks::default(),
-                retired: Retired::new(Clock::system()),
+                retired: Retired::new(clock.clone()),
+                clock,
             }),
         })
     }

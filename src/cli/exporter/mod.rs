@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use trustmount::clock::Clock;
 use trustmount::metrics::Metrics;
 use trustmount::sources::Sources;
 use trustmount::volume::Store;
@@ -48,10 +49,11 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// The exporter of `metrics`, with gauges read from `store` and `sources` at each scrape.
-    pub fn new(metrics: &Metrics, store: Store, sources: Arc<Sources>) -> Self {
+    /// The exporter of `metrics`, with gauges read from `store` and `sources` at each scrape
+    /// (certificate expiry judged at `clock`'s time).
+    pub fn new(metrics: &Metrics, store: Store, sources: Arc<Sources>, clock: Clock) -> Self {
         let mut registry = metrics.registry();
-        registry.register_collector(Box::new(State { store, sources }));
+        registry.register_collector(Box::new(State { store, sources, clock }));
         Self { registry: Arc::new(registry) }
     }
 

@@ -11,6 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
+use trustmount::clock::Clock;
 use trustmount::sources::Sources;
 use trustmount::volume::Store;
 
@@ -18,6 +19,7 @@ use trustmount::volume::Store;
 pub(super) struct State {
     pub store: Store,
     pub sources: Arc<Sources>,
+    pub clock: Clock,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -90,7 +92,7 @@ impl Collector for State {
             )?;
         }
 
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix_seconds();
         let earliest = live_specs.iter().filter_map(|spec| self.sources.earliest_user_expiry(spec, now)).min();
         // Absent, not zero, when no published bundle holds a user certificate: zero would read
         // as "expires now" to an alert.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use trustmount::bundle::{Entry, Files};
+use trustmount::clock::Clock;
 use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, MountEntry, Publication, Store, StoreConfig};
 
@@ -676,7 +677,7 @@ impl Env {
     fn new() -> Self {
         let state = tempfile::tempdir().unwrap();
         let kubelet = tempfile::tempdir().unwrap();
-        let store = Store::open(Self::config(state.path(), kubelet.path())).unwrap();
+        let store = Store::open(Self::config(state.path(), kubelet.path()), Clock::system()).unwrap();
         Self { state, kubelet, store }
     }
 
@@ -686,7 +687,7 @@ impl Env {
 
     /// A driver restart: the store opened again on what is on disk and mounted.
     fn restart(&mut self) {
-        self.store = Store::open(Self::config(self.state.path(), self.kubelet.path())).unwrap();
+        self.store = Store::open(Self::config(self.state.path(), self.kubelet.path()), Clock::system()).unwrap();
     }
 
     fn view(&self) -> OnDisk {

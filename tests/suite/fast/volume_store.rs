@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tempfile::TempDir;
 use trustmount::bundle::{Entry, Files};
+use trustmount::clock::Clock;
 use trustmount::domain::{PodInfo, VolumeSpec};
 use trustmount::volume::{self, Difference, Error, Publication, Store, StoreConfig, current_generation};
 use trustmount::{node, sources};
@@ -38,15 +39,23 @@ impl Env {
     }
 
     fn with_size(tmpfs_size_bytes: u64) -> Self {
+        Self::with(tmpfs_size_bytes, Clock::system())
+    }
+
+    fn with(tmpfs_size_bytes: u64, clock: Clock) -> Self {
         let state = tempfile::tempdir().unwrap();
         let kubelet = tempfile::tempdir().unwrap();
-        let store = Store::open(config(state.path(), kubelet.path(), tmpfs_size_bytes)).unwrap();
+        let store = Store::open(config(state.path(), kubelet.path(), tmpfs_size_bytes), clock).unwrap();
         Self { state, kubelet, store }
     }
 
     fn reopen(&mut self) {
+        self.reopen_with(Clock::system());
+    }
+
+    fn reopen_with(&mut self, clock: Clock) {
         let config = config(self.state.path(), self.kubelet.path(), 16 << 20);
-        self.store = Store::open(config).unwrap();
+        self.store = Store::open(config, clock).unwrap();
     }
 
     /// `<kubelet>/pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`, with its parent made
@@ -161,6 +170,30 @@ fn publish_mounts_a_read_only_volume() {
     assert!(stats.total_inodes > 0 && stats.available_inodes < stats.total_inodes);
     assert!(matches!(run(env.store.stats("vol-other", &target)), Err(Error::NotPublished { .. })));
     assert!(matches!(run(env.store.stats("vol-a", &env.target("nope"))), Err(Error::NotPublished { .. })));
+}
+
+#[test]
+fn records_are_stamped_with_the_store_clock() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    const PUBLISHED: i64 = 1_800_000_000;
+    const RESTARTED: i64 = 1_800_000_500;
+    let mut env = Env::with(16 << 20, Clock::manual(PUBLISHED));
+    let target = env.target("pod-a");
+    run(env.store.publish(publication("vol-a", &target, spec("shop")), hashed_files(BUNDLE))).unwrap();
+    let record = fs::read_dir(env.store.records_dir()).unwrap().next().unwrap().unwrap().path();
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(json["published_at"], PUBLISHED, "{json}");
+
+    // A record start-up cannot read is moved aside under the restart's time.
+    fs::write(&record, b"{not json").unwrap();
+    env.reopen_with(Clock::manual(RESTARTED));
+    let corrupt = env.store.records_dir().join("corrupt");
+    let aside: Vec<String> =
+        fs::read_dir(&corrupt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let expected = format!("{}.{RESTARTED}.0", record.file_name().unwrap().to_string_lossy());
+    assert_eq!(aside, [expected]);
 }
 
 #[test]

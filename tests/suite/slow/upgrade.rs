@@ -329,7 +329,8 @@ fn a_store_of_a_newer_format_stops_the_start_and_touches_nothing() {
             kubelet_dir: first.kubelet_dir.clone(),
             tmpfs_size_bytes: 16 << 20,
         };
-        let error = trustmount::volume::Store::open(config).expect_err("a newer store is not adopted");
+        let error = trustmount::volume::Store::open(config, trustmount::clock::Clock::system())
+            .expect_err("a newer store is not adopted");
         let message = error.to_string();
         assert!(message.contains("store format 2") && message.contains("newer trustmount"), "{message}");
         assert_eq!(mount_ids(), ids, "a mount changed");
