@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod csi_node;
 mod layouts;
+mod node_clock;
 mod ns_selftest;
 mod policy;
 mod rotation;
