@@ -336,6 +336,8 @@ impl Bench {
 
         let mut first: Vec<Timings> = drivers.iter().map(|_| Timings::default()).collect();
         let mut cold: Vec<Timings> = drivers.iter().map(|_| Timings::default()).collect();
+        // `i` also picks which driver goes first, not only the names.
+        #[allow(clippy::needless_range_loop)]
         for i in 0..FIRST_OPERATIONS {
             // Which driver goes first alternates too.
             for offset in 0..drivers.len() {

@@ -166,7 +166,7 @@ async fn a_kind_written_in_a_test_plugs_into_the_socket() {
     assert!(Cluster::open_watches(Some(&cluster)).contains(&(KIND.tag, 1)));
     let hold = cluster.hold(&spec).await.expect("held and synced");
     let ders = |selected: Selected| selected.certificates.into_iter().map(|c| c.der.to_vec()).collect::<Vec<_>>();
-    assert_eq!(ders(cluster.certificates(&spec, None).unwrap()), [first.der.clone()]);
+    assert_eq!(ders(cluster.certificates(&spec, None).unwrap()), std::slice::from_ref(&first.der));
     let selected = cluster.certificates(&spec, None).unwrap();
     assert_eq!(selected.certificates[0].source.to_string(), format!("{}:{named}", KIND.tag), "typed provenance");
 
@@ -184,7 +184,7 @@ async fn a_kind_written_in_a_test_plugs_into_the_socket() {
     .expect("the annotation's change arrives");
     assert!(cluster.affects(&change, &spec));
     assert!(!cluster.affects(&change, &elsewhere));
-    assert_eq!(ders(cluster.certificates(&spec, None).unwrap()), [second.der.clone()]);
+    assert_eq!(ders(cluster.certificates(&spec, None).unwrap()), std::slice::from_ref(&second.der));
     assert_eq!(change.object().map(|(kind, _)| kind.as_str()), Some(KIND.tag), "its tag labels the rotation");
 
     // A namespace without the annotation is missing unless the volume says optional.
