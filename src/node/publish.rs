@@ -62,7 +62,7 @@ impl Node {
         let published = self.store.publish(publication.clone(), render).await;
         if hold.is_some() {
             // Now live (or not): the spec's watches are kept by the live set, not the hold.
-            self.sources.retain(|| self.store.live_specs());
+            self.sources.retain(self.store.live_changes(), || self.store.live_specs());
         }
         drop(hold);
         published?;
@@ -91,7 +91,7 @@ impl Node {
     pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
         self.store.unpublish(volume_id, target).await?;
         // The last volume naming an object gives up its watch.
-        self.sources.retain(|| self.store.live_specs());
+        self.sources.retain(self.store.live_changes(), || self.store.live_specs());
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ impl Rotation {
         readiness: Readiness,
     ) {
         // Adopted specs re-acquire the watches their records name.
-        self.sources.retain(|| self.store.live_specs());
+        self.sources.retain(self.store.live_changes(), || self.store.live_specs());
         self.sources.synced(&self.store.live_specs()).await;
         readiness.mark(Condition::CachesSynced);
         // Spec directories adopted from a previous run were rendered from the sources of that

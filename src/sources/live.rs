@@ -163,9 +163,11 @@ impl Sources {
     }
 
     /// Keeps the watches that `live_specs` need (and those publishes hold), no others.
-    pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
+    /// `live_changes` is the live set's version ([`Store::live_changes`](crate::volume::Store::live_changes)),
+    /// read before the specs: a version retained already is skipped without reading them.
+    pub fn retain(&self, live_changes: u64, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
         if let ClusterAccess::Connected(cluster) = &self.cluster {
-            cluster.retain(live_specs);
+            cluster.retain(live_changes, live_specs);
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::bundle::Files;
@@ -27,6 +28,9 @@ pub(super) struct Index {
     dir: PathBuf,
     blobs: Blobs,
     specs: Mutex<HashMap<SpecDigest, SpecUse>>,
+    /// Bumped (under the `specs` lock) whenever a spec joins or leaves the live set, so a caller
+    /// can tell the set is unchanged without reading it.
+    live_changes: AtomicU64,
     /// Spec dirs that a mount the driver does not manage still binds (found at start): never
     /// removed while this driver runs, whatever its own volumes do.
     pinned: Mutex<HashSet<SpecDigest>>,
@@ -53,7 +57,15 @@ pub(super) struct Reservation {
 
 impl Index {
     pub fn new(root: PathBuf, dir: PathBuf, blobs: Blobs) -> Self {
-        Self { root, dir, blobs, specs: Mutex::default(), pinned: Mutex::default(), locks: KeyedLocks::default() }
+        Self {
+            root,
+            dir,
+            blobs,
+            specs: Mutex::default(),
+            live_changes: AtomicU64::new(0),
+            pinned: Mutex::default(),
+            locks: KeyedLocks::default(),
+        }
     }
 
     /// Where spec dirs are written (see the field).
@@ -71,7 +83,7 @@ impl Index {
 
     /// Adds a recorded publication (at open, before anyone else sees the index).
     pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf) {
-        entry(&mut self.specs(), digest, spec).targets.insert(target);
+        self.entry(&mut self.specs(), digest, spec).targets.insert(target);
     }
 
     /// Keeps the spec dir of `digest` for as long as this driver runs (see the field).
@@ -101,6 +113,12 @@ impl Index {
     /// How many targets use `digest` (those being mounted included).
     pub fn target_count(&self, digest: &SpecDigest) -> usize {
         self.specs().get(digest).map_or(0, |spec_use| spec_use.targets.len())
+    }
+
+    /// Changes whenever [`Index::live_specs`] does. Read it before the specs: a change in
+    /// between then shows as a newer value next time.
+    pub fn live_changes(&self) -> u64 {
+        self.live_changes.load(Ordering::SeqCst)
     }
 
     /// The specs at least one published volume uses, ordered by digest.
@@ -157,7 +175,7 @@ impl Index {
             Err(e) => return Err(Error::Io { op: "inspect", path: spec_dir, source: e }.into()),
         };
         let mut specs = self.specs();
-        let targets = &mut entry(&mut specs, digest, spec).targets;
+        let targets = &mut self.entry(&mut specs, digest, spec).targets;
         let known = !targets.is_empty();
         let new_target = targets.insert(target.to_owned());
         Ok(Reservation { new_target, dir_is_ours: rendered || known })
@@ -219,11 +237,61 @@ impl Index {
         let unused = spec_use.targets.is_empty();
         if unused {
             specs.remove(digest);
+            self.live_changes.fetch_add(1, Ordering::SeqCst);
         }
         unused
     }
+
+    /// The entry of `digest` in `specs` (the locked map), made if new.
+    fn entry<'a>(
+        &self,
+        specs: &'a mut HashMap<SpecDigest, SpecUse>,
+        digest: &SpecDigest,
+        spec: &VolumeSpec,
+    ) -> &'a mut SpecUse {
+        specs.entry(digest.clone()).or_insert_with(|| {
+            self.live_changes.fetch_add(1, Ordering::SeqCst);
+            SpecUse { spec: spec.clone(), targets: BTreeSet::new() }
+        })
+    }
 }
 
-fn entry<'a>(specs: &'a mut HashMap<SpecDigest, SpecUse>, digest: &SpecDigest, spec: &VolumeSpec) -> &'a mut SpecUse {
-    specs.entry(digest.clone()).or_insert_with(|| SpecUse { spec: spec.clone(), targets: BTreeSet::new() })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Entry;
+
+    fn files() -> Files {
+        Files { entries: vec![("ca-certificates.crt".into(), Entry::File(b"pem".to_vec()))] }
+    }
+
+    #[test]
+    fn the_live_set_version_moves_only_when_a_spec_joins_or_leaves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("specs");
+        fs::create_dir(&dir).unwrap();
+        let index = Index::new(tmp.path().to_owned(), dir, Blobs::open(&tmp.path().join("blobs")).unwrap());
+        let (shop, bank) = (
+            VolumeSpec { namespace: "shop".into(), ..VolumeSpec::default() },
+            VolumeSpec { namespace: "bank".into(), ..VolumeSpec::default() },
+        );
+        let reserve = |target: &str, spec: &VolumeSpec| {
+            index.reserve(Path::new(target), spec, &spec.digest(), || Ok::<_, Error>(files())).map(|_| ()).unwrap();
+        };
+        let start = index.live_changes();
+        reserve("/k/a", &shop);
+        let shop_live = index.live_changes();
+        assert_ne!(shop_live, start, "a new spec");
+        reserve("/k/b", &shop);
+        index.insert(&shop.digest(), &shop, PathBuf::from("/k/c"));
+        index.remove(&shop.digest(), Path::new("/k/b")).unwrap();
+        assert_eq!(index.live_changes(), shop_live, "more and fewer volumes of a live spec");
+        reserve("/k/d", &bank);
+        let bank_live = index.live_changes();
+        assert_ne!(bank_live, shop_live, "another spec");
+        index.remove(&shop.digest(), Path::new("/k/a")).unwrap();
+        index.remove(&shop.digest(), Path::new("/k/c")).unwrap();
+        assert_ne!(index.live_changes(), bank_live, "the last volume of a spec");
+        assert_eq!(index.live_specs(), [bank]);
+    }
 }

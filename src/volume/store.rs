@@ -194,6 +194,12 @@ impl Store {
         self.inner.index.live_specs()
     }
 
+    /// A number that changes whenever [`Store::live_specs`] does (a spec joins or leaves the
+    /// live set). Read it first, then the specs.
+    pub fn live_changes(&self) -> u64 {
+        self.inner.index.live_changes()
+    }
+
     /// Gives a live spec a new generation from `render` (one `..data` swap that every volume of
     /// the spec sees at once). Returns false, without calling `render`, when no volume uses it.
     ///

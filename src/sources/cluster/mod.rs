@@ -118,20 +118,24 @@ fn check(kinds: &[&'static dyn KindAttributes]) -> std::result::Result<(), Strin
 }
 
 /// What `spec` wants of each of `kinds` (with `defaults` unless it opts out).
-fn wanted_of(spec: &VolumeSpec, defaults: &Defaults, kinds: &[&'static dyn KindAttributes]) -> Wanted {
+fn wanted_of<'k>(
+    spec: &VolumeSpec,
+    defaults: &Defaults,
+    kinds: impl Iterator<Item = &'k dyn KindAttributes> + Clone,
+) -> Wanted {
     let apply = defaults.apply_to(spec);
     let by_kind = kinds
-        .iter()
+        .clone()
         .map(|kind| {
             let own = apply.then(|| (defaults.of(kind.name().tag), defaults.namespace.as_str()));
-            Want::of(*kind, spec, own)
+            Want::of(kind, spec, own)
         })
         .collect();
     let unknown = spec
         .cluster
         .named
         .keys()
-        .filter(|tag| !kinds.iter().any(|kind| kind.name().tag == tag.as_str()))
+        .filter(|tag| !kinds.clone().any(|kind| kind.name().tag == tag.as_str()))
         .cloned()
         .collect();
     Wanted { by_kind, unknown }
@@ -292,8 +296,8 @@ pub struct Cluster {
     defaults: Defaults,
     pod_info: Arc<csi_driver::PodInfoCheck>,
     /// Held while live specs are read and handed to the kinds, so two retains cannot apply
-    /// stale views out of order.
-    retaining: Mutex<()>,
+    /// stale views out of order; it keeps the version of the live set last retained.
+    retaining: Mutex<Option<u64>>,
 }
 
 /// A publish's hold on what its spec needs; given back on drop.
@@ -374,8 +378,7 @@ impl Cluster {
     }
 
     fn wanted(&self, spec: &VolumeSpec) -> Wanted {
-        let attributes: Vec<_> = self.registrations.iter().map(|registration| registration.attributes).collect();
-        wanted_of(spec, &self.defaults, &attributes)
+        wanted_of(spec, &self.defaults, self.registrations.iter().map(|registration| registration.attributes))
     }
 
     /// Each kind with what `wanted` wants of it, for the kinds it names.
@@ -416,9 +419,16 @@ impl Cluster {
 
     /// Keeps exactly what live specs (read under the lock) and holds need: after an unpublish,
     /// the last volume naming an object gives up its watch; after a restart, adopted specs get
-    /// theirs.
-    pub fn retain(&self, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
-        let _retaining = self.retaining.lock().unwrap_or_else(PoisonError::into_inner);
+    /// theirs. The same `live_changes` as last time is the same live set: the kinds already
+    /// keep what it needs (holds give theirs back on their own), so nothing is read. Publishes
+    /// and unpublishes of a spec that stays live, most of them, cost no work over every live
+    /// spec then.
+    pub fn retain(&self, live_changes: u64, live_specs: impl FnOnce() -> Vec<VolumeSpec>) {
+        let mut retained = self.retaining.lock().unwrap_or_else(PoisonError::into_inner);
+        if *retained == Some(live_changes) {
+            return;
+        }
+        *retained = Some(live_changes);
         let wanted: Vec<Wanted> = live_specs().iter().map(|spec| self.wanted(spec)).collect();
         for (index, kind) in self.kinds.iter().enumerate() {
             let wants: Vec<&kind::Want> = wanted.iter().map(|wanted| &wanted.by_kind[index]).collect();
@@ -748,7 +758,7 @@ mod tests {
     /// What `spec` wants of the ConfigMaps kind, with `defaults`.
     fn config_maps_of(spec: &VolumeSpec, defaults: &Defaults) -> Want {
         let index = KINDS.iter().position(|r| r.attributes.name().tag == config_maps::KIND.tag).unwrap();
-        wanted_of(spec, defaults, &attributes()).by_kind.swap_remove(index)
+        wanted_of(spec, defaults, attributes().into_iter()).by_kind.swap_remove(index)
     }
 
     fn spec(namespace: &str, config_maps: &str) -> VolumeSpec {
@@ -781,7 +791,7 @@ mod tests {
             namespace: "trustmount".to_owned(),
         };
         let plain = parse_attributes(&attrs(&[(POD_NAMESPACE, "a")])).unwrap().0;
-        let wanted = wanted_of(&plain, &defaults, &attributes());
+        let wanted = wanted_of(&plain, &defaults, attributes().into_iter());
         let want = config_maps_of(&plain, &defaults);
         let driver_object = ObjectKey { namespace: "trustmount".to_owned(), name: "org-ca".to_owned() };
         assert_eq!(want.object_keys(), [driver_object]);
@@ -795,7 +805,7 @@ mod tests {
             parse_attributes(&attrs(&[(POD_NAMESPACE, "a"), ("configMaps", "org-ca"), ("defaults", "false")]))
                 .unwrap()
                 .0;
-        let out = wanted_of(&opted_out, &defaults, &attributes());
+        let out = wanted_of(&opted_out, &defaults, attributes().into_iter());
         assert_eq!(out.by_kind.iter().filter(|want| !want.is_empty()).count(), 1, "its own ConfigMap only");
         let own = config_maps_of(&opted_out, &defaults);
         assert!(!change("trustmount", "org-ca", None).touches(&own));
@@ -819,6 +829,6 @@ mod tests {
         );
         let mut other = spec.clone();
         other.cluster.add("bundle", [Reference::object("org", None)]);
-        assert_eq!(wanted_of(&other, &Defaults::default(), &attributes()).unknown, ["bundle"]);
+        assert_eq!(wanted_of(&other, &Defaults::default(), attributes().into_iter()).unknown, ["bundle"]);
     }
 }
