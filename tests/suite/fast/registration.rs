@@ -106,9 +106,7 @@ fn registration_off_leaves_the_plugin_watchers_directory_alone() {
         return;
     }
     block_on(async {
-        let mut options = DaemonOptions::default();
-        options.extra_args = vec!["--kubelet-registration=false".to_owned()];
-        let daemon = Daemon::start(options).await;
+        let daemon = Daemon::start(with_args(["--kubelet-registration=false".to_owned()])).await;
         let registry = daemon.kubelet_dir.join("plugins_registry");
         assert!(!registry.exists(), "node-driver-registrar owns {} then", registry.display());
     });
@@ -120,9 +118,7 @@ fn healthz_answers_200_once_the_csi_socket_answers_probe_and_reports_the_registr
         return;
     }
     block_on(async {
-        let mut options = DaemonOptions::default();
-        options.extra_args = vec!["--health-addr=127.0.0.1:0".to_owned()];
-        let daemon = Daemon::start(options).await;
+        let daemon = Daemon::start(with_args(["--health-addr=127.0.0.1:0".to_owned()])).await;
         let addr = logged_addr(&daemon.stderr(), "health.addr")
             .unwrap_or_else(|| panic!("the daemon logged no health address\n{}", daemon.stderr()));
 
@@ -153,14 +149,17 @@ fn healthz_and_metrics_share_one_port_when_both_flags_name_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     block_on(async {
-        let mut options = DaemonOptions::default();
-        options.extra_args = vec![format!("--health-addr={addr}"), format!("--metrics-addr={addr}")];
-        let _daemon = Daemon::start(options).await;
+        let _daemon =
+            Daemon::start(with_args([format!("--health-addr={addr}"), format!("--metrics-addr={addr}")])).await;
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
         assert!(body.contains("trustmount_"), "{body}");
     });
+}
+
+fn with_args(args: impl IntoIterator<Item = String>) -> DaemonOptions {
+    DaemonOptions { extra_args: args.into_iter().collect(), ..DaemonOptions::default() }
 }
 
 /// The address a daemon's log line gives in `field` (text format).
