@@ -61,15 +61,21 @@ pub async fn serve(
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
         .serve_with_incoming_shutdown(UnixListenerStream::new(csi_listener), shutdown.clone());
-    let (registering, _registration_socket) = match registration {
-        None => (futures::future::Either::Left(std::future::ready(Ok(()))), None),
+    let registering = match registration {
+        None => futures::future::Either::Left(std::future::ready(Ok(()))),
         Some(registration) => {
             let (listener, socket) = bind(registration.socket())?;
             tracing::info!(socket = %registration.socket().display(), "serving the kubelet's plugin registration");
             let serving = tonic::transport::Server::builder()
                 .add_service(RegistrationServer::new(registration))
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
-            (futures::future::Either::Right(serving), Some(socket))
+            // The socket goes as soon as this server ends (its calls are instant), not after the
+            // CSI calls in flight: the kubelet stops sending new volumes to a driver leaving.
+            futures::future::Either::Right(async move {
+                let served = serving.await;
+                drop(socket);
+                served
+            })
         }
     };
     let (csi, registering) = futures::future::join(csi, registering).await;
