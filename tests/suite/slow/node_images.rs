@@ -1,8 +1,8 @@
 //! The images a real node runs (`tests/k8s/images/build`, `support::images`), imported and run
 //! by the machine's containerd as the node imports them (`ctr -n k8s.io images import`), with no
 //! Kubernetes: the pause image is one static program that stops cleanly on SIGTERM and SIGINT
-//! as PID 1; the Debian test image has openssl, curl and python3 and trusts no server until a
-//! CA is mounted at `/etc/ssl/certs`.
+//! as PID 1; the Debian test images have openssl, curl, python3 with requests (and a JRE) and
+//! trust no server until a CA is mounted at `/etc/ssl/certs`.
 //!
 //! containerd runs as in `image.rs`: its own root, state and socket, in a private mount
 //! namespace, without its CRI plugin (`ctr` drives it directly, so the CRI-only
@@ -188,9 +188,59 @@ fn the_pause_image_imports_runs_as_pid_1_and_exits_0_on_sigterm_and_sigint() {
     assert_eq!(containerd.task_status("pause-sigterm"), None, "the stopped task is still listed");
 }
 
+/// A TLS server on the host signed by a test CA, and a directory laid out as Debian's
+/// `/etc/ssl/certs` holding only that CA (the bundle, the hash link, `java/cacerts` as JKS).
+struct Trusted {
+    _dir: tempfile::TempDir,
+    server: TlsServer,
+    url: String,
+    /// The `--mount` option that puts the CA directory at `/etc/ssl/certs`, read-only.
+    mount: String,
+}
+
+impl Trusted {
+    fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), name);
+        let leaf = ca.issue_server(dir.path(), &format!("{name}-server"));
+        let server = TlsServer::start(&leaf.cert_path, &leaf.key_path);
+        let url = format!("https://127.0.0.1:{}/", server.port);
+        let certs = dir.path().join("certs");
+        std::fs::create_dir_all(certs.join("java")).unwrap();
+        std::fs::write(certs.join("ca-certificates.crt"), &ca.pem).unwrap();
+        let hash = support::certs::openssl_subject_hash(&ca.cert_path);
+        std::fs::write(certs.join(format!("{hash}.0")), &ca.pem).unwrap();
+        let jks = certs.join("java/cacerts");
+        let keytool = program("keytool")
+            .args(["-importcert", "-noprompt", "-storetype", "JKS", "-storepass", "changeit", "-alias", name])
+            .arg("-keystore")
+            .arg(&jks)
+            .arg("-file")
+            .arg(&ca.cert_path)
+            .output()
+            .unwrap();
+        assert_success("keytool -importcert", &keytool);
+        let mount = format!("type=bind,src={},dst=/etc/ssl/certs,options=rbind:ro", certs.display());
+        Self { _dir: dir, server, url, mount }
+    }
+
+    /// `ctr run` options: the host's network, and the CA at `/etc/ssl/certs` when `with_ca`.
+    fn options(&self, with_ca: bool) -> Vec<&str> {
+        let mut options = vec!["--net-host"];
+        if with_ca {
+            options.extend(["--mount", self.mount.as_str()]);
+        }
+        options
+    }
+}
+
 /// Runs `args` in the Debian test image and returns (exit code, stdout, stderr).
 fn in_debian(containerd: &Containerd, id: &str, options: &[&str], args: &[&str]) -> (i32, String, String) {
-    let out = containerd.run(images::DEBIAN_TEST, id, options, args);
+    in_image(containerd, images::DEBIAN_TEST, id, options, args)
+}
+
+fn in_image(containerd: &Containerd, image: &str, id: &str, options: &[&str], args: &[&str]) -> (i32, String, String) {
+    let out = containerd.run(image, id, options, args);
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
@@ -234,53 +284,79 @@ fn the_debian_test_image_has_openssl_curl_python3_and_trusts_no_ca_until_one_is_
 
     // A server on the host, signed by a test CA, fetched over the host's network: refused with
     // nothing mounted; trusted once the CA is mounted where Debian keeps its store.
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "node-images");
-    let leaf = ca.issue_server(dir.path(), "node-images-server");
-    let server = TlsServer::start(&leaf.cert_path, &leaf.key_path);
-    let url = format!("https://127.0.0.1:{}/", server.port);
-    let net = ["--net-host"];
+    let tls = Trusted::new("node-images");
+    let url = tls.url.as_str();
+    let untrusted = tls.options(false);
     let (code, _, err) =
-        in_debian(&containerd, "debian-curl-untrusted", &net, &["curl", "-sS", "-o", "/dev/null", &url]);
+        in_debian(&containerd, "debian-curl-untrusted", &untrusted, &["curl", "-sS", "-o", "/dev/null", url]);
     // 77: the CA file is missing (Debian's curl names /etc/ssl/certs/ca-certificates.crt); 60:
     // the chain does not verify. Either way not a connection error (7) or a success.
     assert!(code == 77 || code == 60, "curl without a CA exited {code}: {err}");
-    let (code, _, err) = in_debian(
-        &containerd,
-        "debian-python-untrusted",
-        &net,
-        &["python3", "-c", &format!("import urllib.request; urllib.request.urlopen('{url}')")],
-    );
+    let urllib = format!("import urllib.request; print(urllib.request.urlopen('{url}').status)");
+    let (code, _, err) = in_debian(&containerd, "debian-python-untrusted", &untrusted, &["python3", "-c", &urllib]);
     assert_ne!(code, 0, "python3 fetched {url} with no CA");
     assert!(err.contains("CERTIFICATE_VERIFY_FAILED"), "python3 failed otherwise: {err}");
+    // Debian's certifi is the system bundle's path, which is absent.
+    let requests = format!("import requests; print(requests.get('{url}').status_code)");
+    let (code, _, err) = in_debian(&containerd, "debian-requests-untrusted", &untrusted, &["python3", "-c", &requests]);
+    assert_ne!(code, 0, "requests fetched {url} with no CA");
+    assert!(
+        err.contains("ca-certificates.crt") || err.contains("CERTIFICATE_VERIFY_FAILED"),
+        "requests failed otherwise: {err}"
+    );
 
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    std::fs::write(certs.join("ca-certificates.crt"), &ca.pem).unwrap();
-    std::fs::write(certs.join(format!("{}.0", support::certs::openssl_subject_hash(&ca.cert_path))), &ca.pem).unwrap();
-    let mount = format!("type=bind,src={},dst=/etc/ssl/certs,options=rbind:ro", certs.display());
-    let trusted = ["--net-host", "--mount", mount.as_str()];
-    let (code, body, err) = in_debian(&containerd, "debian-curl-trusted", &trusted, &["curl", "-sS", &url]);
+    let trusted = tls.options(true);
+    let (code, body, err) = in_debian(&containerd, "debian-curl-trusted", &trusted, &["curl", "-sS", url]);
     assert_eq!(code, 0, "curl with the CA mounted: {err}");
     assert!(!body.is_empty(), "curl read nothing from {url}");
-    let (code, out, err) = in_debian(
-        &containerd,
-        "debian-python-trusted",
-        &trusted,
-        &["python3", "-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').status)")],
-    );
+    let (code, out, err) = in_debian(&containerd, "debian-python-trusted", &trusted, &["python3", "-c", &urllib]);
     assert_eq!((code, out.trim()), (0, "200"), "python3 with the CA mounted: {err}");
-    let (code, out, err) = in_debian(
-        &containerd,
-        "debian-openssl-trusted",
-        &trusted,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!("openssl s_client -connect 127.0.0.1:{} -verify_return_error </dev/null", server.port),
-        ],
-    );
+    let (code, out, err) = in_debian(&containerd, "debian-requests-trusted", &trusted, &["python3", "-c", &requests]);
+    assert_eq!((code, out.trim()), (0, "200"), "requests with the CA mounted: {err}");
+    let s_client = format!("openssl s_client -connect 127.0.0.1:{} -verify_return_error </dev/null", tls.server.port);
+    let (code, out, err) = in_debian(&containerd, "debian-openssl-trusted", &trusted, &["/bin/sh", "-c", &s_client]);
     assert_eq!(code, 0, "openssl s_client with the CA mounted: {out}{err}");
     assert!(out.contains("Verify return code: 0 (ok)"), "openssl s_client: {out}");
-    drop(server);
+}
+
+#[test]
+fn the_debian_jre_image_runs_java_and_trusts_only_a_mounted_keystore() {
+    let jre = images::debian_test_jre();
+    assert_eq!(jre.reference, images::DEBIAN_TEST_JRE);
+    let containerd = Containerd::start();
+    containerd.import(jre);
+    let image = images::DEBIAN_TEST_JRE;
+
+    let (code, out, err) = in_image(&containerd, image, "jre-version", &[], &["java", "-version"]);
+    assert_eq!(code, 0, "java -version: {out}{err}\n{}", containerd.log());
+    assert!(err.contains("openjdk version \"17."), "java -version: {err}");
+    let (code, out, _) = in_image(
+        &containerd,
+        image,
+        "jre-no-ca",
+        &[],
+        &["/bin/sh", "-c", "ls -A /etc/ssl/certs; command -v javac; true"],
+    );
+    assert_eq!((code, out.trim()), (0, ""), "the JRE image has a CA store or a compiler");
+
+    // Fetch.class, compiled here (the image has no javac), run from a mounted directory.
+    let classes = tempfile::tempdir().unwrap();
+    let source = classes.path().join("Fetch.java");
+    std::fs::write(&source, support::programs::FETCH_JAVA).unwrap();
+    let javac = program("javac").args(["--release", "17", "-d"]).arg(classes.path()).arg(&source).output().unwrap();
+    assert_success("javac Fetch.java", &javac);
+    let classes_mount = format!("type=bind,src={},dst=/fetch,options=rbind:ro", classes.path().display());
+    let tls = Trusted::new("node-images-jre");
+    let fetch = ["java", "-cp", "/fetch", "Fetch", tls.url.as_str()];
+
+    let mut untrusted = tls.options(false);
+    untrusted.extend(["--mount", classes_mount.as_str()]);
+    let (code, out, err) = in_image(&containerd, image, "jre-untrusted", &untrusted, &fetch);
+    assert_ne!(code, 0, "java fetched {} with no truststore: {out}", tls.url);
+    assert!(err.contains("trustAnchors") || err.contains("PKIX"), "java failed otherwise: {err}");
+
+    let mut trusted = tls.options(true);
+    trusted.extend(["--mount", classes_mount.as_str()]);
+    let (code, out, err) = in_image(&containerd, image, "jre-trusted", &trusted, &fetch);
+    assert_eq!((code, out.trim()), (0, "HTTP 200"), "java with java/cacerts mounted: {err}");
 }
