@@ -9,6 +9,7 @@ pub mod crds;
 pub mod daemon;
 pub mod deploy;
 pub mod fsutil;
+pub mod images;
 // Only the benches measure (each its part).
 #[allow(dead_code)]
 pub mod measure;
