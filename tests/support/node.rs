@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node as NodeObject, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject, Pod, ServiceAccount};
 use kube::Api;
 
 use super::control_plane::{ControlPlane, component};
@@ -57,6 +57,8 @@ pub struct Node {
     cgroup_root: String,
     /// Mount points this node made on the host (absent before), removed at the end.
     made_dirs: Vec<PathBuf>,
+    /// [`KERNEL_SETTINGS`] as they were before the kubelet started.
+    kernel_settings: Vec<(&'static str, String)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -80,6 +82,10 @@ impl Node {
             children: Vec::new(),
             cgroup_root,
             made_dirs,
+            kernel_settings: KERNEL_SETTINGS
+                .iter()
+                .filter_map(|path| Some((*path, fs::read_to_string(path).ok()?.trim().to_owned())))
+                .collect(),
             _tmp: tmp,
         };
         node.start_containerd();
@@ -271,6 +277,23 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
         assert!(ready.is_ok(), "node {NODE_NAME} was not Ready within {READY_TIMEOUT:?}; kubelet log:\n{}", self.log("kubelet"));
     }
 
+    /// A namespace of the test's own, once the controller manager has given it what pods need:
+    /// its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let namespace = self.plane.namespace(prefix).await;
+        let client = self.plane.admin_client().await;
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+        let ready = super::poll_until(READY_TIMEOUT, Duration::from_millis(100), async || {
+            let account = accounts.get_opt("default").await.ok().flatten();
+            let root_ca = config_maps.get_opt("kube-root-ca.crt").await.ok().flatten();
+            (account.is_some() && root_ca.is_some()).then_some(()).ok_or(())
+        })
+        .await;
+        assert!(ready.is_ok(), "namespace {namespace} got no default ServiceAccount or kube-root-ca.crt:\n{}", self.log("kube-controller-manager"));
+        namespace
+    }
+
     /// Waits until the pod `name` in `namespace` has ended (Succeeded or Failed) and returns
     /// it; panics with its status and the kubelet's log if it does not end in time.
     pub async fn finished_pod(&self, namespace: &str, name: &str, limit: Duration) -> Pod {
@@ -325,17 +348,22 @@ fn mount(args: &[&str]) {
     assert!(status.success(), "mount {args:?} failed");
 }
 
-/// The cgroup v1 hierarchies mounted under /sys/fs/cgroup (not the unified one).
+/// Every cgroup hierarchy mounted: the v1 ones and the hybrid host's unified one (runc makes
+/// the pods' cgroups there too).
 fn cgroup_hierarchies() -> Vec<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     mounts
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            (fields.len() > 2 && fields[2] == "cgroup").then(|| PathBuf::from(fields[1]))
+            (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2")).then(|| PathBuf::from(fields[1]))
         })
         .collect()
 }
+
+/// The kernel settings the kubelet sets on start (`protectKernelDefaults: false`): they are
+/// not namespaced, so the node puts back what the host had.
+const KERNEL_SETTINGS: &[&str] = &["/proc/sys/vm/overcommit_memory", "/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops"];
 
 /// The kubelet requires its cgroup root to exist in every hierarchy; cpuset's needs its CPUs
 /// and memory nodes before a task can join.
@@ -439,6 +467,9 @@ impl Drop for Node {
         }
         for dir in &self.made_dirs {
             let _ = fs::remove_dir(dir);
+        }
+        for (path, value) in &self.kernel_settings {
+            let _ = fs::write(path, value);
         }
     }
 }

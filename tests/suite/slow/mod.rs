@@ -8,6 +8,7 @@ mod docs;
 mod events;
 mod image;
 mod metrics;
+mod node;
 mod rbac;
 mod rotation_scale;
 mod secret_sources;
