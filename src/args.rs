@@ -92,6 +92,55 @@ pub struct ServeArgs {
     /// port, logged). Unset: no metrics endpoint.
     #[arg(long, env = "TRUSTMOUNT_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the liveness check on http://ADDR/healthz, e.g. 0.0.0.0:9809: 200 while the CSI
+    /// socket answers Probe ready, 503 with the reason otherwise. The same address as
+    /// --metrics-addr serves both on one port. Unset: no health endpoint.
+    #[arg(long, env = "TRUSTMOUNT_HEALTH_ADDR", value_name = "ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub registration: RegistrationArgs,
+}
+
+/// The kubelet's plugin registration, which the driver serves itself (node-driver-registrar's
+/// job, with its flag names).
+#[derive(clap::Args)]
+pub struct RegistrationArgs {
+    /// Register with the kubelet: serve its plugin registration API on
+    /// <plugin-registration-path>/<driver-name>-reg.sock. `false` when the upstream
+    /// node-driver-registrar sidecar registers the driver instead.
+    #[arg(
+        long,
+        env = "TRUSTMOUNT_KUBELET_REGISTRATION",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub kubelet_registration: bool,
+    /// The CSI socket's path as the kubelet sees it (on the host, not in the driver's
+    /// container), given to the kubelet at registration. Default:
+    /// <kubelet-dir>/plugins/<driver-name>/csi.sock.
+    #[arg(long, env = "TRUSTMOUNT_KUBELET_REGISTRATION_PATH", value_name = "PATH")]
+    pub kubelet_registration_path: Option<Endpoint>,
+    /// The directory the kubelet's plugin watcher reads, as the driver sees it; made if missing.
+    /// Default: <kubelet-dir>/plugins_registry.
+    #[arg(long, env = "TRUSTMOUNT_PLUGIN_REGISTRATION_PATH", value_name = "DIR")]
+    pub plugin_registration_path: Option<PathBuf>,
+}
+
+impl RegistrationArgs {
+    /// The registration socket and the endpoint to announce, with the defaults filled in from
+    /// `kubelet_dir` and `driver_name`; `None` when registration is off.
+    pub fn resolve(&self, kubelet_dir: &std::path::Path, driver_name: &str) -> Option<(PathBuf, PathBuf)> {
+        if !self.kubelet_registration {
+            return None;
+        }
+        let dir = self.plugin_registration_path.clone().unwrap_or_else(|| kubelet_dir.join("plugins_registry"));
+        let endpoint = match &self.kubelet_registration_path {
+            Some(endpoint) => endpoint.path().to_owned(),
+            None => kubelet_dir.join("plugins").join(driver_name).join("csi.sock"),
+        };
+        Some((dir.join(crate::csi::socket_name(driver_name)), endpoint))
+    }
 }
 
 /// Cluster sources added to every volume unless it sets `defaults: "false"` (repeatable; the
@@ -186,5 +235,41 @@ fn parse_driver_name(value: &str) -> Result<String, String> {
         Err(format!(
             "driver name {value:?} must be ≤ 63 characters of [a-zA-Z0-9.-], starting and ending with a letter or digit"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn registration(args: &[&str]) -> Option<(PathBuf, PathBuf)> {
+        let argv = ["trustmount", "serve", "--node-id", "n", "--kubelet-dir", "/var/lib/k0s/kubelet"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("not serve") };
+        serve.registration.resolve(&serve.kubelet_dir, &serve.driver_name)
+    }
+
+    #[test]
+    fn registration_is_on_by_default_where_node_driver_registrar_would_put_it() {
+        let (socket, endpoint) = registration(&[]).expect("on by default");
+        assert_eq!(socket, Path::new("/var/lib/k0s/kubelet/plugins_registry/csi.trustmount.io-reg.sock"));
+        assert_eq!(endpoint, Path::new("/var/lib/k0s/kubelet/plugins/csi.trustmount.io/csi.sock"));
+    }
+
+    #[test]
+    fn registration_flags_override_each_default_and_false_turns_it_off() {
+        let (socket, endpoint) = registration(&[
+            "--driver-name=csi.example.com",
+            "--kubelet-registration-path=unix:///host/plugins/x/csi.sock",
+            "--plugin-registration-path=/registration",
+        ])
+        .unwrap();
+        assert_eq!(socket, Path::new("/registration/csi.example.com-reg.sock"));
+        assert_eq!(endpoint, Path::new("/host/plugins/x/csi.sock"));
+        assert_eq!(registration(&["--kubelet-registration=false"]), None);
+        let maybe = ["trustmount", "serve", "--node-id", "n", "--kubelet-registration=maybe"];
+        assert!(Cli::try_parse_from(maybe).is_err(), "only true or false");
     }
 }

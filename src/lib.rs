@@ -27,11 +27,15 @@ pub mod sources;
 pub mod volume;
 
 pub mod proto {
-    //! Code generated from `proto/csi.proto`.
+    //! Code generated from `proto/csi.proto` and `proto/pluginregistration.proto`.
     #![allow(clippy::all, missing_docs)]
     pub mod csi {
         pub mod v1 {
             tonic::include_proto!("csi.v1");
         }
+    }
+    /// The kubelet's plugin registration API (pluginregistration v1).
+    pub mod pluginregistration {
+        tonic::include_proto!("pluginregistration");
     }
 }

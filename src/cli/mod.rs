@@ -1,10 +1,12 @@
 //! The binary's subcommands: the clap types (`trustmount::args`, in the lib so that tests can
 //! parse the shipped manifests' flags), the log (`logging.rs`), the daemon's
-//! wiring (`serve.rs`), its `/metrics` endpoint (`exporter/`) and the local tools that call `bundle/` directly (`render.rs`,
+//! wiring (`serve.rs`), its `/metrics` and `/healthz` endpoints (`exporter/`, the check in
+//! `health.rs`) and the local tools that call `bundle/` directly (`render.rs`,
 //! `inspect.rs`).
 
 use trustmount::args;
 mod exporter;
+mod health;
 mod inspect;
 mod logging;
 mod render;

@@ -1,16 +1,18 @@
 //! `trustmount serve`: loads the sources, opens the store, connects to the cluster (unless
-//! standalone), then serves CSI until SIGTERM/SIGINT; Probe says ready once the adopted volumes'
+//! standalone), then serves CSI and the kubelet's plugin registration (unless
+//! `--kubelet-registration=false`) until SIGTERM/SIGINT; Probe says ready once the adopted volumes'
 //! caches are synced and the volumes refreshed too. On SIGTERM/SIGINT it stops accepting calls,
 //! lets those in flight finish (for at most [`SHUTDOWN_GRACE`]) and exits 0 with every mount in
 //! place: a DaemonSet rolling update must not take running pods' trust stores away, and the
 //! next start adopts them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use trustmount::clock::Clock;
-use trustmount::csi::{self, IdentityService, NodeService};
+use trustmount::csi::{self, IdentityService, NodeService, RegistrationService};
 use trustmount::events::PodEvents;
 use trustmount::metrics::Metrics;
 use trustmount::node::{Node, Rotation};
@@ -21,7 +23,8 @@ use trustmount::volume::{Store, StoreConfig};
 
 use super::Failure;
 use super::args::ServeArgs;
-use super::exporter::{self, Exporter};
+use super::exporter::{self, Exporter, Routes};
+use super::health::Health;
 
 /// How long calls in flight get after SIGTERM: under the 30 s a pod gets by default
 /// (`terminationGracePeriodSeconds`) before its SIGKILL. A publish cut short is safe anyway (the
@@ -62,6 +65,10 @@ fn serve_in(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     let readiness = Readiness::new(Condition::DAEMON);
+    let registration = args.registration.resolve(&args.kubelet_dir, &args.driver_name).map(|(socket, endpoint)| {
+        tracing::info!(socket = %socket.display(), endpoint = %endpoint.display(), "registering with the kubelet");
+        RegistrationService::new(socket, args.driver_name.clone(), &endpoint)
+    });
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let mode = Mode::choose(args.standalone, args.kubeconfig, in_pod);
     let mut sources = Sources::load(sources::Config {
@@ -122,9 +129,17 @@ fn serve_in(
         }
     };
     let sources = Arc::new(sources);
-    if let Some(addr) = args.metrics_addr {
-        let exporter = Exporter::new(&metrics, store.clone(), Arc::clone(&sources), clock.clone());
-        runtime.block_on(exporter::serve(addr, exporter)).context("serving metrics").map_err(Failure::Runtime)?;
+    let exporter =
+        args.metrics_addr.map(|_| Exporter::new(&metrics, store.clone(), Arc::clone(&sources), clock.clone()));
+    let health = args.health_addr.map(|_| {
+        Health::new(
+            args.endpoint.path().to_owned(),
+            readiness.clone(),
+            registration.as_ref().map(RegistrationService::answers),
+        )
+    });
+    for (addr, routes) in http_listeners(args.metrics_addr, exporter, args.health_addr, health) {
+        runtime.block_on(exporter::serve(addr, routes)).context("serving HTTP").map_err(Failure::Runtime)?;
     }
     let (watch, changes) = sources::watch_files(&sources.watched_files())
         .context("watching the source files")
@@ -136,7 +151,7 @@ fn serve_in(
     let identity = IdentityService::new(args.driver_name, readiness);
     let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, clock), metrics);
     let served = runtime.block_on(async {
-        let serving = csi::serve(&args.endpoint, identity, node, stopped(stop.clone()));
+        let serving = csi::serve(&args.endpoint, identity, node, registration, stopped(stop.clone()));
         tokio::select! {
             served = serving => served,
             () = async { stopped(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
@@ -149,6 +164,24 @@ fn serve_in(
     served.with_context(|| format!("serving on {}", args.endpoint.path().display())).map_err(Failure::Runtime)?;
     tracing::info!("shut down; volumes stay mounted");
     Ok(())
+}
+
+/// One listener per address: metrics and health on one port when both flags name the same
+/// address.
+fn http_listeners(
+    metrics_addr: Option<SocketAddr>,
+    metrics: Option<Exporter>,
+    health_addr: Option<SocketAddr>,
+    health: Option<Health>,
+) -> Vec<(SocketAddr, Routes)> {
+    match (metrics_addr, health_addr) {
+        (Some(m), Some(h)) if m == h => vec![(m, Routes { metrics, health })],
+        _ => {
+            let metrics = metrics_addr.map(|addr| (addr, Routes { metrics, health: None }));
+            let health = health_addr.map(|addr| (addr, Routes { metrics: None, health }));
+            metrics.into_iter().chain(health).collect()
+        }
+    }
 }
 
 /// Registers SIGTERM and SIGINT now (a signal from here on is never the default action) and

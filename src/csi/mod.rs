@@ -1,15 +1,18 @@
-//! The gRPC face: CSI Identity and Node services. Handlers turn each protobuf request into a
+//! The gRPC face: CSI Identity and Node services, and the kubelet's plugin registration
+//! ([`registration`]). Handlers turn each protobuf request into a
 //! typed one once ([`request`]), call [`node`](crate::node), and map errors to gRPC status codes
 //! in one place ([`status`]). No certificate or mount code lives here.
 
 mod identity;
 mod node;
+mod registration;
 mod request;
 mod server;
 mod status;
 
 pub use identity::IdentityService;
 pub use node::NodeService;
+pub use registration::{CSI_PLUGIN, KubeletAnswer, RegistrationService, SUPPORTED_VERSIONS, socket_name};
 pub use server::{Endpoint, serve};
 
 use crate::domain;

@@ -1,4 +1,5 @@
-//! The CSI socket: bind a unix socket (replacing a stale one) and serve until shutdown.
+//! The driver's sockets: the CSI socket and the kubelet's plugin registration socket, each bound
+//! as a unix socket (replacing a stale one) and served until shutdown.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -9,8 +10,11 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::{IdentityService, NodeService};
+use futures::FutureExt;
+
+use super::{IdentityService, NodeService, RegistrationService};
 use crate::proto::csi::v1::{identity_server::IdentityServer, node_server::NodeServer};
+use crate::proto::pluginregistration::registration_server::RegistrationServer;
 
 /// Where the CSI socket lives: `unix:///path/csi.sock` or a bare path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,38 +38,69 @@ impl Endpoint {
     }
 }
 
-/// Serves Identity and Node on `endpoint` until `shutdown` resolves.
+/// Serves Identity and Node on `endpoint`, and the kubelet's plugin registration on its own
+/// socket if `registration` is given, until `shutdown` resolves. The registration socket appears
+/// only once the CSI socket is listening (the kubelet dials the endpoint as soon as it has read
+/// it), and both are removed when serving ends: a driver that is gone is deregistered, as
+/// node-driver-registrar's removal of its socket on SIGTERM did.
 ///
 /// # Errors
-/// The socket cannot be created, or the server fails.
+/// A socket cannot be created, or a server fails.
 pub async fn serve(
     endpoint: &Endpoint,
     identity: IdentityService,
     node: NodeService,
+    registration: Option<RegistrationService>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let path = endpoint.path();
+    let shutdown = shutdown.shared();
+    let (csi_listener, _csi_socket) = bind(endpoint.path())?;
+    tracing::info!(endpoint = %endpoint.path().display(), "serving CSI");
+    let csi = tonic::transport::Server::builder()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .add_service(IdentityServer::new(identity))
+        .add_service(NodeServer::new(node))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(csi_listener), shutdown.clone());
+    let (registering, _registration_socket) = match registration {
+        None => (futures::future::Either::Left(std::future::ready(Ok(()))), None),
+        Some(registration) => {
+            let (listener, socket) = bind(registration.socket())?;
+            tracing::info!(socket = %registration.socket().display(), "serving the kubelet's plugin registration");
+            let serving = tonic::transport::Server::builder()
+                .add_service(RegistrationServer::new(registration))
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+            (futures::future::Either::Right(serving), Some(socket))
+        }
+    };
+    let (csi, registering) = futures::future::join(csi, registering).await;
+    csi.and(registering).map_err(std::io::Error::other)
+}
+
+/// Binds a unix socket at `path`, making its directory and replacing a stale socket; the
+/// returned guard removes it when dropped, also when serving is cut short.
+fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    // A socket left by a previous run would make bind fail with EADDRINUSE.
+    // A socket left by a previous run (a crash, a SIGKILL) would make bind fail with EADDRINUSE.
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
         _ => {}
     }
     let listener = UnixListener::bind(path)?;
-    // Only root (kubelet, node-driver-registrar) may talk to the driver.
+    let socket = SocketFile(path.to_owned());
+    // Only root (the kubelet) may talk to the driver.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    tracing::info!(endpoint = %path.display(), "serving CSI");
-    tonic::transport::Server::builder()
-        .layer(CatchPanicLayer::custom(panic_response))
-        .add_service(IdentityServer::new(identity))
-        .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(std::io::Error::other)?;
-    let _ = std::fs::remove_file(path);
-    Ok(())
+    Ok((listener, socket))
+}
+
+/// A socket this process bound, removed when serving ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A panic in a handler becomes one INTERNAL status for that call (a gRPC "trailers-only"

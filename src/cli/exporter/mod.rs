@@ -1,4 +1,5 @@
-//! The `/metrics` endpoint: HTTP/1.1 on a TCP listener (hyper), the Prometheus text format
+//! The driver's HTTP endpoints: `/metrics` and `/healthz` ([`Health`]), HTTP/1.1 on a TCP
+//! listener (hyper), one listener or one each. Metrics are the Prometheus text format
 //! (version 0.0.4), each scrape rendered on a blocking thread (its gauges make syscalls). It
 //! reads what `trustmount::metrics` recorded and, at each scrape, the store's and the sources'
 //! gauges ([`state`]); it stands on the top floor beside `serve`, so that nothing below it
@@ -27,10 +28,14 @@ use trustmount::volume::Store;
 
 use state::State;
 
+use super::health::Health;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen for metrics on {addr}: {source}; give --metrics-addr a free address, e.g. 0.0.0.0:9808")]
+    #[error("cannot listen for {what} on {addr}: {source}; give {flag} a free address")]
     Bind {
+        what: &'static str,
+        flag: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -68,32 +73,65 @@ impl Exporter {
     }
 }
 
-/// Listens on `addr` and serves `/metrics` until the runtime stops. Returns the bound address
+/// What one listener answers.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    /// `/metrics`.
+    pub metrics: Option<Exporter>,
+    /// `/healthz`.
+    pub health: Option<Health>,
+}
+
+impl Routes {
+    fn what(&self) -> (&'static str, &'static str) {
+        match (&self.metrics, &self.health) {
+            (Some(_), None) => ("metrics", "--metrics-addr (e.g. 0.0.0.0:9808)"),
+            (None, Some(_)) => ("the health check", "--health-addr (e.g. 0.0.0.0:9809)"),
+            _ => ("metrics and the health check", "--metrics-addr and --health-addr"),
+        }
+    }
+
+    fn paths(&self) -> &'static str {
+        match (&self.metrics, &self.health) {
+            (Some(_), None) => "/metrics",
+            (None, Some(_)) => "/healthz",
+            _ => "/metrics and /healthz",
+        }
+    }
+}
+
+/// Listens on `addr` and serves `routes` until the runtime stops. Returns the bound address
 /// (port 0 picks a free one) once listening; it is also logged.
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn serve(addr: SocketAddr, exporter: Exporter) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(metrics.addr = %bound, "serving metrics at /metrics");
-    tokio::spawn(accept(listener, exporter).instrument(tracing::info_span!("metrics", metrics.addr = %bound)));
+pub async fn serve(addr: SocketAddr, routes: Routes) -> Result<SocketAddr> {
+    let (what, flag) = routes.what();
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, flag, addr, source })?;
+    let bound = listener.local_addr().map_err(|source| Error::Bind { what, flag, addr, source })?;
+    if routes.metrics.is_some() {
+        tracing::info!(metrics.addr = %bound, "serving metrics at /metrics");
+    }
+    if routes.health.is_some() {
+        tracing::info!(health.addr = %bound, "serving the health check at /healthz");
+    }
+    tokio::spawn(accept(listener, routes).instrument(tracing::info_span!("http", http.addr = %bound)));
     Ok(bound)
 }
 
-async fn accept(listener: TcpListener, exporter: Exporter) {
+async fn accept(listener: TcpListener, routes: Routes) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
-                // EMFILE and the like pass; the next scrape tries again.
-                tracing::warn!(%error, "cannot accept a metrics connection");
+                // EMFILE and the like pass; the next scrape or probe tries again.
+                tracing::warn!(%error, "cannot accept an HTTP connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let exporter = exporter.clone();
-        let service = hyper::service::service_fn(move |request| answer(request, exporter.clone()));
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |request| answer(request, routes.clone()));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -101,7 +139,7 @@ async fn accept(listener: TcpListener, exporter: Exporter) {
         tokio::spawn(
             async move {
                 if let Err(error) = connection.await {
-                    tracing::debug!(%error, "metrics connection ended with an error");
+                    tracing::debug!(%error, "HTTP connection ended with an error");
                 }
             }
             .in_current_span(),
@@ -109,15 +147,39 @@ async fn accept(listener: TcpListener, exporter: Exporter) {
     }
 }
 
-async fn answer(request: Request<Incoming>, exporter: Exporter) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.uri().path() != "/metrics" {
-        return Ok(plain(StatusCode::NOT_FOUND, "trustmount serves /metrics only\n"));
-    }
+async fn answer(request: Request<Incoming>, routes: Routes) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    let route = match (path, &routes.metrics, &routes.health) {
+        ("/metrics", Some(exporter), _) => Route::Metrics(exporter.clone()),
+        ("/healthz", _, Some(health)) => Route::Health(health.clone()),
+        _ => {
+            return Ok(text_response(StatusCode::NOT_FOUND, format!("trustmount serves {} here\n", routes.paths())));
+        }
+    };
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
     }
+    Ok(match route {
+        Route::Metrics(exporter) => metrics(exporter).await,
+        Route::Health(health) => {
+            let verdict = health.check().await;
+            if !verdict.live {
+                tracing::warn!(reason = %verdict.text.trim_end(), "health check failed");
+            }
+            let status = if verdict.live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            text_response(status, verdict.text)
+        }
+    })
+}
+
+enum Route {
+    Metrics(Exporter),
+    Health(Health),
+}
+
+async fn metrics(exporter: Exporter) -> Response<Full<Bytes>> {
     let rendered = tokio::task::spawn_blocking(move || exporter.render()).await;
-    Ok(match rendered {
+    match rendered {
         Ok(Ok(text)) => Response::builder()
             .header(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)
             .body(Full::new(Bytes::from(text)))
@@ -126,7 +188,14 @@ async fn answer(request: Request<Incoming>, exporter: Exporter) -> Result<Respon
             tracing::warn!("a metrics scrape failed to render");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics; see the driver log\n")
         }
-    })
+    }
+}
+
+fn text_response(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {

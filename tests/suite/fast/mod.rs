@@ -8,6 +8,7 @@ mod layouts;
 mod node_clock;
 mod ns_selftest;
 mod policy;
+mod registration;
 mod rotation;
 mod trust;
 mod volume_store;

@@ -342,7 +342,7 @@ fn assert_values_flow(what: &str, values: &serde_yaml::Value, objects: &[Value],
     assert_eq!(args.namespace.as_deref(), Some(namespace), "{what}: --namespace from POD_NAMESPACE");
 
     // The driver name: the CSIDriver, the one CSIDriver the ClusterRole lets it read, the plugin
-    // directory the registrar tells the kubelet about.
+    // directory whose socket the kubelet is told about.
     assert_eq!(one_of_kind(objects, "CSIDriver")["metadata"]["name"], driver_name.as_str(), "{what}: CSIDriver");
     let rules = one_of_kind(objects, "ClusterRole")["rules"].as_array().unwrap().clone();
     let csidrivers =
@@ -354,24 +354,64 @@ fn assert_values_flow(what: &str, values: &serde_yaml::Value, objects: &[Value],
     );
     let plugin_dir = format!("{kubelet_dir}/plugins/{driver_name}");
     assert_eq!(volume(daemonset, "plugin-dir")["hostPath"]["path"], plugin_dir.as_str(), "{what}: plugin dir");
-    let registrar = container(daemonset, "node-driver-registrar");
-    assert!(
-        strings(&registrar["args"]).contains(&format!("--kubelet-registration-path={plugin_dir}/csi.sock")),
-        "{what}: the registrar's --kubelet-registration-path: {}",
-        registrar["args"]
-    );
-    // The socket: where the driver serves it is where both sidecars look for it.
-    assert_eq!(args.endpoint.path(), Path::new("/csi/csi.sock"), "{what}: --endpoint");
-    for sidecar in ["node-driver-registrar", "liveness-probe"] {
-        let sidecar = container(daemonset, sidecar);
-        assert!(
-            strings(&sidecar["args"]).contains(&"--csi-address=/csi/csi.sock".to_owned()),
-            "{what}: {}",
-            sidecar["name"]
-        );
-        assert_eq!(mount_path(sidecar, "plugin-dir"), "/csi", "{what}: {}", sidecar["name"]);
-    }
     assert_eq!(mount_path(driver, "plugin-dir"), "/csi");
+    assert_eq!(args.endpoint.path(), Path::new("/csi/csi.sock"), "{what}: --endpoint, in the plugin dir");
+    let registry = format!("{kubelet_dir}/plugins_registry");
+    let enabled = |path: &str| value(path).as_bool().unwrap_or_else(|| panic!("{what}: {path} is not a bool"));
+    let names: Vec<String> = daemonset["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|container| container["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected = vec!["trustmount"];
+
+    // Registration: the driver's own by default, at the path the kubelet's plugin watcher reads
+    // (mounted where --kubelet-dir puts it), announcing the CSI socket's host path; or the
+    // upstream sidecar, with the driver's turned off.
+    if enabled("registrar.enabled") {
+        expected.push("node-driver-registrar");
+        assert_eq!(args.registration.resolve(&args.kubelet_dir, &args.driver_name), None, "{what}: two registrations");
+        let registrar = container(daemonset, "node-driver-registrar");
+        let registrar_args = strings(&registrar["args"]);
+        assert!(
+            registrar_args.contains(&format!("--kubelet-registration-path={plugin_dir}/csi.sock")),
+            "{what}: the registrar's --kubelet-registration-path: {registrar_args:?}"
+        );
+        assert!(registrar_args.contains(&"--csi-address=/csi/csi.sock".to_owned()), "{what}: {registrar_args:?}");
+        assert_eq!(mount_path(registrar, "plugin-dir"), "/csi", "{what}: the registrar's plugin dir");
+        assert_eq!(mount_path(registrar, "registration-dir"), "/registration", "{what}: the registrar's registry");
+    } else {
+        let (socket, endpoint) =
+            args.registration.resolve(&args.kubelet_dir, &args.driver_name).expect("the driver registers itself");
+        assert_eq!(socket, Path::new(&registry).join(format!("{driver_name}-reg.sock")), "{what}: registration socket");
+        assert_eq!(mount_path(driver, "registration-dir"), registry, "{what}: the driver's plugins_registry mount");
+        assert_eq!(endpoint, Path::new(&plugin_dir).join("csi.sock"), "{what}: the endpoint told the kubelet");
+    }
+
+    // Liveness: /healthz on the `healthz` port the probes name, from the driver or the sidecar.
+    let ports = driver["ports"].as_array().unwrap();
+    let healthz = ports.iter().find(|p| p["name"] == "healthz").expect("a healthz port")["containerPort"].clone();
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert_eq!(driver[probe]["httpGet"]["path"], "/healthz", "{what}: {probe}");
+        assert_eq!(driver[probe]["httpGet"]["port"], "healthz", "{what}: {probe}");
+    }
+    if enabled("livenessProbe.enabled") {
+        expected.push("liveness-probe");
+        assert_eq!(args.health_addr, None, "{what}: the sidecar has the healthz port");
+        let sidecar = container(daemonset, "liveness-probe");
+        let sidecar_args = strings(&sidecar["args"]);
+        assert!(sidecar_args.contains(&format!("--http-endpoint=:{healthz}")), "{what}: {sidecar_args:?}");
+        assert!(sidecar_args.contains(&"--csi-address=/csi/csi.sock".to_owned()), "{what}: {sidecar_args:?}");
+        assert_eq!(mount_path(sidecar, "plugin-dir"), "/csi", "{what}: the livenessprobe's plugin dir");
+    } else {
+        assert_eq!(
+            args.health_addr.map(|addr| serde_json::json!(addr.port())),
+            Some(healthz),
+            "{what}: --health-addr is the healthz port"
+        );
+    }
+    assert_eq!(names, expected, "{what}: the DaemonSet's containers");
 
     // The kubelet directory: the registration and pods hostPaths; pods mounted where the host
     // has them, because the kubelet hands the driver host paths.

@@ -644,9 +644,13 @@ fn in_containerd_the_image_serves_in_cluster_against_the_real_api_server() {
     let log = seen.join("\n");
     assert!(log.contains("in-cluster"), "not in-cluster:\n{log}");
     assert!(work.join("csi.sock").exists(), "no CSI socket in the mounted directory:\n{log}");
+    // Registration is on by default: the kubelet's plugin watcher would find this socket.
+    let registration = work.join("kubelet/plugins_registry/csi.trustmount.io-reg.sock");
+    assert!(registration.exists(), "no registration socket in <kubelet-dir>/plugins_registry:\n{log}");
 
     assert_success("ctr task kill", &containerd.ctr(&["task", "kill", "--signal", "SIGTERM", id]));
     wait_for_line(&stderr, &mut seen, "shut down");
     let status = serve.wait().unwrap();
     assert!(status.success(), "serve in containerd ended {status}:\n{}", seen.join("\n"));
+    assert!(!registration.exists(), "the registration socket outlived the driver");
 }
