@@ -34,7 +34,7 @@ impl TlsServer {
             .args(["-www", "-quiet"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn openssl s_server");
         let mut server = Self { child, port };

@@ -84,9 +84,9 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
     let dir = tempfile::tempdir().unwrap();
     let org = TestCa::new(dir.path(), "Org Root CA");
     let leaf = org.issue_server_for(dir.path(), "server", &[&NODE_IP.to_string()]);
+    let node = Node::start(&[images::debian_test()]);
     let server = TlsServer::start_on(&NODE_IP.to_string(), &leaf.cert_path, &leaf.key_path);
     let url = format!("https://{NODE_IP}:{}/", server.port);
-    let node = Node::start(&[images::debian_test()]);
     block_on(async {
         let admin = node.plane.admin_client().await;
         deploy::apply(&admin, &deploy::manifest("csidriver.yaml")).await;
