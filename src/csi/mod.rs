@@ -3,6 +3,7 @@
 //! typed one once ([`request`]), call [`node`](crate::node), and map errors to gRPC status codes
 //! in one place ([`status`]). No certificate or mount code lives here.
 
+mod authority;
 mod identity;
 mod node;
 mod registration;

@@ -5,8 +5,11 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use futures::TryStreamExt as _;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use tokio::net::UnixListener;
+
+use super::authority::LocalAuthority;
 use tokio_stream::wrappers::UnixListenerStream;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -66,9 +69,12 @@ pub async fn serve(
         Some(registration) => {
             let (listener, socket) = bind(registration.socket())?;
             tracing::info!(socket = %registration.socket().display(), "serving the kubelet's plugin registration");
+            // The kubelet's plugin watcher sends the socket's path as the authority (see
+            // `authority`): read through LocalAuthority, or h2 refuses every call.
+            let incoming = UnixListenerStream::new(listener).map_ok(LocalAuthority::new);
             let serving = tonic::transport::Server::builder()
                 .add_service(RegistrationServer::new(registration))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+                .serve_with_incoming_shutdown(incoming, shutdown);
             // The socket goes as soon as this server ends (its calls are instant), not after the
             // CSI calls in flight: the kubelet stops sending new volumes to a driver leaving.
             futures::future::Either::Right(async move {

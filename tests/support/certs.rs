@@ -78,8 +78,13 @@ impl TestCa {
 
     /// A server certificate for `localhost` and 127.0.0.1, signed by this CA, valid for 30 days.
     pub fn issue_server(&self, dir: &Path, name: &str) -> TestLeaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
+        self.issue_server_for(dir, name, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`TestCa::issue_server`] for other names and addresses (`names`, subject alternative names).
+    pub fn issue_server_for(&self, dir: &Path, name: &str, names: &[&str]) -> TestLeaf {
+        let mut params = CertificateParams::new(names.iter().map(|name| name.to_string()).collect::<Vec<_>>())
+            .expect("server params");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "localhost");
         params.distinguished_name = dn;

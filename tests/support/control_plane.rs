@@ -80,7 +80,7 @@ impl ControlPlane {
     pub fn shared() -> &'static ControlPlane {
         let started = SHARED.get_or_init(|| match std::env::var_os(ATTACH_ENV) {
             Some(dir) => Ok(Self::attach(PathBuf::from(dir))),
-            None => Self::start(RuntimeConfig::default()),
+            None => Self::start(RuntimeConfig::default(), Listen::loopback()),
         });
         match started {
             Ok(plane) => plane,
@@ -92,8 +92,46 @@ impl ControlPlane {
     /// otherwise (e.g. an API version turned off). Stopped and removed when dropped (and, like
     /// the shared one, when the test binary exits however it exits).
     pub fn dedicated(runtime_config: RuntimeConfig) -> ControlPlane {
-        Self::start(runtime_config)
+        Self::start(runtime_config, Listen::loopback())
             .unwrap_or_else(|message| panic!("a dedicated control plane did not start: {message}"))
+    }
+
+    /// A control plane for a node (`node.rs`), started inside the node's network namespace: it
+    /// listens on every address there, advertises `address` (the node IP, so the `kubernetes`
+    /// Service's endpoint is one pods can reach), and its serving certificate names `address` and
+    /// the Service's cluster IP too.
+    pub fn for_node(address: std::net::Ipv4Addr) -> ControlPlane {
+        let listen = Listen { bind: "0.0.0.0".into(), advertise: address, node: true };
+        Self::start(RuntimeConfig::default(), listen)
+            .unwrap_or_else(|message| panic!("the node's control plane did not start: {message}"))
+    }
+
+    /// A kubeconfig file in this control plane's directory for a client certificate of
+    /// `common_name` in `organization` (a node, the controller manager, the scheduler), signed by
+    /// the control plane's CA.
+    pub fn client_kubeconfig(&self, common_name: &str, organization: Option<&str>) -> PathBuf {
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("ca.key")).unwrap()).unwrap();
+        // The CA's own parameters (its name) and key are all signing needs.
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = name(common_name, organization);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let file = common_name.replace(':', "-");
+        let (cert_path, key_path) = (self.dir.join(format!("{file}.crt")), self.dir.join(format!("{file}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let user = format!("client-certificate: '{}', client-key: '{}'", cert_path.display(), key_path.display());
+        let path = self.dir.join(format!("{file}.kubeconfig"));
+        std::fs::write(&path, kubeconfig(&self.server, &self.ca_cert, &user)).unwrap();
+        path
+    }
+
+    /// The service-account signing key pair (the controller manager signs legacy tokens with the
+    /// private half), and the CA the API server serves with (its `--root-ca-file`).
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.join("service-account.key")
     }
 
     /// The shared control plane if this process has one already (for `ns.rs` to pass on).
@@ -113,7 +151,7 @@ impl ControlPlane {
         }
     }
 
-    fn start(runtime_config: RuntimeConfig) -> Result<Self, String> {
+    fn start(runtime_config: RuntimeConfig, listen: Listen) -> Result<Self, String> {
         super::tools::require(&["curl"]);
         let etcd = component("etcd");
         let apiserver = component("kube-apiserver");
@@ -124,7 +162,7 @@ impl ControlPlane {
         std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(|| launch(&etcd, &apiserver, &runtime_config));
+                let result = std::panic::catch_unwind(|| launch(&etcd, &apiserver, &runtime_config, &listen));
                 let _ = sender.send(result);
                 loop {
                     std::thread::park();
@@ -243,9 +281,27 @@ impl RuntimeConfig {
     }
 }
 
-fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> ControlPlane {
+/// Where the API server listens and what it advertises.
+struct Listen {
+    bind: String,
+    advertise: std::net::Ipv4Addr,
+    /// A node's control plane: the `kubernetes` Service gets its endpoint (the advertised
+    /// address), and the API server can reach kubelets by their InternalIP.
+    node: bool,
+}
+
+impl Listen {
+    fn loopback() -> Self {
+        Self { bind: "127.0.0.1".into(), advertise: std::net::Ipv4Addr::LOCALHOST, node: false }
+    }
+}
+
+/// The `kubernetes` Service's cluster IP: the first address of `--service-cluster-ip-range`.
+pub const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
+
+fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig, listen: &Listen) -> ControlPlane {
     let dir = tempfile::Builder::new().prefix("trustmount-control-plane-").tempdir().expect("temp root").keep();
-    let pki = Pki::write(&dir);
+    let pki = Pki::write(&dir, &[listen.advertise.into(), KUBERNETES_SERVICE_IP.parse().unwrap()]);
 
     let etcd_client_port = free_port();
     let etcd_peer_port = free_port();
@@ -269,15 +325,16 @@ fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> Cont
     wait_for(&mut etcd_child, &dir.join("etcd.log"), "etcd", || http_get_ok(etcd_client_port, "/health"));
 
     let secure_port = free_port();
-    let server = format!("https://127.0.0.1:{secure_port}");
+    let server = format!("https://{}:{secure_port}", listen.advertise);
     let audit_log = dir.join("audit.log");
     std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY).unwrap();
     let apiserver_args: Vec<String> = vec![
         format!("--etcd-servers={etcd_url}"),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
-        // The `kubernetes` Service's endpoints may not be loopback, and nothing here needs them.
-        "--endpoint-reconciler-type=none".into(),
+        format!("--bind-address={}", listen.bind),
+        format!("--advertise-address={}", listen.advertise),
+        // The `kubernetes` Service's endpoints may not be loopback: without a node nothing
+        // needs them; a node's pods reach the API server through them.
+        format!("--endpoint-reconciler-type={}", if listen.node { "lease" } else { "none" }),
         format!("--secure-port={secure_port}"),
         format!("--cert-dir={}", dir.join("apiserver-certs").display()),
         format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -294,6 +351,11 @@ fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig) -> Cont
         "--profiling=false".into(),
         // As in kubeadm clusters: privileged pods (a CSI node plugin is one) are admitted.
         "--allow-privileged=true".into(),
+        // `kubectl logs`/`exec` on a node: the kubelet by its node IP, as the API server's
+        // kubelet client (the kubelet trusts this control plane's CA).
+        "--kubelet-preferred-address-types=InternalIP".into(),
+        format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+        format!("--kubelet-client-key={}", pki.admin_key.display()),
     ];
     let apiserver_log = dir.join("kube-apiserver.log");
     let mut apiserver_child = spawn_component(apiserver, &apiserver_args, &apiserver_log);
@@ -381,23 +443,27 @@ struct Pki {
 }
 
 impl Pki {
-    fn write(dir: &Path) -> Self {
+    /// `serving_ips`: the serving certificate's IP addresses besides 127.0.0.1.
+    fn write(dir: &Path, serving_ips: &[std::net::IpAddr]) -> Self {
         let write = |name: &str, contents: String| {
             let path = dir.join(name);
             std::fs::write(&path, contents).unwrap();
             path
         };
         let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.distinguished_name = name("trustmount test control plane CA", None);
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca_params = ca_params();
         let ca = ca_params.self_signed(&ca_key).unwrap();
+        // Kept, so node components get client certificates of this CA (`client_kubeconfig`).
+        write("ca.key", ca_key.serialize_pem());
         let issuer = Issuer::new(ca_params, ca_key);
 
         let serving_key = KeyPair::generate().unwrap();
         let mut serving = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         serving.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        for ip in serving_ips.iter().filter(|ip| !ip.is_loopback()) {
+            serving.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        serving.subject_alt_names.push(SanType::DnsName("kubernetes.default.svc".try_into().unwrap()));
         serving.distinguished_name = name("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &issuer).unwrap();
@@ -446,6 +512,14 @@ current-context: test
 ",
         ca = ca.display(),
     )
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = name("trustmount test control plane CA", None);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

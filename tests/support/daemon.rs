@@ -29,6 +29,10 @@ pub struct DaemonOptions {
     pub restart_in: Option<PathBuf>,
     /// Another build of the driver (a bench's baseline); this build's binary when `None`.
     pub binary: Option<PathBuf>,
+    /// A real kubelet's directory (`support::node`) instead of one in the daemon's own
+    /// directory; the CSI socket then goes where the kubelet looks for it,
+    /// `<kubelet dir>/plugins/<driver>/csi.sock`.
+    pub kubelet_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -42,6 +46,7 @@ impl Default for DaemonOptions {
             extra_args: vec![],
             restart_in: None,
             binary: None,
+            kubelet_dir: None,
         }
     }
 }
@@ -86,8 +91,14 @@ impl Daemon {
                 (Some(dir), root)
             }
         };
-        let socket = root.join("csi.sock");
-        let kubelet_dir = root.join("kubelet");
+        let (socket, kubelet_dir) = match &opts.kubelet_dir {
+            Some(kubelet_dir) => {
+                let driver = opts.driver_name.as_deref().unwrap_or("csi.trustmount.io");
+                (kubelet_dir.join("plugins").join(driver).join("csi.sock"), kubelet_dir.clone())
+            }
+            None => (root.join("csi.sock"), root.join("kubelet")),
+        };
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         let state_dir = root.join("state");
         std::fs::create_dir_all(&kubelet_dir).unwrap();
         let stderr_path = root.join("daemon.stderr");

@@ -13,6 +13,7 @@ pub mod images;
 // Only the benches measure (each its part).
 #[allow(dead_code)]
 pub mod measure;
+pub mod node;
 pub mod ns;
 pub mod objects;
 pub mod output;

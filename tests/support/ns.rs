@@ -26,18 +26,41 @@ macro_rules! in_private_mount_namespace {
     }};
 }
 
+/// [`in_private_mount_namespace!`] with a private network namespace too, for a test that runs a
+/// node (`node.rs`): its control plane, kubelet, containerd and pods have addresses of their own
+/// and reach nothing outside.
+#[macro_export]
+macro_rules! in_node_namespaces {
+    () => {{
+        fn marker() {}
+        let full = std::any::type_name_of_val(&marker);
+        let test_fn = full.strip_suffix("::marker").expect("type name ends with ::marker");
+        let test_fn = test_fn.trim_end_matches("::{{closure}}");
+        let test_name = test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest);
+        $crate::support::ns::reexec_in_namespaces(test_name, &["--mount", "--net"])
+    }};
+}
+
 pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
+    reexec_in_namespaces(test_name, &["--mount"])
+}
+
+/// Re-executes `test_name` under `unshare` with `namespaces` (`--mount`, `--net`), mounts
+/// private; true in the inner run.
+pub fn reexec_in_namespaces(test_name: &str, namespaces: &[&str]) -> bool {
     if std::env::var_os(INNER_MARKER).is_some() {
         return true;
     }
     let exe = std::env::current_exe().expect("test binary path");
     let mut command = Command::new("unshare");
-    // The inner run uses the outer run's control plane (if it started one) instead of its own.
-    if let Some(plane) = super::control_plane::ControlPlane::running() {
+    // The inner run uses the outer run's control plane (if it started one) instead of its own;
+    // not from another network namespace, where its address is not reachable.
+    if let Some(plane) = super::control_plane::ControlPlane::running().filter(|_| !namespaces.contains(&"--net")) {
         command.env(super::control_plane::ATTACH_ENV, &plane.dir);
     }
     let output = command
-        .args(["--mount", "--propagation", "private", "--"])
+        .args(namespaces)
+        .args(["--propagation", "private", "--"])
         .arg(exe)
         // `--include-ignored`: an ignored test run with `--ignored` is still found inside.
         .args([test_name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])

@@ -17,11 +17,16 @@ fn free_port() -> u16 {
 impl TlsServer {
     /// Serves `cert`/`key` on a free port of 127.0.0.1; returns once the port accepts.
     pub fn start(cert: &Path, key: &Path) -> Self {
+        Self::start_on("127.0.0.1", cert, key)
+    }
+
+    /// [`TlsServer::start`] on `host` (an address of this network namespace, e.g. a node's IP).
+    pub fn start_on(host: &str, cert: &Path, key: &Path) -> Self {
         let port = free_port();
         super::tools::require(&["openssl"]);
         let child = Command::new("openssl")
             .arg("s_server")
-            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .args(["-accept", &format!("{host}:{port}")])
             .arg("-cert")
             .arg(cert)
             .arg("-key")
@@ -29,7 +34,7 @@ impl TlsServer {
             .args(["-www", "-quiet"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn openssl s_server");
         let mut server = Self { child, port };
@@ -40,7 +45,7 @@ impl TlsServer {
                 if let Some(status) = server.child.try_wait().unwrap() {
                     panic!("openssl s_server exited early ({status})");
                 }
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                TcpStream::connect((host, port)).is_ok()
             },
         );
         server

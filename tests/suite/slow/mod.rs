@@ -8,6 +8,7 @@ mod docs;
 mod events;
 mod image;
 mod metrics;
+mod node;
 mod node_images;
 mod rbac;
 mod rotation_scale;
