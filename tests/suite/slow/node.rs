@@ -13,7 +13,7 @@ use crate::support::daemon::{Daemon, DaemonOptions};
 use crate::support::images;
 use crate::support::node::{KUBELET_DIR, NODE_IP, Node};
 use crate::support::tls::TlsServer;
-use crate::support::{block_on, deploy};
+use crate::support::{block_on, deploy, poll_until};
 
 fn pod(name: &str, command: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -115,5 +115,27 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
             termination_message(&without)
         );
         assert!(driver.stderr().contains("NodePublishVolume"), "the kubelet called the driver");
+
+        // Deleting the pod unpublishes: the kubelet removes the pod object only once its
+        // volumes are torn down, and then nothing of it is mounted or recorded.
+        let uid = with.metadata.uid.clone().unwrap();
+        pods.delete("with-volume", &Default::default()).await.unwrap();
+        let gone = poll_until(Duration::from_secs(120), Duration::from_millis(250), async || {
+            match pods.get_opt("with-volume").await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "the pod was not removed: {gone:?}\nkubelet:\n{}", node.log("kubelet"));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&uid), "a mount of the deleted pod is left:\n{mounts}");
+        let records: Vec<_> = std::fs::read_dir(driver.state_dir.join("volumes"))
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json" || ext == "pending"))
+            .collect();
+        assert!(records.is_empty(), "records left: {records:?}");
+        assert!(driver.stderr().contains("NodeUnpublishVolume"), "the kubelet unpublished through the driver");
     });
 }
