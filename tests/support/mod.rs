@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod containerd;
 pub mod control_plane;
 pub mod crds;
 pub mod daemon;

@@ -14,6 +14,12 @@ const INNER_MARKER: &str = "TRUSTMOUNT_TEST_IN_MOUNT_NS";
 /// job — running and checking the inner one — is then done).
 #[macro_export]
 macro_rules! in_private_mount_namespace {
+    () => {{ $crate::support::ns::reexec_in_namespaces($crate::this_test_name!(), &["--mount"]) }};
+}
+
+/// The calling test's name as libtest filters it (`slow::node::the_test`).
+#[macro_export]
+macro_rules! this_test_name {
     () => {{
         fn marker() {}
         let full = std::any::type_name_of_val(&marker);
@@ -21,8 +27,7 @@ macro_rules! in_private_mount_namespace {
         let test_fn = full.strip_suffix("::marker").expect("type name ends with ::marker");
         let test_fn = test_fn.trim_end_matches("::{{closure}}");
         // Test names as libtest sees them leave out the crate name.
-        let test_name = test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest);
-        $crate::support::ns::reexec_in_private_mount_namespace(test_name)
+        test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest)
     }};
 }
 
@@ -31,18 +36,7 @@ macro_rules! in_private_mount_namespace {
 /// and reach nothing outside.
 #[macro_export]
 macro_rules! in_node_namespaces {
-    () => {{
-        fn marker() {}
-        let full = std::any::type_name_of_val(&marker);
-        let test_fn = full.strip_suffix("::marker").expect("type name ends with ::marker");
-        let test_fn = test_fn.trim_end_matches("::{{closure}}");
-        let test_name = test_fn.split_once("::").map_or(test_fn, |(_, rest)| rest);
-        $crate::support::ns::reexec_in_namespaces(test_name, &["--mount", "--net"])
-    }};
-}
-
-pub fn reexec_in_private_mount_namespace(test_name: &str) -> bool {
-    reexec_in_namespaces(test_name, &["--mount"])
+    () => {{ $crate::support::ns::reexec_in_namespaces($crate::this_test_name!(), &["--mount", "--net"]) }};
 }
 
 /// Re-executes `test_name` under `unshare` with `namespaces` (`--mount`, `--net`), mounts

@@ -8,11 +8,12 @@
 //! checked by hand with two clones at different paths (README, "The image").
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use crate::support;
 use crate::support::certs::TestCa;
+use crate::support::containerd::Containerd;
 use crate::support::output::{assert_success, text};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -420,72 +421,6 @@ fn the_dockerfile_builds_what_the_script_builds() {
     assert!(dockerfile.contains(&format!("org.opencontainers.image.source=\"{REPOSITORY}\"")));
 }
 
-/// A containerd of the test's own: its root, state and socket in a temporary directory, in a
-/// private mount namespace of its own (unshare), so the rootfs mounts it and its shims make
-/// die with it.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#,
-            root = path.join("root").display(),
-            state = path.join("state").display(),
-            socket = path.join("containerd.sock").display(),
-        );
-        std::fs::write(path.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
-        let child = program("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(support::tools::which("containerd"))
-            .arg("--config")
-            .arg(path.join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| support::tools::spawn_failed("containerd".as_ref(), e));
-        let containerd = Self { child, dir };
-        // Up when it answers; the limit bounds a hang.
-        let up = support::poll_until_blocking(std::time::Duration::from_secs(60), support::wait::POLL, || {
-            if containerd.ctr(&["version"]).status.success() { Ok(()) } else { Err(()) }
-        });
-        assert!(up.is_ok(), "containerd did not start:\n{}", containerd.log());
-        containerd
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        program("ctr").arg("--address").arg(self.dir.path().join("containerd.sock")).args(args).output().unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn containerd_imports_the_archive_and_runs_the_image() {
     let built = built();
@@ -605,7 +540,7 @@ fn in_containerd_the_image_serves_in_cluster_against_the_real_api_server() {
     let id = "trustmount-image-serve";
     let mut serve = program("ctr")
         .arg("--address")
-        .arg(containerd.dir.path().join("containerd.sock"))
+        .arg(containerd.socket())
         .args(["run", "--rm", "--snapshotter", "native", "--privileged", "--net-host"])
         .args([
             "--env",

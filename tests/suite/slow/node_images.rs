@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::certs::TestCa;
+use crate::support::containerd::Containerd;
 use crate::support::images::{self, Image};
 use crate::support::output::{assert_success, text};
 use crate::support::tls::TlsServer;
@@ -26,73 +27,23 @@ fn program(name: &str) -> Command {
     command
 }
 
-/// A containerd of the test's own, stopped (with its shims and mounts) when dropped.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
 impl Containerd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#,
-            root = path.join("root").display(),
-            state = path.join("state").display(),
-            socket = path.join("containerd.sock").display(),
-        );
-        std::fs::write(path.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
-        let child = program("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(support::tools::which("containerd"))
-            .arg("--config")
-            .arg(path.join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| support::tools::spawn_failed("containerd".as_ref(), e));
-        let containerd = Self { child, dir };
-        let up = support::poll_until_blocking(Duration::from_secs(60), support::wait::POLL, || {
-            if containerd.ctr(&["version"]).status.success() { Ok(()) } else { Err(()) }
-        });
-        assert!(up.is_ok(), "containerd did not start:\n{}", containerd.log());
-        containerd
-    }
-
     /// `ctr` against this containerd, in the CRI's namespace.
-    fn command(&self) -> Command {
-        let mut command = program("ctr");
-        command.arg("--address").arg(self.dir.path().join("containerd.sock")).args(["--namespace", NAMESPACE]);
+    fn in_cri(&self) -> Command {
+        let mut command = self.command();
+        command.args(["--namespace", NAMESPACE]);
         command
     }
 
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    fn cri_ctr(&self, args: &[&str]) -> Output {
+        self.in_cri().args(args).output().unwrap()
     }
 
     /// Imports `image` as the node does and checks it is listed under its reference.
     fn import(&self, image: &Image) {
-        let imported = self.ctr(&["images", "import", image.archive.to_str().unwrap()]);
+        let imported = self.cri_ctr(&["images", "import", image.archive.to_str().unwrap()]);
         assert_success(&format!("ctr images import {}\n{}", image.archive.display(), self.log()), &imported);
-        let listed = self.ctr(&["images", "list", "--quiet"]);
+        let listed = self.cri_ctr(&["images", "list", "--quiet"]);
         assert_success("ctr images list", &listed);
         let names = text(&listed.stdout);
         assert!(
@@ -105,24 +56,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     /// `ctr run --rm` of `reference` with `args` (the image's own command when empty): the
     /// task's exit status and its output.
     fn run(&self, reference: &str, id: &str, options: &[&str], args: &[&str]) -> Output {
-        self.command().args(["run", "--rm"]).args(options).args([reference, id]).args(args).output().unwrap()
+        self.in_cri().args(["run", "--rm"]).args(options).args([reference, id]).args(args).output().unwrap()
     }
 
     /// The status `ctr task ls` gives the task `id` (RUNNING, STOPPED), if it is listed.
     fn task_status(&self, id: &str) -> Option<String> {
-        let listed = self.ctr(&["task", "ls"]);
+        let listed = self.cri_ctr(&["task", "ls"]);
         text(&listed.stdout)
             .lines()
             .map(|line| line.split_whitespace().collect::<Vec<_>>())
             .find(|fields| fields.first() == Some(&id))
             .and_then(|fields| fields.get(2).map(|status| (*status).to_owned()))
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -145,7 +89,7 @@ fn wait_with_limit(child: &mut Child, limit: Duration, what: &str) -> std::proce
 /// and returns how `ctr run` (which exits with the task's status) ended.
 fn pause_stopped_by(containerd: &Containerd, id: &str, signal: &str) -> std::process::ExitStatus {
     let mut run = containerd
-        .command()
+        .in_cri()
         .args(["run", "--rm", images::PAUSE, id])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -162,7 +106,7 @@ fn pause_stopped_by(containerd: &Containerd, id: &str, signal: &str) -> std::pro
     std::thread::sleep(Duration::from_millis(300));
     assert!(run.try_wait().unwrap().is_none(), "the pause container exited without a signal");
     assert_eq!(containerd.task_status(id).as_deref(), Some("RUNNING"));
-    assert_success(&format!("ctr task kill {signal}"), &containerd.ctr(&["task", "kill", "--signal", signal, id]));
+    assert_success(&format!("ctr task kill {signal}"), &containerd.cri_ctr(&["task", "kill", "--signal", signal, id]));
     wait_with_limit(&mut run, Duration::from_secs(30), &format!("the pause container after {signal}"))
 }
 
