@@ -116,8 +116,9 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
         );
         assert!(driver.stderr().contains("NodePublishVolume"), "the kubelet called the driver");
 
-        // Deleting the pod unpublishes: the kubelet removes the pod object only once its
-        // volumes are torn down, and then nothing of it is mounted or recorded.
+        // Deleting the pod unpublishes: the pod object goes, the kubelet calls NodeUnpublishVolume
+        // (the API object may go first: the driver's answer is what says the volume is torn
+        // down), and then nothing of it is mounted or recorded.
         let uid = with.metadata.uid.clone().unwrap();
         pods.delete("with-volume", &Default::default()).await.unwrap();
         let gone = poll_until(Duration::from_secs(120), Duration::from_millis(250), async || {
@@ -128,6 +129,13 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
         })
         .await;
         assert!(gone.is_ok(), "the pod was not removed: {gone:?}\nkubelet:\n{}", node.log("kubelet"));
+        let unpublished = poll_until(Duration::from_secs(60), Duration::from_millis(100), async || {
+            let answered =
+                driver.stderr().lines().any(|line| line.contains("NodeUnpublishVolume{") && line.contains("answered"));
+            if answered { Ok(()) } else { Err(()) }
+        })
+        .await;
+        assert!(unpublished.is_ok(), "the kubelet did not unpublish through the driver:\n{}", node.log("kubelet"));
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&uid), "a mount of the deleted pod is left:\n{mounts}");
         let records: Vec<_> = std::fs::read_dir(driver.state_dir.join("volumes"))
@@ -136,6 +144,5 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
             .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json" || ext == "pending"))
             .collect();
         assert!(records.is_empty(), "records left: {records:?}");
-        assert!(driver.stderr().contains("NodeUnpublishVolume"), "the kubelet unpublished through the driver");
     });
 }
