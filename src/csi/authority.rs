@@ -76,6 +76,11 @@ impl<S> LocalAuthority<S> {
         while self.input.len() >= FRAME_HEADER_LEN {
             let length =
                 usize::from(self.input[0]) << 16 | usize::from(self.input[1]) << 8 | usize::from(self.input[2]);
+            // Whole frames are buffered: one longer than any frame size a server here allows
+            // (h2's maximum is 16 MiB, tonic keeps the 16 KiB default) is not waited for.
+            if length > MAX_HEADER_BLOCK {
+                return Err(invalid("a frame over 1 MiB"));
+            }
             if self.input.len() < FRAME_HEADER_LEN + length {
                 break;
             }
