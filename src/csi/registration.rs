@@ -89,7 +89,7 @@ impl pb::registration_server::Registration for RegistrationService {
 
     /// The kubelet sends `plugin_registered: false` with its reason when it cannot use the
     /// driver (an endpoint it cannot dial, a version it does not speak, a `NodeGetInfo` that
-    /// failed); it retries on its own, so this only says so, once, at warn.
+    /// failed); it retries on its own with backoff, so each refusal is only said, at warn.
     #[instrument(name = "NotifyRegistrationStatus", skip_all)]
     async fn notify_registration_status(
         &self,

@@ -5,16 +5,13 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use futures::TryStreamExt as _;
+use futures::{FutureExt, TryStreamExt as _};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use tokio::net::UnixListener;
-
-use super::authority::LocalAuthority;
 use tokio_stream::wrappers::UnixListenerStream;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use futures::FutureExt;
-
+use super::authority::LocalAuthority;
 use super::{IdentityService, NodeService, RegistrationService};
 use crate::proto::csi::v1::{identity_server::IdentityServer, node_server::NodeServer};
 use crate::proto::pluginregistration::registration_server::RegistrationServer;
