@@ -298,6 +298,8 @@ impl Listen {
 
 /// The `kubernetes` Service's cluster IP: the first address of `--service-cluster-ip-range`.
 pub const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
+/// The `kubernetes` Service's port (pods get it as `KUBERNETES_SERVICE_PORT`).
+const KUBERNETES_SERVICE_PORT: u16 = 443;
 
 fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig, listen: &Listen) -> ControlPlane {
     let dir = tempfile::Builder::new().prefix("trustmount-control-plane-").tempdir().expect("temp root").keep();
@@ -324,7 +326,9 @@ fn launch(etcd: &Path, apiserver: &Path, runtime_config: &RuntimeConfig, listen:
     let mut janitors = vec![spawn_janitor(&dir, &[&etcd_child])];
     wait_for(&mut etcd_child, &dir.join("etcd.log"), "etcd", || http_get_ok(etcd_client_port, "/health"));
 
-    let secure_port = free_port();
+    // A node has no kube-proxy: it answers the `kubernetes` Service's cluster IP itself (an
+    // address of its own, `support::node`), so the API server listens on the Service's port.
+    let secure_port = if listen.node { KUBERNETES_SERVICE_PORT } else { free_port() };
     let server = format!("https://{}:{secure_port}", listen.advertise);
     let audit_log = dir.join("audit.log");
     std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY).unwrap();

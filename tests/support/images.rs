@@ -22,6 +22,8 @@ pub const PAUSE: &str = "registry.k8s.io/pause:3.6";
 pub const DEBIAN_TEST: &str = "trustmount.test/debian-test:1";
 /// The Debian test image with a JRE.
 pub const DEBIAN_TEST_JRE: &str = "trustmount.test/debian-test-jre:1";
+/// The driver's image as `deploy/image/build` names it, the chart's default image.
+pub const DRIVER: &str = concat!("ghcr.io/trustmount/trustmount:", env!("CARGO_PKG_VERSION"));
 
 /// A built image: its OCI archive (also a docker-save archive) and the name it imports as.
 pub struct Image {
@@ -49,6 +51,47 @@ pub fn debian_test() -> &'static Image {
 pub fn debian_test_jre() -> &'static Image {
     static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
     get(&BUILT, "debian-test-jre", DEBIAN_TEST_JRE)
+}
+
+/// The driver's own image, built from this checkout by `deploy/image/build` (a release build
+/// of its own target, then the assembly) into the test target's temp directory, once per run
+/// of the test binary. A test re-executed in its namespaces uses the archive its outer run
+/// built just before.
+pub fn driver() -> &'static Image {
+    static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image/node-driver");
+    let archive = out_dir.join(concat!("trustmount-", env!("CARGO_PKG_VERSION"), ".oci.tar"));
+    BUILT
+        .get_or_init(|| {
+            if !(super::ns::is_inner_run() && archive.is_file()) {
+                deploy_image_build(&out_dir)?;
+            }
+            Ok(Image { archive, reference: DRIVER })
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `deploy/image/build OUT_DIR` as a person runs it and returns the manifest digest it
+/// prints. Without what `cargo test` exports to tests (the cargo home and target directory
+/// stay): ring's build script watches CARGO_MANIFEST_DIR, and a change rebuilds the binary (to
+/// the same bytes).
+pub fn deploy_image_build(out_dir: &Path) -> Result<String, String> {
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+    let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/image/build"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|name| {
+            name == "CARGO" || (name.starts_with("CARGO_") && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&name))
+        }) {
+            command.env_remove(name);
+        }
+    }
+    let built =
+        command.arg(out_dir).stdin(Stdio::null()).output().map_err(|e| format!("run deploy/image/build: {e}"))?;
+    if !built.status.success() {
+        return Err(format!("deploy/image/build failed ({})\n{}", built.status, super::output::text(&built.stderr)));
+    }
+    Ok(super::output::text(&built.stdout).trim().to_owned())
 }
 
 fn get(cell: &'static OnceLock<Result<Image, String>>, image: &str, reference: &'static str) -> &'static Image {

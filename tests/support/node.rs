@@ -30,7 +30,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Node as NodeObject, Pod, ServiceAccount};
 use kube::Api;
 
-use super::control_plane::{ControlPlane, component};
+use super::control_plane::{ControlPlane, KUBERNETES_SERVICE_IP, component};
 use super::images::Image;
 use super::tools;
 
@@ -42,9 +42,14 @@ const POD_SUBNET: &str = "10.88.0.0/24";
 pub const NODE_NAME: &str = "trustmount-node";
 /// The paths the kubelet, containerd 1.6 and CNI write whatever they are told: a private
 /// directory is bound over each.
+/// The chart's state directory (`stateDir`) is one of them: the driver's pod writes there.
 const PRIVATE_PATHS: &[&str] =
-    &["/var/lib/kubelet", "/run/containerd", "/var/lib/cni", "/var/log/pods", "/var/log/containers"];
+    &["/var/lib/kubelet", "/run/containerd", "/var/lib/cni", "/var/log/pods", "/var/log/containers", STATE_DIR];
+/// The private paths a CSI node plugin's `Bidirectional` mounts need to be shared mounts.
+const SHARED_PATHS: &[&str] = &[KUBELET_DIR, STATE_DIR];
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
+/// The driver's state directory on the node when the chart runs it (its `stateDir`).
+pub const STATE_DIR: &str = "/var/lib/trustmount";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Node {
@@ -303,6 +308,73 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
         namespace
     }
 
+    /// The log of `container` of `pod` as the kubelet keeps it (`/var/log/pods`, private to
+    /// this node): its last 60 lines, for failure messages.
+    pub fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let meta = &pod.metadata;
+        let dir = Path::new("/var/log/pods")
+            .join(format!(
+                "{}_{}_{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+                meta.uid.as_deref().unwrap_or_default()
+            ))
+            .join(container);
+        let mut files: Vec<PathBuf> =
+            fs::read_dir(&dir).map(|entries| entries.flatten().map(|entry| entry.path()).collect()).unwrap_or_default();
+        files.sort();
+        let text: String = files.iter().map(|file| fs::read_to_string(file).unwrap_or_default()).collect();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Waits until a pod of `namespace` matching `selector` is Ready and returns it; panics with
+    /// the pods' status, their containers' logs and the kubelet's log otherwise.
+    pub async fn ready_pod(&self, namespace: &str, selector: &str, limit: Duration) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.plane.admin_client().await, namespace);
+        let listed = kube::api::ListParams::default().labels(selector);
+        let ready = super::poll_until(limit, Duration::from_millis(250), async || {
+            let found = pods.list(&listed).await.map_err(|e| e.to_string())?.items;
+            found
+                .iter()
+                .find(|pod| {
+                    let conditions = pod.status.as_ref().and_then(|status| status.conditions.as_ref());
+                    pod.metadata.deletion_timestamp.is_none()
+                        && conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .cloned()
+                .ok_or_else(|| format!("{:#?}", found.iter().map(|pod| &pod.status).collect::<Vec<_>>()))
+        })
+        .await;
+        match ready {
+            Ok(pod) => pod,
+            Err(status) => {
+                let found = pods.list(&listed).await.map(|list| list.items).unwrap_or_default();
+                let logs: Vec<String> = found
+                    .iter()
+                    .flat_map(|pod| {
+                        let containers = pod.spec.iter().flat_map(|spec| spec.containers.iter());
+                        containers
+                            .map(|c| {
+                                format!(
+                                    "{}/{}:\n{}",
+                                    pod.metadata.name.clone().unwrap_or_default(),
+                                    c.name,
+                                    self.container_log(pod, &c.name)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                panic!(
+                    "no pod {selector} in {namespace} was Ready within {limit:?}: {status}\n{}\nkubelet:\n{}",
+                    logs.join("\n"),
+                    self.log("kubelet")
+                )
+            }
+        }
+    }
+
     /// Waits until the pod `name` in `namespace` has ended (Succeeded or Failed) and returns
     /// it; panics with its status and the kubelet's log if it does not end in time.
     pub async fn finished_pod(&self, namespace: &str, name: &str, limit: Duration) -> Pod {
@@ -322,13 +394,16 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
     }
 }
 
-/// `lo` up and the veth pair with the node IP; a default route through the gateway end.
+/// `lo` up and the veth pair with the node IP; a default route through the gateway end. With no
+/// kube-proxy, `lo` also has the `kubernetes` Service's cluster IP, where the API server
+/// listens on the Service's port: pods (the driver's among them) reach it as in a cluster.
 fn network() {
     let ip = |args: &str| {
         let status = Command::new("ip").args(args.split(' ')).status().expect("run ip");
         assert!(status.success(), "ip {args} failed");
     };
     ip("link set lo up");
+    ip(&format!("addr add {KUBERNETES_SERVICE_IP}/32 dev lo"));
     ip("link add tm-node type veth peer name tm-gateway");
     ip(&format!("addr add {NODE_IP}/24 dev tm-node"));
     ip(&format!("addr add {GATEWAY}/24 dev tm-gateway"));
@@ -338,7 +413,7 @@ fn network() {
 }
 
 /// Binds a directory of `dir` over each of [`PRIVATE_PATHS`] (making the mount point when the
-/// host has none: returned, to remove at the end); `/var/lib/kubelet` is made a shared mount.
+/// host has none: returned, to remove at the end); [`SHARED_PATHS`] are made shared mounts.
 fn private_paths(dir: &Path) -> Vec<PathBuf> {
     let mut made = Vec::new();
     for path in PRIVATE_PATHS {
@@ -351,7 +426,9 @@ fn private_paths(dir: &Path) -> Vec<PathBuf> {
         fs::create_dir_all(&private).unwrap();
         mount(&["--bind", &private.display().to_string(), &path.display().to_string()]);
     }
-    mount(&["--make-rshared", KUBELET_DIR]);
+    for path in SHARED_PATHS {
+        mount(&["--make-rshared", path]);
+    }
     made
 }
 

@@ -39,10 +39,15 @@ macro_rules! in_node_namespaces {
     () => {{ $crate::support::ns::reexec_in_namespaces($crate::this_test_name!(), &["--mount", "--net"]) }};
 }
 
+/// Whether this process is the inner run of a re-executed test (inside its namespaces).
+pub fn is_inner_run() -> bool {
+    std::env::var_os(INNER_MARKER).is_some()
+}
+
 /// Re-executes `test_name` under `unshare` with `namespaces` (`--mount`, `--net`), mounts
 /// private; true in the inner run.
 pub fn reexec_in_namespaces(test_name: &str, namespaces: &[&str]) -> bool {
-    if std::env::var_os(INNER_MARKER).is_some() {
+    if is_inner_run() {
         return true;
     }
     let exe = std::env::current_exe().expect("test binary path");

@@ -79,23 +79,7 @@ fn build_into(name: &str) -> Result<Built, String> {
     let _ = std::fs::remove_dir_all(&base);
     let out_dir = base.join("out");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-    let mut command = Command::new(Path::new(ROOT).join("deploy/image/build"));
-    // Run as a person runs it, without what `cargo test` exports to tests (the cargo home and
-    // target directory stay): ring's build script
-    // watches CARGO_MANIFEST_DIR, and a change rebuilds the binary (to the same bytes).
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|name| {
-            name == "CARGO" || (name.starts_with("CARGO_") && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&name))
-        }) {
-            command.env_remove(name);
-        }
-    }
-    let built =
-        command.arg(&out_dir).stdin(Stdio::null()).output().map_err(|e| format!("run deploy/image/build: {e}"))?;
-    if !built.status.success() {
-        return Err(format!("deploy/image/build failed ({})\n{}", built.status, text(&built.stderr)));
-    }
-    let digest = text(&built.stdout).trim().to_owned();
+    let digest = support::images::deploy_image_build(&out_dir)?;
     let archive = out_dir.join(format!("trustmount-{VERSION}.oci.tar"));
     let listed: Vec<String> = std::fs::read_dir(&out_dir)
         .map_err(|e| e.to_string())?
