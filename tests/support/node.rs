@@ -50,6 +50,8 @@ const SHARED_PATHS: &[&str] = &[KUBELET_DIR, STATE_DIR];
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// The driver's state directory on the node when the chart runs it (its `stateDir`).
 pub const STATE_DIR: &str = "/var/lib/trustmount";
+/// The kubelet's default `healthzBindAddress` and `healthzPort`.
+const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Node {
@@ -58,6 +60,7 @@ pub struct Node {
     pub dir: PathBuf,
     pub containerd_socket: PathBuf,
     children: Vec<(&'static str, Child)>,
+    kubelet_args: Vec<String>,
     /// `/<name>`: the kubelet's cgroup root, in every cgroup v1 hierarchy.
     cgroup_root: String,
     /// Mount points this node made on the host (absent before), removed at the end.
@@ -86,6 +89,7 @@ impl Node {
             containerd_socket: dir.join("containerd/containerd.sock"),
             dir,
             children: Vec::new(),
+            kubelet_args: Vec::new(),
             cgroup_root,
             made_dirs,
             kernel_settings: KERNEL_SETTINGS
@@ -106,7 +110,12 @@ impl Node {
     }
 
     fn spawn(&mut self, name: &'static str, program: &Path, args: &[String]) {
-        let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("component log");
+        // Appended to: a component started again (the kubelet) keeps one log.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("component log");
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -249,7 +258,7 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
         );
         let config_path = self.dir.join("kubelet.yaml");
         fs::write(&config_path, config).unwrap();
-        let args = vec![
+        self.kubelet_args = vec![
             format!("--config={}", config_path.display()),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--hostname-override={NODE_NAME}"),
@@ -257,7 +266,26 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
             format!("--root-dir={KUBELET_DIR}"),
             "--v=2".into(),
         ];
-        self.spawn("kubelet", &component("kubelet"), &args);
+        self.spawn("kubelet", &component("kubelet"), &self.kubelet_args.clone());
+    }
+
+    /// Stops the kubelet (SIGTERM, as a service manager restarting it) and starts it again with
+    /// the same configuration; returns once the Node is Ready again. Pods keep running: the
+    /// kubelet finds them through containerd.
+    pub fn restart_kubelet(&mut self) {
+        let index = self.children.iter().position(|(name, _)| *name == "kubelet").expect("the kubelet runs");
+        let (_, mut kubelet) = self.children.remove(index);
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(kubelet.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = kubelet.wait();
+        self.spawn("kubelet", &component("kubelet"), &self.kubelet_args.clone());
+        // The Node stays Ready through a short restart: the new kubelet's own health says it runs.
+        self.wait("kubelet", || {
+            let healthz = Command::new("curl")
+                .args(["--silent", "--fail", "--max-time", "2", "--output", "/dev/null", KUBELET_HEALTHZ])
+                .status();
+            healthz.is_ok_and(|status| status.success())
+        });
     }
 
     /// Polls `ready` until it holds, or panics with the component's log once it exited or the
@@ -308,9 +336,9 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
         namespace
     }
 
-    /// The log of `container` of `pod` as the kubelet keeps it (`/var/log/pods`, private to
-    /// this node): its last 60 lines, for failure messages.
-    pub fn container_log(&self, pod: &Pod, container: &str) -> String {
+    /// What `container` of `pod` wrote, as the kubelet keeps it (`/var/log/pods`, private to
+    /// this node), every run of it in order, without the CRI log format's time and stream.
+    pub fn container_output(&self, pod: &Pod, container: &str) -> String {
         let meta = &pod.metadata;
         let dir = Path::new("/var/log/pods")
             .join(format!(
@@ -322,9 +350,24 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
             .join(container);
         let mut files: Vec<PathBuf> =
             fs::read_dir(&dir).map(|entries| entries.flatten().map(|entry| entry.path()).collect()).unwrap_or_default();
-        files.sort();
-        let text: String = files.iter().map(|file| fs::read_to_string(file).unwrap_or_default()).collect();
-        let lines: Vec<&str> = text.lines().collect();
+        // `<restart count>.log`.
+        files.sort_by_key(|file| file.file_stem().and_then(|stem| stem.to_str()?.parse::<u32>().ok()));
+        let mut output = String::new();
+        for file in files {
+            for line in fs::read_to_string(&file).unwrap_or_default().lines() {
+                // `<time> <stdout|stderr> <F|P> <text>`.
+                let text = line.splitn(4, ' ').nth(3).unwrap_or_default();
+                output.push_str(text);
+                output.push('\n');
+            }
+        }
+        output
+    }
+
+    /// The last 60 lines of [`Node::container_output`], for failure messages.
+    pub fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let output = self.container_output(pod, container);
+        let lines: Vec<&str> = output.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 

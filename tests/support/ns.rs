@@ -73,6 +73,9 @@ pub fn reexec_in_namespaces(test_name: &str, namespaces: &[&str]) -> bool {
         "{test_name} failed inside its mount namespace ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
+    // What the inner run reported (figures a test prints): shown with --nocapture, like the
+    // outer run's own output.
+    eprint!("{stderr}");
     // Guard against a filter typo silently running nothing.
     assert!(stdout.contains("1 passed"), "{test_name} did not run inside its mount namespace\n{stdout}");
     false

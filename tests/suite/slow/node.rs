@@ -352,3 +352,239 @@ async fn pods_of(admin: &kube::Client, namespace: &str, selector: &str) -> Vec<P
     let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
     pods.list(&kube::api::ListParams::default().labels(selector)).await.unwrap().items
 }
+
+/// A workload that reads its trust all the time: every 50 ms it loads
+/// `/etc/ssl/certs/ca-certificates.crt` as a TLS client's trust store and prints `BROKEN …` when
+/// that fails or holds fewer CAs than its first read (the bundle only grows in these tests), and
+/// `CHANGED <trust|plain> <unix time> <CAs or sha-256>` when the trustmount bundle or the plain
+/// ConfigMap volume's `/plain/ca.crt` changes.
+const WATCHER: &str = r#"
+import hashlib, ssl, time
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+first = None
+last = {}
+while True:
+    now = time.time()
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=BUNDLE)
+        cas = context.cert_store_stats()["x509_ca"]
+        first = first or cas
+        if cas < first:
+            print(f"BROKEN {now:.3f} {cas} CAs, first read {first}", flush=True)
+    except Exception as error:
+        cas = None
+        print(f"BROKEN {now:.3f} {error!r}", flush=True)
+    try:
+        plain = hashlib.sha256(open("/plain/ca.crt", "rb").read()).hexdigest()
+    except OSError as error:
+        plain = repr(error)
+    for name, seen in (("trust", cas), ("plain", plain)):
+        if seen is not None and last.get(name) != seen:
+            last[name] = seen
+            print(f"CHANGED {name} {now:.3f} {seen}", flush=True)
+    time.sleep(0.05)
+"#;
+
+/// A long-running [`WATCHER`] pod with a trustmount volume of ConfigMap `config_map` (plus
+/// the chart's extraPem and the system roots) at /etc/ssl/certs, and the same ConfigMap as a
+/// plain ConfigMap volume at /plain.
+fn watcher_pod(name: &str, config_map: &str) -> Pod {
+    let mut pod = serde_json::to_value(pod_with_volume(
+        name,
+        &format!("exec python3 -u -c '{WATCHER}'"),
+        serde_json::json!({"configMaps": config_map}),
+    ))
+    .unwrap();
+    pod["spec"]["restartPolicy"] = "Always".into();
+    pod["spec"]["terminationGracePeriodSeconds"] = 1.into();
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "plain", "configMap": {"name": config_map}}));
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "plain", "mountPath": "/plain", "readOnly": true}));
+    serde_json::from_value(pod).unwrap()
+}
+
+/// The watcher's `CHANGED` lines for `what`: (unix time, value).
+fn changes(output: &str, what: &str) -> Vec<(f64, String)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            (fields.next()? == "CHANGED" && fields.next()? == what)
+                .then(|| Some((fields.next()?.parse().ok()?, fields.next()?.to_owned())))?
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Polls the watcher's output until its trustmount bundle holds `cas` CAs; returns when it
+/// saw that (unix time).
+async fn trust_reaches(node: &Node, watcher: &Pod, cas: usize, what: &str) -> f64 {
+    let reached = poll_until(Duration::from_secs(60), Duration::from_millis(100), async || {
+        let output = node.container_output(watcher, "main");
+        let found = changes(&output, "trust").into_iter().find(|(_, seen)| seen == &cas.to_string());
+        found.map(|(at, _)| at).ok_or(())
+    })
+    .await;
+    reached.unwrap_or_else(|()| {
+        panic!(
+            "{what}: the workload's bundle never held {cas} CAs:\n{}\nkubelet:\n{}",
+            node.container_log(watcher, "main"),
+            node.log("kubelet")
+        )
+    })
+}
+
+/// The driver pod's metrics (`/metrics` on its pod IP, as Prometheus scrapes it): the value of
+/// the sample named `sample` (with its labels), 0 when absent.
+fn metric(driver: &Pod, sample: &str) -> f64 {
+    let scraped = http_get(driver, 9808, "/metrics");
+    let text = String::from_utf8_lossy(&scraped.stdout).into_owned();
+    assert!(text.ends_with("\n200"), "/metrics: {scraped:?}");
+    text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// [`Node::ready_pod`] for the driver's DaemonSet, waiting for a pod other than `previous`.
+async fn next_driver_pod(node: &Node, admin: &kube::Client, previous: &str) -> Pod {
+    let replaced = poll_until(Duration::from_secs(120), Duration::from_millis(250), async || {
+        let pods = pods_of(admin, DRIVER_NAMESPACE, DRIVER_PODS).await;
+        let others = pods.iter().any(|pod| pod.metadata.name.as_deref() != Some(previous));
+        if others && pods.len() == 1 { Ok(()) } else { Err(()) }
+    })
+    .await;
+    assert!(
+        replaced.is_ok(),
+        "the DaemonSet did not replace driver pod {previous}:\n{}",
+        node.log("kube-controller-manager")
+    );
+    node.ready_pod(DRIVER_NAMESPACE, DRIVER_PODS, Duration::from_secs(120)).await
+}
+
+#[test]
+fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_a_kubelet_restart() {
+    // Built (or found) before the node's network namespace, where no mirror is reachable.
+    images::debian_test();
+    images::driver();
+    if !in_node_namespaces!() {
+        return;
+    }
+    let mut node = Node::start(&[images::debian_test(), images::driver()]);
+    let dir = tempfile::tempdir().unwrap();
+    let org = TestCa::new(dir.path(), "Org CA");
+    let team: Vec<TestCa> = (0..5).map(|n| TestCa::new(dir.path(), &format!("Team CA {n}"))).collect();
+    let pem_of = |count: usize| team[..count].iter().map(|ca| ca.pem.as_str()).collect::<String>();
+    block_on(async {
+        let admin = node.plane.admin_client().await;
+        let mut driver = install_chart(&node, &org, &[]).await;
+        let namespace = node.namespace("node-life").await;
+        let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+        crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(1)).await;
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+        pods.create(&PostParams::default(), &watcher_pod("watcher", "team-ca")).await.unwrap();
+        let watcher = node.ready_pod(&namespace, "", Duration::from_secs(120)).await;
+        let first = poll_until(Duration::from_secs(30), Duration::from_millis(100), async || {
+            let trust = changes(&node.container_output(&watcher, "main"), "trust");
+            trust.first().map(|(_, cas)| cas.parse::<usize>().unwrap()).ok_or(())
+        })
+        .await
+        .unwrap_or_else(|()| panic!("the watcher printed nothing:\n{}", node.container_log(&watcher, "main")));
+        let publishes = |driver: &Pod| {
+            let ok = r#"{method="NodePublishVolume",grpc_code="OK"}"#;
+            (
+                metric(driver, &format!("trustmount_csi_request_duration_seconds_count{ok}")),
+                metric(driver, &format!("trustmount_csi_request_duration_seconds_sum{ok}")),
+            )
+        };
+        let (calls_before, seconds_before) = publishes(&driver);
+
+        // A rotation: the CA appended to the ConfigMap reaches the running pod through the
+        // driver's watch; the plain ConfigMap volume gets it at the kubelet's next sync of the pod.
+        let written = unix_now();
+        crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(2)).await;
+        let trusted = trust_reaches(&node, &watcher, first + 1, "the first rotation").await;
+        let plain_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(pem_of(2).as_bytes()));
+        let plain = poll_until(Duration::from_secs(180), Duration::from_millis(250), async || {
+            let plain = changes(&node.container_output(&watcher, "main"), "plain");
+            plain.into_iter().find(|(_, sha)| *sha == plain_sha).map(|(at, _)| at).ok_or(())
+        })
+        .await
+        .unwrap_or_else(|()| {
+            panic!("the plain ConfigMap volume never changed:\n{}", node.container_log(&watcher, "main"))
+        });
+        eprintln!(
+            "ConfigMap change → pod reads it: trustmount {:.0} ms, plain ConfigMap volume {:.0} ms",
+            (trusted - written) * 1000.0,
+            (plain - written) * 1000.0
+        );
+        // The kubelet republished the volume meanwhile (requiresRepublish: at each sync of the pod).
+        let (calls_after, seconds_after) = publishes(&driver);
+        let republished = calls_after - calls_before;
+        assert!(republished >= 1.0, "no NodePublishVolume from the kubelet in {:.0} s", unix_now() - written);
+        eprintln!(
+            "requiresRepublish: {republished} calls in {:.0} s, {:.2} ms each on average (the driver's metrics)",
+            unix_now() - written,
+            (seconds_after - seconds_before) / republished * 1000.0
+        );
+
+        // The driver's pod deleted: the DaemonSet's next one adopts the volume, and a later
+        // rotation reaches the workload through it.
+        let name = driver.metadata.name.clone().unwrap();
+        Api::<Pod>::namespaced(admin.clone(), DRIVER_NAMESPACE).delete(&name, &Default::default()).await.unwrap();
+        driver = next_driver_pod(&node, &admin, &name).await;
+        crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(3)).await;
+        trust_reaches(&node, &watcher, first + 2, "a rotation after the driver's pod was replaced").await;
+
+        // helm upgrade to changed values rolls the DaemonSet.
+        let name = driver.metadata.name.clone().unwrap();
+        let chart = deploy::chart();
+        let upgrade = [
+            "upgrade",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            DRIVER_NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "logLevel=debug",
+        ];
+        assert_success("helm upgrade", &deploy::run_tool("helm", Some(&node.plane), &upgrade));
+        driver = next_driver_pod(&node, &admin, &name).await;
+        crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(4)).await;
+        trust_reaches(&node, &watcher, first + 3, "a rotation after helm upgrade").await;
+
+        // The kubelet restarted: it registers the driver again, and a new pod gets its volume.
+        node.restart_kubelet();
+        crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(5)).await;
+        trust_reaches(&node, &watcher, first + 4, "a rotation after the kubelet restarted").await;
+        pods.create(
+            &PostParams::default(),
+            &pod_with_volume("after-restart", "test -s /etc/ssl/certs/ca-certificates.crt", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+        let done = node.finished_pod(&namespace, "after-restart", Duration::from_secs(120)).await;
+        assert_eq!(
+            exit_code(&done),
+            Some(0),
+            "{}\ndriver:\n{}",
+            termination_message(&done),
+            node.container_log(&driver, "trustmount")
+        );
+
+        // Not one read of the bundle failed, the whole time.
+        let output = node.container_output(&watcher, "main");
+        let broken: Vec<&str> = output.lines().filter(|line| line.starts_with("BROKEN")).collect();
+        assert!(broken.is_empty(), "the workload read a broken bundle:\n{}", broken.join("\n"));
+        let restarts =
+            pods.get("watcher").await.unwrap().status.and_then(|s| s.container_statuses).map(|c| c[0].restart_count);
+        assert_eq!(restarts, Some(0), "the workload restarted");
+    });
+}
