@@ -11,7 +11,7 @@ use crate::in_node_namespaces;
 use crate::support::certs::TestCa;
 use crate::support::daemon::{Daemon, DaemonOptions};
 use crate::support::images;
-use crate::support::node::{KUBELET_DIR, NODE_IP, NODE_NAME, Node};
+use crate::support::node::{KUBELET_DIR, NODE_IP, NODE_NAME, Node, STATE_DIR};
 use crate::support::output::assert_success;
 use crate::support::tls::TlsServer;
 use crate::support::{block_on, deploy, poll_until};
@@ -73,25 +73,6 @@ fn termination_message(pod: &Pod) -> String {
 fn exit_code(pod: &Pod) -> Option<i32> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     Some(statuses.first()?.state.as_ref()?.terminated.as_ref()?.exit_code)
-}
-
-#[test]
-fn the_node_runs_a_pod_of_the_test_image() {
-    // Built (or found) before the node's network namespace, where no mirror is reachable.
-    images::debian_test();
-    if !in_node_namespaces!() {
-        return;
-    }
-    let node = Node::start(&[images::debian_test()]);
-    block_on(async {
-        let namespace = node.namespace("node").await;
-        let pods: Api<Pod> = Api::namespaced(node.plane.admin_client().await, &namespace);
-        pods.create(&PostParams::default(), &pod("hello", "openssl version && ls -A /etc/ssl/certs | wc -l"))
-            .await
-            .unwrap();
-        let done = node.finished_pod(&namespace, "hello", Duration::from_secs(120)).await;
-        assert_eq!(exit_code(&done), Some(0), "{:?}", done.status);
-    });
 }
 
 #[test]
@@ -586,5 +567,159 @@ fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_
         let restarts =
             pods.get("watcher").await.unwrap().status.and_then(|s| s.container_statuses).map(|c| c[0].restart_count);
         assert_eq!(restarts, Some(0), "the workload restarted");
+    });
+}
+
+/// The pids of the driver's processes on this node (`/trustmount serve`, as its image runs it).
+fn driver_processes() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline.starts_with(b"/trustmount\0serve\0").then_some(pid)
+        })
+        .collect()
+}
+
+/// The driver's records left in its state directory on the node.
+fn records_on_node() -> Vec<std::path::PathBuf> {
+    let volumes = std::path::Path::new(STATE_DIR).join("volumes");
+    std::fs::read_dir(volumes)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "json" || ext == "pending"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn kubectl_apply_k_runs_the_driver_and_pods_survive_an_early_publish_a_killed_driver_and_a_kubelet_restart() {
+    // Built (or found) before the node's network namespace, where no mirror is reachable.
+    images::debian_test();
+    images::driver();
+    if !in_node_namespaces!() {
+        return;
+    }
+    let mut node = Node::start(&[images::debian_test(), images::driver()]);
+    block_on(async {
+        let admin = node.plane.admin_client().await;
+        let namespace = node.namespace("node-kustomize").await;
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+        let has_bundle = "test -s /etc/ssl/certs/ca-certificates.crt && ls /etc/ssl/certs/java/cacerts";
+
+        // A pod scheduled before the driver runs (a node booting): the kubelet finds no such
+        // CSI driver and retries, and the pod starts once the driver has registered.
+        pods.create(&PostParams::default(), &pod_with_volume("early", has_bundle, serde_json::json!({})))
+            .await
+            .unwrap();
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), &namespace);
+        let of_early = kube::api::ListParams::default().fields("involvedObject.name=early");
+        let unregistered = poll_until(Duration::from_secs(60), Duration::from_millis(250), async || {
+            let listed = events.list(&of_early).await.map_err(|e| e.to_string())?.items;
+            let messages: Vec<String> = listed.iter().filter_map(|e| e.message.clone()).collect();
+            let found = messages.iter().any(|m| m.contains("not found in the list of registered CSI drivers"));
+            if found { Ok(()) } else { Err(format!("{messages:?}")) }
+        })
+        .await;
+        assert!(unregistered.is_ok(), "the kubelet did not report the unregistered driver: {unregistered:?}");
+
+        let apply = ["apply", "--server-side", "-k", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes")];
+        assert_success("kubectl apply -k deploy/kubernetes", &deploy::run_tool("kubectl", Some(&node.plane), &apply));
+        let driver = node.ready_pod(DRIVER_NAMESPACE, DRIVER_PODS, Duration::from_secs(180)).await;
+        let early = node.finished_pod(&namespace, "early", Duration::from_secs(180)).await;
+        assert_eq!(
+            exit_code(&early),
+            Some(0),
+            "{}\ndriver:\n{}",
+            termination_message(&early),
+            node.container_log(&driver, "trustmount")
+        );
+
+        // The driver killed with SIGKILL: its sockets stay behind; the container restarted in
+        // the same pod replaces them, registers again, and serves a new pod.
+        let killed = driver_processes();
+        assert_eq!(killed.len(), 1, "one driver process: {killed:?}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(killed[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let socket = std::path::Path::new(KUBELET_DIR).join("plugins_registry/csi.trustmount.io-reg.sock");
+        assert!(socket.exists(), "a killed driver leaves its registration socket");
+        let restarted = poll_until(Duration::from_secs(120), Duration::from_millis(250), async || {
+            let pod = Api::<Pod>::namespaced(admin.clone(), DRIVER_NAMESPACE)
+                .get(driver.metadata.name.as_deref().unwrap())
+                .await
+                .map_err(|e| e.to_string())?;
+            let status =
+                pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first().cloned());
+            let running_again = status.as_ref().is_some_and(|s| s.restart_count >= 1 && s.ready);
+            if running_again { Ok(pod) } else { Err(format!("{status:?}")) }
+        })
+        .await;
+        let driver = restarted.unwrap_or_else(|status| {
+            panic!("the driver's container did not come back: {status}\nkubelet:\n{}", node.log("kubelet"))
+        });
+        pods.create(&PostParams::default(), &pod_with_volume("after-kill", has_bundle, serde_json::json!({})))
+            .await
+            .unwrap();
+        let after_kill = node.finished_pod(&namespace, "after-kill", Duration::from_secs(120)).await;
+        assert_eq!(
+            exit_code(&after_kill),
+            Some(0),
+            "{}\ndriver:\n{}",
+            termination_message(&after_kill),
+            node.container_log(&driver, "trustmount")
+        );
+
+        // The kubelet restarted while publishes are in flight: every pod gets its volume.
+        let names: Vec<String> = (0..4).map(|n| format!("in-flight-{n}")).collect();
+        for name in &names {
+            pods.create(&PostParams::default(), &pod_with_volume(name, has_bundle, serde_json::json!({})))
+                .await
+                .unwrap();
+        }
+        // At the first answer to one of them (the others are being published), the restart.
+        let first_answered = poll_until(Duration::from_secs(60), Duration::from_millis(20), async || {
+            let log = node.container_output(&driver, "trustmount");
+            if log.lines().any(|line| line.contains("in-flight-") && line.contains("answered")) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await;
+        assert!(first_answered.is_ok(), "no publish for the new pods:\n{}", node.container_log(&driver, "trustmount"));
+        node.restart_kubelet();
+        for name in &names {
+            let done = node.finished_pod(&namespace, name, Duration::from_secs(180)).await;
+            assert_eq!(
+                exit_code(&done),
+                Some(0),
+                "{name}: {}\ndriver:\n{}",
+                termination_message(&done),
+                node.container_log(&driver, "trustmount")
+            );
+        }
+
+        // Every pod deleted: nothing of theirs stays mounted or recorded.
+        let mut uids = Vec::new();
+        for name in names.iter().map(String::as_str).chain(["early", "after-kill"]) {
+            uids.push(pods.get(name).await.unwrap().metadata.uid.unwrap());
+            pods.delete(name, &Default::default()).await.unwrap();
+        }
+        let cleaned = poll_until(Duration::from_secs(120), Duration::from_millis(250), async || {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let mounted: Vec<&String> = uids.iter().filter(|uid| mounts.contains(uid.as_str())).collect();
+            let records = records_on_node();
+            if mounted.is_empty() && records.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("mounted: {mounted:?}, records: {records:?}"))
+            }
+        })
+        .await;
+        assert!(cleaned.is_ok(), "left after the pods were deleted: {cleaned:?}\nkubelet:\n{}", node.log("kubelet"));
     });
 }
