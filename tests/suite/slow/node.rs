@@ -520,8 +520,13 @@ fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_
         let name = driver.metadata.name.clone().unwrap();
         Api::<Pod>::namespaced(admin.clone(), DRIVER_NAMESPACE).delete(&name, &Default::default()).await.unwrap();
         driver = next_driver_pod(&node, &admin, &name).await;
+        let written = unix_now();
         crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(3)).await;
-        trust_reaches(&node, &watcher, first + 2, "a rotation after the driver's pod was replaced").await;
+        let trusted = trust_reaches(&node, &watcher, first + 2, "a rotation after the driver's pod was replaced").await;
+        eprintln!(
+            "a rotation after the driver's pod was replaced: the pod reads it {:.0} ms after the write",
+            (trusted - written) * 1000.0
+        );
 
         // helm upgrade to changed values rolls the DaemonSet.
         let name = driver.metadata.name.clone().unwrap();
@@ -538,13 +543,23 @@ fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_
         ];
         assert_success("helm upgrade", &deploy::run_tool("helm", Some(&node.plane), &upgrade));
         driver = next_driver_pod(&node, &admin, &name).await;
+        let written = unix_now();
         crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(4)).await;
-        trust_reaches(&node, &watcher, first + 3, "a rotation after helm upgrade").await;
+        let trusted = trust_reaches(&node, &watcher, first + 3, "a rotation after helm upgrade").await;
+        eprintln!(
+            "a rotation after helm upgrade: the pod reads it {:.0} ms after the write",
+            (trusted - written) * 1000.0
+        );
 
         // The kubelet restarted: it registers the driver again, and a new pod gets its volume.
         node.restart_kubelet();
+        let written = unix_now();
         crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(5)).await;
-        trust_reaches(&node, &watcher, first + 4, "a rotation after the kubelet restarted").await;
+        let trusted = trust_reaches(&node, &watcher, first + 4, "a rotation after the kubelet restarted").await;
+        eprintln!(
+            "a rotation after the kubelet restarted: the pod reads it {:.0} ms after the write",
+            (trusted - written) * 1000.0
+        );
         pods.create(
             &PostParams::default(),
             &pod_with_volume("after-restart", "test -s /etc/ssl/certs/ca-certificates.crt", serde_json::json!({})),
