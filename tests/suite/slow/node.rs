@@ -65,6 +65,35 @@ fn fetch(url: &str) -> String {
     format!("curl --silent --show-error --fail --max-time 10 {url} >/dev/null && echo fetched")
 }
 
+/// `Fetch.class` (`support::programs::FETCH_JAVA`: an HTTPS GET through the JVM's default
+/// trust store) compiled here for Java 17, the JRE of the test image, which has no compiler.
+fn fetch_class(dir: &std::path::Path) -> Vec<u8> {
+    let source = dir.join("Fetch.java");
+    std::fs::write(&source, crate::support::programs::FETCH_JAVA).unwrap();
+    let compiled = std::process::Command::new("javac").args(["--release", "17", "-d"]).arg(dir).arg(&source).output();
+    assert_success("javac Fetch.java", &compiled.expect("run javac"));
+    std::fs::read(dir.join("Fetch.class")).unwrap()
+}
+
+/// A pod of the JRE image running `Fetch` (from ConfigMap `fetch-java`, at /app) against `url`,
+/// with a trustmount volume of `attributes` at /etc/ssl/certs or without one.
+fn java_pod(name: &str, url: &str, attributes: Option<serde_json::Value>) -> Pod {
+    let command = format!("java -cp /app Fetch {url}");
+    let pod = match attributes {
+        Some(attributes) => pod_with_volume(name, &command, attributes),
+        None => pod(name, &command),
+    };
+    let mut pod = serde_json::to_value(pod).unwrap();
+    pod["spec"]["containers"][0]["image"] = images::DEBIAN_TEST_JRE.into();
+    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().cloned().unwrap_or_default();
+    pod["spec"]["volumes"] =
+        [volumes, vec![serde_json::json!({"name": "app", "configMap": {"name": "fetch-java"}})]].concat().into();
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        [mounts, vec![serde_json::json!({"name": "app", "mountPath": "/app", "readOnly": true})]].concat().into();
+    serde_json::from_value(pod).unwrap()
+}
+
 fn termination_message(pod: &Pod) -> String {
     let statuses = pod.status.as_ref().and_then(|status| status.container_statuses.clone()).unwrap_or_default();
     statuses.first().and_then(|status| status.state.as_ref()?.terminated.as_ref()?.message.clone()).unwrap_or_default()
@@ -106,6 +135,15 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
 
         let with = node.finished_pod(&namespace, "with-volume", Duration::from_secs(120)).await;
         assert_eq!(exit_code(&with), Some(0), "{}\ndriver:\n{}", termination_message(&with), driver.stderr());
+        let java = node.finished_pod(&namespace, "java", Duration::from_secs(120)).await;
+        assert_eq!(exit_code(&java), Some(0), "java: {}", termination_message(&java));
+        let java_without = node.finished_pod(&namespace, "java-without-volume", Duration::from_secs(120)).await;
+        assert_ne!(exit_code(&java_without), Some(0), "java trusted the server without the volume");
+        assert!(
+            termination_message(&java_without).contains("SSL") || termination_message(&java_without).contains("trust"),
+            "java failed for another reason than trust: {}",
+            termination_message(&java_without)
+        );
         let without = node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await;
         // The image trusts nothing: curl's 77 (no CA file to read) or 60 (not verified).
         assert!(
@@ -205,11 +243,12 @@ fn http_get(pod: &Pod, port: u16, path: &str) -> std::process::Output {
 fn helm_installs_the_chart_on_the_node_and_its_pod_serves_pods_every_source_kind() {
     // Built (or found) before the node's network namespace, where no mirror is reachable.
     images::debian_test();
+    images::debian_test_jre();
     images::driver();
     if !in_node_namespaces!() {
         return;
     }
-    let node = Node::start(&[images::debian_test(), images::driver()]);
+    let node = Node::start(&[images::debian_test(), images::debian_test_jre(), images::driver()]);
     // On the node's IP, which exists once the node does.
     let dir = tempfile::tempdir().unwrap();
     let org = Served::new(dir.path(), "Org");
@@ -286,6 +325,14 @@ fn helm_installs_the_chart_on_the_node_and_its_pod_serves_pods_every_source_kind
         pods.create(&PostParams::default(), &refused).await.unwrap();
         // The org CA's server from a pod without the volume: the image trusts nothing.
         pods.create(&PostParams::default(), &pod("without-volume", &fetch(&org.url()))).await.unwrap();
+        // Java through the volume's JKS store (/etc/ssl/certs/java/cacerts, the JRE's default),
+        // and without it (no store at all).
+        let class = fetch_class(dir.path());
+        let program = serde_json::json!({"metadata": {"name": "fetch-java"},
+            "binaryData": {"Fetch.class": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, class)}});
+        config_maps.create(&PostParams::default(), &object(program)).await.unwrap();
+        pods.create(&PostParams::default(), &java_pod("java", &org.url(), Some(serde_json::json!({})))).await.unwrap();
+        pods.create(&PostParams::default(), &java_pod("java-without-volume", &org.url(), None)).await.unwrap();
 
         for (name, ..) in &cases {
             let done = node.finished_pod(&namespace, name, Duration::from_secs(120)).await;
@@ -297,6 +344,15 @@ fn helm_installs_the_chart_on_the_node_and_its_pod_serves_pods_every_source_kind
                 node.container_log(&driver, "trustmount")
             );
         }
+        let java = node.finished_pod(&namespace, "java", Duration::from_secs(120)).await;
+        assert_eq!(exit_code(&java), Some(0), "java: {}", termination_message(&java));
+        let java_without = node.finished_pod(&namespace, "java-without-volume", Duration::from_secs(120)).await;
+        assert_ne!(exit_code(&java_without), Some(0), "java trusted the server without the volume");
+        assert!(
+            termination_message(&java_without).contains("SSL") || termination_message(&java_without).contains("trust"),
+            "java failed for another reason than trust: {}",
+            termination_message(&java_without)
+        );
         let without = node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await;
         assert!(
             matches!(exit_code(&without), Some(77 | 60)),
