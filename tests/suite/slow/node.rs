@@ -94,6 +94,12 @@ fn java_pod(name: &str, url: &str, attributes: Option<serde_json::Value>) -> Pod
     serde_json::from_value(pod).unwrap()
 }
 
+/// A [`fetch`] pod without the volume: the image trusts nothing, so curl ends with 77 (no CA
+/// file to read) or 60 (not verified).
+fn assert_curl_trusts_nothing(pod: &Pod) {
+    assert!(matches!(exit_code(pod), Some(77 | 60)), "{:?}: {}", exit_code(pod), termination_message(pod));
+}
+
 fn termination_message(pod: &Pod) -> String {
     let statuses = pod.status.as_ref().and_then(|status| status.container_statuses.clone()).unwrap_or_default();
     statuses.first().and_then(|status| status.state.as_ref()?.terminated.as_ref()?.message.clone()).unwrap_or_default()
@@ -135,23 +141,7 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
 
         let with = node.finished_pod(&namespace, "with-volume", Duration::from_secs(120)).await;
         assert_eq!(exit_code(&with), Some(0), "{}\ndriver:\n{}", termination_message(&with), driver.stderr());
-        let java = node.finished_pod(&namespace, "java", Duration::from_secs(120)).await;
-        assert_eq!(exit_code(&java), Some(0), "java: {}", termination_message(&java));
-        let java_without = node.finished_pod(&namespace, "java-without-volume", Duration::from_secs(120)).await;
-        assert_ne!(exit_code(&java_without), Some(0), "java trusted the server without the volume");
-        assert!(
-            termination_message(&java_without).contains("SSL") || termination_message(&java_without).contains("trust"),
-            "java failed for another reason than trust: {}",
-            termination_message(&java_without)
-        );
-        let without = node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await;
-        // The image trusts nothing: curl's 77 (no CA file to read) or 60 (not verified).
-        assert!(
-            matches!(exit_code(&without), Some(77 | 60)),
-            "{:?}: {}",
-            exit_code(&without),
-            termination_message(&without)
-        );
+        assert_curl_trusts_nothing(&node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await);
         assert!(driver.stderr().contains("NodePublishVolume"), "the kubelet called the driver");
 
         // Deleting the pod unpublishes: the pod object goes, the kubelet calls NodeUnpublishVolume
@@ -183,6 +173,12 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
             .collect();
         assert!(records.is_empty(), "records left: {records:?}");
     });
+}
+
+/// The driver's image and the Debian test image, built (or found) before the node's network
+/// namespace is entered, where no mirror is reachable.
+fn driver_and_test_images() -> Vec<&'static images::Image> {
+    vec![images::debian_test(), images::driver()]
 }
 
 /// A CA, and a TLS server on the node whose certificate it issued.
@@ -241,14 +237,12 @@ fn http_get(pod: &Pod, port: u16, path: &str) -> std::process::Output {
 
 #[test]
 fn helm_installs_the_chart_on_the_node_and_its_pod_serves_pods_every_source_kind() {
-    // Built (or found) before the node's network namespace, where no mirror is reachable.
-    images::debian_test();
-    images::debian_test_jre();
-    images::driver();
+    let mut images = driver_and_test_images();
+    images.push(images::debian_test_jre());
     if !in_node_namespaces!() {
         return;
     }
-    let node = Node::start(&[images::debian_test(), images::debian_test_jre(), images::driver()]);
+    let node = Node::start(&images);
     // On the node's IP, which exists once the node does.
     let dir = tempfile::tempdir().unwrap();
     let org = Served::new(dir.path(), "Org");
@@ -353,13 +347,7 @@ fn helm_installs_the_chart_on_the_node_and_its_pod_serves_pods_every_source_kind
             "java failed for another reason than trust: {}",
             termination_message(&java_without)
         );
-        let without = node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await;
-        assert!(
-            matches!(exit_code(&without), Some(77 | 60)),
-            "{:?}: {}",
-            exit_code(&without),
-            termination_message(&without)
-        );
+        assert_curl_trusts_nothing(&node.finished_pod(&namespace, "without-volume", Duration::from_secs(120)).await);
 
         let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), &namespace);
         let of_stranger = kube::api::ListParams::default().fields("involvedObject.name=stranger");
@@ -507,13 +495,11 @@ async fn next_driver_pod(node: &Node, admin: &kube::Client, previous: &str) -> P
 
 #[test]
 fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_a_kubelet_restart() {
-    // Built (or found) before the node's network namespace, where no mirror is reachable.
-    images::debian_test();
-    images::driver();
+    let images = driver_and_test_images();
     if !in_node_namespaces!() {
         return;
     }
-    let mut node = Node::start(&[images::debian_test(), images::driver()]);
+    let mut node = Node::start(&images);
     let dir = tempfile::tempdir().unwrap();
     let org = TestCa::new(dir.path(), "Org CA");
     let team: Vec<TestCa> = (0..5).map(|n| TestCa::new(dir.path(), &format!("Team CA {n}"))).collect();
@@ -670,13 +656,11 @@ fn records_on_node() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn kubectl_apply_k_runs_the_driver_and_pods_survive_an_early_publish_a_killed_driver_and_a_kubelet_restart() {
-    // Built (or found) before the node's network namespace, where no mirror is reachable.
-    images::debian_test();
-    images::driver();
+    let images = driver_and_test_images();
     if !in_node_namespaces!() {
         return;
     }
-    let mut node = Node::start(&[images::debian_test(), images::driver()]);
+    let mut node = Node::start(&images);
     block_on(async {
         let admin = node.plane.admin_client().await;
         let namespace = node.namespace("node-kustomize").await;
