@@ -16,9 +16,9 @@
 //! - No registry: images are imported (`support::images`), pods use `imagePullPolicy: Never`.
 //!
 //! Stopping ([`Drop`]) kills what runs in the node's cgroup root (the pods' processes), the
-//! containerd shims of this node's containerd, then the components; it removes the cgroups and
-//! the host directories it had to create as mount points. Mounts and links die with the
-//! namespaces.
+//! containerd shims of this node's containerd, then the components; it removes the cgroups and,
+//! when no other node runs, the host directories nodes had to create as mount points. Mounts
+//! and links die with the namespaces.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -63,8 +63,8 @@ pub struct Node {
     kubelet_args: Vec<String>,
     /// `/<name>`: the kubelet's cgroup root, in every cgroup v1 hierarchy.
     cgroup_root: String,
-    /// Mount points this node made on the host (absent before), removed at the end.
-    made_dirs: Vec<PathBuf>,
+    /// A shared lock on [`HOST_PATHS_LOCK`], held while this node runs.
+    host_paths: fs::File,
     /// [`KERNEL_SETTINGS`] as they were before the kubelet started.
     kernel_settings: Vec<(&'static str, String)>,
     _tmp: tempfile::TempDir,
@@ -80,7 +80,14 @@ impl Node {
         let tmp = tempfile::Builder::new().prefix("trustmount-node-").tempdir().expect("node dir");
         let dir = tmp.path().to_owned();
         network();
-        let made_dirs = private_paths(&dir);
+        let host_paths = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(HOST_PATHS_LOCK)
+            .expect("open the node tests' lock");
+        host_paths.lock_shared().expect("lock the node tests' mount points");
+        private_paths(&dir);
         let cgroup_root = format!("trustmount-node-{}", std::process::id());
         make_cgroup_root(&cgroup_root);
         let plane = ControlPlane::for_node(NODE_IP);
@@ -91,7 +98,7 @@ impl Node {
             children: Vec::new(),
             kubelet_args: Vec::new(),
             cgroup_root,
-            made_dirs,
+            host_paths,
             kernel_settings: KERNEL_SETTINGS
                 .iter()
                 .filter_map(|path| Some((*path, fs::read_to_string(path).ok()?.trim().to_owned())))
@@ -315,6 +322,24 @@ evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFr
         );
     }
 
+    /// The processes running in this node's pods (its cgroup root; not another node's).
+    pub fn pod_processes(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = cgroup_hierarchies()
+            .iter()
+            .flat_map(|hierarchy| cgroups_below(&hierarchy.join(&self.cgroup_root)))
+            .flat_map(|cgroup| {
+                fs::read_to_string(cgroup.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|pid| pid.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// A namespace of the test's own, once the controller manager has given it what pods need:
     /// its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap.
     pub async fn namespace(&self, prefix: &str) -> String {
@@ -455,15 +480,23 @@ fn network() {
     ip(&format!("route add default via {GATEWAY} dev tm-node"));
 }
 
+/// Node tests of any process hold this shared while their node runs; the last one to stop
+/// takes it exclusively and removes the mount points nodes made on the host ([`HOST_PATHS_MADE`]).
+/// Removing a directory detaches whatever is mounted on it in every other mount namespace, so
+/// a node that stops may not remove one while another node has its private directory there.
+const HOST_PATHS_LOCK: &str = "/run/trustmount-node-paths.lock";
+/// The mount points nodes made on the host (absent before), one per line.
+const HOST_PATHS_MADE: &str = "/run/trustmount-node-paths.made";
+
 /// Binds a directory of `dir` over each of [`PRIVATE_PATHS`] (making the mount point when the
-/// host has none: returned, to remove at the end); [`SHARED_PATHS`] are made shared mounts.
-fn private_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut made = Vec::new();
+/// host has none, and listing it in [`HOST_PATHS_MADE`]); [`SHARED_PATHS`] are made shared mounts.
+fn private_paths(dir: &Path) {
     for path in PRIVATE_PATHS {
         let path = Path::new(path);
         if !path.exists() {
             fs::create_dir_all(path).unwrap();
-            made.push(path.to_owned());
+            let mut made = fs::OpenOptions::new().create(true).append(true).open(HOST_PATHS_MADE).unwrap();
+            std::io::Write::write_all(&mut made, format!("{}\n", path.display()).as_bytes()).unwrap();
         }
         let private = dir.join("private").join(path.strip_prefix("/").unwrap());
         fs::create_dir_all(&private).unwrap();
@@ -472,7 +505,6 @@ fn private_paths(dir: &Path) -> Vec<PathBuf> {
     for path in SHARED_PATHS {
         mount(&["--make-rshared", path]);
     }
-    made
 }
 
 fn mount(args: &[&str]) {
@@ -566,21 +598,12 @@ impl Drop for Node {
             }
         }
         // The pods' processes, by cgroup (the pids hierarchy lists every task).
-        let hierarchies = cgroup_hierarchies();
         let _ = super::poll_until_blocking(Duration::from_secs(20), Duration::from_millis(100), || {
-            let mut left = 0;
-            for hierarchy in &hierarchies {
-                for cgroup in cgroups_below(&hierarchy.join(&self.cgroup_root)) {
-                    for pid in fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default().lines() {
-                        if let Ok(pid) = pid.trim().parse() {
-                            kill(pid);
-                            left += 1;
-                        }
-                    }
-                }
-            }
-            if left == 0 { Ok(()) } else { Err(()) }
+            let left = self.pod_processes();
+            left.iter().for_each(|pid| kill(*pid));
+            if left.is_empty() { Ok(()) } else { Err(()) }
         });
+        let hierarchies = cgroup_hierarchies();
         for pid in shims_of(&self.containerd_socket) {
             kill(pid);
         }
@@ -598,8 +621,12 @@ impl Drop for Node {
         for path in PRIVATE_PATHS {
             let _ = Command::new("umount").args(["--recursive", "--lazy", path]).status();
         }
-        for dir in &self.made_dirs {
-            let _ = fs::remove_dir(dir);
+        // The last node running removes what nodes made; the others leave it to that one.
+        if self.host_paths.try_lock().is_ok() {
+            for dir in fs::read_to_string(HOST_PATHS_MADE).unwrap_or_default().lines() {
+                let _ = fs::remove_dir(dir);
+            }
+            let _ = fs::remove_file(HOST_PATHS_MADE);
         }
         for (path, value) in &self.kernel_settings {
             let _ = fs::write(path, value);

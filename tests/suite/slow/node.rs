@@ -627,17 +627,13 @@ fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_
     });
 }
 
-/// The pids of the driver's processes on this node (`/trustmount serve`, as its image runs it).
-fn driver_processes() -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline.starts_with(b"/trustmount\0serve\0").then_some(pid)
-        })
-        .collect()
+/// The pids of the driver's processes on `node` (`/trustmount serve`, as its image runs it).
+fn driver_processes(node: &Node) -> Vec<i32> {
+    let is_driver = |pid: &i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.starts_with(b"/trustmount\0serve\0")
+    };
+    node.pod_processes().into_iter().filter(is_driver).collect()
 }
 
 /// The driver's records left in its state directory on the node.
@@ -697,7 +693,7 @@ fn kubectl_apply_k_runs_the_driver_and_pods_survive_an_early_publish_a_killed_dr
 
         // The driver killed with SIGKILL: its sockets stay behind; the container restarted in
         // the same pod replaces them, registers again, and serves a new pod.
-        let killed = driver_processes();
+        let killed = driver_processes(&node);
         assert_eq!(killed.len(), 1, "one driver process: {killed:?}");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(killed[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
         let socket = std::path::Path::new(KUBELET_DIR).join("plugins_registry/csi.trustmount.io-reg.sock");
