@@ -2,7 +2,8 @@
 //! registry, no Docker engine) and cached in `~/.cache/trustmount/images/` keyed by their
 //! inputs: the pod sandbox ([`pause`]), a Debian test image with curl, openssl, python3 and
 //! requests and no CA of its own ([`debian_test`]), and the same with a headless JRE
-//! ([`debian_test_jre`]). A test imports an archive with
+//! ([`debian_test_jre`]), and [`debian_test`] with RHEL's `/etc/ssl/certs` symlink
+//! ([`debian_test_pki`]). A test imports an archive with
 //! `ctr -n k8s.io images import <archive>` and names the image by its `reference`
 //! (`imagePullPolicy: Never` in a pod spec; the pause image as containerd's `sandbox_image`).
 //!
@@ -22,6 +23,8 @@ pub const PAUSE: &str = "registry.k8s.io/pause:3.6";
 pub const DEBIAN_TEST: &str = "trustmount.test/debian-test:1";
 /// The Debian test image with a JRE.
 pub const DEBIAN_TEST_JRE: &str = "trustmount.test/debian-test-jre:1";
+/// The Debian test image with /etc/ssl/certs a symlink to /etc/pki/tls/certs.
+pub const DEBIAN_TEST_PKI: &str = "trustmount.test/debian-test-pki:1";
 /// The driver's image as `deploy/image/build` names it, the chart's default image.
 pub const DRIVER: &str = concat!("ghcr.io/trustmount/trustmount:", env!("CARGO_PKG_VERSION"));
 
@@ -38,8 +41,8 @@ pub fn pause() -> &'static Image {
     get(&BUILT, "pause", PAUSE)
 }
 
-/// Debian 12 minbase with curl, openssl, python3 and python3-requests (whose certifi reads
-/// `/etc/ssl/certs/ca-certificates.crt`), no ca-certificates and an empty `/etc/ssl/certs`: it
+/// Debian 12 minbase with curl, openssl, python3, python3-requests (whose certifi reads
+/// `/etc/ssl/certs/ca-certificates.crt`), git and python3-boto3, no ca-certificates and an empty `/etc/ssl/certs`: it
 /// verifies no server unless a volume gives it roots. Command `/bin/bash`.
 pub fn debian_test() -> &'static Image {
     static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
@@ -51,6 +54,13 @@ pub fn debian_test() -> &'static Image {
 pub fn debian_test_jre() -> &'static Image {
     static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
     get(&BUILT, "debian-test-jre", DEBIAN_TEST_JRE)
+}
+
+/// [`debian_test`] laid out as RHEL and Fedora are: `/etc/ssl/certs` is the symlink
+/// `../pki/tls/certs` to an empty `/etc/pki/tls/certs`. Built from [`debian_test`]'s archive.
+pub fn debian_test_pki() -> &'static Image {
+    static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
+    get(&BUILT, "debian-test-pki", DEBIAN_TEST_PKI)
 }
 
 /// The driver's own image, built from this checkout by `deploy/image/build` (a release build
