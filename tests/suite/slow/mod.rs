@@ -10,6 +10,7 @@ mod image;
 mod metrics;
 mod node;
 mod node_images;
+mod node_recipes;
 mod rbac;
 mod rotation_scale;
 mod secret_sources;

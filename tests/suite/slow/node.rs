@@ -21,7 +21,7 @@ const RELEASE: &str = "trustmount";
 const DRIVER_NAMESPACE: &str = "trustmount";
 const DRIVER_PODS: &str = "app.kubernetes.io/name=trustmount";
 
-fn pod(name: &str, command: &str) -> Pod {
+pub(crate) fn pod(name: &str, command: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -41,7 +41,7 @@ fn pod(name: &str, command: &str) -> Pod {
 }
 
 /// [`pod`] with a trustmount inline volume (`attributes`) at /etc/ssl/certs.
-fn pod_with_volume(name: &str, command: &str, attributes: serde_json::Value) -> Pod {
+pub(crate) fn pod_with_volume(name: &str, command: &str, attributes: serde_json::Value) -> Pod {
     let mut pod = serde_json::to_value(pod(name, command)).unwrap();
     pod["spec"]["volumes"] = serde_json::json!([{
         "name": "trust",
@@ -100,12 +100,12 @@ fn assert_curl_trusts_nothing(pod: &Pod) {
     assert!(matches!(exit_code(pod), Some(77 | 60)), "{:?}: {}", exit_code(pod), termination_message(pod));
 }
 
-fn termination_message(pod: &Pod) -> String {
+pub(crate) fn termination_message(pod: &Pod) -> String {
     let statuses = pod.status.as_ref().and_then(|status| status.container_statuses.clone()).unwrap_or_default();
     statuses.first().and_then(|status| status.state.as_ref()?.terminated.as_ref()?.message.clone()).unwrap_or_default()
 }
 
-fn exit_code(pod: &Pod) -> Option<i32> {
+pub(crate) fn exit_code(pod: &Pod) -> Option<i32> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     Some(statuses.first()?.state.as_ref()?.terminated.as_ref()?.exit_code)
 }
@@ -182,31 +182,31 @@ fn driver_and_test_images() -> Vec<&'static images::Image> {
 }
 
 /// A CA, and a TLS server on the node whose certificate it issued.
-struct Served {
-    ca: TestCa,
+pub(crate) struct Served {
+    pub(crate) ca: TestCa,
     server: TlsServer,
 }
 
 impl Served {
-    fn new(dir: &std::path::Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &std::path::Path, name: &str) -> Self {
         let ca = TestCa::new(dir, &format!("{name} CA"));
         let leaf = ca.issue_server_for(dir, &format!("{name}-server"), &[&NODE_IP.to_string()]);
         let server = TlsServer::start_on(&NODE_IP.to_string(), &leaf.cert_path, &leaf.key_path);
         Served { ca, server }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://{NODE_IP}:{}/", self.server.port)
     }
 }
 
-fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+pub(crate) fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).unwrap()
 }
 
 /// `helm install` of the shipped chart into [`DRIVER_NAMESPACE`] (made first, with the org CA's
 /// ConfigMap `org-ca` the chart's `extraPem` names), then the driver's DaemonSet pod Ready.
-async fn install_chart(node: &Node, org_ca: &TestCa, values: &[&str]) -> Pod {
+pub(crate) async fn install_chart(node: &Node, org_ca: &TestCa, values: &[&str]) -> Pod {
     let admin = node.plane.admin_client().await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     namespaces
