@@ -59,9 +59,7 @@ func main() {
 fn documents(file: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| serde_yaml::from_value::<Value>(serde::Deserialize::deserialize(document).unwrap()).unwrap())
-        .collect()
+    crate::support::deploy::documents(&text)
 }
 
 /// A pod of the recipe `file`'s object `object` (a Deployment's template or a Pod) with only its
