@@ -65,8 +65,6 @@ pub struct Node {
     cgroup_root: String,
     /// A shared lock on [`HOST_PATHS_LOCK`], held while this node runs.
     host_paths: fs::File,
-    /// [`KERNEL_SETTINGS`] as they were before the kubelet started.
-    kernel_settings: Vec<(&'static str, String)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -86,6 +84,15 @@ impl Node {
             .write(true)
             .open(HOST_PATHS_LOCK)
             .expect("open the node tests' lock");
+        // The first node of those running at once saves the host's kernel settings (unless a
+        // node that died without stopping left them saved), then shares the lock.
+        if host_paths.try_lock().is_ok() && !Path::new(KERNEL_SETTINGS_SAVED).exists() {
+            let saved: String = KERNEL_SETTINGS
+                .iter()
+                .filter_map(|path| Some(format!("{path} {}\n", fs::read_to_string(path).ok()?.trim())))
+                .collect();
+            fs::write(KERNEL_SETTINGS_SAVED, saved).expect("save the host's kernel settings");
+        }
         host_paths.lock_shared().expect("lock the node tests' mount points");
         private_paths(&dir);
         let cgroup_root = format!("trustmount-node-{}", std::process::id());
@@ -99,10 +106,6 @@ impl Node {
             kubelet_args: Vec::new(),
             cgroup_root,
             host_paths,
-            kernel_settings: KERNEL_SETTINGS
-                .iter()
-                .filter_map(|path| Some((*path, fs::read_to_string(path).ok()?.trim().to_owned())))
-                .collect(),
             _tmp: tmp,
         };
         node.start_containerd();
@@ -485,6 +488,10 @@ fn network() {
 /// Removing a directory detaches whatever is mounted on it in every other mount namespace, so
 /// a node that stops may not remove one while another node has its private directory there.
 const HOST_PATHS_LOCK: &str = "/run/trustmount-node-paths.lock";
+/// [`KERNEL_SETTINGS`] as the host had them before the first of the nodes running at once
+/// started (`<path> <value>` lines); the last node to stop puts them back. A node that saved
+/// and restored its own would put back another running node's kubelet's values.
+const KERNEL_SETTINGS_SAVED: &str = "/run/trustmount-node-kernel-settings";
 /// The mount points nodes made on the host (absent before), one per line.
 const HOST_PATHS_MADE: &str = "/run/trustmount-node-paths.made";
 
@@ -627,9 +634,12 @@ impl Drop for Node {
                 let _ = fs::remove_dir(dir);
             }
             let _ = fs::remove_file(HOST_PATHS_MADE);
-        }
-        for (path, value) in &self.kernel_settings {
-            let _ = fs::write(path, value);
+            for line in fs::read_to_string(KERNEL_SETTINGS_SAVED).unwrap_or_default().lines() {
+                if let Some((path, value)) = line.split_once(' ') {
+                    let _ = fs::write(path, value);
+                }
+            }
+            let _ = fs::remove_file(KERNEL_SETTINGS_SAVED);
         }
     }
 }
