@@ -177,7 +177,7 @@ fn the_real_kubelet_publishes_the_volume_and_curl_in_the_pod_trusts_the_org_ca()
 
 /// The driver's image and the Debian test image, built (or found) before the node's network
 /// namespace is entered, where no mirror is reachable.
-fn driver_and_test_images() -> Vec<&'static images::Image> {
+pub(crate) fn driver_and_test_images() -> Vec<&'static images::Image> {
     vec![images::debian_test(), images::driver()]
 }
 

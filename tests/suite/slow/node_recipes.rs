@@ -14,7 +14,9 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use super::node::{Served, exit_code, install_chart, object, pod_with_volume, termination_message};
+use super::node::{
+    Served, driver_and_test_images, exit_code, install_chart, object, pod_with_volume, termination_message,
+};
 use crate::in_node_namespaces;
 use crate::support::block_on;
 use crate::support::certs::TestCa;
@@ -154,10 +156,8 @@ fn build_go_client(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_symlinked_etc_ssl_certs() {
-    // Built (or found) before the node's network namespace, where no mirror is reachable.
-    images::debian_test();
-    images::debian_test_pki();
-    images::driver();
+    let mut images = driver_and_test_images();
+    images.push(images::debian_test_pki());
     if !in_node_namespaces!() {
         return;
     }
@@ -166,7 +166,7 @@ fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_sym
     let go_dir = dir.path().join("go");
     std::fs::create_dir(&go_dir).unwrap();
     let go_client = build_go_client(&go_dir);
-    let node = Node::start(&[images::debian_test(), images::debian_test_pki(), images::driver()]);
+    let node = Node::start(&images);
     // The chart's extraPem: a CA no server here uses, so that only the recipes' sources can
     // make a server trusted.
     let org = TestCa::new(dir.path(), "Org CA");
