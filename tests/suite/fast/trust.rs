@@ -195,31 +195,6 @@ fn debian_python() -> &'static str {
     python
 }
 
-const FETCH_GO: &str = r#"
-package main
-
-import (
-	"fmt"
-	"net/http"
-	"os"
-	"time"
-)
-
-func main() {
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Get(os.Args[1])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	resp.Body.Close()
-	fmt.Println("HTTP", resp.StatusCode)
-	if resp.StatusCode != 200 {
-		os.Exit(1)
-	}
-}
-"#;
-
 const FETCH_NODE: &str = r#"
 require('https').get(process.argv[1], { timeout: 30000 }, (r) => {
   console.log('HTTP', r.statusCode);
@@ -261,27 +236,7 @@ fn build_programs(dir: &Path) -> Programs {
     let (ok, stdout, stderr) = run(Command::new("javac").arg("-d").arg(&java_dir).arg(&source));
     assert!(ok, "javac Fetch.java failed\n{stdout}{stderr}");
 
-    // Go's build cache lives in the target dir so a warm machine links in a second.
-    let go_dir = dir.join("go");
-    std::fs::create_dir_all(&go_dir).unwrap();
-    let source = go_dir.join("fetch.go");
-    std::fs::write(&source, FETCH_GO).unwrap();
-    let binary = go_dir.join("fetch");
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    // Found on the test's PATH: Go often lives outside the clean PATH given to the build.
-    let (ok, stdout, stderr) = run(Command::new(support::tools::which("go"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &tmp)
-        .env("GOCACHE", tmp.join("go-build"))
-        .env("GOPATH", tmp.join("gopath"))
-        .env("CGO_ENABLED", "0")
-        .current_dir(&go_dir)
-        .arg("build")
-        .arg("-o")
-        .arg(&binary)
-        .arg(&source));
-    assert!(ok, "go build fetch.go failed\n{stdout}{stderr}");
+    let binary = support::programs::build_fetch_go(&dir.join("go"));
 
     Programs { java_classpath: java_dir.to_str().unwrap().to_string(), go_binary: binary.to_str().unwrap().to_string() }
 }

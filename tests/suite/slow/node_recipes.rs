@@ -22,7 +22,6 @@ use crate::support::block_on;
 use crate::support::certs::TestCa;
 use crate::support::images;
 use crate::support::node::Node;
-use crate::support::output::assert_success;
 
 const DRIVER: &str = "csi.trustmount.io";
 
@@ -36,26 +35,6 @@ struct Case {
     command: String,
     env: Vec<(&'static str, String)>,
 }
-
-/// goofys's stand-in: Go's TLS client with the system roots (what the AWS SDK in goofys uses),
-/// built static so it runs in any image. Prints the status, or the error and exits 1.
-const GO_CLIENT: &str = r#"package main
-
-import (
-	"fmt"
-	"net/http"
-	"os"
-)
-
-func main() {
-	response, err := http.Get(os.Args[1])
-	if err != nil {
-		fmt.Println("error:", err)
-		os.Exit(1)
-	}
-	fmt.Println("status:", response.Status)
-}
-"#;
 
 /// The documents of `docs/recipes/<file>` (or another path of the repository), as JSON.
 fn documents(file: &str) -> Vec<Value> {
@@ -134,26 +113,6 @@ fn container_of(pod: &Pod) -> String {
     pod.spec.as_ref().unwrap().containers[0].name.clone()
 }
 
-/// Builds [`GO_CLIENT`] static into `dir` (Go of this machine, its stdlib only) and returns
-/// the binary's path.
-fn build_go_client(dir: &Path) -> std::path::PathBuf {
-    let source = dir.join("get.go");
-    std::fs::write(&source, GO_CLIENT).unwrap();
-    let binary = dir.join("get");
-    let built = std::process::Command::new("go")
-        .args(["build", "-trimpath", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .current_dir(dir)
-        .env("CGO_ENABLED", "0")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .output()
-        .expect("run go build");
-    assert_success("go build the Go client", &built);
-    binary
-}
-
 #[test]
 fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_symlinked_etc_ssl_certs() {
     let mut images = driver_and_test_images();
@@ -165,7 +124,7 @@ fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_sym
     // The Go client in a hostPath the goofys pod mounts (the node shares this mount namespace).
     let go_dir = dir.path().join("go");
     std::fs::create_dir(&go_dir).unwrap();
-    let go_client = build_go_client(&go_dir);
+    let go_client = crate::support::programs::build_fetch_go(&go_dir);
     let node = Node::start(&images);
     // The chart's extraPem: a CA no server here uses, so that only the recipes' sources can
     // make a server trusted.
@@ -194,7 +153,7 @@ fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_sym
         // git over HTTPS (libcurl): `git ls-remote` of a server that is no Git server fails
         // either way; what it fails on tells whether TLS verification passed.
         let git = "git ls-remote \"$GITSYNC_REPO\" 2>&1; echo \"git exited $?\"";
-        let goofys = format!("/opt/recipes/get {url}");
+        let goofys = format!("/opt/recipes/fetch {url}");
         // botocore over TLS with AWS_CA_BUNDLE: any answer of the server (an error of S3's
         // protocol: the server is no S3) means the TLS handshake verified.
         let boto3 = format!(
@@ -282,7 +241,7 @@ fn recipes_run_on_the_node_and_their_clients_trust_the_recipes_sources_and_a_sym
                 let verified = match *name {
                     // Past TLS: git read the server's answer (not a Git server's).
                     "git-sync" => output.contains("not valid: is this a git repository?"),
-                    "goofys" => output.contains("status: 200"),
+                    "goofys" => output.contains("HTTP 200"),
                     "boto3" => output.contains("answered"),
                     "requests" => output.contains("status: 200"),
                     _ => unreachable!(),
