@@ -92,8 +92,10 @@ fn serve_in(
     readiness.mark(Condition::StoreOpen);
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
     let _guard = runtime.enter();
-    let client =
-        runtime.block_on(mode.client()).context("configuring the Kubernetes client").map_err(Failure::Config)?;
+    let client = runtime
+        .block_on(mode.client(&args.node_id))
+        .context("configuring the Kubernetes client")
+        .map_err(Failure::Config)?;
     // Events go to the pods, written with the driver's identity.
     let events =
         client.as_ref().map_or_else(PodEvents::off, |client| PodEvents::new(client.driver.clone(), &args.node_id));

@@ -36,15 +36,15 @@ pub enum Error {
     #[error(transparent)]
     Attributes(#[from] domain::Error),
     #[error(
-        "the volume names cluster sources but the request carries no csi.storage.k8s.io/pod.namespace; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
+        "the volume names cluster sources but the request carries no {key}; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
     )]
-    NoPodInfo,
+    NoPodInfo { key: &'static str },
     #[error(
         "the volume names Secrets but the request carries no csi.storage.k8s.io/serviceAccount.name; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
     )]
     NoServiceAccount,
     #[error(
-        "the volume names Secrets, which trustmount reads only with the pod's own ServiceAccount token, but the kubelet passed none (csi.storage.k8s.io/serviceAccount.tokens); the driver's CSIDriver object must set tokenRequests (audience \"\"), and serviceAccountTokenInSecrets: true on Kubernetes >= 1.35"
+        "the volume names Secrets, which trustmount reads only with the pod's own ServiceAccount token, but the request's secrets carry none (csi.storage.k8s.io/serviceAccount.tokens); the driver's CSIDriver object must set tokenRequests (audience \"\") and serviceAccountTokenInSecrets: true (Kubernetes >= 1.35); a token in volumeAttributes is never used"
     )]
     NoToken,
     #[error(transparent)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Error, Result};
-use crate::domain::{self, SERVICE_ACCOUNT_TOKENS};
+use crate::domain::{self, SERVICE_ACCOUNT_TOKENS, echo};
 use crate::proto::csi::v1 as pb;
 use crate::sources::cluster::{self, PodToken};
 use crate::volume::Publication;
@@ -22,30 +22,40 @@ pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<(Publication
     check_capability(request.volume_capability.as_ref())?;
     let (spec, pod) = cluster::parse_attributes(&request.volume_context)?;
     // The namespace decides what a cluster source may read: it must come from the kubelet.
-    if spec.has_cluster_sources() && pod.namespace.is_empty() {
-        return Err(Error::NoPodInfo);
+    // The pod UID too, checked against the target path the kubelet chose: a pod author who
+    // writes pod info into volumeAttributes (passed untouched while podInfoOnMount is off)
+    // cannot know the UID the API server gives the pod, so a forged namespace fails here even
+    // before the CSIDriver watch says podInfoOnMount went off.
+    if spec.has_cluster_sources() {
+        if pod.namespace.is_empty() {
+            return Err(Error::NoPodInfo { key: domain::POD_NAMESPACE });
+        }
+        if pod.uid.is_empty() {
+            return Err(Error::NoPodInfo { key: domain::POD_UID });
+        }
     }
     if !pod.uid.is_empty() && pod_uid_of(&target) != Some(pod.uid.as_str()) {
-        return Err(Error::PodUidMismatch { uid: pod.uid, target: target.display().to_string() });
+        return Err(Error::PodUidMismatch { uid: pod.uid, target: echo::value(&target.display().to_string()) });
     }
     let token = if cluster::reads_as_pod(&spec) {
         // The ServiceAccount is part of the spec: it must come from the kubelet too.
         if pod.service_account.is_empty() {
             return Err(Error::NoServiceAccount);
         }
-        Some(pod_token(&request.secrets, &request.volume_context)?.ok_or(Error::NoToken)?)
+        Some(pod_token(&request.secrets)?.ok_or(Error::NoToken)?)
     } else {
         None
     };
     Ok((Publication { volume_id, target, readonly: request.readonly, spec, pod }, token))
 }
 
-/// The kubelet's `tokenRequests` token: in the request's `secrets` with
-/// `serviceAccountTokenInSecrets` (Kubernetes >= 1.35), else in `volume_context`. `secrets`
-/// wins: it is the channel meant for credentials (never logged by the CSI sidecars or the
-/// kubelet), and a malformed entry there is an error rather than a reason to look elsewhere.
-fn pod_token(secrets: &HashMap<String, String>, volume_context: &HashMap<String, String>) -> Result<Option<PodToken>> {
-    let Some(json) = secrets.get(SERVICE_ACCOUNT_TOKENS).or_else(|| volume_context.get(SERVICE_ACCOUNT_TOKENS)) else {
+/// The kubelet's `tokenRequests` token, from the request's `secrets` only (the CSIDriver's
+/// `serviceAccountTokenInSecrets: true`, Kubernetes >= 1.35): the channel meant for credentials,
+/// never logged by the kubelet or the CSI sidecars, and one a pod author cannot write into.
+/// The same key in `volume_context` is ignored: without `tokenRequests` the kubelet passes a
+/// pod author's attributes untouched, so a token pasted there would be used as the pod's.
+fn pod_token(secrets: &HashMap<String, String>) -> Result<Option<PodToken>> {
+    let Some(json) = secrets.get(SERVICE_ACCOUNT_TOKENS) else {
         return Ok(None);
     };
     Ok(PodToken::from_kubelet_json(json)?)
@@ -93,7 +103,7 @@ fn absolute_path(field: &'static str, value: String) -> Result<PathBuf> {
     let path = Path::new(&value);
     let lexically_clean = path.is_absolute() && !path.components().any(|c| matches!(c, Component::ParentDir));
     if !lexically_clean {
-        return Err(Error::BadPath { field, path: value });
+        return Err(Error::BadPath { field, path: echo::value(&value) });
     }
     Ok(PathBuf::from(value))
 }
@@ -105,7 +115,7 @@ fn check_capability(capability: Option<&pb::VolumeCapability>) -> Result<()> {
         Some(pb::volume_capability::AccessType::Block(_)) => return Err(Error::BlockAccess),
         Some(pb::volume_capability::AccessType::Mount(mount)) => {
             if !ACCEPTED_FS_TYPES.contains(&mount.fs_type.as_str()) {
-                return Err(Error::UnsupportedFsType(mount.fs_type.clone()));
+                return Err(Error::UnsupportedFsType(echo::value(&mount.fs_type)));
             }
             if !mount.mount_flags.is_empty() {
                 return Err(Error::MountFlags(mount.mount_flags.len()));
@@ -178,8 +188,15 @@ mod tests {
         let mut request = valid();
         request.volume_context.insert("configMaps".into(), "corp-ca".into());
         let error = publication(request.clone()).unwrap_err();
-        assert!(matches!(error, Error::NoPodInfo) && error.to_string().contains("podInfoOnMount"), "{error}");
+        assert!(matches!(error, Error::NoPodInfo { .. }) && error.to_string().contains("podInfoOnMount"), "{error}");
         request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), "shop".into());
+        // The namespace alone (as a pod author could write it) is not enough: the UID must be
+        // there, and be the target path's.
+        let error = publication(request.clone()).unwrap_err();
+        assert!(error.to_string().contains("csi.storage.k8s.io/pod.uid"), "{error}");
+        request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "forged".into());
+        assert!(matches!(publication(request.clone()), Err(Error::PodUidMismatch { .. })));
+        request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "u".into());
         assert!(publication(request).is_ok());
     }
 
@@ -187,6 +204,7 @@ mod tests {
         let mut request = valid();
         request.volume_context.insert("secrets".into(), "corp-ca-secret".into());
         request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), namespace.into());
+        request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "u".into());
         request.volume_context.insert("csi.storage.k8s.io/serviceAccount.name".into(), account.into());
         request
     }
@@ -200,16 +218,16 @@ mod tests {
     }
 
     #[test]
-    fn the_token_comes_from_secrets_first_then_the_volume_context() {
+    fn the_token_comes_from_secrets_only() {
         let mut request = with_secret("shop", "web");
+        // Pasted into the attributes (what a pod author can do): never used.
         request.volume_context.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-context"));
-        let (publication, token) = super::publication(request.clone()).unwrap();
-        assert_eq!(bearer(&token.unwrap()), "Bearer in-context");
-        assert_eq!(publication.spec.cluster.service_account, "web");
+        assert!(matches!(super::publication(request.clone()), Err(Error::NoToken)));
         request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-secrets"));
-        let (_, token) = super::publication(request.clone()).unwrap();
+        let (publication, token) = super::publication(request.clone()).unwrap();
         assert_eq!(bearer(&token.unwrap()), "Bearer in-secrets");
-        // A malformed entry in secrets is refused, not skipped for the volume context's.
+        assert_eq!(publication.spec.cluster.service_account, "web");
+        // A malformed entry in secrets is refused.
         request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), "{not json".into());
         assert!(matches!(super::publication(request), Err(Error::Token(_))));
     }
@@ -226,7 +244,7 @@ mod tests {
         let error = publication(no_account).unwrap_err();
         assert!(matches!(error, Error::NoServiceAccount) && error.to_string().contains("podInfoOnMount"), "{error}");
         let error = publication(with_secret("", "web")).unwrap_err();
-        assert!(matches!(error, Error::NoPodInfo), "{error}");
+        assert!(matches!(error, Error::NoPodInfo { .. }), "{error}");
     }
 
     #[test]

@@ -4,13 +4,15 @@
 use tonic::{Code, Status};
 
 use super::Error;
+use crate::domain::echo;
 use crate::sources::{self, cluster};
 use crate::volume;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = code_of(&error);
-        Status::new(code, error.to_string())
+        // Every echoed value is bounded where it is echoed; this bounds their sum.
+        Status::new(code, echo::cut(&error.to_string(), echo::MESSAGE_MAX))
     }
 }
 
@@ -30,7 +32,7 @@ fn code_of(error: &Error) -> Code {
         | Error::Token(_)
         | Error::Attributes(_) => Code::InvalidArgument,
         // The operator's CSIDriver object must change; the request itself is fine.
-        Error::NoPodInfo | Error::NoServiceAccount | Error::NoToken => Code::FailedPrecondition,
+        Error::NoPodInfo { .. } | Error::NoServiceAccount | Error::NoToken => Code::FailedPrecondition,
         Error::Node(crate::node::Error::Volume(error)) => volume_code(error),
         Error::Node(crate::node::Error::Sources(error)) => sources_code(error),
     }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::Error;
 use super::selector::LabelSelector;
+use super::{Error, echo};
 use crate::bundle::KindName;
 
 /// ConfigMap, Secret and ClusterTrustBundle names are DNS subdomains: at most 253 characters.
@@ -267,7 +267,7 @@ pub fn parse_signer(signer: (&str, &str), selector: Option<(&str, &str)>) -> Res
         None => LabelSelector::default(),
         Some((key, text)) => LabelSelector::parse(text).map_err(|reason| Error::LabelSelector {
             key: key.to_owned(),
-            value: text.to_owned(),
+            value: echo::value(text),
             reason,
         })?,
     };
@@ -286,8 +286,8 @@ fn check_name(key: &str, value: &str, name: &str, what: &str, also: &[u8]) -> Re
     if let Some((namespace, _)) = name.split_once('/') {
         return Err(Error::OtherNamespace {
             key: key.to_owned(),
-            value: value.to_owned(),
-            namespace: namespace.to_owned(),
+            value: echo::value(value),
+            namespace: echo::value(namespace),
         });
     }
     let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.') || also.contains(&b);
@@ -300,10 +300,14 @@ fn check_name(key: &str, value: &str, name: &str, what: &str, also: &[u8]) -> Re
     if valid {
         Ok(())
     } else {
-        Err(invalid(key, value, format!("{name:?} is not {what}: lowercase letters, digits, '-' and '.'")))
+        Err(invalid(
+            key,
+            value,
+            format!("{:?} is not {what}: lowercase letters, digits, '-' and '.'", echo::value(name)),
+        ))
     }
 }
 
 fn invalid(key: &str, value: &str, expected: impl Into<String>) -> Error {
-    Error::InvalidValue { key: key.to_owned(), value: value.to_owned(), expected: expected.into() }
+    Error::InvalidValue { key: key.to_owned(), value: echo::value(value), expected: expected.into() }
 }

@@ -9,8 +9,10 @@
 //!   attributes implement ([`KindAttributes`]).
 //! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
 //! - [`SourceKind`]: the kinds of certificate source.
+//! - [`echo`]: input echoed back in messages, bounded.
 
 mod cluster;
+pub mod echo;
 mod selector;
 mod source_kind;
 
@@ -145,10 +147,12 @@ impl VolumeSpec {
                 ATTR_EXPIRED => spec.keep_expired = parse_choice(key, value, &[false, true], expired_name)?,
                 ATTR_OPTIONAL => spec.cluster.optional = parse_bool(key, value)?,
                 ATTR_DEFAULTS => spec.cluster.defaults = parse_bool(key, value)?,
-                POD_NAME => pod.name = value.to_owned(),
-                POD_NAMESPACE => pod.namespace = value.to_owned(),
-                POD_UID => pod.uid = value.to_owned(),
-                SERVICE_ACCOUNT => pod.service_account = value.to_owned(),
+                // The kubelet's pod info reaches request URLs, records and messages: a value
+                // Kubernetes itself could not have set is refused before it goes anywhere.
+                POD_NAME => pod.name = kubelet_name(key, value, NameRule::Subdomain)?,
+                POD_NAMESPACE => pod.namespace = kubelet_name(key, value, NameRule::Label)?,
+                POD_UID => pod.uid = kubelet_name(key, value, NameRule::Uid)?,
+                SERVICE_ACCOUNT => pod.service_account = kubelet_name(key, value, NameRule::Subdomain)?,
                 EPHEMERAL => pod.ephemeral = parse_bool(key, value)?,
                 // The token is a credential for this call, not content: the caller takes it
                 // from the request (never from here), and it never reaches the spec.
@@ -167,7 +171,7 @@ impl VolumeSpec {
                             .chain(kinds.iter().flat_map(|kind| kind.attributes().iter().copied()))
                             .chain(CLUSTER_ATTRIBUTES.iter().copied())
                             .collect();
-                        return Err(Error::UnknownAttribute { key: other.to_owned(), accepted: accepted.join(", ") });
+                        return Err(Error::UnknownAttribute { key: echo::value(other), accepted: accepted.join(", ") });
                     }
                 },
             }
@@ -359,6 +363,48 @@ impl Default for VolumeSpec {
     }
 }
 
+/// How Kubernetes names what the kubelet's pod info carries.
+#[derive(Clone, Copy)]
+enum NameRule {
+    /// A DNS label (RFC 1123): namespaces.
+    Label,
+    /// A DNS subdomain (RFC 1123): pods, ServiceAccounts.
+    Subdomain,
+    /// An object UID: a UUID from the API server, or a static pod's hex hash.
+    Uid,
+}
+
+/// `value` when it is a name Kubernetes could have given under `rule` (empty: not given).
+fn kubelet_name(key: &str, value: &str, rule: NameRule) -> Result<String, Error> {
+    let bytes = value.as_bytes();
+    let alphanumeric_ends = || {
+        bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let lower = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let (valid, expected) = match rule {
+        NameRule::Label => (
+            bytes.len() <= 63 && bytes.iter().all(lower) && alphanumeric_ends(),
+            "a namespace name (a DNS label: at most 63 lowercase letters, digits and '-')",
+        ),
+        NameRule::Subdomain => (
+            bytes.len() <= 253
+                && bytes.iter().all(|b| lower(b) || *b == b'.')
+                && value.split('.').all(|part| !part.is_empty() && !part.starts_with('-') && !part.ends_with('-')),
+            "an object name (a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.')",
+        ),
+        NameRule::Uid => (
+            bytes.len() <= 64 && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'),
+            "a pod UID (at most 64 letters, digits and '-')",
+        ),
+    };
+    if value.is_empty() || valid {
+        Ok(value.to_owned())
+    } else {
+        Err(Error::InvalidValue { key: key.to_owned(), value: echo::value(value), expected: expected.to_owned() })
+    }
+}
+
 fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
     parse_choice(key, value, &[true, false], |b| if b { "true" } else { "false" })
 }
@@ -371,7 +417,7 @@ fn expired_name(keep: bool) -> &'static str {
 fn parse_choice<T: Copy>(key: &str, value: &str, choices: &[T], name: fn(T) -> &'static str) -> Result<T, Error> {
     choices.iter().copied().find(|c| name(*c) == value).ok_or_else(|| Error::InvalidValue {
         key: key.to_owned(),
-        value: value.to_owned(),
+        value: echo::value(value),
         expected: choices.iter().map(|c| format!("{:?}", name(*c))).collect::<Vec<_>>().join(" or "),
     })
 }
@@ -514,5 +560,38 @@ mod tests {
         let unknown = parse(&[("bundle", "org")]).unwrap_err().to_string();
         assert!(unknown.contains("bundles") && unknown.contains("systemRoots"), "{unknown}");
         assert!(self::parse(&attrs(&[("bundles", "org")])).is_err(), "a kind not given is unknown");
+    }
+
+    #[test]
+    fn pod_info_kubernetes_could_not_have_set_is_refused_and_echoed_bounded() {
+        let parse = |key: &str, value: &str| VolumeSpec::from_attributes(&attrs(&[(key, value)]), &[]);
+        for (key, good) in [
+            (POD_NAMESPACE, "team-b"),
+            (POD_NAME, "web-0.shard"),
+            (SERVICE_ACCOUNT, "reader"),
+            (POD_UID, "0b5f4a4e-7d52-4a0e-9c1b-7f2b1d9f3c11"),
+            (POD_UID, "6d0d3c5e0b8f1f3a9e2d7c4b1a0f9e8d"),
+        ] {
+            assert!(parse(key, good).is_ok(), "{key}={good}");
+        }
+        let injected = "team-b?labelSelector=x";
+        for (key, bad) in [
+            (POD_NAMESPACE, injected),
+            (POD_NAMESPACE, "team-b/configmaps"),
+            (POD_NAMESPACE, "Team"),
+            (POD_NAMESPACE, &"a".repeat(64)),
+            (SERVICE_ACCOUNT, "../default"),
+            (POD_NAME, "web..0"),
+            (POD_UID, "u/../../x"),
+        ] {
+            let error = parse(key, bad).unwrap_err();
+            assert!(matches!(&error, Error::InvalidValue { key: k, .. } if k == key), "{key}={bad}: {error}");
+        }
+        let huge = "x".repeat(1 << 20);
+        let message = parse(POD_NAMESPACE, &huge).unwrap_err().to_string();
+        assert!(message.len() < 600, "a megabyte value is echoed bounded: {} bytes", message.len());
+        assert!(message.contains("1048576 bytes in all"), "{message}");
+        let message = parse(&huge, "x").unwrap_err().to_string();
+        assert!(message.len() < 1000, "an unknown key too: {} bytes", message.len());
     }
 }

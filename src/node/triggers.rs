@@ -18,6 +18,8 @@ use crate::sources::cluster::Change;
 const SETTLE: Duration = Duration::from_millis(200);
 /// Watch events come in bursts too (an apply touching several objects); one pass for a burst.
 const CLUSTER_SETTLE: Duration = Duration::from_millis(50);
+/// How long the pass after cluster sources became allowed waits for the caches it renders from.
+const ALLOWED_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 impl Rotation {
     /// Runs for the life of the driver: the adopted specs' cluster caches (then `readiness`
@@ -52,6 +54,12 @@ impl Rotation {
                         while let Ok(change) = receiver.try_recv() {
                             burst.push(change);
                         }
+                    }
+                    if burst.contains(&Change::ClusterSourcesAllowed) {
+                        // The caches of specs rendered without cluster sources may still be on
+                        // their first list (their watches backed off while not allowed).
+                        let specs = self.store.live_specs();
+                        let _ = tokio::time::timeout(ALLOWED_SYNC_WAIT, self.sources.synced(&specs)).await;
                     }
                     let trigger = cluster_trigger(&burst, seen);
                     self.refresh_where(trigger, |spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;

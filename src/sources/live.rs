@@ -112,18 +112,12 @@ impl Sources {
     }
 
     /// For a spec with cluster sources: holds their watches (starting new ones) and waits for
-    /// their first lists, bounded. `None` for a spec of local sources only. A spec naming
-    /// cluster sources while they are not allowed reads the CSIDriver again first.
+    /// their first lists, bounded. `None` for a spec of local sources only.
     ///
     /// # Errors
     /// A standalone driver, cluster sources not allowed, or a first list that does not complete
     /// in time.
     pub async fn hold(&self, spec: &VolumeSpec) -> Result<Option<Hold>> {
-        if let ClusterAccess::Connected(cluster) = &self.cluster
-            && spec.has_cluster_sources()
-        {
-            cluster.recheck_pod_info().await;
-        }
         match self.cluster(spec)? {
             Some(cluster) => Ok(Some(cluster.hold(spec).await?)),
             None => Ok(None),

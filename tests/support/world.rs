@@ -320,14 +320,15 @@ async fn csidriver_only_identity(
         api_groups: Some(vec!["storage.k8s.io".into()]),
         resources: Some(vec!["csidrivers".into()]),
         resource_names: Some(vec![SHIPPED_DRIVER.into()]),
-        verbs: vec!["get".into()],
+        verbs: vec!["list".into(), "watch".into()],
         ..Default::default()
     }]);
     Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
     let identity = deploy::bound_identity(plane, admin, namespace, ACCOUNT, &role_name, dir).await;
     let as_driver = Api::<CSIDriver>::all(plane.token_client(&identity.token));
     super::eventually("the CSIDriver-only binding takes effect", PROPAGATION_LIMIT, async || {
-        as_driver.get(SHIPPED_DRIVER).await.is_ok()
+        let by_name = kube::api::ListParams::default().fields(&format!("metadata.name={SHIPPED_DRIVER}"));
+        as_driver.list(&by_name).await.is_ok()
     })
     .await;
     identity

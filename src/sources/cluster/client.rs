@@ -29,10 +29,12 @@ impl Mode {
     }
 
     /// The clients this mode gives; `None` when standalone. Reads files only (no request).
+    /// Every request they send says `trustmount/<version> (<node>)`, so an API server's audit
+    /// log and API Priority and Fairness tell which driver, on which node, sent it.
     ///
     /// # Errors
     /// An unreadable or invalid kubeconfig, or in-cluster files missing.
-    pub async fn client(&self) -> Result<Option<Clients>> {
+    pub async fn client(&self, node: &str) -> Result<Option<Clients>> {
         let config = match self {
             Self::Standalone { .. } => return Ok(None),
             Self::Kubeconfig(path) => {
@@ -48,6 +50,8 @@ impl Mode {
                 reason: e.to_string(),
             })?,
         };
+        let mut config = config;
+        config.headers.push((http::header::USER_AGENT, user_agent(node)));
         let as_pod = build(without_identity(&config))
             .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
         let driver = build(config)
@@ -108,10 +112,19 @@ fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
     Ok(kube::Client::new(service, config.default_namespace))
 }
 
+/// `trustmount/<version> (<node>)`; a node name that cannot be a header value (never one
+/// Kubernetes gives) is left out.
+fn user_agent(node: &str) -> http::HeaderValue {
+    let version = env!("CARGO_PKG_VERSION");
+    http::HeaderValue::from_str(&format!("trustmount/{version} ({node})"))
+        .unwrap_or_else(|_| http::HeaderValue::from_str(&format!("trustmount/{version}")).expect("ASCII"))
+}
+
+/// Keeps the User-Agent: it says which driver asks, not as whom.
 fn without_identity(config: &kube::Config) -> kube::Config {
     let mut config = config.clone();
     config.auth_info = kube::config::AuthInfo::default();
-    config.headers = Vec::new();
+    config.headers.retain(|(name, _)| *name == http::header::USER_AGENT);
     config
 }
 
@@ -142,14 +155,19 @@ mod tests {
             impersonate: Some("admin".to_owned()),
             ..Default::default()
         };
-        config.headers = vec![(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer driver"))];
+        config.headers = vec![
+            (http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer driver")),
+            (http::header::USER_AGENT, user_agent("node-1")),
+        ];
         let as_pod = without_identity(&config);
         assert_eq!(as_pod.cluster_url, config.cluster_url);
         assert_eq!(as_pod.root_cert, config.root_cert);
         assert_eq!(as_pod.tls_server_name, config.tls_server_name);
         let none = serde_json::to_value(kube::config::AuthInfo::default()).unwrap();
         assert_eq!(serde_json::to_value(&as_pod.auth_info).unwrap(), none);
-        assert!(as_pod.headers.is_empty());
+        assert_eq!(as_pod.headers, [(http::header::USER_AGENT, user_agent("node-1"))], "only the User-Agent");
+        assert_eq!(user_agent("node-1"), format!("trustmount/{} (node-1)", env!("CARGO_PKG_VERSION")));
+        assert_eq!(user_agent("bad\nnode"), format!("trustmount/{}", env!("CARGO_PKG_VERSION")));
     }
 
     #[test]

@@ -1,30 +1,24 @@
-//! The driver reads its own CSIDriver object, since only with `podInfoOnMount: true` does the
+//! The driver watches its own CSIDriver object, since only with `podInfoOnMount: true` does the
 //! kubelet pass (and overwrite) the pod's namespace, which bounds what a cluster source may read.
+//! `podInfoOnMount` is mutable: with it switched off, the kubelet passes a pod author's own
+//! `csi.storage.k8s.io/pod.namespace` untouched, so one read at start is not enough. The watch
+//! (one object, by field selector: RBAC can name it) refuses cluster sources from the event that
+//! says so, and allows them again when the object is fixed, without a restart.
 //!
-//! Read at start in the background, retried with backoff until the API server gives a definite
-//! answer (the object, NotFound or Forbidden); an API server that is down at start must not
-//! leave cluster sources refused until a restart. A refusal is kept, and re-read (at most once
-//! per [`RECHECK_INTERVAL`]) when a publish it refuses comes in, so fixing the object takes
-//! effect at the kubelet's next retry. Once allowed, never read again: a CSIDriver switched to
-//! `podInfoOnMount: false` later makes the kubelet stop sending pod info, which every publish
-//! checks anyway.
+//! The watcher retries with backoff until the API server gives a definite answer (the object,
+//! its absence, or Forbidden); until then, and while the watch is down, the last definite
+//! answer stands (the publish checks the pod UID against its target path as well, so a stale
+//! "on" alone does not open the namespace boundary).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::storage::v1::CSIDriver;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::{Change, api_error};
-
-/// How long one read of the CSIDriver may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refused publishes re-read the object at most this often (the kubelet retries each volume
-/// with its own backoff; many volumes must not mean many reads).
-pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// What the CSIDriver object said, when it did not say `podInfoOnMount: true`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,15 +43,11 @@ pub enum PodInfoMode {
     Refused(PodInfoProblem),
 }
 
-/// The check's state and the one task reading the object.
+/// The check's state and the one task watching the object.
 pub struct PodInfoCheck {
-    client: kube::Client,
     driver: String,
     state: watch::Sender<PodInfoMode>,
     changes: mpsc::UnboundedSender<Change>,
-    /// When a refused publish last re-read the object; held while one does, so concurrent
-    /// publishes share its answer.
-    last_recheck: tokio::sync::Mutex<Option<Instant>>,
     /// Something was rendered (or refused) without cluster sources since the last time they
     /// became allowed: only then does becoming allowed refresh anything.
     missed: AtomicBool,
@@ -70,23 +60,26 @@ impl std::fmt::Debug for PodInfoCheck {
 }
 
 impl PodInfoCheck {
-    /// Starts reading CSIDriver `driver` in the background (must run inside the tokio runtime).
-    /// `changes` learns when cluster sources become allowed, so volumes rendered or refreshed
-    /// without them are refreshed.
+    /// Starts watching CSIDriver `driver` (must run inside the tokio runtime). `changes`
+    /// learns when cluster sources become allowed, so volumes rendered or refreshed without
+    /// them are refreshed.
     pub fn start(client: kube::Client, driver: &str, changes: mpsc::UnboundedSender<Change>) -> std::sync::Arc<Self> {
+        let check = Self::unwatched(driver, changes);
+        let background = std::sync::Arc::clone(&check);
+        let span = tracing::info_span!("csidriver_watch", driver = %driver);
+        tokio::spawn(async move { background.watch(client).await }.instrument(span));
+        check
+    }
+
+    /// A check that only learns what it is told ([`PodInfoCheck::settle`]).
+    fn unwatched(driver: &str, changes: mpsc::UnboundedSender<Change>) -> std::sync::Arc<Self> {
         let unknown = PodInfoMode::Unknown { driver: driver.to_owned(), last_error: None };
-        let check = std::sync::Arc::new(Self {
-            client,
+        std::sync::Arc::new(Self {
             driver: driver.to_owned(),
             state: watch::Sender::new(unknown),
             changes,
-            last_recheck: tokio::sync::Mutex::new(None),
             missed: AtomicBool::new(false),
-        });
-        let background = std::sync::Arc::clone(&check);
-        let span = tracing::info_span!("csidriver_check", driver = %driver);
-        tokio::spawn(async move { background.until_answered().await }.instrument(span));
-        check
+        })
     }
 
     pub fn state(&self) -> PodInfoMode {
@@ -115,42 +108,45 @@ impl PodInfoCheck {
         let _ = state.wait_for(|state| !matches!(state, PodInfoMode::Unknown { .. })).await;
     }
 
-    /// For a publish that names cluster sources: unless they are allowed, reads the object again
-    /// (bounded, shared with concurrent publishes, at most once per [`RECHECK_INTERVAL`]), so an
-    /// object created or fixed since the last read takes effect now.
-    pub async fn recheck_unless_on(&self) {
-        if self.state() == PodInfoMode::On {
-            return;
-        }
-        let mut last = self.last_recheck.lock().await;
-        if self.state() == PodInfoMode::On || last.is_some_and(|at| at.elapsed() < RECHECK_INTERVAL) {
-            return;
-        }
-        let answer = read(&self.client, &self.driver).await;
-        *last = Some(Instant::now());
-        match answer {
-            Answer::Definite(result) => self.settle(result),
-            // A refusal stays what it was; an unknown state learns the newer error.
-            Answer::Unanswered(error) => self.note_error(error),
+    /// The one writer of the state, for the life of the driver: every event of the watch is
+    /// a definite answer; an error is one only when it is Forbidden.
+    async fn watch(&self, client: kube::Client) {
+        let api: kube::Api<CSIDriver> = kube::Api::all(client);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.driver));
+        let stream = watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        // The object of a re-list in progress (`Init`…`InitDone`): none listed is its absence.
+        let mut relisting: Option<Option<CSIDriver>> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => relisting = Some(None),
+                Ok(watcher::Event::InitApply(object)) => relisting = Some(Some(object)),
+                Ok(watcher::Event::InitDone) => self.settle(self.judge(relisting.take().flatten().as_ref())),
+                Ok(watcher::Event::Apply(object)) => self.settle(self.judge(Some(&object))),
+                Ok(watcher::Event::Delete(_)) => self.settle(self.judge(None)),
+                Err(error) => {
+                    let reason = api_error::describe_watch(&error);
+                    if forbidden(&error) {
+                        self.settle(Err(PodInfoProblem::Unreadable { driver: self.driver.clone(), reason }));
+                    } else {
+                        tracing::warn!(error = %reason, "the CSIDriver watch failed; retrying with backoff (the last answer stands)");
+                        self.note_error(reason);
+                    }
+                }
+            }
         }
     }
 
-    /// Retries with backoff until a definite answer (or until a publish's re-read got one).
-    async fn until_answered(&self) {
-        let mut delay = FIRST_RETRY;
-        loop {
-            if !matches!(self.state(), PodInfoMode::Unknown { .. }) {
-                return;
-            }
-            match read(&self.client, &self.driver).await {
-                Answer::Definite(result) => return self.settle(result),
-                Answer::Unanswered(error) => {
-                    tracing::warn!(%error, retry_in = ?delay, "cannot read the CSIDriver yet; cluster sources wait for it");
-                    self.note_error(error);
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_RETRY);
+    /// What the object (or its absence) says.
+    fn judge(&self, object: Option<&CSIDriver>) -> Result<(), PodInfoProblem> {
+        let driver = self.driver.clone();
+        let Some(object) = object else {
+            return Err(PodInfoProblem::Missing { driver });
+        };
+        match object.spec.pod_info_on_mount {
+            Some(true) => Ok(()),
+            Some(false) => Err(PodInfoProblem::Off { driver, value: "false".to_owned() }),
+            None => Err(PodInfoProblem::Off { driver, value: "unset (false)".to_owned() }),
         }
     }
 
@@ -183,59 +179,37 @@ impl PodInfoCheck {
             }
             PodInfoMode::Refused(problem) => tracing::error!(
                 %problem,
-                "cluster sources refused: the CSIDriver must set podInfoOnMount: true, so the kubelet passes the pod's namespace; volumes naming cluster sources fail with FAILED_PRECONDITION until it does (read again on their next publish)"
+                "cluster sources refused: the CSIDriver must set podInfoOnMount: true, so the kubelet passes the pod's namespace; volumes naming cluster sources fail with FAILED_PRECONDITION until it does (the driver watches the object)"
             ),
             PodInfoMode::Unknown { .. } => {}
         }
     }
 }
 
-/// What one read gave.
-enum Answer {
-    /// The object (with or without `podInfoOnMount: true`), NotFound, or Forbidden.
-    Definite(Result<(), PodInfoProblem>),
-    /// No answer to go by (unreachable, timed out, 5xx, 401): why.
-    Unanswered(String),
-}
-
-/// GETs the CSIDriver `driver` (one request, bounded by [`READ_TIMEOUT`]).
-async fn read(client: &kube::Client, driver: &str) -> Answer {
-    let api: kube::Api<CSIDriver> = kube::Api::all(client.clone());
-    let found = match tokio::time::timeout(READ_TIMEOUT, api.get_opt(driver)).await {
-        Err(_) => return Answer::Unanswered(format!("no answer within {READ_TIMEOUT:?}")),
-        Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
-            let reason = api_error::describe(&kube::Error::Api(status));
-            return Answer::Definite(Err(PodInfoProblem::Unreadable { driver: driver.to_owned(), reason }));
-        }
-        Ok(Err(error)) => return Answer::Unanswered(api_error::describe(&error)),
-        Ok(Ok(found)) => found,
-    };
-    let Some(object) = found else {
-        return Answer::Definite(Err(PodInfoProblem::Missing { driver: driver.to_owned() }));
-    };
-    Answer::Definite(match object.spec.pod_info_on_mount {
-        Some(true) => Ok(()),
-        Some(false) => Err(PodInfoProblem::Off { driver: driver.to_owned(), value: "false".to_owned() }),
-        None => Err(PodInfoProblem::Off { driver: driver.to_owned(), value: "unset (false)".to_owned() }),
-    })
+/// Whether a watch error is the API server's definite refusal (the driver may not read it).
+fn forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A check whose API server refuses every connection (nothing listens on port 1), so only
-    /// what the test settles is ever known.
-    fn unreachable_check() -> (std::sync::Arc<PodInfoCheck>, mpsc::UnboundedReceiver<Change>) {
-        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("URL"));
-        let client = kube::Client::try_from(config).expect("client");
+    /// A check told everything by the test.
+    fn told_check() -> (std::sync::Arc<PodInfoCheck>, mpsc::UnboundedReceiver<Change>) {
         let (changes, received) = mpsc::unbounded_channel();
-        (PodInfoCheck::start(client, "csi.example", changes), received)
+        (PodInfoCheck::unwatched("csi.example", changes), received)
     }
 
     #[tokio::test]
     async fn becoming_allowed_refreshes_once_and_only_if_something_went_without() {
-        let (check, mut received) = unreachable_check();
+        let (check, mut received) = told_check();
         assert!(matches!(check.state(), PodInfoMode::Unknown { .. }));
         check.settle(Ok(()));
         assert_eq!(check.state(), PodInfoMode::On);
@@ -257,13 +231,37 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_api_server_leaves_the_state_unknown_with_its_error() {
-        let (check, _received) = unreachable_check();
-        check.recheck_unless_on().await;
+        // Nothing listens on port 1: every list is refused.
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("URL"));
+        let client = kube::Client::try_from(config).expect("client");
+        let (changes, _received) = mpsc::unbounded_channel();
+        let check = PodInfoCheck::start(client, "csi.example", changes);
+        let mut state = check.state.subscribe();
+        let known = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            state.wait_for(|state| matches!(state, PodInfoMode::Unknown { last_error: Some(_), .. })),
+        )
+        .await;
+        assert!(known.is_ok(), "the watch's error is kept: {:?}", check.state());
         match check.state() {
             PodInfoMode::Unknown { last_error: Some(error), .. } => {
                 assert!(error.to_lowercase().contains("connection refused"), "{error}");
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_object_says_on_only_with_pod_info_on_mount_true() {
+        let (check, _received) = told_check();
+        let with = |value: Option<bool>| {
+            let mut object = CSIDriver::default();
+            object.spec.pod_info_on_mount = value;
+            check.judge(Some(&object))
+        };
+        assert_eq!(with(Some(true)), Ok(()));
+        assert!(matches!(with(Some(false)), Err(PodInfoProblem::Off { value, .. }) if value == "false"));
+        assert!(matches!(with(None), Err(PodInfoProblem::Off { value, .. }) if value.starts_with("unset")));
+        assert_eq!(check.judge(None), Err(PodInfoProblem::Missing { driver: "csi.example".into() }));
     }
 }

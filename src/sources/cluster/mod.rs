@@ -371,12 +371,6 @@ impl Cluster {
         self.pod_info.missed();
     }
 
-    /// For a publish naming cluster sources while they are not allowed: reads the CSIDriver
-    /// again (bounded, rate-limited), so a fixed object takes effect without a restart.
-    pub async fn recheck_pod_info(&self) {
-        self.pod_info.recheck_unless_on().await;
-    }
-
     fn wanted(&self, spec: &VolumeSpec) -> Wanted {
         wanted_of(spec, &self.defaults, self.registrations.iter().map(|registration| registration.attributes))
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tonic::Code;
 
 use crate::in_private_mount_namespace;
@@ -178,6 +178,17 @@ fn cluster_trust_bundles_by_name_and_by_signer_and_label_selector() {
     });
 }
 
+/// Another namespace of the shared API server with a ConfigMap `victim-ca` holding a CA.
+async fn plane_namespace_with_ca(world: &World<'_>, name: &str) -> String {
+    let namespace = ControlPlane::shared().namespace(name).await;
+    let ca = TestCa::new(world.dir.path(), name);
+    let mut map = ConfigMap::default();
+    map.metadata.name = Some("victim-ca".into());
+    map.data = Some(BTreeMap::from([("ca.crt".to_string(), ca.pem.clone())]));
+    Api::<ConfigMap>::namespaced(world.admin.clone(), &namespace).create(&PostParams::default(), &map).await.unwrap();
+    namespace
+}
+
 #[test]
 fn another_namespace_missing_pod_info_and_a_contradicting_pod_uid_are_refused() {
     ControlPlane::shared();
@@ -196,6 +207,25 @@ fn another_namespace_missing_pod_info_and_a_contradicting_pod_uid_are_refused() 
         let result = world.daemon.node().node_publish_volume(request).await;
         assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
         assert!(message_of(&result).contains("podInfoOnMount"), "{}", message_of(&result));
+
+        // The attack with podInfoOnMount off: the pod author writes another namespace into
+        // volumeAttributes and the kubelet adds no UID. Refused before any read.
+        let victim = plane_namespace_with_ca(&world, "victim").await;
+        let target = world.daemon.target("forged-namespace", "trust");
+        let mut request = publish_request("forged-namespace", &target, &[("configMaps", "victim-ca")]);
+        request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), victim.clone());
+        request.volume_context.remove("csi.storage.k8s.io/pod.uid");
+        let result = world.daemon.node().node_publish_volume(request).await;
+        assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
+        assert!(message_of(&result).contains("csi.storage.k8s.io/pod.uid"), "{}", message_of(&result));
+        assert!(!message_of(&result).contains("BEGIN CERTIFICATE") && !target.exists());
+        // A namespace that would reach the request URL with a query string of its own.
+        let mut request = publish_request("injected", &target, &[("configMaps", "victim-ca")]);
+        let injected = format!("{victim}/configmaps?fieldSelector=");
+        request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), injected);
+        let result = world.daemon.node().node_publish_volume(request).await;
+        assert_eq!(code_of(&result), Code::InvalidArgument, "{result:?}");
+        assert!(message_of(&result).contains("a namespace name"), "{}", message_of(&result));
 
         let target = world.daemon.target("real-pod", "trust");
         let mut request = publish_request("forged", &target, &[("configMaps", "corp-ca")]);
@@ -388,6 +418,22 @@ fn a_warm_publish_sends_the_api_server_nothing_and_the_last_unpublish_stops_the_
             })
         })
         .await;
+        // Every request of the driver says which driver, on which node, sent it.
+        let audit = std::fs::read_to_string(&world.plane.audit_log).unwrap_or_default();
+        let agent = format!("\"userAgent\":\"trustmount/{} (", env!("CARGO_PKG_VERSION"));
+        // (Lists and watches: the harness sends gets of its own with the driver's token.)
+        let driver_lines: Vec<&str> = audit
+            .lines()
+            .filter(|line| {
+                line.contains(&user) && (line.contains("\"verb\":\"watch\"") || line.contains("\"verb\":\"list\""))
+            })
+            .collect();
+        assert!(driver_lines.iter().any(|line| line.contains("\"resource\":\"csidrivers\"")), "the CSIDriver watch");
+        // (The harness's own clients send no User-Agent at all.)
+        let without: Vec<&&str> =
+            driver_lines.iter().filter(|line| line.contains("\"userAgent\"") && !line.contains(&agent)).collect();
+        assert!(without.is_empty(), "requests without the driver's User-Agent: {without:?}");
+        assert!(driver_lines.iter().filter(|line| line.contains(&agent)).count() >= 2, "{driver_lines:?}");
 
         let start = std::fs::metadata(&world.plane.audit_log).unwrap().len() as usize;
         let (warm, result) = world.publish("pod-warm", &attributes).await;
@@ -507,6 +553,36 @@ fn a_csidriver_without_pod_info_on_mount_refuses_cluster_sources() {
         let extra = local_ca.cert_path.display().to_string();
         let world = World::start_on(&plane, "no-pod-info", &["--extra-pem", &extra]).await;
         assert_cluster_sources_refused(&world, "sets podInfoOnMount: false", &local_ca).await;
+
+        // The driver watches the object: switched on, the kubelet's next retry is served...
+        let ca = TestCa::new(world.dir.path(), "watched");
+        world.put_config_map("corp-ca", &[("ca.crt", &ca.pem)], &[]).await;
+        let csidrivers = Api::<CSIDriver>::all(world.admin.clone());
+        let switch = async |on: bool| {
+            let patch = serde_json::json!({"spec": {"podInfoOnMount": on}});
+            csidrivers.patch(SHIPPED_DRIVER, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        };
+        switch(true).await;
+        let mut served = None;
+        support::eventually("cluster sources are served once podInfoOnMount is on", PROPAGATION_LIMIT, async || {
+            let (target, result) = world.publish("pod-on", &[("configMaps", "corp-ca")]).await;
+            served = Some(target);
+            result.is_ok()
+        })
+        .await;
+        assert_eq!(bundle_ders(&served.unwrap()), ders(&[&ca, &local_ca]));
+
+        // ...and switched off again (what a tenant with a forged pod.namespace waits for), the
+        // very next publishes are refused, with no restart and no publish needed to notice.
+        switch(false).await;
+        support::eventually("the switch is logged", PROPAGATION_LIMIT, async || {
+            world.daemon.stderr().matches("sets podInfoOnMount: false").count() >= 2
+        })
+        .await;
+        let (target, result) = world.publish("pod-off", &[("configMaps", "corp-ca")]).await;
+        assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
+        assert!(message_of(&result).contains("podInfoOnMount: true"), "{}", message_of(&result));
+        assert!(!target.exists());
     });
 }
 
@@ -752,7 +828,7 @@ fn cluster_sources_work_once_the_api_server_is_reachable_and_the_csidriver_exist
         )
         .await;
         let log = world.daemon.stderr();
-        assert!(log.contains("cannot read the CSIDriver yet"), "the unreachable API server is logged");
+        assert!(log.contains("the CSIDriver watch failed"), "the unreachable API server is logged");
         assert!(log.contains("CSIDriver csi.trustmount.io does not exist"), "the refusal is logged");
         assert!(log.contains("podInfoOnMount: true; cluster sources on"), "and the change of mind");
     });

@@ -75,7 +75,8 @@ async fn the_driver_may_read_trust_material_its_own_csidriver_and_record_pod_eve
         ("get", "certificates.k8s.io", "clustertrustbundles", ""),
         ("list", "certificates.k8s.io", "clustertrustbundles", ""),
         ("watch", "certificates.k8s.io", "clustertrustbundles", ""),
-        ("get", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
+        ("list", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
+        ("watch", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
         ("create", "events.k8s.io", "events", ""),
         ("patch", "events.k8s.io", "events", "web-0.17f3"),
     ] {
@@ -90,8 +91,10 @@ async fn the_driver_may_read_trust_material_its_own_csidriver_and_record_pod_eve
         ("update", "", "configmaps", "corp-ca"),
         ("delete", "", "configmaps", "corp-ca"),
         ("create", "certificates.k8s.io", "clustertrustbundles", ""),
-        ("get", "storage.k8s.io", "csidrivers", "another.driver.io"),
+        ("list", "storage.k8s.io", "csidrivers", "another.driver.io"),
         ("list", "storage.k8s.io", "csidrivers", ""),
+        ("watch", "storage.k8s.io", "csidrivers", ""),
+        ("get", "storage.k8s.io", "csidrivers", "csi.trustmount.io"),
         ("list", "", "pods", ""),
         ("create", "", "serviceaccounts/token", "default"),
         ("delete", "events.k8s.io", "events", "web-0.17f3"),
@@ -119,8 +122,12 @@ async fn the_driver_may_read_trust_material_its_own_csidriver_and_record_pod_eve
     let one = ListParams::default().fields("metadata.name=corp-ca");
     assert_eq!(Api::<ConfigMap>::namespaced(driver.clone(), &namespace).list(&one).await.unwrap().items.len(), 1);
     Api::<ClusterTrustBundle>::all(driver.clone()).list(&ListParams::default()).await.expect("list bundles");
-    let own = Api::<CSIDriver>::all(driver.clone()).get("csi.trustmount.io").await.expect("get its CSIDriver");
-    assert_eq!(own.spec.pod_info_on_mount, Some(true));
+    let by_name = ListParams::default().fields("metadata.name=csi.trustmount.io");
+    let own = Api::<CSIDriver>::all(driver.clone()).list(&by_name).await.expect("list its CSIDriver by name");
+    assert_eq!(own.items.len(), 1);
+    assert_eq!(own.items[0].spec.pod_info_on_mount, Some(true));
+    let all = Api::<CSIDriver>::all(driver.clone()).list(&ListParams::default()).await;
+    assert!(matches!(&all, Err(kube::Error::Api(status)) if status.code == 403), "only its own: {all:?}");
     let refused = Api::<Secret>::namespaced(driver, &namespace).get("corp-ca-secret").await;
     assert!(matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403), "{refused:?}");
 }
@@ -165,7 +172,8 @@ async fn the_driver_role_grants_exactly_the_rules_the_driver_needs() {
         "certificates.k8s.io/clustertrustbundles get []",
         "certificates.k8s.io/clustertrustbundles list []",
         "certificates.k8s.io/clustertrustbundles watch []",
-        "storage.k8s.io/csidrivers get [csi.trustmount.io]",
+        "storage.k8s.io/csidrivers list [csi.trustmount.io]",
+        "storage.k8s.io/csidrivers watch [csi.trustmount.io]",
         "events.k8s.io/events create []",
         "events.k8s.io/events patch []",
     ]

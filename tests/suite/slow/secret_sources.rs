@@ -51,12 +51,18 @@ fn a_granted_service_account_reads_its_secret_with_its_own_token_and_never_as_th
             world.publish_with_token("pod-a", "granted", &token, TokenIn::Secrets, &attributes).await;
         result.unwrap();
         assert_eq!(bundle_ders(&in_secrets), ders(&[&ca]), "only ca.crt: not tls.crt, not tls.key");
-        // The warm publish of a second pod (the token in the volume context, as older kubelets
-        // pass it) reads the Secret again: that read is its access check.
+        // A token in the volume context (what a pod author can paste into volumeAttributes) is
+        // never used, not even a valid one: refused before anything is read.
         let (in_context, result) =
-            world.publish_with_token("pod-b", "granted", &token, TokenIn::VolumeContext, &attributes).await;
+            world.publish_with_token("pod-pasted", "granted", &token, TokenIn::VolumeContext, &attributes).await;
+        assert_eq!(code_of(&result), Code::FailedPrecondition, "{result:?}");
+        assert!(message_of(&result).contains("serviceAccountTokenInSecrets: true"), "{}", message_of(&result));
+        assert!(!in_context.exists());
+        // The warm publish of a second pod reads the Secret again: that read is its access check.
+        let (second, result) =
+            world.publish_with_token("pod-b", "granted", &token, TokenIn::Secrets, &attributes).await;
         result.unwrap();
-        assert_eq!(bundle_ders(&in_context), ders(&[&ca]));
+        assert_eq!(bundle_ders(&second), ders(&[&ca]));
 
         let granted = world.user_of("granted");
         let mut readers = Vec::new();
