@@ -48,6 +48,11 @@ pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 use kind::{Kind, Want, Wanted};
 pub use kind::{ObjectChange, PodReads, Registration, Selectable, Selected, Slot};
 pub use token::{PodToken, TokenError};
+// For the fuzz targets: a Secret's JSON as the API server returns it, and a key's value.
+#[doc(hidden)]
+pub use content::{KeyContent, classify};
+#[doc(hidden)]
+pub use secrets::wanted_data;
 pub use trust_bundles::Version;
 
 /// Every kind the driver serves, in the order their certificates join a bundle. Adding a kind is

@@ -276,7 +276,7 @@ fn wipe(text: String) {
 ///
 /// # Errors
 /// JSON that is not a Secret; the reason names where, never what (the body holds secrets).
-fn wanted_data(json: &str, keys: &BTreeSet<&str>) -> Result<BTreeMap<String, Vec<u8>>, String> {
+pub fn wanted_data(json: &str, keys: &BTreeSet<&str>) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let data = TopLevel { keys }.deserialize(&mut deserializer).and_then(|data| deserializer.end().map(|()| data));
     data.map_err(|error| {
