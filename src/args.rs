@@ -99,6 +99,44 @@ pub struct ServeArgs {
     pub health_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub registration: RegistrationArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one volume may ask of the driver that every namespace on the node shares. Over a
+/// limit, the publish fails naming it and its flag.
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// Bytes of one volume's attributes, keys and values (the kubelet's csi.storage.k8s.io/*
+    /// keys not counted), e.g. 16Ki.
+    #[arg(long, env = "TRUSTMOUNT_MAX_VOLUME_ATTRIBUTE_BYTES", default_value = "16Ki", value_parser = parse_limit_bytes)]
+    pub max_volume_attribute_bytes: u64,
+    /// Sources one volume names: objects and signer selections of every kind together.
+    #[arg(long, env = "TRUSTMOUNT_MAX_VOLUME_SOURCES", default_value_t = 64)]
+    pub max_volume_sources: usize,
+    /// Certificates in one volume's bundle, system roots included.
+    #[arg(long, env = "TRUSTMOUNT_MAX_VOLUME_CERTIFICATES", default_value_t = 2000)]
+    pub max_volume_certificates: usize,
+    /// Bytes of one value of a cluster object (a ConfigMap or Secret key, a
+    /// ClusterTrustBundle); larger values are refused before they are parsed.
+    #[arg(long, env = "TRUSTMOUNT_MAX_SOURCE_OBJECT_BYTES", default_value = "512Ki", value_parser = parse_limit_bytes)]
+    pub max_source_object_bytes: u64,
+    /// Certificates in one value of a cluster object.
+    #[arg(long, env = "TRUSTMOUNT_MAX_SOURCE_CERTIFICATES", default_value_t = 500)]
+    pub max_source_certificates: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> crate::domain::Limits {
+        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        crate::domain::Limits {
+            attribute_bytes: bytes(self.max_volume_attribute_bytes),
+            sources: self.max_volume_sources,
+            volume_certificates: self.max_volume_certificates,
+            source_bytes: bytes(self.max_source_object_bytes),
+            source_certificates: self.max_source_certificates,
+        }
+    }
 }
 
 /// The kubelet's plugin registration, which the driver serves itself (node-driver-registrar's
@@ -207,17 +245,28 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// A size of at least 1 MiB (a store, a file): smaller ones are typos.
 fn parse_size(value: &str) -> Result<u64, String> {
+    parse_bytes(value).and_then(|size| {
+        (size >= 1 << 20).then_some(size).ok_or_else(|| format!("{value:?} is out of range; use at least 1Mi"))
+    })
+}
+
+/// A size of at least 1 KiB: a limit on something a pod author writes.
+fn parse_limit_bytes(value: &str) -> Result<u64, String> {
+    parse_bytes(value).and_then(|size| {
+        (size >= 1 << 10).then_some(size).ok_or_else(|| format!("{value:?} is out of range; use at least 1Ki"))
+    })
+}
+
+fn parse_bytes(value: &str) -> Result<u64, String> {
     let (digits, multiplier) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
         .into_iter()
         .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|d| (d, m)))
         .unwrap_or((value, 1));
     let number: u64 =
         digits.parse().map_err(|_| format!("{value:?} is not a size; use bytes or a Ki/Mi/Gi suffix, e.g. 256Mi"))?;
-    number
-        .checked_mul(multiplier)
-        .filter(|size| *size >= 1 << 20)
-        .ok_or_else(|| format!("{value:?} is out of range; use at least 1Mi"))
+    number.checked_mul(multiplier).ok_or_else(|| format!("{value:?} is out of range"))
 }
 
 /// CSI: at most 63 characters, starting and ending with an alphanumeric, with dashes, dots and
@@ -249,6 +298,31 @@ mod tests {
         let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
         let Command::Serve(serve) = cli.command else { panic!("not serve") };
         serve.registration.resolve(&serve.kubelet_dir, &serve.driver_name)
+    }
+
+    #[test]
+    fn limit_flags_default_to_the_domain_limits_and_are_the_flags_messages_name() {
+        let cli = Cli::try_parse_from(["trustmount", "serve", "--node-id", "n"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.limits.limits(), crate::domain::Limits::default());
+        let flags = [
+            (crate::domain::ATTRIBUTE_BYTES_FLAG, "1Ki"),
+            (crate::domain::SOURCES_FLAG, "2"),
+            (crate::domain::VOLUME_CERTIFICATES_FLAG, "3"),
+            (crate::domain::SOURCE_BYTES_FLAG, "4Ki"),
+            (crate::domain::SOURCE_CERTIFICATES_FLAG, "5"),
+        ];
+        let mut argv = vec!["trustmount", "serve", "--node-id", "n"];
+        argv.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("serve") };
+        let expected = crate::domain::Limits {
+            attribute_bytes: 1024,
+            sources: 2,
+            volume_certificates: 3,
+            source_bytes: 4096,
+            source_certificates: 5,
+        };
+        assert_eq!(args.limits.limits(), expected);
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub enum Error {
     Empty { source_name: String },
     #[error("cannot write the Java truststore: {0}")]
     JavaStore(String),
+    #[error(
+        "source {source_name} holds {found} {unit}, over the driver's limit of {max} per source ({flag}); split it, or ask the cluster operator to raise {flag}"
+    )]
+    OverLimit { source_name: String, found: usize, max: usize, unit: &'static str, flag: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

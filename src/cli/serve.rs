@@ -80,6 +80,8 @@ fn serve_in(
     .map_err(Failure::Config)?;
     let metrics = Metrics::new();
     sources.set_metrics(metrics.clone());
+    let limits = args.limits.limits();
+    sources.set_max_volume_certificates(limits.volume_certificates);
     readiness.mark(Condition::SourcesLoaded);
     // The one clock of the driver: the store, the rotation and the node read the time from it.
     let clock = Clock::system();
@@ -117,7 +119,7 @@ fn serve_in(
                 );
             }
             // Reads the CSIDriver (podInfoOnMount) in the background, retrying until it answers.
-            let (cluster, changes) = Cluster::new(client, defaults, &args.driver_name);
+            let (cluster, changes) = Cluster::new(client, defaults, &args.driver_name, limits);
             sources.set_cluster(ClusterAccess::Connected(cluster));
             Some(changes)
         }
@@ -151,7 +153,7 @@ fn serve_in(
     runtime.spawn(Arc::clone(&rotation).run(changes, cluster_changes, readiness.clone()));
 
     let identity = IdentityService::new(args.driver_name, readiness);
-    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, clock), metrics);
+    let node = NodeService::new(args.node_id, Node::new(sources, store, rotation, clock), metrics, limits);
     let served = runtime.block_on(async {
         let serving = csi::serve(&args.endpoint, identity, node, registration, stopped(stop.clone()));
         tokio::select! {

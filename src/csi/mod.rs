@@ -36,6 +36,16 @@ pub enum Error {
     #[error(transparent)]
     Attributes(#[from] domain::Error),
     #[error(
+        "the volume's attributes are {bytes} bytes, over the driver's limit of {max} ({flag}); name fewer or shorter sources",
+        flag = domain::ATTRIBUTE_BYTES_FLAG
+    )]
+    AttributesTooLarge { bytes: usize, max: usize },
+    #[error(
+        "the volume names {sources} sources, over the driver's limit of {max} per volume ({flag}); name fewer (one ConfigMap can hold many certificates), or ask the cluster operator to raise {flag}",
+        flag = domain::SOURCES_FLAG
+    )]
+    TooManySources { sources: usize, max: usize },
+    #[error(
         "the volume names cluster sources but the request carries no {key}; set podInfoOnMount: true on the driver's CSIDriver object so the kubelet says whose pod this is"
     )]
     NoPodInfo { key: &'static str },

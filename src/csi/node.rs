@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, debug, field::Empty, info, instrument, warn};
 
 use super::{Error, request};
+use crate::domain::{Limits, echo};
 use crate::keyed_locks::KeyedLocks;
 use crate::metrics::{CsiMethod, Metrics, code_name};
 use crate::node::Node;
@@ -22,11 +23,12 @@ pub struct NodeService {
     /// Calls for one volume id are serialised; different volumes run in parallel.
     volume_locks: KeyedLocks<String, tokio::sync::Mutex<()>>,
     metrics: Metrics,
+    limits: Limits,
 }
 
 impl NodeService {
-    pub fn new(node_id: String, node: Node, metrics: Metrics) -> Self {
-        Self { node_id, node, volume_locks: KeyedLocks::default(), metrics }
+    pub fn new(node_id: String, node: Node, metrics: Metrics, limits: Limits) -> Self {
+        Self { node_id, node, volume_locks: KeyedLocks::default(), metrics, limits }
     }
 
     async fn publish(&self, request: pb::NodePublishVolumeRequest) -> Result<(), Error> {
@@ -36,11 +38,11 @@ impl NodeService {
             ["pod.namespace", "pod.name", "pod.uid"].into_iter().zip(request::pod_of(&request.volume_context))
         {
             if !value.is_empty() {
-                span.record(field, value);
+                span.record(field, echo::value(value));
             }
         }
-        span.record("target", request.target_path.as_str());
-        let (publication, token) = request::publication(request)?;
+        span.record("target", echo::value(&request.target_path));
+        let (publication, token) = request::publication(request, &self.limits)?;
         let _guard = self.volume_locks.get(&publication.volume_id).lock_owned().await;
         Ok(self.node.publish(publication, token).await?)
     }

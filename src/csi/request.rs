@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Error, Result};
-use crate::domain::{self, SERVICE_ACCOUNT_TOKENS, echo};
+use crate::domain::{self, Limits, SERVICE_ACCOUNT_TOKENS, echo};
 use crate::proto::csi::v1 as pb;
 use crate::sources::cluster::{self, PodToken};
 use crate::volume::Publication;
@@ -16,11 +16,25 @@ use pb::volume_capability::access_mode::Mode;
 const ACCEPTED_FS_TYPES: &[&str] = &["", "tmpfs"];
 
 /// A publication, and the pod's token when the volume names Secrets (the only use of it).
-pub fn publication(request: pb::NodePublishVolumeRequest) -> Result<(Publication, Option<PodToken>)> {
+pub fn publication(request: pb::NodePublishVolumeRequest, limits: &Limits) -> Result<(Publication, Option<PodToken>)> {
     let volume_id = required("volume_id", request.volume_id)?;
     let target = absolute_path("target_path", required("target_path", request.target_path)?)?;
     check_capability(request.volume_capability.as_ref())?;
+    // Bounded before anything is parsed: every attribute is the pod author's input.
+    let attribute_bytes: usize = request
+        .volume_context
+        .iter()
+        .filter(|(key, _)| !key.starts_with(domain::KUBELET_PREFIX))
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    if attribute_bytes > limits.attribute_bytes {
+        return Err(Error::AttributesTooLarge { bytes: attribute_bytes, max: limits.attribute_bytes });
+    }
     let (spec, pod) = cluster::parse_attributes(&request.volume_context)?;
+    let sources = spec.cluster.named.values().map(Vec::len).sum::<usize>();
+    if sources > limits.sources {
+        return Err(Error::TooManySources { sources, max: limits.sources });
+    }
     // The namespace decides what a cluster source may read: it must come from the kubelet.
     // The pod UID too, checked against the target path the kubelet chose: a pod author who
     // writes pod info into volumeAttributes (passed untouched while podInfoOnMount is off)
@@ -149,7 +163,7 @@ mod tests {
 
     #[test]
     fn valid_request_becomes_a_publication() {
-        let (publication, token) = publication(valid()).unwrap();
+        let (publication, token) = publication(valid(), &Limits::default()).unwrap();
         assert!(token.is_none(), "no Secrets: no token taken");
         assert_eq!(publication.volume_id, "csi-abc");
         assert!(publication.spec.system_roots);
@@ -160,7 +174,7 @@ mod tests {
         for target in ["relative/mount", "/var/lib/kubelet/../../etc"] {
             let mut request = valid();
             request.target_path = target.into();
-            assert!(matches!(publication(request), Err(Error::BadPath { .. })), "{target}");
+            assert!(matches!(publication(request, &Limits::default()), Err(Error::BadPath { .. })), "{target}");
         }
     }
 
@@ -170,7 +184,7 @@ mod tests {
             let mut request = valid();
             request.target_path = target.into();
             request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), uid.into());
-            publication(request)
+            publication(request, &Limits::default())
         };
         assert!(with("u", "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/certs/mount").is_ok());
         for target in [
@@ -180,24 +194,27 @@ mod tests {
         ] {
             assert!(matches!(with("u", target), Err(Error::PodUidMismatch { .. })), "{target}");
         }
-        assert!(publication(valid()).is_ok(), "without a pod UID (no podInfoOnMount) nothing is compared");
+        assert!(
+            publication(valid(), &Limits::default()).is_ok(),
+            "without a pod UID (no podInfoOnMount) nothing is compared"
+        );
     }
 
     #[test]
     fn a_cluster_source_without_pod_info_asks_for_pod_info_on_mount() {
         let mut request = valid();
         request.volume_context.insert("configMaps".into(), "corp-ca".into());
-        let error = publication(request.clone()).unwrap_err();
+        let error = publication(request.clone(), &Limits::default()).unwrap_err();
         assert!(matches!(error, Error::NoPodInfo { .. }) && error.to_string().contains("podInfoOnMount"), "{error}");
         request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), "shop".into());
         // The namespace alone (as a pod author could write it) is not enough: the UID must be
         // there, and be the target path's.
-        let error = publication(request.clone()).unwrap_err();
+        let error = publication(request.clone(), &Limits::default()).unwrap_err();
         assert!(error.to_string().contains("csi.storage.k8s.io/pod.uid"), "{error}");
         request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "forged".into());
-        assert!(matches!(publication(request.clone()), Err(Error::PodUidMismatch { .. })));
+        assert!(matches!(publication(request.clone(), &Limits::default()), Err(Error::PodUidMismatch { .. })));
         request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "u".into());
-        assert!(publication(request).is_ok());
+        assert!(publication(request, &Limits::default()).is_ok());
     }
 
     fn with_secret(namespace: &str, account: &str) -> pb::NodePublishVolumeRequest {
@@ -207,6 +224,32 @@ mod tests {
         request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "u".into());
         request.volume_context.insert("csi.storage.k8s.io/serviceAccount.name".into(), account.into());
         request
+    }
+
+    fn publication_of(request: pb::NodePublishVolumeRequest) -> Result<(Publication, Option<PodToken>)> {
+        publication(request, &Limits::default())
+    }
+
+    #[test]
+    fn attributes_and_sources_over_the_limits_are_refused_naming_the_flags() {
+        let limits = Limits { attribute_bytes: 100, sources: 3, ..Limits::default() };
+        let mut request = valid();
+        request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), "shop".into());
+        request.volume_context.insert("csi.storage.k8s.io/pod.uid".into(), "u".into());
+        request.volume_context.insert("configMaps".into(), "a, b, c".into());
+        assert!(publication(request.clone(), &limits).is_ok());
+        request.volume_context.insert("configMaps".into(), "a, b, c, d".into());
+        let error = publication(request.clone(), &limits).unwrap_err();
+        assert!(matches!(error, Error::TooManySources { sources: 4, max: 3 }), "{error}");
+        assert!(error.to_string().contains("--max-volume-sources"), "{error}");
+        // The kubelet's keys (a token JSON of a kilobyte or two) are not the pod author's.
+        request.volume_context.insert("configMaps".into(), "a".into());
+        request.volume_context.insert("csi.storage.k8s.io/ephemeral".into(), "true".repeat(50));
+        assert!(!matches!(publication(request.clone(), &limits), Err(Error::AttributesTooLarge { .. })));
+        request.volume_context.insert("configMaps".into(), "a".repeat(200));
+        let error = publication(request, &limits).unwrap_err();
+        assert!(matches!(error, Error::AttributesTooLarge { max: 100, .. }), "{error}");
+        assert!(error.to_string().contains("--max-volume-attribute-bytes"), "{error}");
     }
 
     fn token_json(token: &str) -> String {
@@ -222,28 +265,28 @@ mod tests {
         let mut request = with_secret("shop", "web");
         // Pasted into the attributes (what a pod author can do): never used.
         request.volume_context.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-context"));
-        assert!(matches!(super::publication(request.clone()), Err(Error::NoToken)));
+        assert!(matches!(super::publication(request.clone(), &Limits::default()), Err(Error::NoToken)));
         request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("in-secrets"));
-        let (publication, token) = super::publication(request.clone()).unwrap();
+        let (publication, token) = super::publication(request.clone(), &Limits::default()).unwrap();
         assert_eq!(bearer(&token.unwrap()), "Bearer in-secrets");
         assert_eq!(publication.spec.cluster.service_account, "web");
         // A malformed entry in secrets is refused.
         request.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), "{not json".into());
-        assert!(matches!(super::publication(request), Err(Error::Token(_))));
+        assert!(matches!(super::publication(request, &Limits::default()), Err(Error::Token(_))));
     }
 
     #[test]
     fn secrets_without_a_token_or_service_account_ask_for_the_csidriver_settings() {
-        let error = publication(with_secret("shop", "web")).unwrap_err();
+        let error = publication_of(with_secret("shop", "web")).unwrap_err();
         assert!(matches!(error, Error::NoToken) && error.to_string().contains("tokenRequests"), "{error}");
         let mut empty = with_secret("shop", "web");
         empty.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), "{}".into());
-        assert!(matches!(publication(empty), Err(Error::NoToken)));
+        assert!(matches!(publication(empty, &Limits::default()), Err(Error::NoToken)));
         let mut no_account = with_secret("shop", "");
         no_account.secrets.insert(SERVICE_ACCOUNT_TOKENS.into(), token_json("t"));
-        let error = publication(no_account).unwrap_err();
+        let error = publication(no_account, &Limits::default()).unwrap_err();
         assert!(matches!(error, Error::NoServiceAccount) && error.to_string().contains("podInfoOnMount"), "{error}");
-        let error = publication(with_secret("", "web")).unwrap_err();
+        let error = publication_of(with_secret("", "web")).unwrap_err();
         assert!(matches!(error, Error::NoPodInfo { .. }), "{error}");
     }
 
@@ -266,6 +309,6 @@ mod tests {
     fn unknown_access_mode_number_is_rejected() {
         let mut request = valid();
         request.volume_capability.as_mut().unwrap().access_mode = Some(pb::volume_capability::AccessMode { mode: 99 });
-        assert!(matches!(publication(request), Err(Error::UnsupportedAccessMode(_))));
+        assert!(matches!(publication(request, &Limits::default()), Err(Error::UnsupportedAccessMode(_))));
     }
 }

@@ -30,7 +30,10 @@ fn code_of(error: &Error) -> Code {
         | Error::PodUidMismatch { .. }
         // The kubelet's token JSON is malformed: no retry of the same request can fix it.
         | Error::Token(_)
-        | Error::Attributes(_) => Code::InvalidArgument,
+        | Error::Attributes(_)
+        // Bounds on the request's own shape: the same request never fits.
+        | Error::AttributesTooLarge { .. }
+        | Error::TooManySources { .. } => Code::InvalidArgument,
         // The operator's CSIDriver object must change; the request itself is fine.
         Error::NoPodInfo { .. } | Error::NoServiceAccount | Error::NoToken => Code::FailedPrecondition,
         Error::Node(crate::node::Error::Volume(error)) => volume_code(error),
@@ -62,6 +65,8 @@ fn sources_code(error: &sources::Error) -> Code {
     match error {
         // The request is fine; the driver's sources cannot satisfy it.
         sources::Error::EmptyBundle => Code::FailedPrecondition,
+        // One volume asks more of the node's shared driver than it gives any one volume.
+        sources::Error::TooManyCertificates { .. } => Code::ResourceExhausted,
         // Only at load or reload, which keeps the previous sources; here for completeness.
         sources::Error::TooLarge { .. } => Code::FailedPrecondition,
         sources::Error::Read { .. } => Code::Unavailable,
@@ -72,6 +77,11 @@ fn sources_code(error: &sources::Error) -> Code {
 
 fn cluster_code(error: &cluster::Error) -> Code {
     match error {
+        // A source over the driver's per-source limits: the object must shrink (or the limit
+        // grow); no retry of the same request helps, and it is a resource bound, not bad input.
+        cluster::Error::Content { source, .. } if matches!(**source, crate::bundle::Error::OverLimit { .. }) => {
+            Code::ResourceExhausted
+        }
         // The cluster (or the driver's mode) cannot satisfy the volume until someone changes
         // it; the kubelet retries and shows the message in the pod's events.
         cluster::Error::Standalone { .. }

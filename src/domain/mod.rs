@@ -10,15 +10,20 @@
 //! - [`selector`]: Kubernetes label selectors (`signerName` + `labelSelector`).
 //! - [`SourceKind`]: the kinds of certificate source.
 //! - [`echo`]: input echoed back in messages, bounded.
+//! - [`Limits`]: what one volume may ask of the driver.
 
 mod cluster;
 pub mod echo;
+mod limits;
 mod selector;
 mod source_kind;
 
 pub use cluster::{
     CONFIG_MAPS_TAG, ClusterSources, KindAttributes, ListAttributes, Reference, SECRETS_TAG, SignerSelection,
     TRUST_BUNDLES_TAG, canonical, parse_named_keys, parse_names, parse_signer,
+};
+pub use limits::{
+    ATTRIBUTE_BYTES_FLAG, Limits, SOURCE_BYTES_FLAG, SOURCE_CERTIFICATES_FLAG, SOURCES_FLAG, VOLUME_CERTIFICATES_FLAG,
 };
 pub use selector::{LabelSelector, Operator as SelectorOperator, ParseError as SelectorError};
 pub use source_kind::SourceKind;
@@ -44,7 +49,7 @@ pub const ATTR_OPTIONAL: &str = "optional";
 pub const ATTR_DEFAULTS: &str = "defaults";
 
 /// Attributes the kubelet adds itself (podInfoOnMount, tokenRequests, ephemeral).
-const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
+pub const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
 pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";

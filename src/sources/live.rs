@@ -21,6 +21,7 @@ pub struct Sources {
     state: RwLock<State>,
     cluster: ClusterAccess,
     metrics: Metrics,
+    max_volume_certificates: usize,
 }
 
 /// Whether the driver reads from a cluster.
@@ -61,7 +62,13 @@ impl Sources {
             state: RwLock::new(State { catalog, generation: 0, refresh_error: None }),
             cluster: ClusterAccess::Standalone("no cluster configuration"),
             metrics: Metrics::default(),
+            max_volume_certificates: crate::domain::Limits::default().volume_certificates,
         })
+    }
+
+    /// The most certificates one volume's bundle may hold (`--max-volume-certificates`).
+    pub fn set_max_volume_certificates(&mut self, max: usize) {
+        self.max_volume_certificates = max;
     }
 
     /// Where renders count their certificates.
@@ -220,6 +227,9 @@ impl Sources {
             }
             None => render()?,
         };
+        if certificate_count > self.max_volume_certificates {
+            return Err(Error::TooManyCertificates { found: certificate_count, max: self.max_volume_certificates });
+        }
         self.metrics.bundle_rendered(certificate_count);
         Ok(files)
     }

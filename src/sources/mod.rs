@@ -54,6 +54,11 @@ pub enum Error {
         "the volume's bundle would be empty: no source gives it a certificate to keep (systemRoots may be \"false\"; expired certificates and end-entity certificates issued by a CA are dropped, see the log); add a CA certificate, keep the system roots, or set expired: \"keep\""
     )]
     EmptyBundle,
+    #[error(
+        "the volume's bundle would hold {found} certificates, over the driver's limit of {max} per volume ({flag}); name fewer sources, or ask the cluster operator to raise {flag}",
+        flag = crate::domain::VOLUME_CERTIFICATES_FLAG
+    )]
+    TooManyCertificates { found: usize, max: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -37,7 +37,12 @@ pub const REGISTRATION: Registration = Registration {
     },
     watched: true,
     start: |context| {
-        Box::new(ConfigMaps::new(context.driver.clone(), context.changes.clone(), context.defaults_namespace.clone()))
+        Box::new(ConfigMaps::new(
+            context.driver.clone(),
+            context.changes.clone(),
+            context.defaults_namespace.clone(),
+            context.limits,
+        ))
     },
 };
 
@@ -51,6 +56,7 @@ pub struct ConfigMaps {
     watches: Mutex<Watches>,
     /// The driver's own namespace (where default ConfigMaps live; empty without defaults).
     defaults_namespace: String,
+    limits: domain::Limits,
 }
 
 impl std::fmt::Debug for ConfigMaps {
@@ -98,8 +104,13 @@ impl Watches {
 }
 
 impl ConfigMaps {
-    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>, defaults_namespace: String) -> Self {
-        Self { client, changes, watches: Mutex::default(), defaults_namespace }
+    pub fn new(
+        client: kube::Client,
+        changes: mpsc::UnboundedSender<Change>,
+        defaults_namespace: String,
+        limits: domain::Limits,
+    ) -> Self {
+        Self { client, changes, watches: Mutex::default(), defaults_namespace, limits }
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
@@ -176,7 +187,7 @@ impl ConfigMaps {
         let source = origin(key, &self.defaults_namespace);
         let writer =
             watch_loop::Writer { state: sender, changes: self.changes.clone(), last_error: last_error.clone() };
-        let watch = Watch { key: key.clone(), source, logged_version: None };
+        let watch = Watch { key: key.clone(), source, logged_version: None, limits: self.limits };
         let task = tokio::spawn(watch_loop::run(watch, stream, writer).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, last_error, held: 0, task }
@@ -288,6 +299,7 @@ struct Watch {
     source: ObjectOrigin,
     /// The resourceVersion whose ignored keys were last logged: once per version of the object.
     logged_version: Option<String>,
+    limits: domain::Limits,
 }
 
 impl Watched for Watch {
@@ -299,7 +311,7 @@ impl Watched for Watch {
     fn parse(&mut self, object: ConfigMap) -> Option<(String, Arc<Keys>)> {
         let name = object.metadata.name.clone().filter(|name| *name == self.key.name)?;
         let version = object.metadata.resource_version.clone();
-        let keys = content::config_map(&self.source, object.data.as_ref(), object.binary_data.as_ref());
+        let keys = content::config_map(&self.source, object.data.as_ref(), object.binary_data.as_ref(), &self.limits);
         let ignored = content::ignored_keys(&keys);
         tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
         if !ignored.is_empty() && version.is_some() && self.logged_version != version {
@@ -394,7 +406,7 @@ mod tests {
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
         let source = origin(&key, "");
-        let watch = Watch { key, source, logged_version: None };
+        let watch = Watch { key, source, logged_version: None, limits: domain::Limits::default() };
         let writer = watch_loop::Writer { state: sender, changes, last_error: LastError::default() };
         watch_loop::run(watch, stream, writer).await;
         let states = seen.await.expect("observer");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::bundle::{self, Certificate, ObjectOrigin, Provenance, Strictness};
+use crate::domain::{Limits, SOURCE_BYTES_FLAG, SOURCE_CERTIFICATES_FLAG};
 
 /// One ConfigMap key's value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,9 +25,23 @@ pub type Keys = BTreeMap<String, KeyContent>;
 const CERTIFICATE_LABELS: [&str; 5] =
     ["CERTIFICATE-----", "TRUSTED CERTIFICATE-----", "PKCS7-----", "CMS-----", "PKCS #7 SIGNED DATA-----"];
 
-/// Classifies one value. A private key anywhere is [`KeyContent::Invalid`].
-pub fn classify(origin: &ObjectOrigin, bytes: &[u8]) -> KeyContent {
+/// Classifies one value. A private key anywhere is [`KeyContent::Invalid`]; so is a value
+/// over `limits`, refused before (or, for a PKCS#7 bundle's count, right after) parsing.
+pub fn classify(origin: &ObjectOrigin, bytes: &[u8], limits: &Limits) -> KeyContent {
+    let over = |found: usize, max: usize, unit: &'static str, flag: &'static str| {
+        KeyContent::Invalid(bundle::Error::OverLimit { source_name: origin.to_string(), found, max, unit, flag })
+    };
+    if bytes.len() > limits.source_bytes {
+        return over(bytes.len(), limits.source_bytes, "bytes", SOURCE_BYTES_FLAG);
+    }
+    let blocks = count_certificate_blocks(bytes);
+    if blocks > limits.source_certificates {
+        return over(blocks, limits.source_certificates, "certificates", SOURCE_CERTIFICATES_FLAG);
+    }
     match bundle::parse_source_of(&Provenance::Object(origin.clone()), bytes, Strictness::Strict) {
+        Ok(parsed) if parsed.certificates.len() > limits.source_certificates => {
+            over(parsed.certificates.len(), limits.source_certificates, "certificates", SOURCE_CERTIFICATES_FLAG)
+        }
         Ok(parsed) => KeyContent::Certificates(parsed.certificates),
         Err(error @ (bundle::Error::PrivateKey { .. } | bundle::Error::EncryptedPem { .. })) => {
             KeyContent::Invalid(error)
@@ -34,6 +49,21 @@ pub fn classify(origin: &ObjectOrigin, bytes: &[u8]) -> KeyContent {
         Err(error) if mentions_certificates(bytes) => KeyContent::Invalid(error),
         Err(error) => KeyContent::Ignored(error),
     }
+}
+
+/// PEM certificate blocks, counted without parsing.
+fn count_certificate_blocks(bytes: &[u8]) -> usize {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    bytes
+        .windows(BEGIN.len())
+        .enumerate()
+        .filter(|(at, window)| {
+            *window == BEGIN && {
+                let after = &bytes[at + BEGIN.len()..];
+                after.starts_with(b"CERTIFICATE-----") || after.starts_with(b"TRUSTED CERTIFICATE-----")
+            }
+        })
+        .count()
 }
 
 fn mentions_certificates(bytes: &[u8]) -> bool {
@@ -49,10 +79,11 @@ pub fn config_map(
     object: &ObjectOrigin,
     data: Option<&BTreeMap<String, String>>,
     binary_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+    limits: &Limits,
 ) -> BTreeMap<String, KeyContent> {
     let text = data.into_iter().flatten().map(|(key, value)| (key, value.as_bytes()));
     let binary = binary_data.into_iter().flatten().map(|(key, value)| (key, value.0.as_slice()));
-    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&object.with_key(key), bytes))).collect()
+    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&object.with_key(key), bytes, limits))).collect()
 }
 
 /// The keys a bare-name reference skips (they hold no certificate), in key order.
@@ -79,19 +110,48 @@ mod tests {
     #[test]
     fn values_are_certificates_ignored_or_invalid() {
         let root = ca("Root");
-        let parsed = classify(&origin().with_key("ca.crt"), pem(&root.der).as_bytes());
+        let parsed = classify(&origin().with_key("ca.crt"), pem(&root.der).as_bytes(), &Limits::default());
         assert!(matches!(&parsed, KeyContent::Certificates(c) if c.len() == 1));
         let KeyContent::Certificates(certificates) = parsed else { unreachable!() };
         assert_eq!(certificates[0].source, Provenance::Object(origin().with_key("ca.crt")), "typed, not text");
-        assert!(matches!(classify(&origin(), &root.der), KeyContent::Certificates(c) if c.len() == 1), "DER");
+        assert!(
+            matches!(classify(&origin(), &root.der, &Limits::default()), KeyContent::Certificates(c) if c.len() == 1),
+            "DER"
+        );
         for ignored in [&b"hello: world\n"[..], b"", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"] {
-            assert!(matches!(classify(&origin(), ignored), KeyContent::Ignored(_)), "{ignored:?}");
+            assert!(matches!(classify(&origin(), ignored, &Limits::default()), KeyContent::Ignored(_)), "{ignored:?}");
         }
         let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(matches!(classify(&origin(), key), KeyContent::Invalid(bundle::Error::PrivateKey { .. })));
+        assert!(matches!(
+            classify(&origin(), key, &Limits::default()),
+            KeyContent::Invalid(bundle::Error::PrivateKey { .. })
+        ));
         let with_key = format!("{}{}", pem(&root.der), String::from_utf8_lossy(key));
-        assert!(matches!(classify(&origin(), with_key.as_bytes()), KeyContent::Invalid(_)), "a key beside a CA");
+        assert!(
+            matches!(classify(&origin(), with_key.as_bytes(), &Limits::default()), KeyContent::Invalid(_)),
+            "a key beside a CA"
+        );
         let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(matches!(classify(&origin(), broken), KeyContent::Invalid(_)));
+        assert!(matches!(classify(&origin(), broken, &Limits::default()), KeyContent::Invalid(_)));
+    }
+
+    #[test]
+    fn a_value_over_the_limits_is_refused_naming_the_limit_and_its_flag() {
+        let root = ca("Root");
+        let one = pem(&root.der);
+        let limits = Limits { source_bytes: one.len() * 3, source_certificates: 2, ..Limits::default() };
+        assert!(
+            matches!(classify(&origin(), one.repeat(2).as_bytes(), &limits), KeyContent::Certificates(c) if c.len() == 2)
+        );
+        let three = classify(&origin(), one.repeat(3).as_bytes(), &limits);
+        let KeyContent::Invalid(error @ bundle::Error::OverLimit { found: 3, max: 2, .. }) = three else {
+            panic!("{three:?}")
+        };
+        assert!(error.to_string().contains(SOURCE_CERTIFICATES_FLAG), "{error}");
+        let big = classify(&origin(), one.repeat(4).as_bytes(), &limits);
+        let KeyContent::Invalid(error @ bundle::Error::OverLimit { unit: "bytes", .. }) = big else {
+            panic!("{big:?}")
+        };
+        assert!(error.to_string().contains(SOURCE_BYTES_FLAG), "{error}");
     }
 }

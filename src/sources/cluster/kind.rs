@@ -34,6 +34,8 @@ pub struct Context {
     pub changes: mpsc::UnboundedSender<Change>,
     /// The driver's namespace, where default sources live (empty without defaults).
     pub defaults_namespace: String,
+    /// How big one object's value may be.
+    pub limits: domain::Limits,
 }
 
 /// A kind's cache: what it holds for publishes, how it selects, which changes touch a spec.

@@ -336,8 +336,9 @@ impl Cluster {
         clients: Clients,
         defaults: Defaults,
         driver_name: &str,
+        limits: domain::Limits,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
-        Self::with_kinds(clients, defaults, driver_name, KINDS)
+        Self::with_kinds(clients, defaults, driver_name, limits, KINDS)
     }
 
     /// [`Cluster::new`] with `registrations` instead of [`KINDS`] (a test's own kind).
@@ -345,6 +346,7 @@ impl Cluster {
         clients: Clients,
         defaults: Defaults,
         driver_name: &str,
+        limits: domain::Limits,
         registrations: &[Registration],
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
@@ -354,6 +356,7 @@ impl Cluster {
             as_pod,
             changes: changes.clone(),
             defaults_namespace: defaults.namespace.clone(),
+            limits,
         };
         let cluster = Self {
             kinds: registrations.iter().map(|registration| (registration.start)(&context)).collect(),

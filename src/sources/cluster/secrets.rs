@@ -55,7 +55,7 @@ pub const REGISTRATION: Registration = Registration {
         reads_as_pod: true,
     },
     watched: false,
-    start: |context| Box::new(Secrets::new(context.as_pod.clone())),
+    start: |context| Box::new(Secrets::new(context.as_pod.clone(), context.limits)),
 };
 
 /// One key of one Secret, as read by one ServiceAccount: `want`'s references in order.
@@ -78,6 +78,7 @@ pub struct Secrets {
     client: kube::Client,
     /// The last content each ServiceAccount read, for refreshes between publishes.
     read: Mutex<HashMap<Slot, Arc<Content>>>,
+    limits: domain::Limits,
 }
 
 impl fmt::Debug for Secrets {
@@ -88,8 +89,8 @@ impl fmt::Debug for Secrets {
 
 impl Secrets {
     /// `client` must carry no identity: see [`Clients`](super::Clients).
-    pub fn new(client: kube::Client) -> Self {
-        Self { client, read: Mutex::default() }
+    pub fn new(client: kube::Client, limits: domain::Limits) -> Self {
+        Self { client, read: Mutex::default(), limits }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<Content>>> {
@@ -163,7 +164,7 @@ impl Secrets {
                 name: key.name.clone(),
                 key: Some(data_key.to_owned()),
             };
-            match content::classify(&origin, bytes) {
+            match content::classify(&origin, bytes, &self.limits) {
                 KeyContent::Certificates(certificates) => contents.push(Some(certificates)),
                 // A named key must hold certificates: nothing else of it, a private key least of all.
                 KeyContent::Ignored(source) | KeyContent::Invalid(source) => {

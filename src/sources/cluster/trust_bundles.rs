@@ -31,7 +31,7 @@ pub const ATTR_LABEL_SELECTOR: &str = "labelSelector";
 pub const REGISTRATION: Registration = Registration {
     attributes: &Attributes,
     watched: true,
-    start: |context| Box::new(TrustBundles::new(context.driver.clone(), context.changes.clone())),
+    start: |context| Box::new(TrustBundles::new(context.driver.clone(), context.changes.clone(), context.limits)),
 };
 
 struct Attributes;
@@ -114,6 +114,7 @@ pub struct TrustBundles {
     version: watch::Receiver<Option<Option<Version>>>,
     /// Discovery's or the watch's last error, cleared by the next good answer.
     last_error: LastError,
+    limits: domain::Limits,
 }
 
 impl std::fmt::Debug for TrustBundles {
@@ -124,7 +125,7 @@ impl std::fmt::Debug for TrustBundles {
 
 impl TrustBundles {
     /// Starts discovery (one request, retried until it answers) in the background.
-    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Self {
+    pub fn new(client: kube::Client, changes: mpsc::UnboundedSender<Change>, limits: domain::Limits) -> Self {
         let (version_sender, version) = watch::channel(None);
         let discovering = client.clone();
         let last_error = LastError::default();
@@ -155,7 +156,7 @@ impl TrustBundles {
             }
             .in_current_span(),
         );
-        Self { client, changes, state: watch::Sender::new(None), started: OnceLock::new(), version, last_error }
+        Self { client, changes, state: watch::Sender::new(None), started: OnceLock::new(), version, last_error, limits }
     }
 
     /// Discovery's or the watch's last error, while it lasts.
@@ -177,7 +178,7 @@ impl TrustBundles {
                 changes: self.changes.clone(),
                 last_error: self.last_error.clone(),
             };
-            let task = run(self.client.clone(), self.version.clone(), writer);
+            let task = run(self.client.clone(), self.version.clone(), writer, self.limits);
             tokio::spawn(task.instrument(span));
         });
         self.state.subscribe()
@@ -336,7 +337,7 @@ impl Object for v1beta1::ClusterTrustBundle {
 }
 
 /// The one watch of all ClusterTrustBundles, on the shared loop.
-struct Watch<K>(std::marker::PhantomData<K>);
+struct Watch<K>(std::marker::PhantomData<K>, domain::Limits);
 
 impl<K: Object> Watched for Watch<K> {
     type Object = K;
@@ -348,7 +349,7 @@ impl<K: Object> Watched for Watch<K> {
         let (name, meta, trust_bundle) = object.into_bundle();
         let name = name?;
         let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
-        let content = content::classify(&origin, trust_bundle.as_bytes());
+        let content = content::classify(&origin, trust_bundle.as_bytes(), &self.1);
         Some((name, CachedBundle { meta, content }))
     }
 
@@ -374,6 +375,7 @@ async fn run(
     client: kube::Client,
     mut version: watch::Receiver<Option<Option<Version>>>,
     writer: Writer<CachedBundle>,
+    limits: domain::Limits,
 ) {
     let Ok(found) = version.wait_for(Option::is_some).await.map(|v| v.flatten()) else { return };
     match found {
@@ -381,16 +383,16 @@ async fn run(
         None => {
             writer.state.send_replace(Some(Arc::default()));
         }
-        Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), writer).await,
+        Some(Version::V1) => watch_bundles(kube::Api::<v1::ClusterTrustBundle>::all(client), writer, limits).await,
         Some(Version::V1beta1) => {
-            watch_bundles(kube::Api::<v1beta1::ClusterTrustBundle>::all(client), writer).await;
+            watch_bundles(kube::Api::<v1beta1::ClusterTrustBundle>::all(client), writer, limits).await;
         }
     }
 }
 
-async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle>) {
+async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle>, limits: domain::Limits) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
-    watch_loop::run(Watch::<K>(std::marker::PhantomData), stream, writer).await;
+    watch_loop::run(Watch::<K>(std::marker::PhantomData, limits), stream, writer).await;
 }
 
 #[cfg(test)]
@@ -420,7 +422,12 @@ mod tests {
         let (changes, mut received) = mpsc::unbounded_channel();
         let writer = Writer { state: state.clone(), changes, last_error: LastError::default() };
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        watch_loop::run(Watch::<v1::ClusterTrustBundle>(std::marker::PhantomData), stream, writer).await;
+        watch_loop::run(
+            Watch::<v1::ClusterTrustBundle>(std::marker::PhantomData, domain::Limits::default()),
+            stream,
+            writer,
+        )
+        .await;
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {
             all.push(change);

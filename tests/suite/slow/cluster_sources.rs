@@ -934,3 +934,47 @@ fn a_cluster_ca_expiring_within_seven_days_marks_only_its_volumes_naming_the_obj
         assert!(at_config_map.is_some() && at_bundle.is_some() && at_config_map < at_bundle, "{message}");
     });
 }
+
+#[test]
+fn sources_over_the_drivers_limits_are_refused_naming_the_flag_and_a_rotation_over_them_keeps_the_last_good() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let args = ["--max-source-certificates", "2", "--max-volume-certificates", "3", "--max-volume-sources", "2"];
+        let world = World::start_on(ControlPlane::shared(), "limits", &args).await;
+        let cas: Vec<TestCa> = (0..4).map(|i| TestCa::new(world.dir.path(), &format!("limit-{i}"))).collect();
+        let pems = |range: std::ops::Range<usize>| cas[range].iter().map(|ca| ca.pem.as_str()).collect::<String>();
+        world.put_config_map("two", &[("ca.crt", &pems(0..2))], &[]).await;
+        world.put_config_map("three", &[("ca.crt", &pems(0..3))], &[]).await;
+        world.put_config_map("other", &[("ca.crt", &pems(2..4))], &[]).await;
+
+        // One object over --max-source-certificates: RESOURCE_EXHAUSTED, naming the flag.
+        let (target, result) = world.publish("pod-three", &[("configMaps", "three")]).await;
+        assert_eq!(code_of(&result), Code::ResourceExhausted, "{result:?}");
+        assert!(message_of(&result).contains("--max-source-certificates"), "{}", message_of(&result));
+        assert!(!target.exists());
+        // Two objects within it, but four certificates together: over --max-volume-certificates.
+        let (target, result) = world.publish("pod-four", &[("configMaps", "two, other")]).await;
+        assert_eq!(code_of(&result), Code::ResourceExhausted, "{result:?}");
+        assert!(message_of(&result).contains("--max-volume-certificates"), "{}", message_of(&result));
+        assert!(!target.exists());
+        // Three sources: INVALID_ARGUMENT, before anything is read.
+        let (_, result) = world.publish("pod-many", &[("configMaps", "two, other, three")]).await;
+        assert_eq!(code_of(&result), Code::InvalidArgument, "{result:?}");
+        assert!(message_of(&result).contains("--max-volume-sources"), "{}", message_of(&result));
+
+        // Within every limit: published. Then the object grows over one: the last good stays.
+        let (target, result) = world.publish("pod-two", &[("configMaps", "two")]).await;
+        result.unwrap();
+        assert_eq!(bundle_ders(&target), ders(&[&cas[0], &cas[1]]));
+        world.put_config_map("two", &[("ca.crt", &pems(0..3))], &[]).await;
+        support::eventually("the volume reports the limit", PROPAGATION_LIMIT, async || {
+            let (abnormal, message) = world.condition("pod-two", &target).await;
+            abnormal && message.contains("--max-source-certificates")
+        })
+        .await;
+        assert_eq!(bundle_ders(&target), ders(&[&cas[0], &cas[1]]), "the last good bundle is kept");
+    });
+}

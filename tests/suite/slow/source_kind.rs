@@ -162,7 +162,7 @@ async fn a_kind_written_in_a_test_plugs_into_the_socket() {
     let registrations: Vec<Registration> = cluster::KINDS.iter().copied().chain([REGISTRATION]).collect();
     let clients = Clients { driver: admin.clone(), as_pod: admin.clone() };
     let (cluster, mut changes) =
-        Cluster::with_kinds(clients, Defaults::default(), "csi.trustmount.test", &registrations);
+        Cluster::with_kinds(clients, Defaults::default(), "csi.trustmount.test", Default::default(), &registrations);
     assert!(Cluster::open_watches(Some(&cluster)).contains(&(KIND.tag, 1)));
     let hold = cluster.hold(&spec).await.expect("held and synced");
     let ders = |selected: Selected| selected.certificates.into_iter().map(|c| c.der.to_vec()).collect::<Vec<_>>();

@@ -1,0 +1,40 @@
+//! What one volume may ask of the node's one driver, which every namespace on the node shares:
+//! each bound is a flag, and a volume over one is refused naming the limit and the flag, so a
+//! pod author learns what to change and a cluster operator what to raise.
+
+/// The bounds on one volume and on one source object's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a volume's attributes (keys and values, the kubelet's own keys excluded).
+    pub attribute_bytes: usize,
+    /// Sources one volume names (objects and signer selections, every kind together).
+    pub sources: usize,
+    /// Certificates one volume's bundle holds (system roots included).
+    pub volume_certificates: usize,
+    /// Bytes of one value of a cluster object (a ConfigMap or Secret key, a
+    /// ClusterTrustBundle), checked before anything is parsed.
+    pub source_bytes: usize,
+    /// Certificates in one such value: PEM blocks counted before parsing, and the parsed count
+    /// (a PKCS#7 bundle hides its count until parsed).
+    pub source_certificates: usize,
+}
+
+pub const ATTRIBUTE_BYTES_FLAG: &str = "--max-volume-attribute-bytes";
+pub const SOURCES_FLAG: &str = "--max-volume-sources";
+pub const VOLUME_CERTIFICATES_FLAG: &str = "--max-volume-certificates";
+pub const SOURCE_BYTES_FLAG: &str = "--max-source-object-bytes";
+pub const SOURCE_CERTIFICATES_FLAG: &str = "--max-source-certificates";
+
+impl Default for Limits {
+    /// Generous for real use: the public roots are ~150 certificates in ~220 KB of PEM, an
+    /// organisation's CAs far fewer, and a volume names a handful of sources.
+    fn default() -> Self {
+        Self {
+            attribute_bytes: 16 * 1024,
+            sources: 64,
+            volume_certificates: 2000,
+            source_bytes: 512 * 1024,
+            source_certificates: 500,
+        }
+    }
+}
