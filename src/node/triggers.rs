@@ -18,8 +18,6 @@ use crate::sources::cluster::Change;
 const SETTLE: Duration = Duration::from_millis(200);
 /// Watch events come in bursts too (an apply touching several objects); one pass for a burst.
 const CLUSTER_SETTLE: Duration = Duration::from_millis(50);
-/// How long the pass after cluster sources became allowed waits for the caches it renders from.
-const ALLOWED_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 impl Rotation {
     /// Runs for the life of the driver: the adopted specs' cluster caches (then `readiness`
@@ -57,9 +55,13 @@ impl Rotation {
                     }
                     if burst.contains(&Change::ClusterSourcesAllowed) {
                         // The caches of specs rendered without cluster sources may still be on
-                        // their first list (their watches backed off while not allowed).
-                        let specs = self.store.live_specs();
-                        let _ = tokio::time::timeout(ALLOWED_SYNC_WAIT, self.sources.synced(&specs)).await;
+                        // their first list (their watches backed off while not allowed): this
+                        // pass renders what is synced, and another follows once all are.
+                        let rotation = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            rotation.sources.synced(&rotation.store.live_specs()).await;
+                            rotation.requested.notify_one();
+                        });
                     }
                     let trigger = cluster_trigger(&burst, seen);
                     self.refresh_where(trigger, |spec| burst.iter().any(|change| self.sources.affected_by(change, spec))).await;
@@ -97,7 +99,10 @@ impl Rotation {
                 };
                 Trigger::change(kind, source, seen)
             } else {
-                Trigger::catch_up("a publish raced a reload", self.clock.instant())
+                Trigger::catch_up(
+                    "requested: a publish raced a reload, or the caches of allowed cluster sources synced",
+                    self.clock.instant(),
+                )
             };
             self.refresh_where(trigger, |_| true).await;
         }

@@ -187,7 +187,13 @@ impl ConfigMaps {
         let source = origin(key, &self.defaults_namespace);
         let writer =
             watch_loop::Writer { state: sender, changes: self.changes.clone(), last_error: last_error.clone() };
-        let watch = Watch { key: key.clone(), source, logged_version: None, limits: self.limits };
+        let watch = Watch {
+            key: key.clone(),
+            source,
+            logged_version: None,
+            limits: self.limits,
+            parsed: content::Parsed::new(),
+        };
         let task = tokio::spawn(watch_loop::run(watch, stream, writer).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
         Entry { state, last_error, held: 0, task }
@@ -300,6 +306,8 @@ struct Watch {
     /// The resourceVersion whose ignored keys were last logged: once per version of the object.
     logged_version: Option<String>,
     limits: domain::Limits,
+    /// The last version's keys, by the hash of their bytes.
+    parsed: content::Parsed,
 }
 
 impl Watched for Watch {
@@ -311,7 +319,13 @@ impl Watched for Watch {
     fn parse(&mut self, object: ConfigMap) -> Option<(String, Arc<Keys>)> {
         let name = object.metadata.name.clone().filter(|name| *name == self.key.name)?;
         let version = object.metadata.resource_version.clone();
-        let keys = content::config_map(&self.source, object.data.as_ref(), object.binary_data.as_ref(), &self.limits);
+        let keys = content::config_map(
+            &self.source,
+            object.data.as_ref(),
+            object.binary_data.as_ref(),
+            &self.limits,
+            &mut self.parsed,
+        );
         let ignored = content::ignored_keys(&keys);
         tracing::debug!(keys = keys.len(), ignored = ignored.len(), "ConfigMap read");
         if !ignored.is_empty() && version.is_some() && self.logged_version != version {
@@ -406,7 +420,13 @@ mod tests {
         });
         let stream = futures::stream::iter(events.into_iter().map(Ok));
         let source = origin(&key, "");
-        let watch = Watch { key, source, logged_version: None, limits: domain::Limits::default() };
+        let watch = Watch {
+            key,
+            source,
+            logged_version: None,
+            limits: domain::Limits::default(),
+            parsed: content::Parsed::new(),
+        };
         let writer = watch_loop::Writer { state: sender, changes, last_error: LastError::default() };
         watch_loop::run(watch, stream, writer).await;
         let states = seen.await.expect("observer");

@@ -74,16 +74,34 @@ fn mentions_certificates(bytes: &[u8]) -> bool {
     })
 }
 
-/// Parses a ConfigMap's `data` and `binaryData` (a key in both is refused by the API server).
+/// What one object's keys were parsed from: per key, the SHA-256 of its bytes and what they
+/// gave. A tenant can patch one key of a ConfigMap every second; only the keys whose bytes
+/// changed are parsed again.
+pub type Parsed = BTreeMap<String, ([u8; 32], KeyContent)>;
+
+/// Parses a ConfigMap's `data` and `binaryData` (a key in both is refused by the API server),
+/// reusing what `previous` parsed from the same bytes; `previous` becomes this version's.
 pub fn config_map(
     object: &ObjectOrigin,
     data: Option<&BTreeMap<String, String>>,
     binary_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
     limits: &Limits,
+    previous: &mut Parsed,
 ) -> BTreeMap<String, KeyContent> {
+    use sha2::{Digest, Sha256};
     let text = data.into_iter().flatten().map(|(key, value)| (key, value.as_bytes()));
     let binary = binary_data.into_iter().flatten().map(|(key, value)| (key, value.0.as_slice()));
-    text.chain(binary).map(|(key, bytes)| (key.clone(), classify(&object.with_key(key), bytes, limits))).collect()
+    let mut parsed = Parsed::new();
+    for (key, bytes) in text.chain(binary) {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let content = match previous.remove(key) {
+            Some((before, content)) if before == digest => content,
+            _ => classify(&object.with_key(key), bytes, limits),
+        };
+        parsed.insert(key.clone(), (digest, content));
+    }
+    *previous = parsed;
+    previous.iter().map(|(key, (_, content))| (key.clone(), content.clone())).collect()
 }
 
 /// The keys a bare-name reference skips (they hold no certificate), in key order.
@@ -153,5 +171,24 @@ mod tests {
             panic!("{big:?}")
         };
         assert!(error.to_string().contains(SOURCE_BYTES_FLAG), "{error}");
+    }
+
+    #[test]
+    fn only_keys_whose_bytes_changed_are_parsed_again() {
+        let root = ca("Root");
+        let one = pem(&root.der);
+        let mut previous = Parsed::new();
+        let data = BTreeMap::from([("ca.crt".to_owned(), one.clone()), ("dummy".to_owned(), "1".to_owned())]);
+        let first = config_map(&origin(), Some(&data), None, &Limits::default(), &mut previous);
+        assert!(matches!(&first["ca.crt"], KeyContent::Certificates(c) if c.len() == 1));
+        // A limit that would refuse ca.crt now: reused from the last parse, so still the same.
+        let strict = Limits { source_certificates: 0, ..Limits::default() };
+        let data = BTreeMap::from([("ca.crt".to_owned(), one.clone()), ("dummy".to_owned(), "2".to_owned())]);
+        let second = config_map(&origin(), Some(&data), None, &strict, &mut previous);
+        assert_eq!(second["ca.crt"], first["ca.crt"], "unchanged bytes are not parsed again");
+        let changed = BTreeMap::from([("ca.crt".to_owned(), format!("{one}\n"))]);
+        let third = config_map(&origin(), Some(&changed), None, &strict, &mut previous);
+        assert!(matches!(&third["ca.crt"], KeyContent::Invalid(bundle::Error::OverLimit { .. })), "changed: parsed");
+        assert_eq!(previous.len(), 1, "a removed key is forgotten");
     }
 }

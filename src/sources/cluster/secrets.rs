@@ -31,6 +31,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use super::content::{self, KeyContent};
 use super::kind::{Kind, ObjectChange, PodRead, Registration, Selected, Slot, Want};
 use super::token::PodToken;
+use super::watch_loop;
 use super::{Error, ObjectKey, Result};
 use crate::bundle::{Certificate, KindName, ObjectOrigin, Scope};
 use crate::domain::{self, ListAttributes};
@@ -139,45 +140,15 @@ impl Secrets {
             let data = self.get(&object, &want.service_account, &keys, token).await?;
             found.insert(object, data);
         }
-        let mut contents = Vec::new();
-        for (key, data_key) in want.objects() {
-            let data_key = data_key.unwrap_or(DEFAULT_KEY);
-            let object = key.to_string();
-            let data = match found.get(&key) {
-                Some(Some(data)) => data,
-                Some(None) | None if want.optional => {
-                    contents.push(None);
-                    continue;
-                }
-                Some(None) | None => return Err(Error::Missing { kind: SECRET, object }),
-            };
-            let Some(bytes) = data.get(data_key) else {
-                if want.optional {
-                    contents.push(None);
-                    continue;
-                }
-                return Err(Error::MissingSecretKey { object, key: data_key.to_owned() });
-            };
-            let origin = ObjectOrigin {
-                kind: KIND,
-                scope: Scope::Namespace(key.namespace.clone()),
-                name: key.name.clone(),
-                key: Some(data_key.to_owned()),
-            };
-            match content::classify(&origin, bytes, &self.limits) {
-                KeyContent::Certificates(certificates) => contents.push(Some(certificates)),
-                // A named key must hold certificates: nothing else of it, a private key least of all.
-                KeyContent::Ignored(source) | KeyContent::Invalid(source) => {
-                    return Err(Error::Content {
-                        kind: SECRET,
-                        object,
-                        key: data_key.to_owned(),
-                        source: Box::new(source),
-                    });
-                }
-            }
-        }
-        Ok(contents)
+        // Parsing is CPU work on bytes the pod's namespace wrote: on the blocking pool, bounded
+        // with the watches' parses, never on the workers that answer the kubelet.
+        let references: Vec<(ObjectKey, String)> =
+            want.objects().map(|(key, data_key)| (key, data_key.unwrap_or(DEFAULT_KEY).to_owned())).collect();
+        let (optional, limits) = (want.optional, self.limits);
+        let _permit = watch_loop::parse_permit().await;
+        tokio::task::spawn_blocking(move || classify_all(&references, &found, optional, &limits))
+            .await
+            .map_err(|error| Error::SecretUnreadable { object: "(parse)".to_owned(), reason: error.to_string() })?
     }
 
     /// GETs one Secret as the pod and decodes only `keys` of its `data`; `None` for a 404.
@@ -362,6 +333,48 @@ impl<'de> Visitor<'de> for Data<'_> {
         }
         Ok(data)
     }
+}
+
+/// Each reference's content from the Secrets' decoded `data` (`None` for a 404), in order.
+fn classify_all(
+    references: &[(ObjectKey, String)],
+    found: &BTreeMap<ObjectKey, Option<BTreeMap<String, Vec<u8>>>>,
+    optional: bool,
+    limits: &domain::Limits,
+) -> Result<Vec<Content>> {
+    let mut contents = Vec::new();
+    for (key, data_key) in references {
+        let object = key.to_string();
+        let data = match found.get(key) {
+            Some(Some(data)) => data,
+            Some(None) | None if optional => {
+                contents.push(None);
+                continue;
+            }
+            Some(None) | None => return Err(Error::Missing { kind: SECRET, object }),
+        };
+        let Some(bytes) = data.get(data_key) else {
+            if optional {
+                contents.push(None);
+                continue;
+            }
+            return Err(Error::MissingSecretKey { object, key: data_key.clone() });
+        };
+        let origin = ObjectOrigin {
+            kind: KIND,
+            scope: Scope::Namespace(key.namespace.clone()),
+            name: key.name.clone(),
+            key: Some(data_key.clone()),
+        };
+        match content::classify(&origin, bytes, limits) {
+            KeyContent::Certificates(certificates) => contents.push(Some(certificates)),
+            // A named key must hold certificates: nothing else of it, a private key least of all.
+            KeyContent::Ignored(source) | KeyContent::Invalid(source) => {
+                return Err(Error::Content { kind: SECRET, object, key: data_key.clone(), source: Box::new(source) });
+            }
+        }
+    }
+    Ok(contents)
 }
 
 #[cfg(test)]

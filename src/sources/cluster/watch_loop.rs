@@ -57,16 +57,54 @@ pub struct Writer<T> {
     pub last_error: LastError,
 }
 
+/// Parses that may run at once, across every watch: certificate parsing (signature checks
+/// included) is CPU work a tenant controls, so it runs on the blocking pool, never on the
+/// async workers that answer the kubelet, and at most this many at a time, so a burst of
+/// heavy objects leaves cores for everything else.
+const CONCURRENT_PARSES: usize = 2;
+static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_PARSES);
+
+/// A turn to parse, shared by every watch and the Secrets a publish reads.
+pub async fn parse_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    PARSES.acquire().await.ok()
+}
+
+/// `kind.parse(object)` on the blocking pool, bounded by [`PARSES`]. `None` in `kind` after a
+/// parse that panicked (the watch then ends, as a panic on the loop's own task would).
+async fn parse_off_runtime<W: Watched>(kind: &mut Option<W>, object: W::Object) -> Option<(String, W::Item)> {
+    let _permit = parse_permit().await?;
+    let mut taken = kind.take()?;
+    match tokio::task::spawn_blocking(move || {
+        let parsed = taken.parse(object);
+        (taken, parsed)
+    })
+    .await
+    {
+        Ok((returned, parsed)) => {
+            *kind = Some(returned);
+            parsed
+        }
+        Err(error) => {
+            tracing::error!(%error, "parsing a {} failed; its watch ends", W::WHAT);
+            None
+        }
+    }
+}
+
 /// The one writer of a cache, for the life of `stream` (a watcher with backoff: forever).
 pub async fn run<W: Watched>(
-    mut kind: W,
+    kind: W,
     stream: impl futures::Stream<Item = watcher::Result<watcher::Event<W::Object>>>,
     writer: Writer<W::Item>,
 ) {
     let Writer { state, changes, last_error } = writer;
+    let mut kind = Some(kind);
     futures::pin_mut!(stream);
     let mut relisting: Option<Objects<W::Item>> = None;
     while let Some(event) = stream.next().await {
+        if kind.is_none() {
+            return;
+        }
         if event.is_ok() {
             last_error.clear();
         }
@@ -77,14 +115,15 @@ pub async fn run<W: Watched>(
                 continue;
             }
             Ok(watcher::Event::InitApply(object)) => {
-                if let (Some(buffer), Some((name, item))) = (relisting.as_mut(), kind.parse(object)) {
+                let parsed = parse_off_runtime(&mut kind, object).await;
+                if let (Some(buffer), Some((name, item))) = (relisting.as_mut(), parsed) {
                     buffer.insert(name, item);
                 }
                 continue;
             }
             Ok(watcher::Event::InitDone) => relisting.take().unwrap_or_default(),
             Ok(watcher::Event::Apply(object)) => {
-                let Some((name, item)) = kind.parse(object) else { continue };
+                let Some((name, item)) = parse_off_runtime(&mut kind, object).await else { continue };
                 let mut next = current.as_deref().cloned().unwrap_or_default();
                 next.insert(name, item);
                 next
@@ -102,11 +141,12 @@ pub async fn run<W: Watched>(
                 continue;
             }
         };
+        let Some(watched) = kind.as_ref() else { return };
         let found = match current {
             // The first list: no volume was rendered from this cache yet.
             None => Vec::new(),
             Some(before) if *before == next => continue,
-            Some(before) => kind.changes(&before, &next),
+            Some(before) => watched.changes(&before, &next),
         };
         tracing::debug!(objects = next.len(), changes = found.len(), "{} cached", W::WHAT);
         state.send_replace(Some(Arc::new(next)));
