@@ -182,3 +182,54 @@ async fn the_driver_role_grants_exactly_the_rules_the_driver_needs() {
     .collect();
     assert_eq!(granted, expected);
 }
+
+#[tokio::test]
+async fn the_charts_narrower_rbac_lets_the_driver_read_only_the_named_config_maps() {
+    let plane = ControlPlane::shared();
+    let admin = plane.admin_client().await;
+    let namespace = plane.namespace("narrow-rbac").await;
+    let output = deploy::run_tool(
+        "helm",
+        None,
+        &["template", "narrow", deploy::chart().to_str().unwrap(), "--set", "rbac.configMapNames={corp-ca}"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let documents = deploy::documents(&String::from_utf8_lossy(&output.stdout));
+    let mut role = documents.into_iter().find(|document| document["kind"] == "ClusterRole").expect("a ClusterRole");
+    let role_name = format!("trustmount-narrow-{namespace}");
+    role["metadata"]["name"] = role_name.clone().into();
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(role).unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = deploy::bound_identity(plane, &admin, &namespace, "narrow-driver", &role_name, dir.path()).await;
+    let driver = plane.token_client(&identity.token);
+    for name in ["corp-ca", "other-ca"] {
+        let mut config_map = ConfigMap::default();
+        config_map.metadata.name = Some(name.into());
+        Api::<ConfigMap>::namespaced(admin.clone(), &namespace)
+            .create(&PostParams::default(), &config_map)
+            .await
+            .unwrap();
+    }
+    let as_driver = Api::<ConfigMap>::namespaced(driver.clone(), &namespace);
+    // What the driver's watch of one ConfigMap sends: a list (then a watch) by field selector.
+    let by_name = |name: &str| ListParams::default().fields(&format!("metadata.name={name}"));
+    let mut listed = None;
+    crate::support::eventually("the binding takes effect", crate::support::world::PROPAGATION_LIMIT, async || {
+        listed = as_driver.list(&by_name("corp-ca")).await.ok();
+        listed.is_some()
+    })
+    .await;
+    assert_eq!(listed.unwrap().items.len(), 1, "the named ConfigMap is read");
+    assert!(may(&driver, "watch", "", "configmaps", &namespace, "corp-ca").await);
+    for refused in [as_driver.list(&by_name("other-ca")).await, as_driver.list(&ListParams::default()).await] {
+        assert!(matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403), "{refused:?}");
+    }
+    assert!(!may(&driver, "watch", "", "configmaps", &namespace, "other-ca").await);
+    // Everything else is as the default role has it.
+    assert!(may(&driver, "watch", "certificates.k8s.io", "clustertrustbundles", "", "").await);
+    assert!(!may(&driver, "get", "", "secrets", &namespace, "corp-ca").await);
+}
