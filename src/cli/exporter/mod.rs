@@ -46,6 +46,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A client that opens a connection and sends nothing must not hold it forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one listener serves at once; more are closed on accept. Whoever can reach the
+/// port (every pod, when metrics are exposed) must not hold the driver's file descriptors.
+const MAX_CONNECTIONS: usize = 16;
+/// Scrapes rendered at once (each walks the store and the sources); more answer 503.
+const MAX_CONCURRENT_SCRAPES: usize = 2;
+static SCRAPES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_SCRAPES);
 
 /// Everything a scrape shows: the recorded families and the store's and sources' gauges.
 #[derive(Clone, Debug)]
@@ -120,6 +126,7 @@ pub async fn serve(addr: SocketAddr, routes: Routes) -> Result<SocketAddr> {
 }
 
 async fn accept(listener: TcpListener, routes: Routes) {
+    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -129,6 +136,11 @@ async fn accept(listener: TcpListener, routes: Routes) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(permit) = std::sync::Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(max = MAX_CONNECTIONS, "HTTP connection refused: too many open");
+            drop(stream);
+            continue;
         };
         let routes = routes.clone();
         let service = hyper::service::service_fn(move |request| answer(request, routes.clone()));
@@ -141,6 +153,7 @@ async fn accept(listener: TcpListener, routes: Routes) {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "HTTP connection ended with an error");
                 }
+                drop(permit);
             }
             .in_current_span(),
         );
@@ -178,6 +191,9 @@ enum Route {
 }
 
 async fn metrics(exporter: Exporter) -> Response<Full<Bytes>> {
+    let Ok(_scrape) = SCRAPES.try_acquire() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many concurrent scrapes; retry\n");
+    };
     let rendered = tokio::task::spawn_blocking(move || exporter.render()).await;
     match rendered {
         Ok(Ok(text)) => Response::builder()

@@ -453,10 +453,22 @@ fn assert_values_flow(what: &str, values: &serde_yaml::Value, objects: &[Value],
 
     // Metrics: the port the driver listens on is the container's `metrics` port, which the
     // Service (with the ServiceMonitor) targets, selecting the DaemonSet's pods.
+    // Not exposed, it listens on 127.0.0.1 only, with no container port, Service or policy.
     let port = value("metrics.port").as_u64().expect("metrics.port");
-    assert_eq!(args.metrics_addr.map(|addr| u64::from(addr.port())), Some(port), "{what}: --metrics-addr");
+    let expose = enabled("metrics.expose");
+    let addr = args.metrics_addr.unwrap_or_else(|| panic!("{what}: --metrics-addr"));
+    assert_eq!(u64::from(addr.port()), port, "{what}: --metrics-addr");
+    assert_eq!(addr.ip().is_loopback(), !expose, "{what}: --metrics-addr {addr}");
     let ports = driver["ports"].as_array().unwrap();
-    assert!(ports.iter().any(|p| p["name"] == "metrics" && p["containerPort"] == port), "{what}: {ports:?}");
+    let has_port = ports.iter().any(|p| p["name"] == "metrics" && p["containerPort"] == port);
+    assert_eq!(has_port, expose, "{what}: {ports:?}");
+    let policies = of_kind(objects, "NetworkPolicy");
+    assert_eq!(policies.len(), usize::from(expose && enabled("metrics.networkPolicy.enabled")), "{what}");
+    for policy in policies {
+        let scrapers = serde_json::to_value(value("metrics.networkPolicy.from")).unwrap();
+        assert_eq!(policy["spec"]["ingress"][0]["from"], scrapers, "{what}: the scrapers");
+        assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"].as_u64(), Some(port), "{what}");
+    }
     for service in of_kind(objects, "Service") {
         let selector = service["spec"]["selector"].as_object().unwrap();
         let pod_labels = daemonset["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
@@ -562,9 +574,22 @@ fn the_chart_grants_exactly_the_rbac_of_the_plain_manifests() {
         // The rules, with the one CSIDriver name the plain manifests name replaced by the
         // chart's driver name.
         let driver = one_of_kind(&objects, "CSIDriver")["metadata"]["name"].as_str().unwrap();
-        let expected: Value =
+        let mut expected: Value =
             serde_json::from_str(&plain_rules.to_string().replace("\"csi.trustmount.io\"", &format!("{driver:?}")))
                 .unwrap();
+        // rbac.configMapNames narrows the ConfigMap rule to those names (tests/suite/slow/rbac.rs).
+        let all_on: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(all_on_values()).unwrap()).unwrap();
+        if values != "default values" {
+            let names = serde_json::to_value(&all_on["rbac"]["configMapNames"]).unwrap();
+            expected[0].as_object_mut().unwrap().insert("resourceNames".into(), names);
+            let rule = expected[0].as_object().unwrap().clone();
+            let ordered: serde_json::Map<String, Value> = ["apiGroups", "resourceNames", "resources", "verbs"]
+                .iter()
+                .map(|key| ((*key).to_owned(), rule[*key].clone()))
+                .collect();
+            expected[0] = Value::Object(ordered);
+        }
         let role = one_of_kind(&objects, "ClusterRole");
         assert_eq!(role["rules"], expected, "{values}: the ClusterRole's rules");
         let binding = one_of_kind(&objects, "ClusterRoleBinding");

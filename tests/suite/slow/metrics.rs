@@ -360,6 +360,36 @@ fn json_lines(log: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn idle_connections_beyond_the_bound_are_closed_and_scrapes_work_again_once_they_go() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let (_dir, file, _ca) = one_ca("bounded");
+        let (_daemon, addr) = daemon_with_metrics(&file, &[]).await;
+        // A tenant's pod holding connections open (sending nothing) gets at most 16 of them.
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut extra = tokio::net::TcpStream::connect(addr).await.expect("the kernel accepts it");
+        let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), extra.read_to_end(&mut answer)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the 17th connection is closed unanswered: {read:?} {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let scraped = scrape(addr).await;
+        assert!(!scraped.samples.is_empty(), "a whole exposition again");
+    });
+}
+
+#[test]
 fn a_bad_metrics_address_or_log_format_exits_64_naming_it() {
     for (flag, value) in
         [("--metrics-addr", "localhost"), ("--metrics-addr", "0.0.0.0:99999"), ("--log-format", "yaml")]

@@ -506,7 +506,8 @@ fn workloads_keep_whole_bundles_through_rotation_driver_restarts_an_upgrade_and_
     let pem_of = |count: usize| team[..count].iter().map(|ca| ca.pem.as_str()).collect::<String>();
     block_on(async {
         let admin = node.plane.admin_client().await;
-        let mut driver = install_chart(&node, &org, &[]).await;
+        // Metrics on the pod IP: this test reads the republish count from them.
+        let mut driver = install_chart(&node, &org, &["--set", "metrics.expose=true"]).await;
         let namespace = node.namespace("node-life").await;
         let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), &namespace);
         crate::support::objects::put_config_map(&config_maps, "team-ca", &pem_of(1)).await;
