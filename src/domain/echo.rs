@@ -27,13 +27,14 @@ pub fn cut(text: &str, max: usize) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
-/// At most [`NAMES_MAX`] of `names`, each bounded, joined by ", ", then "and N more".
-pub fn names<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+/// At most [`NAMES_MAX`] of `names`, each bounded, joined by ", ", then "and N more": a
+/// message or log line stays a line when it names a thousand objects or specs.
+pub fn names<T: std::fmt::Display>(names: impl IntoIterator<Item = T>) -> String {
     let mut shown = Vec::new();
     let mut more = 0usize;
     for name in names {
         if shown.len() < NAMES_MAX {
-            shown.push(value(name.as_ref()));
+            shown.push(value(&name.to_string()));
         } else {
             more += 1;
         }
@@ -67,5 +68,6 @@ mod tests {
         assert!(echoed.ends_with("ca-9 and 990 more"), "{echoed}");
         assert_eq!(names(["a", "b"]), "a, b");
         assert_eq!(names(Vec::<String>::new()), "");
+        assert!(names(0..25).ends_with("9 and 15 more"), "any Display");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::refresh::{Rotation, Trigger};
 use super::{Error, Result};
 use crate::clock::Clock;
-use crate::domain::SourceKind;
+use crate::domain::{SourceKind, echo};
 use crate::sources::Sources;
 use crate::sources::cluster::PodToken;
 use crate::volume::{Publication, Store};
@@ -70,10 +70,10 @@ impl Node {
         // live spec rendered from it gets a new generation, this one unless it was just rendered.
         if let Some(changed) = reads.as_ref().map(|read| &read.changed).filter(|changed| !changed.is_empty()) {
             let just_rendered = rendered.load(Ordering::Relaxed).then(|| publication.spec.digest());
-            let objects: Vec<String> = changed.iter().map(ToString::to_string).collect();
+            let objects = echo::names(changed.iter());
             self.rotation
                 .refresh_where(
-                    Trigger::change(SourceKind::Cluster(changed[0].kind), objects.join(", "), self.clock.instant()),
+                    Trigger::change(SourceKind::Cluster(changed[0].kind), objects, self.clock.instant()),
                     |spec| self.sources.uses_read(spec, changed) && just_rendered.as_ref() != Some(&spec.digest()),
                 )
                 .await;

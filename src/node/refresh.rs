@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::Error;
 use super::failures::{Failures, Problem};
 use crate::clock::Clock;
-use crate::domain::{SourceKind, SpecDigest, VolumeSpec};
+use crate::domain::{SourceKind, SpecDigest, VolumeSpec, echo};
 use crate::events::PodEvents;
 use crate::metrics::Metrics;
 use crate::sources::{RenderMemo, Sources};
@@ -153,43 +153,9 @@ impl Rotation {
             failed,
             latency_ms = trigger.seen.elapsed().as_micros() as f64 / 1000.0,
             renders = memo.distinct(),
-            spec_digests = %list(swapped.iter().map(|digest| digest.as_str())),
+            spec_digests = %echo::names(swapped.iter().map(|digest| digest.as_str())),
             "rotation"
         );
     }
 }
 
-/// At most [`LISTED`] items, comma-separated, then how many more: a log line stays a line when
-/// a change touches a thousand specs.
-pub(super) fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
-    const LISTED: usize = 10;
-    let mut text = String::new();
-    let mut more = 0usize;
-    for (i, item) in items.enumerate() {
-        if i >= LISTED {
-            more += 1;
-            continue;
-        }
-        if i > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&item.to_string());
-    }
-    if more > 0 {
-        text.push_str(&format!(" and {more} more"));
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_list_is_cut_after_ten_and_says_how_many_more() {
-        assert_eq!(list(std::iter::empty::<&str>()), "");
-        assert_eq!(list(["a", "b"].into_iter()), "a, b");
-        let many = list(0..25);
-        assert!(many.starts_with("0, 1, 2") && many.ends_with("9 and 15 more"), "{many}");
-    }
-}

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::refresh::{Rotation, Trigger, list};
+use super::refresh::{Rotation, Trigger};
+use crate::domain::echo;
 use crate::domain::SourceKind;
 use crate::readiness::{Condition, Readiness};
 use crate::sources::Reload;
@@ -116,7 +117,7 @@ fn cluster_trigger(burst: &[Change], seen: Instant) -> Trigger {
     let Some((kind, _)) = burst.iter().find_map(Change::object) else {
         return Trigger::catch_up("cluster sources allowed", seen);
     };
-    Trigger::change(kind, list(burst.iter().filter_map(Change::object).map(|(_, object)| object)), seen)
+    Trigger::change(kind, echo::names(burst.iter().filter_map(Change::object).map(|(_, object)| object)), seen)
 }
 
 /// The next cluster change; pending forever when the driver is standalone or the caches are gone.
