@@ -4,12 +4,22 @@
 //! event on the same pod becomes a series on one object instead of a flood of new ones.
 //!
 //! Recording never holds up a rotation: each event is sent from a task of its own, and a
-//! failure to record one is logged, not retried.
+//! failure to record one is logged, not retried. What is sent at all, [`gate`] decides: one
+//! event per pod per distinct failure of its spec, within a budget per namespace and per driver.
+
+mod gate;
+
+pub use gate::Limits;
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::domain::PodInfo;
+use crate::clock::Clock;
+use crate::domain::{PodInfo, SpecDigest};
+use crate::metrics::Metrics;
+use gate::{EventGate, Verdict};
 
 /// `reportingController` of every event: what `kubectl events` shows as the source.
 pub const REPORTING_CONTROLLER: &str = "trustmount";
@@ -23,48 +33,81 @@ const MAX_NOTE_BYTES: usize = 1024;
 /// Where events go: nowhere on a standalone driver.
 #[derive(Clone)]
 pub struct PodEvents {
-    recorder: Option<Recorder>,
+    recording: Option<Recording>,
+}
+
+#[derive(Clone)]
+struct Recording {
+    recorder: Recorder,
+    gate: Arc<Mutex<EventGate>>,
+    clock: Clock,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for PodEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PodEvents").field("recording", &self.recorder.is_some()).finish()
+        f.debug_struct("PodEvents").field("recording", &self.recording.is_some()).finish()
     }
 }
 
 impl PodEvents {
     /// Records nothing (standalone, or no client).
     pub fn off() -> Self {
-        Self { recorder: None }
+        Self { recording: None }
     }
 
     /// Records as `trustmount` on `node_id` (the reporting instance, so events from different
-    /// nodes' drivers are told apart).
-    pub fn new(client: kube::Client, node_id: &str) -> Self {
+    /// nodes' drivers are told apart), within `limits` by `clock`; what is not sent is counted
+    /// in `metrics`.
+    pub fn new(client: kube::Client, node_id: &str, limits: Limits, clock: Clock, metrics: Metrics) -> Self {
         let reporter = Reporter { controller: REPORTING_CONTROLLER.to_owned(), instance: Some(node_id.to_owned()) };
-        Self { recorder: Some(Recorder::new(client, reporter)) }
+        let gate = Arc::new(Mutex::new(EventGate::new(limits, clock.instant())));
+        Self { recording: Some(Recording { recorder: Recorder::new(client, reporter), gate, clock, metrics }) }
     }
 
-    /// A Warning on each pod: its volume keeps the previous bundle, and why.
-    pub fn refresh_failed(&self, pods: Vec<PodInfo>, why: &str) {
-        self.record(pods, EventType::Warning, REASON_REFRESH_FAILED, why);
+    /// A Warning on each pod of `spec`: its volume keeps the previous bundle, and why. Only the
+    /// pods not yet told `why` hear it, within the limits.
+    pub fn refresh_failed(&self, spec: &SpecDigest, pods: Vec<PodInfo>, why: &str) {
+        let Some(recording) = &self.recording else { return };
+        let note = truncate(why, MAX_NOTE_BYTES);
+        let pods = nameable(pods);
+        let Verdict { send, dropped } = recording.gate().failed(spec, pods, &note, recording.clock.instant());
+        for reason in &dropped {
+            recording.metrics.event_dropped(reason.as_str());
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(spec = %spec, sent = send.len(), dropped = dropped.len(), "pod events not sent (repeats, or over the limits)");
+        }
+        recording.record(send, EventType::Warning, REASON_REFRESH_FAILED, note);
     }
 
-    /// A Normal event on each pod whose volume had a failed refresh and is current again.
-    pub fn refreshed(&self, pods: Vec<PodInfo>) {
-        self.record(
-            pods,
+    /// A Normal event on each pod of `spec` that was told of its failure: it is current again.
+    pub fn refreshed(&self, spec: &SpecDigest, pods: Vec<PodInfo>) {
+        let Some(recording) = &self.recording else { return };
+        let told = recording.gate().recovered(spec, nameable(pods));
+        recording.record(
+            told,
             EventType::Normal,
             REASON_REFRESHED,
-            "the trust bundle is current again: the volume has the sources' latest certificates",
+            "the trust bundle is current again: the volume has the sources' latest certificates".to_owned(),
         );
     }
 
-    fn record(&self, pods: Vec<PodInfo>, type_: EventType, reason: &'static str, note: &str) {
-        let Some(recorder) = &self.recorder else { return };
-        let note = truncate(note, MAX_NOTE_BYTES);
-        for pod in pods.into_iter().filter(|pod| !pod.name.is_empty() && !pod.namespace.is_empty()) {
-            let recorder = recorder.clone();
+    /// Forgets what the specs `live` does not keep were told: no volume uses them any more.
+    pub fn retain(&self, live: impl Fn(&SpecDigest) -> bool) {
+        let Some(recording) = &self.recording else { return };
+        recording.gate().retain(live, recording.clock.instant());
+    }
+}
+
+impl Recording {
+    fn gate(&self) -> std::sync::MutexGuard<'_, EventGate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, pods: Vec<PodInfo>, type_: EventType, reason: &'static str, note: String) {
+        for pod in pods {
+            let recorder = self.recorder.clone();
             let event = Event {
                 type_,
                 reason: reason.to_owned(),
@@ -85,6 +128,11 @@ impl PodEvents {
             });
         }
     }
+}
+
+/// The pods an event can regard: a publish without pod info names none.
+fn nameable(pods: Vec<PodInfo>) -> Vec<PodInfo> {
+    pods.into_iter().filter(|pod| !pod.name.is_empty() && !pod.namespace.is_empty()).collect()
 }
 
 fn pod_reference(pod: &PodInfo) -> ObjectReference {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use trustmount::clock::Clock;
 use trustmount::csi::{self, IdentityService, NodeService, RegistrationService};
-use trustmount::events::PodEvents;
+use trustmount::events::{Limits, PodEvents};
 use trustmount::metrics::Metrics;
 use trustmount::node::{Node, Rotation};
 use trustmount::readiness::{Condition, Readiness};
@@ -98,9 +98,10 @@ fn serve_in(
         .block_on(mode.client(&args.node_id))
         .context("configuring the Kubernetes client")
         .map_err(Failure::Config)?;
-    // Events go to the pods, written with the driver's identity.
-    let events =
-        client.as_ref().map_or_else(PodEvents::off, |client| PodEvents::new(client.driver.clone(), &args.node_id));
+    // Events go to the pods, written with the driver's identity, within the default limits.
+    let events = client.as_ref().map_or_else(PodEvents::off, |client| {
+        PodEvents::new(client.driver.clone(), &args.node_id, Limits::default(), clock.clone(), metrics.clone())
+    });
     let cluster_changes = match (client, &mode) {
         (Some(client), _) => {
             match &mode {

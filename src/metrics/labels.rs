@@ -56,3 +56,8 @@ pub(super) struct CallLabels {
 pub(super) struct KindLabels {
     pub kind: &'static str,
 }
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ReasonLabels {
+    pub reason: &'static str,
+}

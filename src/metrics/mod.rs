@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::domain::SourceKind;
 
-use labels::{CallLabels, KindLabels};
+use labels::{CallLabels, KindLabels, ReasonLabels};
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -40,6 +40,7 @@ struct Families {
     rotation_durations: HistogramFamily<KindLabels>,
     rotation_failures: Family<KindLabels, Counter>,
     bundle_certificates: Histogram,
+    events_dropped: Family<ReasonLabels, Counter>,
 }
 
 /// 1 ms to about 16 s: a warm publish takes about a millisecond, a cold one that waits for a
@@ -71,6 +72,7 @@ impl Metrics {
                 rotation_failures: Family::default(),
                 // 1 to 4096: from one private CA to several system stores' worth.
                 bundle_certificates: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+                events_dropped: Family::default(),
             }),
         }
     }
@@ -98,6 +100,12 @@ impl Metrics {
     /// A bundle rendered (a first publish of a spec, or a rotation) with `certificates` in it.
     pub fn bundle_rendered(&self, certificates: usize) {
         self.families.bundle_certificates.observe(certificates as f64);
+    }
+
+    /// A pod event not sent, and why (`duplicate`, `namespace_limit`, `driver_limit`): a
+    /// closed set the caller names.
+    pub fn event_dropped(&self, reason: &'static str) {
+        self.families.events_dropped.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The recorded families, without the scrape-time gauges (the exporter adds those).
@@ -136,6 +144,11 @@ impl Metrics {
             "Certificates in each bundle rendered (a spec's first publish, or a rotation)",
             f.bundle_certificates.clone(),
         );
+        registry.register(
+            "trustmount_events_dropped",
+            "Pod events not sent to the API server: a repeat of what the pod was told, or over its namespace's or the driver's limit",
+            f.events_dropped.clone(),
+        );
         registry
     }
 }
@@ -159,6 +172,7 @@ mod tests {
         metrics.rotated(SourceKind::Cluster("configmap"), Duration::from_millis(40));
         metrics.rotation_failed(SourceKind::File);
         metrics.bundle_rendered(140);
+        metrics.event_dropped("namespace_limit");
         let text = render(&metrics);
         let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
         assert_eq!(
@@ -181,5 +195,6 @@ mod tests {
         assert!(text.contains(r#"trustmount_rotation_failures_total{kind="file"} 1"#), "{text}");
         assert!(text.contains("trustmount_bundle_certificates_count 1"), "{text}");
         assert!(text.contains("trustmount_bundle_certificates_sum 140"), "{text}");
+        assert!(text.contains(r#"trustmount_events_dropped_total{reason="namespace_limit"} 1"#), "{text}");
     }
 }

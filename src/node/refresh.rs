@@ -82,12 +82,11 @@ impl Rotation {
     /// has no token to read them with, and the kubelet's next republish (which reads them)
     /// refreshes it.
     pub async fn refresh_where(&self, trigger: Trigger, affected: impl Fn(&VolumeSpec) -> bool) {
-        let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) = self
-            .store
-            .live_specs()
-            .into_iter()
-            .filter(|spec| affected(spec))
-            .partition(|spec| self.sources.refreshable(spec));
+        let live = self.store.live_specs();
+        let live_digests: std::collections::HashSet<SpecDigest> = live.iter().map(VolumeSpec::digest).collect();
+        self.events.retain(|digest| live_digests.contains(digest));
+        let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) =
+            live.into_iter().filter(|spec| affected(spec)).partition(|spec| self.sources.refreshable(spec));
         if !waiting.is_empty() {
             tracing::debug!(specs = waiting.len(), "specs with Secrets not read yet wait for their republish");
         }
@@ -121,7 +120,7 @@ impl Rotation {
                 Ok(refreshed) => {
                     let recovered = self.failures.forget(&digest);
                     if recovered {
-                        self.events.refreshed(self.store.pods_of(&digest).await);
+                        self.events.refreshed(&digest, self.store.pods_of(&digest).await);
                     }
                     if refreshed {
                         if let Some(kind) = trigger.kind {
@@ -139,9 +138,9 @@ impl Rotation {
                     failed += 1;
                     let error = Arc::new(error);
                     self.failures.remember(digest.clone(), Arc::clone(&error));
-                    // Every failure is recorded: the recorder makes repeats one event series.
+                    // The events' gate tells each pod a failure once, within the limits.
                     let problem = Problem::Refresh(error).to_string();
-                    self.events.refresh_failed(self.store.pods_of(&digest).await, &problem);
+                    self.events.refresh_failed(&digest, self.store.pods_of(&digest).await, &problem);
                 }
             }
         }

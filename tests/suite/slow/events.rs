@@ -1,6 +1,8 @@
 //! Kubernetes Events on pods, read back from the real API server: a bad update of a ConfigMap
-//! records a Warning on each pod whose volume uses it (and on no other pod), a repeat joins the
-//! same event's series instead of adding an event, and the fix records a Normal event. The
+//! records a Warning on each pod whose volume uses it (and on no other pod), a new message joins
+//! the same event's series instead of adding an event, and the fix records a Normal event. A
+//! spec failing again and again on 20 pods is told once per pod and message, within the
+//! namespace's limit. The
 //! driver writes them with its own identity, bound to the ClusterRole deploy/kubernetes/rbac.yaml ships.
 
 use std::time::Duration;
@@ -15,7 +17,7 @@ use crate::support::block_on;
 use crate::support::certs::TestCa;
 use crate::support::client::publish_request;
 use crate::support::control_plane::ControlPlane;
-use crate::support::objects::put_config_map;
+use crate::support::objects::{put, put_config_map};
 use crate::support::world::{Setup, World};
 
 const NODE_ID: &str = "node-events";
@@ -113,7 +115,8 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
         let note = warning.note.as_deref().unwrap_or_default();
         assert!(note.contains("private key") && note.contains("changing"), "{note}");
 
-        // Another bad update: the same event, now a series of two, not a second event.
+        // Another bad update with another message (the key is PEM block 0 now): news, so it is
+        // sent, and joins the same event's series (a series of two, not a second event).
         let worse = format!("{}{}", good.key.serialize_pem(), good.pem);
         put_config_map(&config_maps, "changing", &worse).await;
         support::eventually("the repeat joins the event's series", LIMIT, async || {
@@ -141,5 +144,118 @@ fn a_bad_update_records_a_warning_on_the_pods_that_use_it_and_the_fix_a_normal_e
             events_about(&admin, &namespace, unaffected).await.is_empty(),
             "only the pods of that source get events"
         );
+    });
+}
+
+/// How many refreshes of a spec the driver has seen fail, from its log.
+fn refresh_failures(daemon: &support::daemon::Daemon) -> usize {
+    daemon.stderr().matches("refresh failed; keeping the current bundle").count()
+}
+
+/// What the API server was asked to record: an event's series counts each occurrence.
+fn occurrences(events: &[&Event]) -> i32 {
+    events.iter().map(|event| event.series.as_ref().map_or(1, |series| series.count)).sum()
+}
+
+#[test]
+fn a_spec_failing_again_and_again_on_many_pods_is_told_once_per_pod_and_message_within_the_limits() {
+    const PODS: usize = 20;
+    let plane = ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let setup = Setup { node_id: Some(NODE_ID.into()), ..Setup::default() };
+        let World { admin, namespace, dir, daemon, .. } = World::start_with(plane, "events-flood", &[], setup).await;
+
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+        let good = TestCa::new(dir.path(), "good");
+        put_config_map(&config_maps, "shared", &good.pem).await;
+        let mut uids = Vec::new();
+        for i in 0..PODS {
+            let pod = format!("web-{i}");
+            let uid = create_pod(&admin, &namespace, &pod).await;
+            let target = daemon.target(&uid, "trust");
+            let request = publish_request(
+                &pod,
+                &target,
+                &[
+                    ("csi.storage.k8s.io/pod.name", &pod),
+                    ("csi.storage.k8s.io/pod.namespace", &namespace),
+                    ("systemRoots", "false"),
+                    ("configMaps", "shared"),
+                ],
+            );
+            daemon.node().node_publish_volume(request).await.unwrap();
+            uids.push(uid);
+        }
+
+        // Five bad updates, two messages: the key after the certificate (PEM block 1), then
+        // before it (block 0). Between them a second key gets a new certificate, as a tenant
+        // patching a ConfigMap in a loop would: each is a refresh that fails again with the same
+        // message. Each is seen by the driver before the next is made.
+        let key = good.key.serialize_pem();
+        let (after, before_cert) = (format!("{}{key}", good.pem), format!("{key}{}", good.pem));
+        let extras: Vec<TestCa> = (0..3).map(|i| TestCa::new(dir.path(), &format!("extra-{i}"))).collect();
+        let bad = [
+            (&after, None),
+            (&after, Some(&extras[0].pem)),
+            (&after, Some(&extras[1].pem)),
+            (&before_cert, Some(&extras[1].pem)),
+            (&before_cert, Some(&extras[2].pem)),
+        ];
+        let distinct_messages = 2;
+        let seen = refresh_failures(&daemon);
+        for (i, (ca, extra)) in bad.iter().enumerate() {
+            let mut data = std::collections::BTreeMap::from([("ca.crt".to_owned(), ca.to_string())]);
+            if let Some(extra) = extra {
+                data.insert("extra.crt".to_owned(), extra.to_string());
+            }
+            put(&config_maps, "shared", ConfigMap { data: Some(data), ..ConfigMap::default() }).await;
+            support::eventually(&format!("the driver sees bad update {i}"), LIMIT, async || {
+                refresh_failures(&daemon) > seen + i
+            })
+            .await;
+        }
+        let fixed = TestCa::new(dir.path(), "fixed");
+        put_config_map(&config_maps, "shared", &fixed.pem).await;
+        let all = async || {
+            Api::<Event>::namespaced(admin.clone(), &namespace).list(&ListParams::default()).await.unwrap().items
+        };
+        support::eventually("a Normal event on every pod", LIMIT, async || {
+            with_reason(&all().await, "TrustBundleRefreshed").len() == PODS
+        })
+        .await;
+
+        let events = all().await;
+        for uid in &uids {
+            let about: Vec<Event> = events
+                .iter()
+                .filter(|event| event.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str()))
+                .cloned()
+                .collect();
+            let warnings = with_reason(&about, "TrustBundleRefreshFailed");
+            assert_eq!(warnings.len(), 1, "one Warning on pod {uid}");
+            assert!(
+                occurrences(&warnings) <= distinct_messages,
+                "pod {uid} was told at most once per message: {warnings:?}"
+            );
+            assert!(warnings[0].note.as_deref().unwrap_or_default().contains("private key"));
+            assert_eq!(with_reason(&about, "TrustBundleRefreshed").len(), 1, "one Normal on pod {uid}");
+        }
+        let warnings = occurrences(&with_reason(&events, "TrustBundleRefreshFailed"));
+        let recoveries = occurrences(&with_reason(&events, "TrustBundleRefreshed"));
+        let pods = PODS as i32;
+        let updates = bad.len() as i32 + 1;
+        eprintln!(
+            "events: {} objects, {warnings} Warning and {recoveries} Normal occurrences for {PODS} pods × {updates} updates ({} before dedup and limits)",
+            events.len(),
+            updates * pods
+        );
+        assert!(warnings <= pods * distinct_messages, "{warnings} Warnings");
+        // 20 pods use the namespace's whole burst on the first message: the second reaches
+        // only the few pods its refill allows.
+        assert!(warnings < pods * distinct_messages, "the namespace's limit held back some of the second message");
+        assert_eq!(recoveries, pods);
     });
 }
