@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::refresh::{Rotation, Trigger};
-use crate::domain::echo;
 use crate::domain::SourceKind;
+use crate::domain::echo;
 use crate::readiness::{Condition, Readiness};
 use crate::sources::Reload;
 use crate::sources::cluster::Change;
