@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 name: "fuzz".to_owned(),
                 key: Some(key.clone()),
             };
-            match classify(&origin, bytes) {
+            match classify(&origin, bytes, &trustmount::domain::Limits::default()) {
                 KeyContent::Certificates(certificates) => {
                     assert!(!certificates.is_empty());
                     let source = Provenance::Object(origin);

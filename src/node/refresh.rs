@@ -82,11 +82,14 @@ impl Rotation {
     /// has no token to read them with, and the kubelet's next republish (which reads them)
     /// refreshes it.
     pub async fn refresh_where(&self, trigger: Trigger, affected: impl Fn(&VolumeSpec) -> bool) {
-        let live = self.store.live_specs();
-        let live_digests: std::collections::HashSet<SpecDigest> = live.iter().map(VolumeSpec::digest).collect();
-        self.events.retain(|digest| live_digests.contains(digest));
-        let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) =
-            live.into_iter().filter(|spec| affected(spec)).partition(|spec| self.sources.refreshable(spec));
+        // A lookup per spec the events remember (few: only failed ones), no digest computed.
+        self.events.retain(|digest| self.store.volumes_of(digest) > 0);
+        let (specs, waiting): (Vec<VolumeSpec>, Vec<VolumeSpec>) = self
+            .store
+            .live_specs()
+            .into_iter()
+            .filter(|spec| affected(spec))
+            .partition(|spec| self.sources.refreshable(spec));
         if !waiting.is_empty() {
             tracing::debug!(specs = waiting.len(), "specs with Secrets not read yet wait for their republish");
         }

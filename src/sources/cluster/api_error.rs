@@ -15,6 +15,17 @@ pub fn describe_watch(error: &watcher::Error) -> String {
     }
 }
 
+/// The HTTP code the API server answered a watch with, when the error is its answer.
+pub fn watch_code(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    }
+}
+
 /// One request error.
 pub fn describe(error: &kube::Error) -> String {
     match error {

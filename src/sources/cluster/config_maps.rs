@@ -192,7 +192,7 @@ impl ConfigMaps {
             source,
             logged_version: None,
             limits: self.limits,
-            parsed: content::Parsed::new(),
+            parsed: content::Parsed::default(),
         };
         let task = tokio::spawn(watch_loop::run(watch, stream, writer).instrument(span));
         tracing::debug!(object = %key, "watching ConfigMap");
@@ -337,7 +337,7 @@ impl Watched for Watch {
             );
             self.logged_version = version;
         }
-        Some((name, Arc::new(keys)))
+        Some((name, keys))
     }
 
     fn changes(&self, before: &Objects<Arc<Keys>>, after: &Objects<Arc<Keys>>) -> Vec<Change> {
@@ -425,7 +425,7 @@ mod tests {
             source,
             logged_version: None,
             limits: domain::Limits::default(),
-            parsed: content::Parsed::new(),
+            parsed: content::Parsed::default(),
         };
         let writer = watch_loop::Writer { state: sender, changes, last_error: LastError::default() };
         watch_loop::run(watch, stream, writer).await;

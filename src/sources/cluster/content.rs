@@ -2,6 +2,7 @@
 //! certificates, nothing of ours (ignored, counted), or something that must never reach a pod.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::bundle::{self, Certificate, ObjectOrigin, Provenance, Strictness};
 use crate::domain::{Limits, SOURCE_BYTES_FLAG, SOURCE_CERTIFICATES_FLAG};
@@ -34,7 +35,9 @@ pub fn classify(origin: &ObjectOrigin, bytes: &[u8], limits: &Limits) -> KeyCont
     if bytes.len() > limits.source_bytes {
         return over(bytes.len(), limits.source_bytes, "bytes", SOURCE_BYTES_FLAG);
     }
-    let blocks = count_certificate_blocks(bytes);
+    let blocks = pem_labels(bytes)
+        .filter(|label| label.starts_with(b"CERTIFICATE-----") || label.starts_with(b"TRUSTED CERTIFICATE-----"))
+        .count();
     if blocks > limits.source_certificates {
         return over(blocks, limits.source_certificates, "certificates", SOURCE_CERTIFICATES_FLAG);
     }
@@ -51,33 +54,30 @@ pub fn classify(origin: &ObjectOrigin, bytes: &[u8], limits: &Limits) -> KeyCont
     }
 }
 
-/// PEM certificate blocks, counted without parsing.
-fn count_certificate_blocks(bytes: &[u8]) -> usize {
+/// What follows each `-----BEGIN ` of `bytes` (a PEM block's label, then the rest), found
+/// without parsing anything.
+fn pem_labels(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     const BEGIN: &[u8] = b"-----BEGIN ";
     bytes
         .windows(BEGIN.len())
         .enumerate()
-        .filter(|(at, window)| {
-            *window == BEGIN && {
-                let after = &bytes[at + BEGIN.len()..];
-                after.starts_with(b"CERTIFICATE-----") || after.starts_with(b"TRUSTED CERTIFICATE-----")
-            }
-        })
-        .count()
+        .filter(|(_, window)| *window == BEGIN)
+        .map(|(at, _)| &bytes[at + BEGIN.len()..])
 }
 
 fn mentions_certificates(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    text.match_indices("-----BEGIN ").any(|(at, begin)| {
-        let after = &text[at + begin.len()..];
-        CERTIFICATE_LABELS.iter().any(|label| after.starts_with(label))
-    })
+    pem_labels(bytes).any(|after| CERTIFICATE_LABELS.iter().any(|label| after.starts_with(label.as_bytes())))
 }
 
-/// What one object's keys were parsed from: per key, the SHA-256 of its bytes and what they
-/// gave. A tenant can patch one key of a ConfigMap every second; only the keys whose bytes
-/// changed are parsed again.
-pub type Parsed = BTreeMap<String, ([u8; 32], KeyContent)>;
+/// What one object's keys were last parsed from (per key, the SHA-256 of its bytes) and what
+/// they gave (the same `Arc` the cache holds: one copy of the certificates). A tenant can
+/// patch one key of a ConfigMap every second; only the keys whose bytes changed are parsed
+/// again.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    digests: BTreeMap<String, [u8; 32]>,
+    keys: Arc<Keys>,
+}
 
 /// Parses a ConfigMap's `data` and `binaryData` (a key in both is refused by the API server),
 /// reusing what `previous` parsed from the same bytes; `previous` becomes this version's.
@@ -87,21 +87,24 @@ pub fn config_map(
     binary_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
     limits: &Limits,
     previous: &mut Parsed,
-) -> BTreeMap<String, KeyContent> {
+) -> Arc<Keys> {
     use sha2::{Digest, Sha256};
     let text = data.into_iter().flatten().map(|(key, value)| (key, value.as_bytes()));
     let binary = binary_data.into_iter().flatten().map(|(key, value)| (key, value.0.as_slice()));
-    let mut parsed = Parsed::new();
+    let mut digests = BTreeMap::new();
+    let mut keys = Keys::new();
     for (key, bytes) in text.chain(binary) {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let content = match previous.remove(key) {
-            Some((before, content)) if before == digest => content,
+        let content = match (previous.digests.get(key), previous.keys.get(key)) {
+            (Some(before), Some(content)) if *before == digest => content.clone(),
             _ => classify(&object.with_key(key), bytes, limits),
         };
-        parsed.insert(key.clone(), (digest, content));
+        digests.insert(key.clone(), digest);
+        keys.insert(key.clone(), content);
     }
-    *previous = parsed;
-    previous.iter().map(|(key, (_, content))| (key.clone(), content.clone())).collect()
+    let keys = Arc::new(keys);
+    *previous = Parsed { digests, keys: Arc::clone(&keys) };
+    keys
 }
 
 /// The keys a bare-name reference skips (they hold no certificate), in key order.
@@ -177,7 +180,7 @@ mod tests {
     fn only_keys_whose_bytes_changed_are_parsed_again() {
         let root = ca("Root");
         let one = pem(&root.der);
-        let mut previous = Parsed::new();
+        let mut previous = Parsed::default();
         let data = BTreeMap::from([("ca.crt".to_owned(), one.clone()), ("dummy".to_owned(), "1".to_owned())]);
         let first = config_map(&origin(), Some(&data), None, &Limits::default(), &mut previous);
         assert!(matches!(&first["ca.crt"], KeyContent::Certificates(c) if c.len() == 1));
@@ -189,6 +192,6 @@ mod tests {
         let changed = BTreeMap::from([("ca.crt".to_owned(), format!("{one}\n"))]);
         let third = config_map(&origin(), Some(&changed), None, &strict, &mut previous);
         assert!(matches!(&third["ca.crt"], KeyContent::Invalid(bundle::Error::OverLimit { .. })), "changed: parsed");
-        assert_eq!(previous.len(), 1, "a removed key is forgotten");
+        assert_eq!(previous.digests.len(), 1, "a removed key is forgotten");
     }
 }

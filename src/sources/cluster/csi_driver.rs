@@ -126,7 +126,7 @@ impl PodInfoCheck {
                 Ok(watcher::Event::Delete(_)) => self.settle(self.judge(None)),
                 Err(error) => {
                     let reason = api_error::describe_watch(&error);
-                    if forbidden(&error) {
+                    if api_error::watch_code(&error) == Some(403) {
                         self.settle(Err(PodInfoProblem::Unreadable { driver: self.driver.clone(), reason }));
                     } else {
                         tracing::warn!(error = %reason, "the CSIDriver watch failed; retrying with backoff (the last answer stands)");
@@ -183,17 +183,6 @@ impl PodInfoCheck {
             ),
             PodInfoMode::Unknown { .. } => {}
         }
-    }
-}
-
-/// Whether a watch error is the API server's definite refusal (the driver may not read it).
-fn forbidden(error: &watcher::Error) -> bool {
-    match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
-        watcher::Error::WatchError(status) => status.code == 403,
-        _ => false,
     }
 }
 
