@@ -124,6 +124,10 @@ pub struct LimitArgs {
     /// Certificates in one value of a cluster object.
     #[arg(long, env = "TRUSTMOUNT_MAX_SOURCE_CERTIFICATES", default_value_t = 500)]
     pub max_source_certificates: usize,
+    /// ConfigMap watches one namespace's volumes on this node may hold together (the driver's
+    /// own namespace not counted).
+    #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_WATCHES", default_value_t = 256)]
+    pub max_namespace_watches: usize,
 }
 
 impl LimitArgs {
@@ -135,6 +139,7 @@ impl LimitArgs {
             volume_certificates: self.max_volume_certificates,
             source_bytes: bytes(self.max_source_object_bytes),
             source_certificates: self.max_source_certificates,
+            namespace_watches: self.max_namespace_watches,
         }
     }
 }
@@ -311,6 +316,7 @@ mod tests {
             (crate::domain::VOLUME_CERTIFICATES_FLAG, "3"),
             (crate::domain::SOURCE_BYTES_FLAG, "4Ki"),
             (crate::domain::SOURCE_CERTIFICATES_FLAG, "5"),
+            (crate::domain::NAMESPACE_WATCHES_FLAG, "6"),
         ];
         let mut argv = vec!["trustmount", "serve", "--node-id", "n"];
         argv.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
@@ -321,6 +327,7 @@ mod tests {
             volume_certificates: 3,
             source_bytes: 4096,
             source_certificates: 5,
+            namespace_watches: 6,
         };
         assert_eq!(args.limits.limits(), expected);
     }

@@ -77,6 +77,8 @@ fn sources_code(error: &sources::Error) -> Code {
 
 fn cluster_code(error: &cluster::Error) -> Code {
     match error {
+        // A namespace over its budget on this node: a resource bound of the node, not bad input.
+        cluster::Error::OverNamespaceBudget { .. } => Code::ResourceExhausted,
         // A source over the driver's per-source limits: the object must shrink (or the limit
         // grow); no retry of the same request helps, and it is a resource bound, not bad input.
         cluster::Error::Content { source, .. } if matches!(**source, crate::bundle::Error::OverLimit { .. }) => {

@@ -17,6 +17,9 @@ pub struct Limits {
     /// Certificates in one such value: PEM blocks counted before parsing, and the parsed count
     /// (a PKCS#7 bundle hides its count until parsed).
     pub source_certificates: usize,
+    /// Single-object watches (ConfigMaps) of one namespace's volumes on this node, the
+    /// driver's own namespace aside: each is a stream to the API server and a cache entry.
+    pub namespace_watches: usize,
 }
 
 pub const ATTRIBUTE_BYTES_FLAG: &str = "--max-volume-attribute-bytes";
@@ -24,6 +27,7 @@ pub const SOURCES_FLAG: &str = "--max-volume-sources";
 pub const VOLUME_CERTIFICATES_FLAG: &str = "--max-volume-certificates";
 pub const SOURCE_BYTES_FLAG: &str = "--max-source-object-bytes";
 pub const SOURCE_CERTIFICATES_FLAG: &str = "--max-source-certificates";
+pub const NAMESPACE_WATCHES_FLAG: &str = "--max-namespace-watches";
 
 impl Default for Limits {
     /// Generous for real use: the public roots are ~150 certificates in ~220 KB of PEM, an
@@ -35,6 +39,8 @@ impl Default for Limits {
             volume_certificates: 2000,
             source_bytes: 512 * 1024,
             source_certificates: 500,
+            // Four volumes at the per-volume maximum of sources, all distinct.
+            namespace_watches: 256,
         }
     }
 }

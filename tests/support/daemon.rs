@@ -129,7 +129,8 @@ impl Daemon {
         // Hermetic: the cluster a test means is given by flag, never inherited.
         cmd.env_remove("KUBECONFIG").env_remove("KUBERNETES_SERVICE_HOST");
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
+            // (The HTTP/2 stack logs every frame at debug.)
+            cmd.env("RUST_LOG", "debug,h2=info,hyper=info,hyper_util=info");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));

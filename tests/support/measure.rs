@@ -53,6 +53,32 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / per_second)
 }
 
+/// Established TCP connections of process `pid` to `port` (on any address): its sockets'
+/// inodes (/proc/<pid>/fd) matched against the kernel's table (/proc/<pid>/net/tcp, tcp6).
+pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let established = "01";
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields.get(2).and_then(|remote| remote.rsplit_once(':'));
+            remote_port.and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok()) == Some(port)
+                && fields.get(3) == Some(&established)
+                && fields.get(9).is_some_and(|inode| inodes.contains(*inode))
+        })
+        .count()
+}
+
 /// VmRSS: the resident set size now, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")

@@ -3,7 +3,10 @@
 //! identity for the reads made as a pod.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::connections::{Connections, Open, WATCHES_PER_CONNECTION};
 use super::{Error, Result};
 
 /// Where the driver's cluster access comes from.
@@ -52,24 +55,37 @@ impl Mode {
         };
         let mut config = config;
         config.headers.push((http::header::USER_AGENT, user_agent(node)));
-        let as_pod = build(without_identity(&config))
-            .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
-        let driver = build(config)
-            .map_err(|e| Error::Config { origin: "the client configuration".to_owned(), reason: e.to_string() })?;
-        Ok(Some(Clients { driver, as_pod }))
+        let config_error = |reason: String| Error::Config { origin: "the client configuration".to_owned(), reason };
+        let as_pod = build(without_identity(&config)).map_err(config_error)?;
+        let driver = build(config.clone()).map_err(config_error)?;
+        // Through a proxy kube's own builder speaks HTTP/1: a connection per watch either way.
+        let open: Option<Open> = config.proxy_url.is_none().then(|| Arc::new(move || build(config.clone())) as Open);
+        let watches = Connections::new(driver.clone(), open);
+        Ok(Some(Clients { driver, as_pod, watches }))
     }
 }
 
-/// The two clients of a connected driver.
+/// The clients of a connected driver.
 #[derive(Clone)]
 pub struct Clients {
-    /// The driver's own identity: ConfigMaps, ClusterTrustBundles, discovery.
+    /// The driver's own identity: ClusterTrustBundles, its CSIDriver, Events, discovery.
     pub driver: kube::Client,
     /// The same API server (URL, CA, TLS name, proxy, timeouts) with no identity at all: no
     /// token, token file, client certificate, exec plugin, basic auth, impersonation or extra
     /// headers. Each request adds the pod's own token; one without would be anonymous, never
     /// the driver.
     pub as_pod: kube::Client,
+    /// The driver's identity for the many single-object watches: `driver`'s connection first,
+    /// then more as each fills ([`Connections`]).
+    pub watches: Connections,
+}
+
+impl Clients {
+    /// Every request on `driver`'s own connections (a test's clients).
+    pub fn single(driver: kube::Client, as_pod: kube::Client) -> Self {
+        let watches = Connections::new(driver.clone(), None);
+        Self { driver, as_pod, watches }
+    }
 }
 
 impl std::fmt::Debug for Clients {
@@ -78,39 +94,61 @@ impl std::fmt::Debug for Clients {
     }
 }
 
-/// kube's default client stack (base URI, retry, auth, extra headers, timeouts, rustls), built on
-/// a connector with TCP_NODELAY. kube 5 leaves Nagle's algorithm on, and each new connection (a
-/// new watch: every referenced ConfigMap has its own) then held its first request ~40 ms for the
-/// API server's delayed ACK (kube-rs/kube#2056; benches/cluster.rs, `first`). A config with a
-/// proxy keeps kube's own builder, which knows proxies.
-fn build(config: kube::Config) -> Result<kube::Client, kube::Error> {
+/// kube's default client stack (base URI, retry, auth, extra headers, timeouts, rustls), on a
+/// connector of our own for two reasons. TCP_NODELAY: kube 5 leaves Nagle's algorithm on, and a
+/// new connection then held its first request ~40 ms for the API server's delayed ACK
+/// (kube-rs/kube#2056; benches/cluster.rs, `first`). And ALPN `h2`: kube offers HTTP/1.1 only,
+/// where every watch holds a TCP + TLS connection of its own (~55 KiB each); over HTTP/2 they
+/// share one. A config with a proxy keeps kube's own builder, which knows proxies.
+fn build(config: kube::Config) -> Result<kube::Client, String> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::ConfigExt;
 
     if config.proxy_url.is_some() {
-        return kube::Client::try_from(config);
+        return kube::Client::try_from(config).map_err(|e| e.to_string());
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let mut connector = hyper_timeout::TimeoutConnector::new(config.rustls_https_connector_with_connector(http)?);
+    let tls = config.rustls_client_config().map_err(|e| e.to_string())?;
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = name.clone().try_into().map_err(|e| format!("tls-server-name {name:?}: {e}"))?;
+        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let https = https.enable_http1().enable_http2().wrap_connector(http);
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
-        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new()).build(connector);
+        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            // What client-go's transport does: a ping after 30 s of silence, the connection
+            // closed (and every watch on it resumed elsewhere) when 15 s pass without an answer.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(15))
+            // A watch whose reader waits (its object's parse queued) holds at most its stream's
+            // window; the connection's fits every stream's, so a slow one never stalls the rest.
+            .http2_initial_stream_window_size(STREAM_WINDOW)
+            .http2_initial_connection_window_size(STREAM_WINDOW.saturating_mul(WATCHES_PER_CONNECTION as u32 + 10))
+            .build(connector);
     let retry =
         config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
-        .option_layer(config.auth_layer()?)
-        .layer(config.extra_headers_layer()?)
+        .option_layer(config.auth_layer().map_err(|e| e.to_string())?)
+        .layer(config.extra_headers_layer().map_err(|e| e.to_string())?)
         .map_err(tower::BoxError::from)
         .service(client);
     Ok(kube::Client::new(service, config.default_namespace))
 }
+
+/// One HTTP/2 stream's receive window: what a watch may have in flight unread.
+const STREAM_WINDOW: u32 = 1 << 20;
 
 /// `trustmount/<version> (<node>)`; a node name that cannot be a header value (never one
 /// Kubernetes gives) is left out.

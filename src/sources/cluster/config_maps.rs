@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::content::{self, KeyContent, Keys};
 use super::kind::{Kind, ObjectChange, Registration, Selected, Want};
 use super::watch_loop::{self, Objects, Watched};
-use super::{Change, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
+use super::{Change, Connections, Error, FIRST_SYNC_TIMEOUT, LastError, ObjectKey, Result};
 use crate::bundle::{Ignored, KindName, ObjectOrigin, Scope};
 use crate::domain::{self, ListAttributes};
 
@@ -38,7 +38,7 @@ pub const REGISTRATION: Registration = Registration {
     watched: true,
     start: |context| {
         Box::new(ConfigMaps::new(
-            context.driver.clone(),
+            context.watches.clone(),
             context.changes.clone(),
             context.defaults_namespace.clone(),
             context.limits,
@@ -51,9 +51,9 @@ pub const REGISTRATION: Registration = Registration {
 pub type Synced = watch_loop::Synced<Arc<Keys>>;
 
 pub struct ConfigMaps {
-    client: kube::Client,
+    connections: Connections,
     changes: mpsc::UnboundedSender<Change>,
-    watches: Mutex<Watches>,
+    watches: Arc<Mutex<Watches>>,
     /// The driver's own namespace (where default ConfigMaps live; empty without defaults).
     defaults_namespace: String,
     limits: domain::Limits,
@@ -80,6 +80,9 @@ struct Entry {
     last_error: LastError,
     /// Publishes in flight holding this watch.
     held: usize,
+    /// A publish gave up waiting for this watch's first list: it stays, unheld, until then, so
+    /// the kubelet's retry finds it listing (or listed) instead of starting over.
+    linger_until: Option<tokio::time::Instant>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,9 +92,21 @@ impl Drop for Entry {
     }
 }
 
+/// How long a watch nobody holds waits for the kubelet's retry of a publish that gave up on
+/// it: the kubelet's backoff grows to 2 min 2 s, and the retry waits [`FIRST_SYNC_TIMEOUT`].
+pub const WATCH_LINGER: std::time::Duration = std::time::Duration::from_secs(150);
+
 impl Watches {
     fn unused(&self, key: &ObjectKey) -> bool {
-        self.entries.get(key).is_some_and(|entry| entry.held == 0) && !self.live.contains(key)
+        let now = tokio::time::Instant::now();
+        self.entries.get(key).is_some_and(|entry| entry.held == 0 && entry.linger_until.is_none_or(|end| end <= now))
+            && !self.live.contains(key)
+    }
+
+    /// Watches of objects in `namespace`, counting those `also` would add.
+    fn in_namespace(&self, namespace: &str, also: &[&ObjectKey]) -> usize {
+        let new = also.iter().filter(|key| !self.entries.contains_key(**key)).count();
+        self.entries.keys().filter(|key| key.namespace == namespace).count() + new
     }
 
     fn drop_unused(&mut self) {
@@ -105,12 +120,12 @@ impl Watches {
 
 impl ConfigMaps {
     pub fn new(
-        client: kube::Client,
+        connections: Connections,
         changes: mpsc::UnboundedSender<Change>,
         defaults_namespace: String,
         limits: domain::Limits,
     ) -> Self {
-        Self { client, changes, watches: Mutex::default(), defaults_namespace, limits }
+        Self { connections, changes, watches: Arc::default(), defaults_namespace, limits }
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, Watches> {
@@ -118,21 +133,55 @@ impl ConfigMaps {
     }
 
     /// Holds the watches of `keys` (starting those not running) until [`ConfigMaps::release_keys`].
-    fn hold_keys(&self, keys: &[ObjectKey]) {
+    ///
+    /// # Errors
+    /// [`Error::OverNamespaceBudget`] when the watches of a namespace would outgrow
+    /// `--max-namespace-watches` (the driver's own namespace, the operator's defaults, aside):
+    /// nothing is held then.
+    fn hold_keys(&self, keys: &[ObjectKey]) -> Result<()> {
         let mut watches = self.watches();
+        let namespaces: BTreeSet<&str> = keys.iter().map(|key| key.namespace.as_str()).collect();
+        for namespace in namespaces.into_iter().filter(|namespace| *namespace != self.defaults_namespace) {
+            let ours: Vec<&ObjectKey> = keys.iter().filter(|key| key.namespace == namespace).collect();
+            let wanted = watches.in_namespace(namespace, &ours);
+            if wanted > self.limits.namespace_watches {
+                return Err(Error::OverNamespaceBudget {
+                    namespace: namespace.to_owned(),
+                    what: "ConfigMap watches",
+                    wanted,
+                    budget: self.limits.namespace_watches,
+                    flag: domain::NAMESPACE_WATCHES_FLAG,
+                });
+            }
+        }
         for key in keys {
             watches.entries.entry(key.clone()).or_insert_with(|| self.start(key)).held += 1;
         }
+        Ok(())
     }
 
     fn release_keys(&self, keys: &[ObjectKey]) {
         let mut watches = self.watches();
+        let mut lingering = false;
         for key in keys {
             if let Some(entry) = watches.entries.get_mut(key) {
                 entry.held = entry.held.saturating_sub(1);
+                if entry.held == 0 && entry.state.borrow().is_none() {
+                    entry.linger_until = Some(tokio::time::Instant::now() + WATCH_LINGER);
+                    lingering = true;
+                }
             }
         }
         watches.drop_unused();
+        if lingering && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let watches = Arc::downgrade(&self.watches);
+            runtime.spawn(async move {
+                tokio::time::sleep(WATCH_LINGER).await;
+                if let Some(watches) = watches.upgrade() {
+                    watches.lock().unwrap_or_else(PoisonError::into_inner).drop_unused();
+                }
+            });
+        }
     }
 
     /// Makes the watched set what `live` names, plus what publishes hold.
@@ -179,7 +228,8 @@ impl ConfigMaps {
 
     fn start(&self, key: &ObjectKey) -> Entry {
         let (sender, state) = watch::channel(None);
-        let api: kube::Api<ConfigMap> = kube::Api::namespaced(self.client.clone(), &key.namespace);
+        let lease = self.connections.lease();
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(lease.client(), &key.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
         let stream = watcher(api, config).default_backoff();
         let span = tracing::info_span!("configmap_watch", object = %key);
@@ -194,9 +244,15 @@ impl ConfigMaps {
             limits: self.limits,
             parsed: content::Parsed::default(),
         };
-        let task = tokio::spawn(watch_loop::run(watch, stream, writer).instrument(span));
+        let task = tokio::spawn(
+            async move {
+                let _lease = lease;
+                watch_loop::run(watch, stream, writer).await;
+            }
+            .instrument(span),
+        );
         tracing::debug!(object = %key, "watching ConfigMap");
-        Entry { state, last_error, held: 0, task }
+        Entry { state, last_error, held: 0, linger_until: None, task }
     }
 }
 
@@ -205,8 +261,8 @@ impl Kind for ConfigMaps {
         KIND
     }
 
-    fn hold(&self, want: &Want) {
-        self.hold_keys(&want.object_keys());
+    fn hold(&self, want: &Want) -> Result<()> {
+        self.hold_keys(&want.object_keys())
     }
 
     fn release(&self, want: &Want) {
@@ -494,5 +550,44 @@ mod tests {
         // README appearing and going is visible (a `corp-ca:README` volume fails or recovers);
         // README's text changing is not: it holds no certificate before or after.
         assert_eq!(changes, [change(&object, keys(&["README"])), change(&object, keys(&["README"])),]);
+    }
+
+    fn key(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey { namespace: namespace.to_owned(), name: name.to_owned() }
+    }
+
+    #[tokio::test]
+    async fn a_namespace_over_its_watch_budget_is_refused_naming_it_and_others_are_not() {
+        let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+        let limits = domain::Limits { namespace_watches: 2, ..domain::Limits::default() };
+        let (changes, _received) = mpsc::unbounded_channel();
+        let maps = ConfigMaps::new(Connections::new(client, None), changes, "trustmount".to_owned(), limits);
+        maps.hold_keys(&[key("shop", "a"), key("shop", "b")]).unwrap();
+        maps.hold_keys(&[key("shop", "a")]).expect("a watch it holds already costs nothing");
+
+        let over = maps.hold_keys(&[key("shop", "a"), key("shop", "c")]).unwrap_err();
+        let message = over.to_string();
+        assert!(matches!(over, Error::OverNamespaceBudget { wanted: 3, budget: 2, .. }), "{over:?}");
+        assert!(message.contains("namespace shop would hold 3 ConfigMap watches"), "{message}");
+        assert!(message.contains(domain::NAMESPACE_WATCHES_FLAG), "{message}");
+        assert_eq!(maps.watch_count(), 2, "a refused hold holds nothing, not even the key within budget");
+
+        maps.hold_keys(&[key("bank", "a"), key("bank", "b")]).expect("another namespace has a budget of its own");
+        let defaults: Vec<ObjectKey> = (0..5).map(|i| key("trustmount", &format!("d{i}"))).collect();
+        maps.hold_keys(&defaults).expect("the driver's own namespace is the operator's");
+
+        // Given back before their first list, the watches linger for the kubelet's retry, and
+        // still count; once the linger is over they go, and the budget is free again.
+        maps.release_keys(&[key("shop", "a"), key("shop", "a"), key("shop", "b")]);
+        assert_eq!(maps.watches().in_namespace("shop", &[]), 2, "lingering, still counted");
+        assert!(maps.hold_keys(&[key("shop", "c")]).is_err());
+        maps.hold_keys(&[key("shop", "a")]).expect("the retry finds its lingering watch");
+        maps.release_keys(&[key("shop", "a")]);
+        let mut watches = maps.watches();
+        let now = tokio::time::Instant::now();
+        watches.entries.values_mut().for_each(|entry| entry.linger_until = entry.linger_until.map(|_| now));
+        watches.drop_unused();
+        assert_eq!(watches.in_namespace("shop", &[]), 0, "the linger over, unheld and not live: gone");
+        assert_eq!(watches.in_namespace("bank", &[]), 2, "still held");
     }
 }

@@ -26,8 +26,10 @@ pub struct Registration {
 
 /// What a kind's cache starts from.
 pub struct Context {
-    /// The driver's own identity: for watches.
+    /// The driver's own identity: for a kind's few watches and requests.
     pub driver: kube::Client,
+    /// The driver's identity for a kind with a watch per object: a lease each.
+    pub watches: super::Connections,
     /// No identity of its own: each request carries a pod's token.
     pub as_pod: kube::Client,
     /// Where a kind sends the changes its watches see.
@@ -44,7 +46,12 @@ pub trait Kind: Send + Sync + fmt::Debug {
 
     /// Holds what `want` needs (starting watches) while a publish runs, until
     /// [`Kind::release`]. Must run inside the tokio runtime.
-    fn hold(&self, _want: &Want) {}
+    ///
+    /// # Errors
+    /// What `want` needs is over a budget of its namespace; nothing is held then.
+    fn hold(&self, _want: &Want) -> Result<()> {
+        Ok(())
+    }
 
     /// Gives back a [`Kind::hold`].
     fn release(&self, _want: &Want) {}

@@ -24,6 +24,7 @@
 mod api_error;
 mod client;
 mod config_maps;
+mod connections;
 mod content;
 mod csi_driver;
 mod defaults;
@@ -43,6 +44,7 @@ use crate::bundle::{self, KindName};
 use crate::domain::{self, KindAttributes, Reference, SourceKind, VolumeSpec};
 
 pub use client::{Clients, Mode};
+pub use connections::{Connections, WATCHES_PER_CONNECTION};
 pub use csi_driver::{PodInfoMode, PodInfoProblem};
 pub use defaults::{Defaults, Error as DefaultsError, Flags as DefaultsFlags};
 use kind::{Kind, Want, Wanted};
@@ -195,6 +197,10 @@ pub enum Error {
         .last_error.as_deref().map(|error| format!(" (last error: {error})")).unwrap_or_default()
     )]
     PodInfoNotChecked { what: String, driver: String, last_error: Option<String> },
+    #[error(
+        "namespace {namespace} would hold {wanted} {what} on this node, over its budget of {budget} ({flag}); other namespaces' volumes are unaffected. Name fewer objects across this namespace's volumes on this node, or have the cluster operator raise {flag}"
+    )]
+    OverNamespaceBudget { namespace: String, what: &'static str, wanted: usize, budget: usize, flag: &'static str },
     #[error("cannot configure the Kubernetes client from {origin}: {reason}")]
     Config { origin: String, reason: String },
     #[error(
@@ -350,10 +356,11 @@ impl Cluster {
         registrations: &[Registration],
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
-        let Clients { driver, as_pod } = clients;
+        let Clients { driver, as_pod, watches } = clients;
         let context = kind::Context {
             driver: driver.clone(),
             as_pod,
+            watches,
             changes: changes.clone(),
             defaults_namespace: defaults.namespace.clone(),
             limits,
@@ -399,8 +406,11 @@ impl Cluster {
         if let Some(tag) = wanted.unknown.first() {
             return Err(Error::UnknownKind { tag: tag.clone() });
         }
-        for (kind, want) in self.each(&wanted) {
-            kind.hold(want);
+        for (index, (kind, want)) in self.each(&wanted).enumerate() {
+            if let Err(over) = kind.hold(want) {
+                self.each(&wanted).take(index).for_each(|(kind, want)| kind.release(want));
+                return Err(over);
+            }
         }
         let hold = Hold { cluster: Arc::clone(self), wanted };
         let wait = futures::future::join_all(self.each(&hold.wanted).map(|(kind, want)| kind.synced(want)));

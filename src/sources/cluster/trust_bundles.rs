@@ -253,10 +253,11 @@ impl Kind for TrustBundles {
         KIND
     }
 
-    fn hold(&self, want: &Want) {
+    fn hold(&self, want: &Want) -> Result<()> {
         if !want.is_empty() {
             let _ = self.subscribe();
         }
+        Ok(())
     }
 
     fn retain(&self, wants: &[&Want]) {

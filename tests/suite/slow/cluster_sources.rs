@@ -751,7 +751,48 @@ fn a_first_list_the_api_server_forbids_times_out_with_its_403() {
         assert!(message.contains("last error: the API server answered 403 Forbidden"), "{message}");
         assert!(message.contains(&world.user) && message.contains("cannot list resource \"configmaps\""), "{message}");
         assert!(!target.exists());
+
+        // The watch that gave up stays for the kubelet's retry: once the driver may list, the
+        // same watch lists (its backoff retries) and a retry publishes without a second one.
+        let stderr = world.daemon.stderr();
+        assert!(!stderr.contains("watch stopped"), "the unsynced watch lingers");
+        grant_config_maps(&world).await;
+        let mut last = None;
+        support::eventually("a retry publishes once the grant works", PROPAGATION_LIMIT * 4, async || {
+            let (_, result) = world.publish("pod-forbidden", &[("configMaps", "corp-ca")]).await;
+            let published = result.is_ok();
+            last = Some(result);
+            published
+        })
+        .await;
+        assert!(matches!(last, Some(Ok(()))), "{last:?}");
+        assert!(bundle_ders(&target).is_superset(&ders(&[&ca])), "the CA through the lingering watch");
+        assert_eq!(world.daemon.stderr().matches("watching ConfigMap").count(), 1, "one watch, kept across the retry");
     });
+}
+
+/// A Role in the world's namespace letting the driver list and watch its ConfigMaps.
+async fn grant_config_maps(world: &World<'_>) {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let post = PostParams::default();
+    let mut role = Role::default();
+    role.metadata.name = Some("driver-config-maps".into());
+    role.rules = Some(vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: vec!["get".into(), "list".into(), "watch".into()],
+        ..Default::default()
+    }]);
+    Api::<Role>::namespaced(world.admin.clone(), &world.namespace).create(&post, &role).await.unwrap();
+    let mut binding = RoleBinding::default();
+    binding.metadata.name = Some("driver-config-maps".into());
+    binding.role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "Role".into(),
+        name: "driver-config-maps".into(),
+    };
+    binding.subjects = Some(vec![Subject { kind: "User".into(), name: world.user.clone(), ..Default::default() }]);
+    Api::<RoleBinding>::namespaced(world.admin.clone(), &world.namespace).create(&post, &binding).await.unwrap();
 }
 
 #[test]
@@ -976,5 +1017,42 @@ fn sources_over_the_drivers_limits_are_refused_naming_the_flag_and_a_rotation_ov
         })
         .await;
         assert_eq!(bundle_ders(&target), ders(&[&cas[0], &cas[1]]), "the last good bundle is kept");
+    });
+}
+
+#[test]
+fn watches_ride_shared_http2_connections_ninety_to_a_connection() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let world = World::start("h2").await;
+        let port: u16 = world.plane.server.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("port");
+        let pid = world.daemon.pid();
+        let ca = TestCa::new(world.dir.path(), "h2");
+        world.put_config_map("present", &[("ca.crt", &ca.pem)], &[]).await;
+        // 200 ConfigMaps, missing but optional besides one present, 50 to a volume: each its own
+        // single-object watch.
+        let per_volume = 50;
+        for volume in 0..4 {
+            let absent = (1..per_volume).map(|i| format!("absent-{volume}-{i}"));
+            let names: Vec<String> = std::iter::once("present".to_owned()).chain(absent).collect();
+            let attributes = [("configMaps", names.join(",")), ("optional", "true".to_owned())];
+            let attributes: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (_, result) = world.publish(&format!("pod-{volume}"), &attributes).await;
+            result.unwrap_or_else(|status| panic!("volume {volume}: {}", status.message()));
+        }
+        // 4 × 49 absent, one present shared.
+        assert_eq!(world.daemon.stderr().matches("watching ConfigMap").count(), 197, "one watch per ConfigMap");
+        // Over HTTP/1.1 each watch held a connection (197); over HTTP/2 they share, 90 to one.
+        let expected = 197usize.div_ceil(trustmount::sources::cluster::WATCHES_PER_CONNECTION);
+        let mut connections = 0;
+        support::eventually("the watches' connections settle", PROPAGATION_LIMIT, async || {
+            connections = support::measure::tcp_connections_to(pid, port);
+            connections == expected
+        })
+        .await;
+        assert_eq!(connections, expected, "connections of the driver to the API server");
     });
 }

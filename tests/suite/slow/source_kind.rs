@@ -160,7 +160,7 @@ async fn a_kind_written_in_a_test_plugs_into_the_socket() {
 
     // The cluster, with the throwaway kind registered after the shipped ones.
     let registrations: Vec<Registration> = cluster::KINDS.iter().copied().chain([REGISTRATION]).collect();
-    let clients = Clients { driver: admin.clone(), as_pod: admin.clone() };
+    let clients = Clients::single(admin.clone(), admin.clone());
     let (cluster, mut changes) =
         Cluster::with_kinds(clients, Defaults::default(), "csi.trustmount.test", Default::default(), &registrations);
     assert!(Cluster::open_watches(Some(&cluster)).contains(&(KIND.tag, 1)));
