@@ -9,6 +9,8 @@
 //! - every flag and environment variable the DaemonSets give the driver is one its parser
 //!   accepts (a made-up flag fails, shown here), and the chart's values reach every place that
 //!   names them (kubelet directory, driver name, state dir, extra PEM files, metrics port);
+//! - the values reach the FlowSchema and PriorityLevelConfiguration (API Priority and Fairness)
+//!   they set, and `flowControl.enabled=false` leaves both out;
 //! - the chart with default values renders exactly the plain manifests, Helm's bookkeeping
 //!   labels aside (and with `extraPem.configMap`, the plain manifests with the `org-ca`
 //!   component), and grants exactly their RBAC (which tests/suite/slow/rbac.rs proves is enough).
@@ -478,6 +480,38 @@ fn assert_values_flow(what: &str, values: &serde_yaml::Value, objects: &[Value],
         );
         assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics", "{what}: the Service's target port");
     }
+
+    // API Priority and Fairness: the FlowSchema sends the DaemonSet's ServiceAccount, in the
+    // release namespace, to the PriorityLevelConfiguration, with the values' numbers.
+    let (schemas, levels) = (of_kind(objects, "FlowSchema"), of_kind(objects, "PriorityLevelConfiguration"));
+    if !enabled("flowControl.enabled") {
+        assert!(schemas.is_empty() && levels.is_empty(), "{what}: flow control is off");
+        return;
+    }
+    let (schema, level) = (one_of_kind(objects, "FlowSchema"), one_of_kind(objects, "PriorityLevelConfiguration"));
+    let number = |path: &str| json!(value(path).as_u64().unwrap_or_else(|| panic!("{what}: {path} is not a number")));
+    assert_eq!(schema["spec"]["priorityLevelConfiguration"]["name"], level["metadata"]["name"], "{what}");
+    assert_eq!(schema["spec"]["matchingPrecedence"], number("flowControl.matchingPrecedence"), "{what}");
+    assert_eq!(schema["spec"]["distinguisherMethod"]["type"], "ByNamespace", "{what}");
+    let account = &daemonset["spec"]["template"]["spec"]["serviceAccountName"];
+    let rules = schema["spec"]["rules"].as_array().expect("rules");
+    for rule in rules {
+        assert_eq!(
+            rule["subjects"],
+            json!([{"kind": "ServiceAccount", "serviceAccount": {"name": account, "namespace": namespace}}]),
+            "{what}: the FlowSchema's subject is the driver's ServiceAccount"
+        );
+    }
+    let limited = &level["spec"]["limited"];
+    assert_eq!(level["spec"]["type"], "Limited", "{what}");
+    for field in ["nominalConcurrencyShares", "lendablePercent", "borrowingLimitPercent"] {
+        assert_eq!(limited[field], number(&format!("flowControl.{field}")), "{what}: {field}");
+    }
+    assert_eq!(limited["limitResponse"]["type"], "Queue", "{what}");
+    for field in ["queues", "handSize", "queueLengthLimit"] {
+        let queuing = &limited["limitResponse"]["queuing"];
+        assert_eq!(queuing[field], number(&format!("flowControl.{field}")), "{what}: {field}");
+    }
 }
 
 #[test]
@@ -490,6 +524,16 @@ fn the_charts_values_reach_every_place_that_names_them() {
     assert_values_flow("ci/all-on-values.yaml", &all_on_values, &all_on, "trustmount");
     assert_eq!(of_kind(&all_on, "ServiceMonitor").len(), 1, "all-on renders a ServiceMonitor");
     assert!(of_kind(&default, "Service").is_empty() && of_kind(&default, "ServiceMonitor").is_empty());
+    // flowControl.enabled=false renders the same objects but the FlowSchema and its level.
+    let mut values = read(chart().join("values.yaml"));
+    values["flowControl"]["enabled"] = false.into();
+    let off = helm_template("trustmount", "trustmount", &["--set", "flowControl.enabled=false"]);
+    assert_values_flow("flowControl.enabled=false", &values, &off, "trustmount");
+    let flow_control = ["FlowSchema", "PriorityLevelConfiguration"];
+    let expected: Vec<String> =
+        default.iter().filter(|object| !flow_control.iter().any(|kind| object["kind"] == *kind)).map(key).collect();
+    assert_eq!(off.iter().map(key).collect::<Vec<_>>(), expected);
+    assert_eq!(expected.len() + 2, default.len(), "the defaults render a FlowSchema and its level");
 }
 
 /// `object` without Helm's bookkeeping labels.
