@@ -19,6 +19,7 @@ pub mod clock;
 pub mod csi;
 pub mod domain;
 pub mod events;
+pub mod fair_rate;
 pub mod keyed_locks;
 pub mod metrics;
 pub mod node;

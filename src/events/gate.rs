@@ -19,6 +19,7 @@ use std::hash::{Hash as _, Hasher as _};
 use std::time::Instant;
 
 use crate::domain::{PodInfo, SpecDigest};
+use crate::fair_rate::{FairRate, Over, Rates};
 
 /// How many events the gate lets through.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +47,17 @@ impl Default for Limits {
             driver_per_minute: 100.0,
             driver_burst: 100.0,
             max_specs: 4096,
+        }
+    }
+}
+
+impl Limits {
+    fn rates(&self) -> Rates {
+        Rates {
+            namespace_per_minute: self.namespace_per_minute,
+            namespace_burst: self.namespace_burst,
+            driver_per_minute: self.driver_per_minute,
+            driver_burst: self.driver_burst,
         }
     }
 }
@@ -83,8 +95,7 @@ pub struct EventGate {
     limits: Limits,
     /// Per spec, each pod told of a failure and the hash of what it was told.
     told: HashMap<SpecDigest, Told>,
-    namespaces: HashMap<String, Bucket>,
-    driver: Bucket,
+    rate: FairRate,
     /// Orders the specs by last failure, for forgetting the oldest.
     ticks: u64,
 }
@@ -97,13 +108,7 @@ struct Told {
 
 impl EventGate {
     pub fn new(limits: Limits, now: Instant) -> Self {
-        Self {
-            limits,
-            told: HashMap::new(),
-            namespaces: HashMap::new(),
-            driver: Bucket::full(limits.driver_burst, now),
-            ticks: 0,
-        }
+        Self { limits, told: HashMap::new(), rate: FairRate::new(limits.rates(), now), ticks: 0 }
     }
 
     /// A refresh of `spec` failed with `message`; `pods` are the spec's pods now.
@@ -155,25 +160,14 @@ impl EventGate {
     /// whose bucket has filled up again (an absent bucket is a full one).
     pub fn retain(&mut self, live: impl Fn(&SpecDigest) -> bool, now: Instant) {
         self.told.retain(|spec, _| live(spec));
-        let (rate, burst) = (self.limits.namespace_per_minute, self.limits.namespace_burst);
-        self.namespaces.retain(|_, bucket| bucket.tokens_at(rate, burst, now) < burst);
+        self.rate.forget_full(now);
     }
 
     fn admit(&mut self, namespace: &str, now: Instant) -> Result<(), Dropped> {
-        let limits = self.limits;
-        let bucket =
-            self.namespaces.entry(namespace.to_owned()).or_insert_with(|| Bucket::full(limits.namespace_burst, now));
-        // The namespace is asked first, so a flooding namespace's drops are its own and leave
-        // the driver's budget to the others.
-        if bucket.tokens_at(limits.namespace_per_minute, limits.namespace_burst, now) < 1.0 {
-            return Err(Dropped::NamespaceLimit);
-        }
-        if self.driver.tokens_at(limits.driver_per_minute, limits.driver_burst, now) < 1.0 {
-            return Err(Dropped::DriverLimit);
-        }
-        bucket.take(limits.namespace_per_minute, limits.namespace_burst, now);
-        self.driver.take(limits.driver_per_minute, limits.driver_burst, now);
-        Ok(())
+        self.rate.admit(namespace, now).map_err(|over| match over {
+            Over::Namespace => Dropped::NamespaceLimit,
+            Over::Driver => Dropped::DriverLimit,
+        })
     }
 
     fn forget_oldest_beyond_cap(&mut self) {
@@ -192,31 +186,7 @@ impl EventGate {
 
     #[cfg(test)]
     fn namespaces_remembered(&self) -> usize {
-        self.namespaces.len()
-    }
-}
-
-/// A token bucket, refilled continuously from `at`.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Self {
-        Self { tokens: burst, at: now }
-    }
-
-    fn tokens_at(&self, per_minute: f64, burst: f64, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.at);
-        (self.tokens + elapsed.as_secs_f64() * per_minute / 60.0).min(burst)
-    }
-
-    fn take(&mut self, per_minute: f64, burst: f64, now: Instant) {
-        self.tokens = self.tokens_at(per_minute, burst, now) - 1.0;
-        // A clock read before `at` (another thread's `now`) must not move `at` back.
-        self.at = self.at.max(now);
+        self.rate.namespaces_remembered()
     }
 }
 

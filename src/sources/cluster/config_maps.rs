@@ -247,6 +247,7 @@ impl ConfigMaps {
         let task = tokio::spawn(
             async move {
                 let _lease = lease;
+                watch_loop::start_permit(&watch.key.namespace).await;
                 watch_loop::run(watch, stream, writer).await;
             }
             .instrument(span),

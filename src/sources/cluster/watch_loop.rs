@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use tokio::sync::{mpsc, watch};
 
 use super::{Change, LastError, api_error};
+use crate::fair_rate::{FairRate, Rates};
 
 /// The objects of one watch by name, as a kind keeps them.
 pub type Objects<T> = BTreeMap<String, T>;
@@ -67,6 +68,43 @@ static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCUR
 /// A turn to parse, shared by every watch and the Secrets a publish reads.
 pub async fn parse_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
     PARSES.acquire().await.ok()
+}
+
+/// New watches (each a list, then a watch) per namespace: 20 a second after a burst of 64, one
+/// volume naming as many sources as it may. A namespace starting hundreds waits at its own rate;
+/// another namespace's first watch starts at once.
+const STARTS_PER_NAMESPACE: (f64, f64) = (20.0 * 60.0, 64.0);
+/// New watches of the whole driver: 50 a second after a burst of 200 (the kubelet's own client
+/// is limited to 50 requests a second), so a node's restart does not list everything at once.
+const STARTS_PER_DRIVER: (f64, f64) = (50.0 * 60.0, 200.0);
+
+static STARTS: std::sync::LazyLock<std::sync::Mutex<FairRate>> = std::sync::LazyLock::new(|| {
+    let rates = Rates {
+        namespace_per_minute: STARTS_PER_NAMESPACE.0,
+        namespace_burst: STARTS_PER_NAMESPACE.1,
+        driver_per_minute: STARTS_PER_DRIVER.0,
+        driver_burst: STARTS_PER_DRIVER.1,
+    };
+    std::sync::Mutex::new(FairRate::new(rates, std::time::Instant::now()))
+});
+
+/// Waits until a new watch of an object in `namespace` may start (client-side rate limits,
+/// fair per namespace).
+pub async fn start_permit(namespace: &str) {
+    loop {
+        let wait = {
+            let mut starts = STARTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if starts.admit(namespace, now).is_ok() {
+                if starts.namespaces_remembered() > 1024 {
+                    starts.forget_full(now);
+                }
+                return;
+            }
+            starts.wait(namespace, now)
+        };
+        tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+    }
 }
 
 /// `kind.parse(object)` on the blocking pool, bounded by [`PARSES`]. `None` in `kind` after a

@@ -574,9 +574,10 @@ fn a_csidriver_without_pod_info_on_mount_refuses_cluster_sources() {
 
         // ...and switched off again (what a tenant with a forged pod.namespace waits for), the
         // very next publishes are refused, with no restart and no publish needed to notice.
+        let logged_before = world.daemon.stderr().matches("sets podInfoOnMount: false").count();
         switch(false).await;
         support::eventually("the switch is logged", PROPAGATION_LIMIT, async || {
-            world.daemon.stderr().matches("sets podInfoOnMount: false").count() >= 2
+            world.daemon.stderr().matches("sets podInfoOnMount: false").count() > logged_before
         })
         .await;
         let (target, result) = world.publish("pod-off", &[("configMaps", "corp-ca")]).await;
@@ -983,7 +984,16 @@ fn sources_over_the_drivers_limits_are_refused_naming_the_flag_and_a_rotation_ov
         return;
     }
     block_on(async {
-        let args = ["--max-source-certificates", "2", "--max-volume-certificates", "3", "--max-volume-sources", "2"];
+        let args = [
+            "--max-source-certificates",
+            "2",
+            "--max-volume-certificates",
+            "3",
+            "--max-volume-sources",
+            "2",
+            "--max-namespace-watches",
+            "2",
+        ];
         let world = World::start_on(ControlPlane::shared(), "limits", &args).await;
         let cas: Vec<TestCa> = (0..4).map(|i| TestCa::new(world.dir.path(), &format!("limit-{i}"))).collect();
         let pems = |range: std::ops::Range<usize>| cas[range].iter().map(|ca| ca.pem.as_str()).collect::<String>();
@@ -1017,6 +1027,18 @@ fn sources_over_the_drivers_limits_are_refused_naming_the_flag_and_a_rotation_ov
         })
         .await;
         assert_eq!(bundle_ders(&target), ders(&[&cas[0], &cas[1]]), "the last good bundle is kept");
+
+        // Two ConfigMaps more while pod-two holds one: three watches for the namespace, over
+        // --max-namespace-watches; refused before anything is read.
+        let (more, result) = world.publish("pod-more", &[("configMaps", "other, three")]).await;
+        assert_eq!(code_of(&result), Code::ResourceExhausted, "{result:?}");
+        let message = message_of(&result);
+        assert!(
+            message.contains(&format!("namespace {} would hold 3 ConfigMap watches", world.namespace)),
+            "{message}"
+        );
+        assert!(message.contains("--max-namespace-watches"), "{message}");
+        assert!(!more.exists());
     });
 }
 
