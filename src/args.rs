@@ -128,6 +128,10 @@ pub struct LimitArgs {
     /// own namespace not counted).
     #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_WATCHES", default_value_t = 256)]
     pub max_namespace_watches: usize,
+    /// Distinct volume specs (sets of volume attributes) the pods of one namespace may use on
+    /// this node together.
+    #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_SPECS", default_value_t = 32)]
+    pub max_namespace_specs: usize,
 }
 
 impl LimitArgs {
@@ -140,6 +144,7 @@ impl LimitArgs {
             source_bytes: bytes(self.max_source_object_bytes),
             source_certificates: self.max_source_certificates,
             namespace_watches: self.max_namespace_watches,
+            namespace_specs: self.max_namespace_specs,
         }
     }
 }
@@ -317,6 +322,7 @@ mod tests {
             (crate::domain::SOURCE_BYTES_FLAG, "4Ki"),
             (crate::domain::SOURCE_CERTIFICATES_FLAG, "5"),
             (crate::domain::NAMESPACE_WATCHES_FLAG, "6"),
+            (crate::domain::NAMESPACE_SPECS_FLAG, "7"),
         ];
         let mut argv = vec!["trustmount", "serve", "--node-id", "n"];
         argv.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
@@ -328,6 +334,7 @@ mod tests {
             source_bytes: 4096,
             source_certificates: 5,
             namespace_watches: 6,
+            namespace_specs: 7,
         };
         assert_eq!(args.limits.limits(), expected);
     }

@@ -48,7 +48,7 @@ fn volume_code(error: &volume::Error) -> Code {
         volume::Error::NotPublished { .. } => Code::NotFound,
         // A race with whoever changes the path; a retry resolves it afresh.
         volume::Error::TargetChanged { .. } => Code::Aborted,
-        volume::Error::StoreFull { .. } => Code::ResourceExhausted,
+        volume::Error::StoreFull { .. } | volume::Error::OverNamespaceBudget { .. } => Code::ResourceExhausted,
         // A newer driver published at this target; this one leaves it alone.
         volume::Error::NewerRecord { .. } => Code::FailedPrecondition,
         volume::Error::Io { .. }

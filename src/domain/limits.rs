@@ -20,6 +20,9 @@ pub struct Limits {
     /// Single-object watches (ConfigMaps) of one namespace's volumes on this node, the
     /// driver's own namespace aside: each is a stream to the API server and a cache entry.
     pub namespace_watches: usize,
+    /// Distinct volume specs the pods of one namespace use on this node: each is a directory
+    /// of links and dentries the kernel charges, which `--store-size` does not bound.
+    pub namespace_specs: usize,
 }
 
 pub const ATTRIBUTE_BYTES_FLAG: &str = "--max-volume-attribute-bytes";
@@ -28,6 +31,7 @@ pub const VOLUME_CERTIFICATES_FLAG: &str = "--max-volume-certificates";
 pub const SOURCE_BYTES_FLAG: &str = "--max-source-object-bytes";
 pub const SOURCE_CERTIFICATES_FLAG: &str = "--max-source-certificates";
 pub const NAMESPACE_WATCHES_FLAG: &str = "--max-namespace-watches";
+pub const NAMESPACE_SPECS_FLAG: &str = "--max-namespace-specs";
 
 impl Default for Limits {
     /// Generous for real use: the public roots are ~150 certificates in ~220 KB of PEM, an
@@ -41,6 +45,8 @@ impl Default for Limits {
             source_certificates: 500,
             // Four volumes at the per-volume maximum of sources, all distinct.
             namespace_watches: 256,
+            // Pods of a namespace mostly share a few specs (one per distinct set of attributes).
+            namespace_specs: 32,
         }
     }
 }

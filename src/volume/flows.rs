@@ -81,7 +81,8 @@ impl Inner {
             None => {}
         }
 
-        let reservation = self.index.reserve(&publication.target, &publication.spec, &digest, render)?;
+        let reservation =
+            self.index.reserve(&publication.target, &publication.pod.namespace, &publication.spec, &digest, render)?;
         let mut undo = Undo::default();
         let rec = Record {
             volume_id: publication.volume_id.clone(),

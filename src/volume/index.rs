@@ -5,11 +5,11 @@
 //! an unpublish removes a spec dir only when its entry is empty (under the same lock). So a spec
 //! dir is rendered once and never removed while a publication of it is under way.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::bundle::Files;
@@ -35,14 +35,27 @@ pub(super) struct Index {
     /// removed while this driver runs, whatever its own volumes do.
     pinned: Mutex<HashSet<SpecDigest>>,
     locks: KeyedLocks<SpecDigest>,
+    /// Distinct specs the pods of one namespace may use on this node (see
+    /// [`Index::reserve`]).
+    namespace_specs: AtomicUsize,
+    /// Per namespace, the new specs being rendered for it now: counted against its budget
+    /// before they are in `specs`, so a burst of concurrent publishes cannot overshoot it.
+    rendering: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Debug)]
 struct SpecUse {
     /// Kept so rotation can re-render every live spec without reading the records back.
     spec: VolumeSpec,
-    /// Record targets, as the kubelet gave them, plus targets a publish is mounting right now.
-    targets: BTreeSet<PathBuf>,
+    /// Record targets, as the kubelet gave them, plus targets a publish is mounting right now,
+    /// each with its pod's namespace.
+    targets: BTreeMap<PathBuf, String>,
+}
+
+impl SpecUse {
+    fn used_by(&self, namespace: &str) -> bool {
+        self.targets.values().any(|used_by| used_by == namespace)
+    }
 }
 
 /// A publish's claim on its spec dir (see the module doc).
@@ -65,7 +78,39 @@ impl Index {
             live_changes: AtomicU64::new(0),
             pinned: Mutex::default(),
             locks: KeyedLocks::default(),
+            namespace_specs: AtomicUsize::new(crate::domain::Limits::default().namespace_specs),
+            rendering: Mutex::default(),
         }
+    }
+
+    pub fn set_namespace_specs(&self, budget: usize) {
+        self.namespace_specs.store(budget, Ordering::Relaxed);
+    }
+
+    /// Claims one of `namespace`'s specs for `digest` unless its pods use it already; `None`
+    /// when they do (nothing to give back).
+    ///
+    /// # Errors
+    /// [`Error::OverNamespaceBudget`]: the namespace's pods use as many distinct specs as its
+    /// budget, counting those being rendered for it.
+    fn claim_spec(&self, namespace: &str, digest: &SpecDigest) -> Result<Option<SpecClaim<'_>>> {
+        let budget = self.namespace_specs.load(Ordering::Relaxed);
+        let specs = self.specs();
+        if specs.get(digest).is_some_and(|spec_use| spec_use.used_by(namespace)) {
+            return Ok(None);
+        }
+        let mut rendering = self.rendering.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_use = specs.values().filter(|spec_use| spec_use.used_by(namespace)).count();
+        let pending = rendering.get(namespace).copied().unwrap_or(0);
+        if in_use + pending >= budget {
+            return Err(Error::OverNamespaceBudget {
+                namespace: namespace.to_owned(),
+                budget,
+                flag: crate::domain::NAMESPACE_SPECS_FLAG,
+            });
+        }
+        *rendering.entry(namespace.to_owned()).or_default() += 1;
+        Ok(Some(SpecClaim { index: self, namespace: namespace.to_owned() }))
     }
 
     /// Where spec dirs are written (see the field).
@@ -81,9 +126,10 @@ impl Index {
         self.specs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a recorded publication (at open, before anyone else sees the index).
-    pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf) {
-        self.entry(&mut self.specs(), digest, spec).targets.insert(target);
+    /// Adds a recorded publication (at open, before anyone else sees the index). Not charged
+    /// to a budget: the volume exists already.
+    pub fn insert(&self, digest: &SpecDigest, spec: &VolumeSpec, target: PathBuf, namespace: &str) {
+        self.entry(&mut self.specs(), digest, spec).targets.insert(target, namespace.to_owned());
     }
 
     /// Keeps the spec dir of `digest` for as long as this driver runs (see the field).
@@ -132,7 +178,7 @@ impl Index {
 
     /// The targets published (or being published) from `digest`.
     pub fn targets_of(&self, digest: &SpecDigest) -> Vec<PathBuf> {
-        self.specs().get(digest).map(|spec_use| spec_use.targets.iter().cloned().collect()).unwrap_or_default()
+        self.specs().get(digest).map(|spec_use| spec_use.targets.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// The spec directory of `digest` (it may not exist).
@@ -148,11 +194,18 @@ impl Index {
         }
     }
 
-    /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` in the
-    /// index, so no unpublish removes the dir until this publish is done or has failed.
+    /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` (of a
+    /// pod in `namespace`) in the index, so no unpublish removes the dir until this publish is
+    /// done or has failed. A spec new to `namespace` is charged to its budget of distinct specs
+    /// first, whether or not another namespace's pods use it already.
+    ///
+    /// # Errors
+    /// [`Error::OverNamespaceBudget`] before anything is rendered; the render's and the
+    /// store's errors.
     pub fn reserve<R, E>(
         &self,
         target: &Path,
+        namespace: &str,
         spec: &VolumeSpec,
         digest: &SpecDigest,
         render: R,
@@ -163,6 +216,8 @@ impl Index {
     {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = keyed_locks::lock(&spec_lock);
+        // Held until the target is in `specs`, where it counts from then on.
+        let _claim = self.claim_spec(namespace, digest)?;
         let spec_dir = self.spec_dir(digest);
         let rendered = match fs::symlink_metadata(&spec_dir) {
             Ok(_) => false,
@@ -177,7 +232,7 @@ impl Index {
         let mut specs = self.specs();
         let targets = &mut self.entry(&mut specs, digest, spec).targets;
         let known = !targets.is_empty();
-        let new_target = targets.insert(target.to_owned());
+        let new_target = targets.insert(target.to_owned(), namespace.to_owned()).is_none();
         Ok(Reservation { new_target, dir_is_ours: rendered || known })
     }
 
@@ -217,7 +272,7 @@ impl Index {
         let holders: Vec<SpecDigest> = self
             .specs()
             .iter()
-            .filter(|(_, spec_use)| spec_use.targets.contains(target))
+            .filter(|(_, spec_use)| spec_use.targets.contains_key(target))
             .map(|(digest, _)| digest.clone())
             .collect();
         for digest in holders {
@@ -251,8 +306,26 @@ impl Index {
     ) -> &'a mut SpecUse {
         specs.entry(digest.clone()).or_insert_with(|| {
             self.live_changes.fetch_add(1, Ordering::SeqCst);
-            SpecUse { spec: spec.clone(), targets: BTreeSet::new() }
+            SpecUse { spec: spec.clone(), targets: BTreeMap::new() }
         })
+    }
+}
+
+/// A spec being rendered for a namespace, counted against its budget until dropped.
+struct SpecClaim<'a> {
+    index: &'a Index,
+    namespace: String,
+}
+
+impl Drop for SpecClaim<'_> {
+    fn drop(&mut self) {
+        let mut rendering = self.index.rendering.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = rendering.get_mut(&self.namespace) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                rendering.remove(&self.namespace);
+            }
+        }
     }
 }
 
@@ -276,14 +349,17 @@ mod tests {
             VolumeSpec { namespace: "bank".into(), ..VolumeSpec::default() },
         );
         let reserve = |target: &str, spec: &VolumeSpec| {
-            index.reserve(Path::new(target), spec, &spec.digest(), || Ok::<_, Error>(files())).map(|_| ()).unwrap();
+            index
+                .reserve(Path::new(target), &spec.namespace, spec, &spec.digest(), || Ok::<_, Error>(files()))
+                .map(|_| ())
+                .unwrap();
         };
         let start = index.live_changes();
         reserve("/k/a", &shop);
         let shop_live = index.live_changes();
         assert_ne!(shop_live, start, "a new spec");
         reserve("/k/b", &shop);
-        index.insert(&shop.digest(), &shop, PathBuf::from("/k/c"));
+        index.insert(&shop.digest(), &shop, PathBuf::from("/k/c"), "shop");
         index.remove(&shop.digest(), Path::new("/k/b")).unwrap();
         assert_eq!(index.live_changes(), shop_live, "more and fewer volumes of a live spec");
         reserve("/k/d", &bank);
@@ -293,5 +369,43 @@ mod tests {
         index.remove(&shop.digest(), Path::new("/k/c")).unwrap();
         assert_ne!(index.live_changes(), bank_live, "the last volume of a spec");
         assert_eq!(index.live_specs(), [bank]);
+    }
+
+    #[test]
+    fn a_namespace_over_its_spec_budget_is_refused_before_rendering_and_others_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("specs");
+        fs::create_dir(&dir).unwrap();
+        let index = Index::new(tmp.path().to_owned(), dir, Blobs::open(&tmp.path().join("blobs")).unwrap());
+        index.set_namespace_specs(2);
+        // Three distinct specs (the namespace left out of them, as without podInfoOnMount).
+        let spec = |system_roots, keep_expired| VolumeSpec { system_roots, keep_expired, ..VolumeSpec::default() };
+        let (first, second, third) = (spec(false, false), spec(true, false), spec(false, true));
+        let rendered = std::cell::Cell::new(0);
+        let reserve = |target: &str, namespace: &str, spec: &VolumeSpec| {
+            index
+                .reserve(Path::new(target), namespace, spec, &spec.digest(), || {
+                    rendered.set(rendered.get() + 1);
+                    Ok::<_, Error>(files())
+                })
+                .map(|_| ())
+        };
+        reserve("/k/a", "shop", &first).unwrap();
+        reserve("/k/b", "shop", &second).unwrap();
+        reserve("/k/c", "shop", &first).expect("a spec the namespace uses already costs nothing");
+        let before = rendered.get();
+        let over = reserve("/k/d", "shop", &third).unwrap_err();
+        assert_eq!(rendered.get(), before, "refused before rendering");
+        let message = over.to_string();
+        assert!(message.contains("namespace shop use 2 distinct volume specs"), "{message}");
+        assert!(message.contains(crate::domain::NAMESPACE_SPECS_FLAG), "{message}");
+
+        reserve("/k/e", "bank", &third).expect("another namespace has a budget of its own");
+        assert!(reserve("/k/f", "shop", &third).is_err(), "a spec another namespace rendered is still charged");
+        index.remove(&second.digest(), Path::new("/k/b")).unwrap();
+        reserve("/k/f", "shop", &third).expect("room again once a spec is no longer used");
+        let adopted = third.clone();
+        index.insert(&adopted.digest(), &adopted, PathBuf::from("/k/g"), "shop");
+        assert_eq!(index.target_count(&third.digest()), 3, "adopted volumes are never refused");
     }
 }

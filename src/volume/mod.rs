@@ -71,6 +71,10 @@ pub enum Error {
     },
     #[error("the driver's tmpfs at {path} is full; raise --store-size")]
     StoreFull { path: PathBuf },
+    #[error(
+        "the pods of namespace {namespace} use {budget} distinct volume specs on this node, its budget ({flag}); other namespaces' volumes are unaffected. Give more of this namespace's pods the same volume attributes (they then share one bundle), or have the cluster operator raise {flag}"
+    )]
+    OverNamespaceBudget { namespace: String, budget: usize, flag: &'static str },
     #[error("rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout")]
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]

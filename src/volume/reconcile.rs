@@ -199,7 +199,7 @@ pub(super) fn reconcile(layout: &Layout<'_>, targets: &Targets, index: &Index, n
         }
     }
     for rec in survivors {
-        index.insert(&rec.digest, &rec.spec, rec.target);
+        index.insert(&rec.digest, &rec.spec, rec.target, &rec.pod.namespace);
     }
     Ok(reconciler.outcome)
 }

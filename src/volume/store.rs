@@ -189,6 +189,12 @@ impl Store {
         blocking(move || inner.stats(&volume_id, &path)).await
     }
 
+    /// Distinct specs the pods of one namespace may use on this node (`--max-namespace-specs`);
+    /// a publish of one more is refused before it renders.
+    pub fn set_namespace_specs(&self, budget: usize) {
+        self.inner.index.set_namespace_specs(budget);
+    }
+
     /// The specs at least one published volume uses, ordered by digest.
     pub fn live_specs(&self) -> Vec<VolumeSpec> {
         self.inner.index.live_specs()

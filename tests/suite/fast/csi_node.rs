@@ -223,6 +223,45 @@ fn publishing_twice_is_idempotent_and_unpublishing_twice_is_ok() {
     });
 }
 
+#[test]
+fn a_namespace_over_its_spec_budget_is_refused_naming_it_and_another_namespace_is_not() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "ca");
+        let mut options = DaemonOptions::default().extra_pem(&ca.cert_path);
+        options.extra_args = vec!["--max-namespace-specs".into(), "2".into()];
+        let daemon = Daemon::start(options).await;
+        let mut node = daemon.node();
+        let in_namespace = |pod: &str, namespace: &str, layout: &str| {
+            let target = daemon.target(pod, "trust");
+            let mut request = publish_request(pod, &target, &[("layout", layout)]);
+            request.volume_context.insert("csi.storage.k8s.io/pod.namespace".into(), namespace.into());
+            (target, request)
+        };
+        for (pod, layout) in [("pod-1", "debian"), ("pod-2", "rhel"), ("pod-3", "debian")] {
+            let (_, request) = in_namespace(pod, "shop", layout);
+            node.node_publish_volume(request).await.unwrap_or_else(|status| panic!("{pod}: {}", status.message()));
+        }
+        // A third distinct spec of namespace shop: over its budget of two.
+        let (target, request) = in_namespace("pod-4", "shop", "suse");
+        let status = node.node_publish_volume(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("namespace shop use 2 distinct volume specs"), "{}", status.message());
+        assert!(status.message().contains("--max-namespace-specs"), "{}", status.message());
+        assert!(!target.exists(), "nothing mounted");
+        // Another namespace, the same attributes: its own budget.
+        let (target, request) = in_namespace("pod-5", "bank", "suse");
+        node.node_publish_volume(request).await.expect("another namespace is unaffected");
+        assert!(std::fs::read_dir(&target).unwrap().next().is_some(), "published");
+        for pod in ["pod-1", "pod-2", "pod-3", "pod-5"] {
+            node.node_unpublish_volume(unpublish_request(pod, &daemon.target(pod, "trust"))).await.unwrap();
+        }
+    });
+}
+
 type Mutation = Box<dyn Fn(&mut NodePublishVolumeRequest)>;
 
 struct Case {
