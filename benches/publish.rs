@@ -144,7 +144,9 @@ async fn memory_run(label: &str, specs: &[Vec<(String, String)>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new(dir.path(), "Bench Private CA");
     let mut options = DaemonOptions::default().extra_pem(&ca.cert_path);
-    options.extra_args.extend(["--store-size".to_owned(), MEMORY_STORE_SIZE.to_owned()]);
+    // One namespace holds every content variant: more specs than its default budget.
+    let args = ["--store-size", MEMORY_STORE_SIZE, "--max-namespace-specs", "100000"];
+    options.extra_args.extend(args.map(str::to_owned));
     let daemon = Daemon::start(options).await;
     // The content every spec of the batch has (for "identical"), already in the store.
     let first = daemon.target("memory-first", "trust");
