@@ -490,9 +490,8 @@ impl Bench {
 
     // ---- watches -------------------------------------------------------------------------
 
+    /// This build, then the baseline build (when given) on the same objects.
     async fn watches(&self) {
-        let mut driver = self.driver("watches", &[]).await;
-        let daemon = Arc::clone(&driver.daemon);
         let namespaces: Vec<String> = (0..WATCH_NAMESPACES).map(|i| format!("bench-watch-{i}")).collect();
         create_namespaces(&self.admin, &namespaces).await;
         let maps = namespaces
@@ -501,6 +500,15 @@ impl Bench {
             .map(|(ns, name)| (ns, name, self.cluster_ca.pem.clone()))
             .collect();
         put_config_maps(&self.admin, maps).await;
+        self.watches_of("", None, &namespaces).await;
+        if let Some(binary) = &self.baseline {
+            self.watches_of(" (baseline)", Some(binary.clone()), &namespaces).await;
+        }
+    }
+
+    async fn watches_of(&self, label: &str, binary: Option<PathBuf>, namespaces: &[String]) {
+        let mut driver = self.driver_of(&format!("watches{}", label.len()), &[], binary).await;
+        let daemon = Arc::clone(&driver.daemon);
         let gauge_before = stable_watch_gauge(&self.admin).await;
         let idle_rss = rss_kib(daemon.pid());
 
@@ -529,13 +537,13 @@ impl Bench {
         let open = driver.audit.wait_for_open(|open| total(open) >= expected).await;
         let settled = started.elapsed();
         let gauge_after = stable_watch_gauge(&self.admin).await;
-        let connections = connections_to(daemon.pid(), server_port(self.plane));
+        let connections = support::measure::tcp_connections_to(daemon.pid(), server_port(self.plane));
         let busy_rss = rss_kib(daemon.pid());
         first_use.sort();
         shared.sort();
 
         println!(
-            "\nopen watches: {WATCH_VOLUMES} volumes over {WATCH_NAMESPACES} namespaces sharing {WATCH_NAMES} ConfigMap names (+ one ClusterTrustBundle each)"
+            "\nopen watches{label}: {WATCH_VOLUMES} volumes over {WATCH_NAMESPACES} namespaces sharing {WATCH_NAMES} ConfigMap names (+ one ClusterTrustBundle each)"
         );
         println!(
             "  distinct objects referenced:            {} ConfigMaps + ClusterTrustBundles (one shared watch) = {expected}",
@@ -552,7 +560,10 @@ impl Bench {
             describe_counts(&growth(&gauge_before, &gauge_after)),
             total(&growth(&gauge_before, &gauge_after))
         );
-        println!("  the driver's TCP connections to the API server: {connections} (kube's client speaks HTTP/1.1)");
+        println!(
+            "  the driver's TCP connections to the API server: {connections} ({:.1} watches per connection)",
+            total(&open) as f64 / connections.max(1) as f64
+        );
         println!(
             "  publishing all {WATCH_VOLUMES}: {:.1} s; all watches open {:.1} s after the first publish",
             publish_all.as_secs_f64(),
@@ -572,6 +583,10 @@ impl Bench {
             busy_rss as f64 / 1024.0,
             idle_rss as f64 / 1024.0,
             busy_rss as f64 / idle_rss.max(1) as f64
+        );
+        println!(
+            "  RSS per open watch: {:.1} KiB",
+            busy_rss.saturating_sub(idle_rss) as f64 / total(&open).max(1) as f64
         );
 
         let started = Instant::now();
@@ -684,7 +699,7 @@ impl Bench {
             rss_kib: rss_kib(daemon.pid()),
             first_rss_kib,
             peak_rss_kib: peak_rss_kib(daemon.pid()),
-            connections: connections_to(daemon.pid(), server_port(self.plane)),
+            connections: support::measure::tcp_connections_to(daemon.pid(), server_port(self.plane)),
             publish_time,
         };
         for job in &jobs {
@@ -1062,29 +1077,4 @@ fn versus(name: &str, ours: &Timings, theirs: &Timings) -> String {
 
 fn server_port(plane: &ControlPlane) -> u16 {
     plane.server.rsplit(':').next().and_then(|port| port.parse().ok()).expect("the API server's port")
-}
-
-/// Established TCP connections of process `pid` to 127.0.0.1:`port`: its socket inodes matched
-/// against the kernel's TCP tables.
-fn connections_to(pid: u32, port: u16) -> usize {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-        .filter_map(|link| {
-            let link = link.to_string_lossy().into_owned();
-            link.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')).map(str::to_owned)
-        })
-        .collect();
-    let port = format!(":{port:04X}");
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
-        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 9 && fields[2].ends_with(&port) && fields[3] == "01" && inodes.contains(fields[9])
-        })
-        .count()
 }
