@@ -11,6 +11,7 @@ mod metrics;
 mod node;
 mod node_images;
 mod node_recipes;
+mod noisy_neighbour;
 mod rbac;
 mod rotation_scale;
 mod secret_sources;
