@@ -2,7 +2,7 @@
 //! on first use. The API version is found by discovery at start: `certificates.k8s.io/v1` where
 //! served (GA in Kubernetes 1.37), else `v1beta1`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
@@ -94,7 +94,8 @@ impl Version {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedBundle {
     pub meta: Selectable,
-    pub content: KeyContent,
+    /// Shared with the watch's parse memory, so an unchanged bundle costs no second copy.
+    pub content: Arc<KeyContent>,
 }
 
 /// What the cache says once synced.
@@ -230,7 +231,7 @@ impl TrustBundles {
         selected.dedup_by_key(|(name, _)| *name);
         let mut certificates: Vec<(&String, &Certificate)> = Vec::new();
         for (name, bundle) in selected {
-            match &bundle.content {
+            match &*bundle.content {
                 KeyContent::Certificates(found) => certificates.extend(found.iter().map(|c| (name, c))),
                 KeyContent::Ignored(source) | KeyContent::Invalid(source) => {
                     return Err(Error::Content {
@@ -338,7 +339,17 @@ impl Object for v1beta1::ClusterTrustBundle {
 }
 
 /// The one watch of all ClusterTrustBundles, on the shared loop.
-struct Watch<K>(std::marker::PhantomData<K>, domain::Limits);
+struct Watch<K> {
+    limits: domain::Limits,
+    /// Each bundle's last parse by the SHA-256 of its bytes: a relist, or an update of only its
+    /// labels, parses nothing again.
+    parsed: HashMap<String, ([u8; 32], Arc<KeyContent>)>,
+    object: std::marker::PhantomData<K>,
+}
+
+/// Bundles whose last parse is kept; past that the memory starts over (a deleted bundle's
+/// entry is not otherwise dropped).
+const PARSED_BUNDLES: usize = 4096;
 
 impl<K: Object> Watched for Watch<K> {
     type Object = K;
@@ -349,8 +360,20 @@ impl<K: Object> Watched for Watch<K> {
     fn parse(&mut self, object: K) -> Option<(String, CachedBundle)> {
         let (name, meta, trust_bundle) = object.into_bundle();
         let name = name?;
-        let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
-        let content = content::classify(&origin, trust_bundle.as_bytes(), &self.1);
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(trust_bundle.as_bytes()).into();
+        let content = match self.parsed.get(&name) {
+            Some((before, content)) if *before == digest => Arc::clone(content),
+            _ => {
+                let origin = ObjectOrigin { kind: KIND, scope: Scope::Cluster, name: name.clone(), key: None };
+                let content = Arc::new(content::classify(&origin, trust_bundle.as_bytes(), &self.limits));
+                if self.parsed.len() >= PARSED_BUNDLES {
+                    self.parsed.clear();
+                }
+                self.parsed.insert(name.clone(), (digest, Arc::clone(&content)));
+                content
+            }
+        };
         Some((name, CachedBundle { meta, content }))
     }
 
@@ -393,7 +416,8 @@ async fn run(
 
 async fn watch_bundles<K: Object>(api: kube::Api<K>, writer: Writer<CachedBundle>, limits: domain::Limits) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
-    watch_loop::run(Watch::<K>(std::marker::PhantomData, limits), stream, writer).await;
+    let watch = Watch::<K> { limits, parsed: HashMap::new(), object: std::marker::PhantomData };
+    watch_loop::run(watch, stream, writer).await;
 }
 
 #[cfg(test)]
@@ -417,18 +441,32 @@ mod tests {
         format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
     }
 
+    fn watch() -> Watch<v1::ClusterTrustBundle> {
+        Watch { limits: domain::Limits::default(), parsed: HashMap::new(), object: std::marker::PhantomData }
+    }
+
+    #[test]
+    fn the_same_bytes_again_are_not_parsed_again_whatever_the_labels() {
+        let (first, second) = (pem(&ca("First").der), pem(&ca("Second").der));
+        let mut watch = watch();
+        let content = |parsed: Option<(String, CachedBundle)>| parsed.expect("named").1.content;
+        let before = content(watch.parse(bundle("a", "prod", &first)));
+        let relabelled = content(watch.parse(bundle("a", "dev", &first)));
+        assert!(Arc::ptr_eq(&before, &relabelled), "the same bytes: the last parse, shared");
+        let changed = content(watch.parse(bundle("a", "dev", &second)));
+        assert!(!Arc::ptr_eq(&before, &changed), "new bytes: parsed");
+        assert_ne!(before, changed);
+        let other = content(watch.parse(bundle("b", "dev", &first)));
+        assert!(!Arc::ptr_eq(&before, &other), "remembered per bundle");
+    }
+
     /// The shared loop over many objects: what each event leaves in the cache, and its changes.
     async fn replay(events: Vec<watcher::Event<v1::ClusterTrustBundle>>) -> (Synced<CachedBundle>, Vec<Change>) {
         let (state, _) = watch::channel(None);
         let (changes, mut received) = mpsc::unbounded_channel();
         let writer = Writer { state: state.clone(), changes, last_error: LastError::default() };
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        watch_loop::run(
-            Watch::<v1::ClusterTrustBundle>(std::marker::PhantomData, domain::Limits::default()),
-            stream,
-            writer,
-        )
-        .await;
+        watch_loop::run(watch(), stream, writer).await;
         let mut all = Vec::new();
         while let Ok(change) = received.try_recv() {
             all.push(change);
@@ -463,7 +501,7 @@ mod tests {
         assert_eq!(changes, [change("a", vec![meta("prod"), meta("dev")]), change("b", vec![meta("prod")])]);
         let state = state.expect("synced");
         assert_eq!(state.keys().collect::<Vec<_>>(), ["a"]);
-        let KeyContent::Certificates(certificates) = &state["a"].content else { panic!("certificates") };
+        let KeyContent::Certificates(certificates) = &*state["a"].content else { panic!("certificates") };
         assert_eq!(certificates[0].source.to_string(), "clustertrustbundle:a", "named as before the loop");
     }
 
