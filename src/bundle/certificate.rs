@@ -69,6 +69,20 @@ impl Certificate {
     /// # Errors
     /// As [`Certificate::from_der`].
     pub fn from_der_of(der: &[u8], source: Provenance, allow_trailing: bool) -> Result<Self, CertificateError> {
+        Self::from_der_checking(der, source, allow_trailing, &mut SignatureChecks::unlimited())
+    }
+
+    /// [`Certificate::from_der_of`] spending `checks` on a self-signed-looking end-entity
+    /// certificate's signature.
+    ///
+    /// # Errors
+    /// As [`Certificate::from_der`].
+    pub fn from_der_checking(
+        der: &[u8],
+        source: Provenance,
+        allow_trailing: bool,
+        checks: &mut SignatureChecks,
+    ) -> Result<Self, CertificateError> {
         let (rest, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| CertificateError::NotX509 { detail: e.to_string() })?;
         if !rest.is_empty() && !allow_trailing {
@@ -77,7 +91,7 @@ impl Certificate {
         let der = &der[..der.len() - rest.len()];
         let subject_hash = subject_hash(cert.subject().as_raw()).map_err(CertificateError::SubjectHash)?;
         let validity = cert.validity();
-        let kind = kind(&cert);
+        let kind = kind(&cert, checks);
         Ok(Self {
             der: der.to_vec(),
             fingerprint: Sha256::digest(der).into(),
@@ -111,7 +125,34 @@ impl Certificate {
     }
 }
 
-fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
+/// Signature verifications one source may cost: a pod author's ConfigMap of thousands of
+/// self-signed end-entity certificates (P-384: ~1.4 ms each) must not buy seconds of the node's
+/// CPU on every update. Past the budget, matching names decide, as for an algorithm ring cannot
+/// check: the only effect is which of the source's own certificates count as self-signed, in
+/// the volumes that name it.
+#[derive(Debug)]
+pub struct SignatureChecks {
+    left: usize,
+}
+
+impl SignatureChecks {
+    pub fn new(budget: usize) -> Self {
+        Self { left: budget }
+    }
+
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Takes one check; false when none is left.
+    fn take(&mut self) -> bool {
+        let available = self.left > 0;
+        self.left = self.left.saturating_sub(1);
+        available
+    }
+}
+
+fn kind(cert: &x509_parser::certificate::X509Certificate<'_>, checks: &mut SignatureChecks) -> Kind {
     // A duplicated or unparsable basicConstraints makes no CA: fail closed.
     let ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
     // A CA is a CA whoever signed it: only other certificates pay for a signature check (RSA
@@ -119,7 +160,7 @@ fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
     if ca {
         return Kind::Ca;
     }
-    let self_signed = self_signed(cert);
+    let self_signed = self_signed(cert, checks);
     // v1 has no extensions, so no basicConstraints; such roots are CAs by convention.
     let old_root = cert.version() == x509_parser::x509::X509Version::V1 && cert.extensions().is_empty() && self_signed;
     if old_root {
@@ -132,11 +173,15 @@ fn kind(cert: &x509_parser::certificate::X509Certificate<'_>) -> Kind {
 }
 
 /// Issuer and subject are the same name and the certificate's own key verifies its signature.
-/// A signature algorithm ring cannot check (e.g. DSA, MD5) is given the benefit of the doubt:
-/// matching names are all we can tell, and trust comes from being in the bundle anyway.
-fn self_signed(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+/// A signature algorithm ring cannot check (e.g. DSA, MD5), or one past `checks`, is given the
+/// benefit of the doubt: matching names are all we can tell, and trust comes from being in the
+/// bundle anyway.
+fn self_signed(cert: &x509_parser::certificate::X509Certificate<'_>, checks: &mut SignatureChecks) -> bool {
     if cert.subject().as_raw() != cert.issuer().as_raw() {
         return false;
+    }
+    if !checks.take() {
+        return true;
     }
     match cert.verify_signature(None) {
         Ok(()) => true,
@@ -215,5 +260,39 @@ pub(crate) mod tests {
         let only_c = ca_der(&[(DnType::CountryName, "DE")]);
         let cert = Certificate::from_der(&only_c, "s", false).expect("parses");
         assert_eq!(cert.readable_name(), None);
+    }
+
+    #[test]
+    fn a_sources_signature_checks_are_bounded_and_past_them_matching_names_decide() {
+        use crate::bundle::policy::tests::{ca, leaf};
+        // Issuer and subject read the same, but another key signed it: not self-signed.
+        let named_alike = leaf("same", &ca("same"));
+        let checked = Certificate::from_der(&named_alike, "s", false).unwrap();
+        assert_eq!(checked.kind, Kind::EndEntity, "its signature was checked");
+        let unchecked = Certificate::from_der_checking(
+            &named_alike,
+            Provenance::Named("s".into()),
+            false,
+            &mut SignatureChecks::new(0),
+        )
+        .unwrap();
+        assert_eq!(unchecked.kind, Kind::SelfSignedEndEntity, "no check left: the names decide");
+
+        // One source of more such certificates than its budget: the first are checked.
+        let pem_of = |der: &[u8]| {
+            use base64::Engine;
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+        };
+        let budget = crate::bundle::source::SIGNATURE_CHECKS_PER_SOURCE;
+        let pem: String = (0..budget + 3).map(|_| pem_of(&named_alike)).collect();
+        let parsed = crate::bundle::parse_source("s", pem.as_bytes(), crate::bundle::Strictness::Strict).unwrap();
+        let kinds: Vec<Kind> = parsed.certificates.iter().map(|cert| cert.kind).collect();
+        assert_eq!(kinds.iter().filter(|kind| **kind == Kind::EndEntity).count(), budget);
+        assert_eq!(kinds[budget..], [Kind::SelfSignedEndEntity; 3]);
+        // A CA costs no check at all.
+        let cas: String = (0..budget + 3).map(|_| pem_of(&ca("c").der)).collect();
+        let parsed = crate::bundle::parse_source("s", cas.as_bytes(), crate::bundle::Strictness::Strict).unwrap();
+        assert!(parsed.certificates.iter().all(|cert| cert.kind == Kind::Ca));
     }
 }

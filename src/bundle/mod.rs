@@ -30,7 +30,7 @@ mod source;
 mod subject_hash;
 mod trusted;
 
-pub use certificate::{Certificate, CertificateError, Kind};
+pub use certificate::{Certificate, CertificateError, Kind, SignatureChecks};
 pub use dedupe::Bundle;
 pub use files::{Entry, Files};
 pub use ignored::Ignored;

@@ -2,7 +2,11 @@
 //! DER certificate, or a PKCS#7 certificate bundle (PEM `PKCS7` block or DER `ContentInfo`).
 
 use super::pem::{self, Block};
-use super::{Certificate, CertificateAt, Error, Provenance, Result, pkcs7};
+use super::{Certificate, CertificateAt, Error, Provenance, Result, SignatureChecks, pkcs7};
+
+/// Signature checks one source value may cost ([`SignatureChecks`]): more than any real trust
+/// bundle has self-signed end-entity certificates.
+pub const SIGNATURE_CHECKS_PER_SOURCE: usize = 64;
 
 /// Which sources are checked strictly: a user's source fails on any bad block; system roots
 /// are best-effort (a distro bundle with one odd certificate must not take every volume down).
@@ -46,12 +50,18 @@ pub fn parse_source(source_name: &str, bytes: &[u8], strictness: Strictness) -> 
 pub fn parse_source_of(source: &Provenance, bytes: &[u8], strictness: Strictness) -> Result<Parsed> {
     let name = source.to_string();
     let source_name = name.as_str();
-    let mut parser = Parser { source, source_name, strictness, parsed: Parsed::default() };
+    let mut parser = Parser {
+        source,
+        source_name,
+        strictness,
+        parsed: Parsed::default(),
+        checks: SignatureChecks::new(SIGNATURE_CHECKS_PER_SOURCE),
+    };
 
     // A DER certificate whose contents happen to include `-----BEGIN` is still DER: text
     // never parses as a whole certificate (nor as a whole PKCS#7 structure).
     if bytes.first() == Some(&0x30) {
-        if let Ok(cert) = Certificate::from_der_of(bytes, source.clone(), false) {
+        if let Ok(cert) = Certificate::from_der_checking(bytes, source.clone(), false, &mut parser.checks) {
             parser.push(cert, 1);
             return Ok(parser.parsed);
         }
@@ -62,7 +72,7 @@ pub fn parse_source_of(source: &Provenance, bytes: &[u8], strictness: Strictness
     }
     if !pem::looks_like_pem(bytes) {
         if !bytes.trim_ascii().is_empty() {
-            match Certificate::from_der_of(bytes, source.clone(), false) {
+            match Certificate::from_der_checking(bytes, source.clone(), false, &mut parser.checks) {
                 Ok(cert) => parser.push(cert, 1),
                 Err(reason) => parser.fail(Error::BadCertificate {
                     source_name: source_name.to_owned(),
@@ -117,7 +127,7 @@ pub fn parse_source_of(source: &Provenance, bytes: &[u8], strictness: Strictness
                 continue;
             }
         };
-        match Certificate::from_der_of(&der, source.clone(), allow_trailing) {
+        match Certificate::from_der_checking(&der, source.clone(), allow_trailing, &mut parser.checks) {
             Ok(cert) => parser.push(cert, index),
             Err(reason) => parser.fail(Error::BadCertificate {
                 source_name: source_name.to_owned(),
@@ -135,6 +145,7 @@ struct Parser<'a> {
     source_name: &'a str,
     strictness: Strictness,
     parsed: Parsed,
+    checks: SignatureChecks,
 }
 
 impl Parser<'_> {
@@ -165,7 +176,7 @@ impl Parser<'_> {
         };
         let mut parsed = Vec::with_capacity(certificates.len());
         for (n, der) in certificates.into_iter().enumerate() {
-            match Certificate::from_der_of(der, self.source.clone(), false) {
+            match Certificate::from_der_checking(der, self.source.clone(), false, &mut self.checks) {
                 Ok(cert) => parsed.push(cert),
                 Err(reason) => {
                     return self.fail(Error::BadCertificate {
