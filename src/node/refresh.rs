@@ -56,6 +56,24 @@ impl Trigger {
     }
 }
 
+/// `specs` taken round-robin by namespace: every namespace's first, then every second, and so
+/// on; within a namespace, in the order given.
+fn fair_order(specs: Vec<VolumeSpec>) -> Vec<VolumeSpec> {
+    let mut by_namespace: std::collections::BTreeMap<String, std::collections::VecDeque<VolumeSpec>> =
+        std::collections::BTreeMap::new();
+    let total = specs.len();
+    for spec in specs {
+        by_namespace.entry(spec.namespace.clone()).or_default().push_back(spec);
+    }
+    let mut ordered = Vec::with_capacity(total);
+    while ordered.len() < total {
+        for queue in by_namespace.values_mut() {
+            ordered.extend(queue.pop_front());
+        }
+    }
+    ordered
+}
+
 impl Rotation {
     /// `events` hears of every failed refresh and of each recovery, per pod.
     pub fn new(sources: Arc<Sources>, store: Store, metrics: Metrics, events: PodEvents, clock: Clock) -> Arc<Self> {
@@ -98,6 +116,8 @@ impl Rotation {
             return;
         }
         tracing::debug!(specs = specs.len(), "refreshing published bundles");
+        // A namespace with many affected specs does not keep another's one waiting behind them.
+        let specs = fair_order(specs);
         let memo = Arc::new(RenderMemo::default());
         // One `now` for the whole pass, so specs rendering across a second boundary still share.
         let now = self.clock.unix_seconds();
@@ -158,5 +178,24 @@ impl Rotation {
             spec_digests = %echo::names(swapped.iter().map(|digest| digest.as_str())),
             "rotation"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_takes_each_namespace_in_turn() {
+        let spec = |namespace: &str, keep_expired| VolumeSpec {
+            namespace: namespace.to_owned(),
+            keep_expired,
+            ..VolumeSpec::default()
+        };
+        let specs = vec![spec("a", false), spec("a", true), spec("b", false), spec("a", false), spec("c", true)];
+        let order: Vec<(String, bool)> =
+            fair_order(specs).into_iter().map(|spec| (spec.namespace, spec.keep_expired)).collect();
+        let expected = [("a", false), ("b", false), ("c", true), ("a", true), ("a", false)];
+        assert_eq!(order, expected.map(|(namespace, keep)| (namespace.to_owned(), keep)));
     }
 }
