@@ -18,6 +18,10 @@
 //!   namespace is published in 1000 namespaces: local sources only (the baseline), a ConfigMap
 //!   with the same CA in every namespace, and one with a CA of each namespace's own.
 //!
+//! - `noisy`: namespace B's warm and cold publishes and CA rotations on one driver, quiet and
+//!   while namespace A attacks it (three 400-certificate ConfigMaps patched every 200 ms, and
+//!   volumes past A's watch and spec budgets published again and again), side by side.
+//!
 //! With `TRUSTMOUNT_BENCH_BASELINE_BIN=<another build of trustmount>`, `warm` and `first` also
 //! run a connected driver of that build, its rounds interleaved with this build's, and give
 //! this build's figures as a ratio to that build's.
@@ -51,7 +55,7 @@ use support::measure::{self, ms, peak_rss_kib, percentile, ratio, rss_kib, shmem
 
 const IN_NAMESPACE: &str = "TRUSTMOUNT_BENCH_IN_MOUNT_NS";
 const BASELINE_ENV: &str = "TRUSTMOUNT_BENCH_BASELINE_BIN";
-const SECTIONS: [&str; 5] = ["warm", "first", "requests", "watches", "memory"];
+const SECTIONS: [&str; 6] = ["warm", "first", "requests", "watches", "memory", "noisy"];
 /// The CSIDriver deploy/kubernetes/csidriver.yaml ships (the driver's start-up check reads it).
 const SHIPPED_DRIVER: &str = "csi.trustmount.io";
 
@@ -71,6 +75,12 @@ const WATCH_NAMES: usize = 5;
 const MEMORY_NAMESPACES: usize = 1000;
 /// Room for 1000 specs of different content (each has its own bundle file and Java store).
 const MEMORY_STORE_SIZE: &str = "2Gi";
+/// B's warm and cold cycles and rotations per run of `noisy`.
+const NOISY_CYCLES: usize = 200;
+const NOISY_ROTATIONS: usize = 20;
+/// A's heavy ConfigMaps and the certificates in each.
+const NOISY_HEAVY: usize = 3;
+const NOISY_HEAVY_CERTIFICATES: usize = 400;
 /// Bounds every wait for the API server to show something (audit line, gauge); never a figure.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// API writes in flight while setting up (namespaces, ConfigMaps).
@@ -101,6 +111,9 @@ fn main() {
         if wanted("memory") {
             bench.memory().await;
         }
+        if wanted("noisy") {
+            bench.noisy().await;
+        }
     });
 }
 
@@ -125,6 +138,86 @@ struct Driver {
     /// The driver's identity, for sentinel requests that close an audit window.
     as_driver: Api<ConfigMap>,
     _dir: tempfile::TempDir,
+}
+
+/// Namespace B's figures in one run of `noisy`.
+#[derive(Default)]
+struct VictimTimings {
+    warm: Vec<Duration>,
+    cold: Vec<Duration>,
+    rotations: Vec<Duration>,
+}
+
+/// Namespace A until `stop`: its heavy ConfigMaps swapped between two versions every 200 ms,
+/// and every second round volumes past its watch budget (four of 64 names) and its spec budget
+/// (36 distinct specs) published and unpublished again. (patches, refusals by code, published).
+async fn attack(
+    daemon: Arc<Daemon>,
+    admin: kube::Client,
+    namespace: String,
+    heavy_names: Vec<String>,
+    heavy: Arc<Vec<String>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, BTreeMap<String, usize>, usize) {
+    let maps: Api<ConfigMap> = Api::namespaced(admin, &namespace);
+    let (mut patches, mut refused, mut published) = (0, BTreeMap::new(), 0);
+    let mut flood: Vec<(Vec<(String, String)>, String)> = Vec::new();
+    for v in 0..5 {
+        let names: Vec<String> = (0..63).map(|i| format!("absent-{v}-{i}")).chain([heavy_names[0].clone()]).collect();
+        let attributes = vec![
+            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
+            ("configMaps".to_owned(), names.join(",")),
+            ("optional".to_owned(), "true".to_owned()),
+        ];
+        flood.push((attributes, format!("noisy-a-names-{v}")));
+    }
+    // 36 distinct specs (3 layouts × 3 stores × 2 × 2), past the budget of 32.
+    for s in 0..36 {
+        let layout = ["debian", "rhel", "suse"][s % 3];
+        let attributes = vec![
+            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
+            ("configMaps".to_owned(), heavy_names[0].clone()),
+            ("layout".to_owned(), layout.to_owned()),
+            ("javaTruststore".to_owned(), ["none", "jks", "pkcs12"][(s / 3) % 3].to_owned()),
+            ("expired".to_owned(), ["drop", "keep"][(s / 9) % 2].to_owned()),
+            ("systemRoots".to_owned(), ["true", "false"][(s / 18) % 2].to_owned()),
+        ];
+        flood.push((attributes, format!("noisy-a-spec-{s}")));
+    }
+    let mut round = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for name in &heavy_names {
+            let map = ConfigMap {
+                data: Some(BTreeMap::from([("ca.crt".to_owned(), heavy[(round + 1) % 2].clone())])),
+                ..ConfigMap::default()
+            };
+            support::objects::put(&maps, name, map).await;
+            patches += 1;
+        }
+        if round % 10 == 0 {
+            let mut up = Vec::new();
+            for (attributes, volume) in &flood {
+                let job = job(&daemon, &format!("{volume}-{round}"), attributes);
+                let pairs: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let request = publish_request(&job.volume, &job.target, &pairs);
+                match daemon.node().node_publish_volume(request).await {
+                    Ok(_) => {
+                        published += 1;
+                        up.push(job);
+                    }
+                    // RESOURCE_EXHAUSTED past a budget; UNAVAILABLE when its watches' starts
+                    // (rate-limited per namespace) outlast the first-sync wait.
+                    Err(status) => *refused.entry(format!("{:?}", status.code())).or_default() += 1,
+                }
+            }
+            for job in &up {
+                call_unpublish(&daemon, job).await;
+            }
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (patches, refused, published)
 }
 
 /// Volume attributes, as the kubelet passes them.
@@ -605,6 +698,117 @@ impl Bench {
             describe_counts(&growth(&gauge_before, &gauge_end)),
             dropped.as_secs_f64()
         );
+    }
+
+    // ---- noisy ---------------------------------------------------------------------------
+
+    async fn noisy(&self) {
+        let driver = self.driver("noisy", &[]).await;
+        let daemon = Arc::clone(&driver.daemon);
+        let victim = self.namespace("bench-noisy-b").await;
+        let attacker = self.namespace("bench-noisy-a").await;
+        put_config_maps(&self.admin, vec![(victim.clone(), "corp-ca".to_owned(), self.cluster_ca.pem.clone())]).await;
+        // A's heavy ConfigMaps, two versions each, and a volume on each.
+        let heavy: Arc<Vec<String>> = Arc::new(
+            (0..2)
+                .map(|v| {
+                    (0..NOISY_HEAVY_CERTIFICATES)
+                        .map(|i| TestCa::new(self.dir.path(), &format!("noisy-{v}-{i}")).pem)
+                        .collect()
+                })
+                .collect(),
+        );
+        let heavy_names: Vec<String> = (0..NOISY_HEAVY).map(|i| format!("heavy-{i}")).collect();
+        put_config_maps(
+            &self.admin,
+            heavy_names.iter().map(|n| (attacker.clone(), n.clone(), heavy[0].clone())).collect(),
+        )
+        .await;
+        for name in &heavy_names {
+            let mut attributes = Self::local_attributes(&attacker);
+            attributes.push(("configMaps".to_owned(), name.clone()));
+            call_publish(&daemon, &job(&daemon, &format!("noisy-a-{name}"), &attributes)).await;
+        }
+        let rotations: Vec<TestCa> =
+            (0..2 * NOISY_ROTATIONS).map(|i| TestCa::new(self.dir.path(), &format!("noisy-rotation-{i}"))).collect();
+
+        let quiet = self.victim_round(&daemon, &victim, &rotations[..NOISY_ROTATIONS]).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attack = tokio::spawn(attack(
+            Arc::clone(&daemon),
+            self.admin.clone(),
+            attacker.clone(),
+            heavy_names,
+            Arc::clone(&heavy),
+            Arc::clone(&stop),
+        ));
+        // The floods' first round, before B is measured.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let loud = self.victim_round(&daemon, &victim, &rotations[NOISY_ROTATIONS..]).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (patches, refused, published) = attack.await.expect("the attack task");
+
+        println!(
+            "\nnoisy neighbour: namespace B on one driver, quiet and while namespace A attacks ({patches} patches of {NOISY_HEAVY} ConfigMaps of {NOISY_HEAVY_CERTIFICATES} certificates; {published} flood volumes published, refused: {refused:?})"
+        );
+        println!("{:<34} {:>14} {:>14} {:>8} {:>8}", "(ms)", "quiet p50/p99", "attack p50/p99", "p50 x", "p99 x");
+        for (name, quiet, loud) in [
+            ("warm publish (spec rendered)", &quiet.warm, &loud.warm),
+            ("cold publish (render)", &quiet.cold, &loud.cold),
+            ("rotation (ConfigMap to volume)", &quiet.rotations, &loud.rotations),
+        ] {
+            let at = |t: &[Duration], p| ms(percentile(t, p));
+            println!(
+                "{name:<34} {:>6.2}/{:<7.2} {:>6.2}/{:<7.2} {:>7.2}x {:>7.2}x",
+                at(quiet, 50),
+                at(quiet, 99),
+                at(loud, 50),
+                at(loud, 99),
+                ratio(percentile(loud, 50), percentile(quiet, 50)),
+                ratio(percentile(loud, 99), percentile(quiet, 99)),
+            );
+        }
+        println!("  B's failures: none (a failure panics the bench); goal: every ratio within 2x");
+    }
+
+    /// B's warm cycles (an anchor keeps the spec rendered), cold cycles (a spec no volume uses,
+    /// rendered on publish and removed on unpublish) and rotations of its ConfigMap to `cas`
+    /// (each timed until the anchor's bundle holds it).
+    async fn victim_round(&self, daemon: &Arc<Daemon>, namespace: &str, cas: &[TestCa]) -> VictimTimings {
+        let mut warm_attributes = Self::local_attributes(namespace);
+        warm_attributes.push(("configMaps".to_owned(), "corp-ca".to_owned()));
+        let mut cold_attributes = warm_attributes.clone();
+        cold_attributes.push(("layout".to_owned(), "rhel".to_owned()));
+        let anchor = job(daemon, "noisy-b-anchor", &warm_attributes);
+        call_publish(daemon, &anchor).await;
+        let mut timings = VictimTimings::default();
+        for i in 0..NOISY_CYCLES {
+            let warm = job(daemon, &format!("noisy-b-warm-{i}"), &warm_attributes);
+            timings.warm.push(call_publish(daemon, &warm).await);
+            call_unpublish(daemon, &warm).await;
+            let cold = job(daemon, &format!("noisy-b-cold-{i}"), &cold_attributes);
+            timings.cold.push(call_publish(daemon, &cold).await);
+            call_unpublish(daemon, &cold).await;
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(self.admin.clone(), namespace);
+        for ca in cas {
+            let map = ConfigMap {
+                data: Some(BTreeMap::from([("ca.crt".to_owned(), ca.pem.clone())])),
+                ..ConfigMap::default()
+            };
+            let started = Instant::now();
+            support::objects::put(&maps, "corp-ca", map).await;
+            while !support::certs::bundle_ders(&anchor.target).contains(&ca.der) {
+                assert!(started.elapsed() < WAIT_LIMIT, "B's rotation did not reach its volume");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            timings.rotations.push(started.elapsed());
+        }
+        call_unpublish(daemon, &anchor).await;
+        timings.warm.sort();
+        timings.cold.sort();
+        timings.rotations.sort();
+        timings
     }
 
     // ---- memory --------------------------------------------------------------------------
