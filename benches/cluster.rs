@@ -76,7 +76,7 @@ const MEMORY_NAMESPACES: usize = 1000;
 /// Room for 1000 specs of different content (each has its own bundle file and Java store).
 const MEMORY_STORE_SIZE: &str = "2Gi";
 /// B's warm and cold cycles and rotations per run of `noisy`.
-const NOISY_CYCLES: usize = 200;
+const NOISY_CYCLES: usize = 500;
 const NOISY_ROTATIONS: usize = 20;
 /// A's heavy ConfigMaps and the certificates in each.
 const NOISY_HEAVY: usize = 3;
@@ -148,42 +148,17 @@ struct VictimTimings {
     rotations: Vec<Duration>,
 }
 
-/// Namespace A until `stop`: its heavy ConfigMaps swapped between two versions every 200 ms,
-/// and every second round volumes past its watch budget (four of 64 names) and its spec budget
-/// (36 distinct specs) published and unpublished again. (patches, refusals by code, published).
-async fn attack(
-    daemon: Arc<Daemon>,
+/// Namespace A's heavy ConfigMaps swapped between two versions every 200 ms until `stop`; the
+/// patches made.
+async fn patch_loop(
     admin: kube::Client,
     namespace: String,
     heavy_names: Vec<String>,
     heavy: Arc<Vec<String>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (usize, BTreeMap<String, usize>, usize) {
+) -> usize {
     let maps: Api<ConfigMap> = Api::namespaced(admin, &namespace);
-    let (mut patches, mut refused, mut published) = (0, BTreeMap::new(), 0);
-    let mut flood: Vec<(Vec<(String, String)>, String)> = Vec::new();
-    for v in 0..5 {
-        let names: Vec<String> = (0..63).map(|i| format!("absent-{v}-{i}")).chain([heavy_names[0].clone()]).collect();
-        let attributes = vec![
-            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
-            ("configMaps".to_owned(), names.join(",")),
-            ("optional".to_owned(), "true".to_owned()),
-        ];
-        flood.push((attributes, format!("noisy-a-names-{v}")));
-    }
-    // 36 distinct specs (3 layouts × 3 stores × 2 × 2), past the budget of 32.
-    for s in 0..36 {
-        let layout = ["debian", "rhel", "suse"][s % 3];
-        let attributes = vec![
-            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
-            ("configMaps".to_owned(), heavy_names[0].clone()),
-            ("layout".to_owned(), layout.to_owned()),
-            ("javaTruststore".to_owned(), ["none", "jks", "pkcs12"][(s / 3) % 3].to_owned()),
-            ("expired".to_owned(), ["drop", "keep"][(s / 9) % 2].to_owned()),
-            ("systemRoots".to_owned(), ["true", "false"][(s / 18) % 2].to_owned()),
-        ];
-        flood.push((attributes, format!("noisy-a-spec-{s}")));
-    }
+    let mut patches = 0;
     let mut round = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for name in &heavy_names {
@@ -194,30 +169,66 @@ async fn attack(
             support::objects::put(&maps, name, map).await;
             patches += 1;
         }
-        if round % 10 == 0 {
-            let mut up = Vec::new();
-            for (attributes, volume) in &flood {
-                let job = job(&daemon, &format!("{volume}-{round}"), attributes);
-                let pairs: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let request = publish_request(&job.volume, &job.target, &pairs);
-                match daemon.node().node_publish_volume(request).await {
-                    Ok(_) => {
-                        published += 1;
-                        up.push(job);
-                    }
-                    // RESOURCE_EXHAUSTED past a budget; UNAVAILABLE when its watches' starts
-                    // (rate-limited per namespace) outlast the first-sync wait.
-                    Err(status) => *refused.entry(format!("{:?}", status.code())).or_default() += 1,
-                }
-            }
-            for job in &up {
-                call_unpublish(&daemon, job).await;
-            }
-        }
         round += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    (patches, refused, published)
+    patches
+}
+
+/// Namespace A's volumes past its watch budget (five of 64 names) and its spec budget (36
+/// distinct specs), published and unpublished again until `stop`. (refusals by code, published).
+async fn flood_loop(
+    daemon: Arc<Daemon>,
+    namespace: String,
+    heavy_name: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (BTreeMap<String, usize>, usize) {
+    let (mut refused, mut published) = (BTreeMap::new(), 0);
+    let mut flood: Vec<(Vec<(String, String)>, String)> = Vec::new();
+    for v in 0..5 {
+        let names: Vec<String> = (0..63).map(|i| format!("absent-{v}-{i}")).chain([heavy_name.clone()]).collect();
+        let attributes = vec![
+            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
+            ("configMaps".to_owned(), names.join(",")),
+            ("optional".to_owned(), "true".to_owned()),
+        ];
+        flood.push((attributes, format!("noisy-a-names-{v}")));
+    }
+    // 36 distinct specs (3 layouts × 3 stores × 2 × 2), past the budget of 32.
+    for s in 0..36 {
+        let attributes = vec![
+            ("csi.storage.k8s.io/pod.namespace".to_owned(), namespace.clone()),
+            ("configMaps".to_owned(), heavy_name.clone()),
+            ("layout".to_owned(), ["debian", "rhel", "suse"][s % 3].to_owned()),
+            ("javaTruststore".to_owned(), ["none", "jks", "pkcs12"][(s / 3) % 3].to_owned()),
+            ("expired".to_owned(), ["drop", "keep"][(s / 9) % 2].to_owned()),
+            ("systemRoots".to_owned(), ["true", "false"][(s / 18) % 2].to_owned()),
+        ];
+        flood.push((attributes, format!("noisy-a-spec-{s}")));
+    }
+    let mut round = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut up = Vec::new();
+        for (attributes, volume) in &flood {
+            let job = job(&daemon, &format!("{volume}-{round}"), attributes);
+            let pairs: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let request = publish_request(&job.volume, &job.target, &pairs);
+            match daemon.node().node_publish_volume(request).await {
+                Ok(_) => {
+                    published += 1;
+                    up.push(job);
+                }
+                // RESOURCE_EXHAUSTED past a budget; UNAVAILABLE when its watches' starts
+                // (rate-limited per namespace) outlast the first-sync wait.
+                Err(status) => *refused.entry(format!("{:?}", status.code())).or_default() += 1,
+            }
+        }
+        for job in &up {
+            call_unpublish(&daemon, job).await;
+        }
+        round += 1;
+    }
+    (refused, published)
 }
 
 /// Volume attributes, as the kubelet passes them.
@@ -734,19 +745,21 @@ impl Bench {
 
         let quiet = self.victim_round(&daemon, &victim, &rotations[..NOISY_ROTATIONS]).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let attack = tokio::spawn(attack(
-            Arc::clone(&daemon),
+        let patching = tokio::spawn(patch_loop(
             self.admin.clone(),
             attacker.clone(),
-            heavy_names,
+            heavy_names.clone(),
             Arc::clone(&heavy),
             Arc::clone(&stop),
         ));
-        // The floods' first round, before B is measured.
+        let flooding =
+            tokio::spawn(flood_loop(Arc::clone(&daemon), attacker.clone(), heavy_names[0].clone(), Arc::clone(&stop)));
+        // The attack under way before B is measured.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let loud = self.victim_round(&daemon, &victim, &rotations[NOISY_ROTATIONS..]).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (patches, refused, published) = attack.await.expect("the attack task");
+        let patches = patching.await.expect("the patch loop");
+        let (refused, published) = flooding.await.expect("the flood loop");
 
         println!(
             "\nnoisy neighbour: namespace B on one driver, quiet and while namespace A attacks ({patches} patches of {NOISY_HEAVY} ConfigMaps of {NOISY_HEAVY_CERTIFICATES} certificates; {published} flood volumes published, refused: {refused:?})"
