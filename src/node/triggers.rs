@@ -60,6 +60,9 @@ impl Rotation {
                         // pass renders what is synced, and another follows once all are.
                         let rotation = Arc::clone(&self);
                         tokio::spawn(async move {
+                            // Specs published while refused took no watches (their publish
+                            // held nothing): start them, so there is a first list to wait for.
+                            rotation.sources.retain(rotation.store.live_changes(), || rotation.store.live_specs());
                             rotation.sources.synced(&rotation.store.live_specs()).await;
                             rotation.requested.notify_one();
                         });

@@ -70,6 +70,8 @@ struct Watches {
     entries: HashMap<ObjectKey, Entry>,
     /// The objects live specs name, as of the last [`ConfigMaps::retain`].
     live: HashSet<ObjectKey>,
+    /// A task is waiting to drop the lingering watches once their time is up.
+    sweeping: bool,
 }
 
 #[derive(Debug)]
@@ -173,12 +175,31 @@ impl ConfigMaps {
             }
         }
         watches.drop_unused();
-        if lingering && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // One sweeper at a time, however many publishes give up: it wakes at the earliest
+        // linger's end and stops when none is left.
+        if lingering
+            && !watches.sweeping
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            watches.sweeping = true;
             let watches = Arc::downgrade(&self.watches);
             runtime.spawn(async move {
-                tokio::time::sleep(WATCH_LINGER).await;
-                if let Some(watches) = watches.upgrade() {
-                    watches.lock().unwrap_or_else(PoisonError::into_inner).drop_unused();
+                let mut next = tokio::time::Instant::now() + WATCH_LINGER;
+                loop {
+                    tokio::time::sleep_until(next).await;
+                    let Some(watches) = watches.upgrade() else { return };
+                    let mut watches = watches.lock().unwrap_or_else(PoisonError::into_inner);
+                    watches.drop_unused();
+                    let now = tokio::time::Instant::now();
+                    let pending =
+                        watches.entries.values().filter_map(|entry| entry.linger_until).filter(|end| *end > now);
+                    match pending.min() {
+                        Some(end) => next = end,
+                        None => {
+                            watches.sweeping = false;
+                            return;
+                        }
+                    }
                 }
             });
         }
