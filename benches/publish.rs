@@ -144,8 +144,18 @@ async fn memory_run(label: &str, specs: &[Vec<(String, String)>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new(dir.path(), "Bench Private CA");
     let mut options = DaemonOptions::default().extra_pem(&ca.cert_path);
-    // One namespace holds every content variant: more specs than its default budget.
-    let args = ["--store-size", MEMORY_STORE_SIZE, "--max-namespace-specs", "100000"];
+    // One namespace holds every content variant: more specs, bytes and files than its default
+    // budgets.
+    let args = [
+        "--store-size",
+        MEMORY_STORE_SIZE,
+        "--max-namespace-specs",
+        "100000",
+        "--max-namespace-store-bytes",
+        MEMORY_STORE_SIZE,
+        "--max-namespace-store-files",
+        "100000000",
+    ];
     options.extra_args.extend(args.map(str::to_owned));
     let daemon = Daemon::start(options).await;
     // The content every spec of the batch has (for "identical"), already in the store.

@@ -132,6 +132,17 @@ pub struct LimitArgs {
     /// this node together.
     #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_SPECS", default_value_t = 32)]
     pub max_namespace_specs: usize,
+    /// Store bytes (whole tmpfs pages) the distinct volume specs of one namespace's pods may
+    /// take on this node together, each counted as if it were alone, e.g. 32Mi.
+    #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_STORE_BYTES", default_value = "32Mi", value_parser = parse_limit_bytes)]
+    pub max_namespace_store_bytes: u64,
+    /// Files, links and directories (kernel dentries and inodes) those specs may take together.
+    #[arg(long, env = "TRUSTMOUNT_MAX_NAMESPACE_STORE_FILES", default_value_t = 32 * 1024)]
+    pub max_namespace_store_files: u64,
+    /// Percent of --store-size that new volume specs may not fill: kept free so that every
+    /// published volume can always get its next generation when its sources change.
+    #[arg(long, env = "TRUSTMOUNT_STORE_ROTATION_RESERVE", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=90))]
+    pub store_rotation_reserve: u8,
 }
 
 impl LimitArgs {
@@ -145,6 +156,9 @@ impl LimitArgs {
             source_certificates: self.max_source_certificates,
             namespace_watches: self.max_namespace_watches,
             namespace_specs: self.max_namespace_specs,
+            namespace_store_bytes: self.max_namespace_store_bytes,
+            namespace_store_files: self.max_namespace_store_files,
+            store_rotation_reserve_percent: self.store_rotation_reserve,
         }
     }
 }
@@ -323,6 +337,9 @@ mod tests {
             (crate::domain::SOURCE_CERTIFICATES_FLAG, "5"),
             (crate::domain::NAMESPACE_WATCHES_FLAG, "6"),
             (crate::domain::NAMESPACE_SPECS_FLAG, "7"),
+            (crate::domain::NAMESPACE_STORE_BYTES_FLAG, "8Ki"),
+            (crate::domain::NAMESPACE_STORE_FILES_FLAG, "9"),
+            (crate::domain::STORE_ROTATION_RESERVE_FLAG, "10"),
         ];
         let mut argv = vec!["trustmount", "serve", "--node-id", "n"];
         argv.extend(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
@@ -335,6 +352,9 @@ mod tests {
             source_certificates: 5,
             namespace_watches: 6,
             namespace_specs: 7,
+            namespace_store_bytes: 8192,
+            namespace_store_files: 9,
+            store_rotation_reserve_percent: 10,
         };
         assert_eq!(args.limits.limits(), expected);
     }

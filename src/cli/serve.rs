@@ -91,7 +91,7 @@ fn serve_in(
     )
     .context("opening the volume store")
     .map_err(Failure::Runtime)?;
-    store.set_namespace_specs(limits.namespace_specs);
+    store.set_budgets(trustmount::volume::Budgets::from(&limits));
     readiness.mark(Condition::StoreOpen);
     tracing::info!(system_roots = sources.catalog().system_count(), "certificate sources loaded");
     let _guard = runtime.enter();

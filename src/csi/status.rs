@@ -48,7 +48,10 @@ fn volume_code(error: &volume::Error) -> Code {
         volume::Error::NotPublished { .. } => Code::NotFound,
         // A race with whoever changes the path; a retry resolves it afresh.
         volume::Error::TargetChanged { .. } => Code::Aborted,
-        volume::Error::StoreFull { .. } | volume::Error::OverNamespaceBudget { .. } => Code::ResourceExhausted,
+        volume::Error::StoreFull { .. }
+        | volume::Error::OverNamespaceBudget { .. }
+        | volume::Error::OverNamespaceStore { .. }
+        | volume::Error::OverFillLimit { .. } => Code::ResourceExhausted,
         // A newer driver published at this target; this one leaves it alone.
         volume::Error::NewerRecord { .. } => Code::FailedPrecondition,
         volume::Error::Io { .. }

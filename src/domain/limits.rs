@@ -23,6 +23,15 @@ pub struct Limits {
     /// Distinct volume specs the pods of one namespace use on this node: each is a directory
     /// of links and dentries the kernel charges, which `--store-size` does not bound.
     pub namespace_specs: usize,
+    /// Store bytes (whole tmpfs pages) of those specs together, each counted as if it were
+    /// alone: the content the namespace may ask the node to hold.
+    pub namespace_store_bytes: u64,
+    /// Files, links and directories of those specs together: dentries and inodes the kernel
+    /// allocates beside the tmpfs's pages.
+    pub namespace_store_files: u64,
+    /// Percent of the store that new specs may not fill, kept for the next generation of the
+    /// published ones: a rotation never fails for lack of room.
+    pub store_rotation_reserve_percent: u8,
 }
 
 pub const ATTRIBUTE_BYTES_FLAG: &str = "--max-volume-attribute-bytes";
@@ -32,6 +41,9 @@ pub const SOURCE_BYTES_FLAG: &str = "--max-source-object-bytes";
 pub const SOURCE_CERTIFICATES_FLAG: &str = "--max-source-certificates";
 pub const NAMESPACE_WATCHES_FLAG: &str = "--max-namespace-watches";
 pub const NAMESPACE_SPECS_FLAG: &str = "--max-namespace-specs";
+pub const NAMESPACE_STORE_BYTES_FLAG: &str = "--max-namespace-store-bytes";
+pub const NAMESPACE_STORE_FILES_FLAG: &str = "--max-namespace-store-files";
+pub const STORE_ROTATION_RESERVE_FLAG: &str = "--store-rotation-reserve";
 
 impl Default for Limits {
     /// Generous for real use: the public roots are ~150 certificates in ~220 KB of PEM, an
@@ -47,6 +59,13 @@ impl Default for Limits {
             namespace_watches: 256,
             // Pods of a namespace mostly share a few specs (one per distinct set of attributes).
             namespace_specs: 32,
+            // A spec of the public roots takes about 1 MiB and 600 entries; one at the
+            // per-volume certificate maximum about 10 MiB. A quarter of the default store's
+            // half that new specs may fill.
+            namespace_store_bytes: 32 << 20,
+            // About 7 MiB of kernel memory.
+            namespace_store_files: 32 * 1024,
+            store_rotation_reserve_percent: 50,
         }
     }
 }

@@ -23,7 +23,8 @@ pub use cluster::{
     TRUST_BUNDLES_TAG, canonical, parse_named_keys, parse_names, parse_signer,
 };
 pub use limits::{
-    ATTRIBUTE_BYTES_FLAG, Limits, NAMESPACE_SPECS_FLAG, NAMESPACE_WATCHES_FLAG, SOURCE_BYTES_FLAG,
+    ATTRIBUTE_BYTES_FLAG, Limits, NAMESPACE_SPECS_FLAG, NAMESPACE_STORE_BYTES_FLAG, NAMESPACE_STORE_FILES_FLAG,
+    NAMESPACE_WATCHES_FLAG, STORE_ROTATION_RESERVE_FLAG, SOURCE_BYTES_FLAG,
     SOURCE_CERTIFICATES_FLAG, SOURCES_FLAG, VOLUME_CERTIFICATES_FLAG,
 };
 pub use selector::{LabelSelector, Operator as SelectorOperator, ParseError as SelectorError};

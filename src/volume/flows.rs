@@ -10,6 +10,7 @@ use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
 use crate::keyed_locks;
 
+use super::budget::Cost;
 use super::record::{self, Record, State};
 use super::store::{Inner, unix_seconds};
 use super::target::{Found, TARGET_DIR_MODE, Target};
@@ -200,6 +201,9 @@ impl Inner {
             return Ok(false);
         }
         let files = render()?;
+        // A spec that outgrows a namespace's budget keeps its current generation (and the
+        // rotation reports the reason on its volumes).
+        let old_cost = self.index.charge_growth(&digest, Cost::of(&files))?;
         let spec_dir = self.index.spec_dir(&digest);
         let written = if spec_dir.exists() {
             atomic::write_generation(self.index.blobs(), &spec_dir, &files, &|path| self.retired.is_recent(path))
@@ -211,7 +215,10 @@ impl Inner {
             tracing::warn!(spec = %digest, "a live spec has no directory; writing it again");
             atomic::create_spec_dir(self.index.blobs(), self.index.dir(), digest.as_str(), &files).map(|_| ())
         };
-        written.map_err(|e| self.index.in_store(e))?;
+        if let Err(e) = written {
+            self.index.restore_cost(&digest, old_cost);
+            return Err(self.index.in_store(e).into());
+        }
         // The rotation pass logs one line for all the specs it refreshed.
         tracing::debug!(spec = %digest, "spec refreshed");
         Ok(true)

@@ -5,18 +5,19 @@
 //! an unpublish removes a spec dir only when its entry is empty (under the same lock). So a spec
 //! dir is rendered once and never removed while a publication of it is under way.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::bundle::Files;
 use crate::domain::{SpecDigest, VolumeSpec};
 use crate::keyed_locks::{self, KeyedLocks};
 
 use super::blobs::Blobs;
+use super::budget::{Budgets, Bytes, Cost};
 use super::{Error, Result, atomic};
 
 #[derive(Debug)]
@@ -35,12 +36,20 @@ pub(super) struct Index {
     /// removed while this driver runs, whatever its own volumes do.
     pinned: Mutex<HashSet<SpecDigest>>,
     locks: KeyedLocks<SpecDigest>,
-    /// Distinct specs the pods of one namespace may use on this node (see
-    /// [`Index::reserve`]).
-    namespace_specs: AtomicUsize,
-    /// Per namespace, the new specs being rendered for it now: counted against its budget
-    /// before they are in `specs`, so a burst of concurrent publishes cannot overshoot it.
-    rendering: Mutex<HashMap<String, usize>>,
+    /// What one namespace's specs may take on this node, and the store's rotation reserve
+    /// (see [`Index::reserve`]).
+    budgets: RwLock<Budgets>,
+    /// Per namespace, the specs being published for it now that its pods did not use before:
+    /// counted against its budgets before they are in `specs`, so a burst of concurrent
+    /// publishes cannot overshoot them.
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// A namespace's specs on their way into the index (see the field).
+#[derive(Debug, Default)]
+struct Pending {
+    specs: usize,
+    cost: Cost,
 }
 
 #[derive(Debug)]
@@ -50,6 +59,8 @@ struct SpecUse {
     /// Record targets, as the kubelet gave them, plus targets a publish is mounting right now,
     /// each with its pod's namespace.
     targets: BTreeMap<PathBuf, String>,
+    /// What its current generation takes; `None` until measured (a spec adopted at start).
+    cost: Option<Cost>,
 }
 
 impl SpecUse {
@@ -78,39 +89,167 @@ impl Index {
             live_changes: AtomicU64::new(0),
             pinned: Mutex::default(),
             locks: KeyedLocks::default(),
-            namespace_specs: AtomicUsize::new(crate::domain::Limits::default().namespace_specs),
-            rendering: Mutex::default(),
+            budgets: RwLock::new(Budgets::default()),
+            pending: Mutex::default(),
         }
     }
 
-    pub fn set_namespace_specs(&self, budget: usize) {
-        self.namespace_specs.store(budget, Ordering::Relaxed);
+    pub fn set_budgets(&self, budgets: Budgets) {
+        *self.budgets.write().unwrap_or_else(PoisonError::into_inner) = budgets;
+    }
+
+    fn budgets(&self) -> Budgets {
+        *self.budgets.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Claims one of `namespace`'s specs for `digest` unless its pods use it already; `None`
-    /// when they do (nothing to give back).
+    /// when they do (nothing to give back). The claim's cost is charged later, once known
+    /// ([`Index::charge`]).
     ///
     /// # Errors
     /// [`Error::OverNamespaceBudget`]: the namespace's pods use as many distinct specs as its
-    /// budget, counting those being rendered for it.
+    /// budget, counting those being published for it.
     fn claim_spec(&self, namespace: &str, digest: &SpecDigest) -> Result<Option<SpecClaim<'_>>> {
-        let budget = self.namespace_specs.load(Ordering::Relaxed);
+        let budget = self.budgets().namespace_specs;
         let specs = self.specs();
         if specs.get(digest).is_some_and(|spec_use| spec_use.used_by(namespace)) {
             return Ok(None);
         }
-        let mut rendering = self.rendering.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.pending();
         let in_use = specs.values().filter(|spec_use| spec_use.used_by(namespace)).count();
-        let pending = rendering.get(namespace).copied().unwrap_or(0);
-        if in_use + pending >= budget {
+        let claimed = pending.get(namespace).map_or(0, |pending| pending.specs);
+        if in_use + claimed >= budget {
             return Err(Error::OverNamespaceBudget {
                 namespace: namespace.to_owned(),
                 budget,
                 flag: crate::domain::NAMESPACE_SPECS_FLAG,
             });
         }
-        *rendering.entry(namespace.to_owned()).or_default() += 1;
-        Ok(Some(SpecClaim { index: self, namespace: namespace.to_owned() }))
+        pending.entry(namespace.to_owned()).or_default().specs += 1;
+        Ok(Some(SpecClaim { index: self, namespace: namespace.to_owned(), cost: Cost::default() }))
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the specs `namespace`'s pods use take together (specs not measured yet count
+    /// nothing).
+    fn namespace_cost(specs: &HashMap<SpecDigest, SpecUse>, namespace: &str) -> Cost {
+        specs
+            .values()
+            .filter(|spec_use| spec_use.used_by(namespace))
+            .fold(Cost::default(), |sum, spec_use| sum.plus(spec_use.cost.unwrap_or_default()))
+    }
+
+    /// Charges a claimed spec's `cost` to its namespace, and, for a spec directory about to be
+    /// written (`new_dir`), checks that the store stays under its fill limit.
+    ///
+    /// # Errors
+    /// [`Error::OverNamespaceStore`], [`Error::OverFillLimit`]; the claim is unchanged.
+    fn charge(&self, claim: &mut SpecClaim<'_>, cost: Cost, new_dir: bool) -> Result<()> {
+        let budgets = self.budgets();
+        let specs = self.specs();
+        let mut pending = self.pending();
+        let namespace = &claim.namespace;
+        let claimed = pending.get(namespace).map_or(Cost::default(), |pending| pending.cost);
+        budgets.check_namespace(namespace, Self::namespace_cost(&specs, namespace).plus(claimed).plus(cost))?;
+        if new_dir {
+            // Specs being written count too: statvfs does not see them all yet.
+            let writing = pending.values().map(|pending| pending.cost.bytes).sum::<u64>();
+            self.check_fill_limit(&budgets, writing + cost.bytes)?;
+        }
+        pending.entry(namespace.clone()).or_default().cost = claimed.plus(cost);
+        claim.cost = cost;
+        Ok(())
+    }
+
+    /// Refuses `adding` more bytes of new specs past the store's fill limit.
+    // statvfs fields are u32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    fn check_fill_limit(&self, budgets: &Budgets, adding: u64) -> Result<()> {
+        let vfs = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|source| Error::Mount { op: "statvfs", path: self.root.clone(), source })?;
+        let fragment = u64::from(vfs.fragment_size());
+        let size = u64::from(vfs.blocks()).saturating_mul(fragment);
+        let used = u64::from(vfs.blocks()).saturating_sub(u64::from(vfs.blocks_free())).saturating_mul(fragment);
+        let fill_limit = budgets.fill_limit(size);
+        if used.saturating_add(adding) > fill_limit {
+            return Err(Error::OverFillLimit {
+                path: self.root.clone(),
+                used: Bytes(used),
+                adding: Bytes(adding),
+                fill_limit: Bytes(fill_limit),
+                reserve_percent: budgets.rotation_reserve_percent,
+                flag: crate::domain::STORE_ROTATION_RESERVE_FLAG,
+            });
+        }
+        Ok(())
+    }
+
+    /// The cost of the existing spec dir of `digest`: from the index, or measured on disk (a
+    /// dir found at start, or adopted and not measured yet).
+    fn known_cost(&self, digest: &SpecDigest) -> Result<Cost> {
+        if let Some(cost) = self.specs().get(digest).and_then(|spec_use| spec_use.cost) {
+            return Ok(cost);
+        }
+        let cost = Cost::measure(&self.spec_dir(digest))?;
+        if let Some(spec_use) = self.specs().get_mut(digest) {
+            spec_use.cost = Some(cost);
+        }
+        Ok(cost)
+    }
+
+    /// Measures every live spec whose cost is not known (adopted at start). A spec dir that
+    /// cannot be measured counts nothing until its next generation.
+    pub fn measure_adopted(&self) {
+        let unmeasured: Vec<SpecDigest> =
+            self.specs().iter().filter(|(_, spec_use)| spec_use.cost.is_none()).map(|(d, _)| d.clone()).collect();
+        for digest in unmeasured {
+            if let Err(e) = self.known_cost(&digest) {
+                tracing::warn!(spec = %digest, error = %e, "cannot measure an adopted spec directory");
+            }
+        }
+    }
+
+    /// Before a rotation writes `cost` as the next generation of `digest`: every namespace that
+    /// uses the spec must still be within its budgets with the new cost in place of the old.
+    /// The new cost is charged at once (so concurrent rotations of one namespace's specs cannot
+    /// overshoot together); the old one is returned for [`Index::restore_cost`] if the write
+    /// fails. Growth is never refused for the store's fill limit: the reserve is for this.
+    ///
+    /// # Errors
+    /// [`Error::OverNamespaceStore`] for the first namespace the growth would put over.
+    pub fn charge_growth(&self, digest: &SpecDigest, cost: Cost) -> Result<Option<Cost>> {
+        let budgets = self.budgets();
+        let mut specs = self.specs();
+        let Some(old) = specs.get(digest).map(|spec_use| spec_use.cost) else {
+            return Ok(None);
+        };
+        let grows = old.is_none_or(|old| cost.bytes > old.bytes || cost.files > old.files);
+        if grows {
+            let pending = self.pending();
+            let namespaces: BTreeSet<&String> = specs[digest].targets.values().collect();
+            for namespace in namespaces {
+                let others = specs
+                    .iter()
+                    .filter(|(other, spec_use)| *other != digest && spec_use.used_by(namespace))
+                    .fold(Cost::default(), |sum, (_, spec_use)| sum.plus(spec_use.cost.unwrap_or_default()));
+                let claimed = pending.get(namespace).map_or(Cost::default(), |pending| pending.cost);
+                budgets.check_namespace(namespace, others.plus(claimed).plus(cost))?;
+            }
+        }
+        if let Some(spec_use) = specs.get_mut(digest) {
+            spec_use.cost = Some(cost);
+        }
+        Ok(old)
+    }
+
+    /// Puts back the cost [`Index::charge_growth`] replaced, after a failed write.
+    pub fn restore_cost(&self, digest: &SpecDigest, old: Option<Cost>) {
+        if let Some(spec_use) = self.specs().get_mut(digest) {
+            spec_use.cost = old;
+        }
     }
 
     /// Where spec dirs are written (see the field).
@@ -196,12 +335,15 @@ impl Index {
 
     /// Under the spec lock: renders the spec dir if it does not exist, and puts `target` (of a
     /// pod in `namespace`) in the index, so no unpublish removes the dir until this publish is
-    /// done or has failed. A spec new to `namespace` is charged to its budget of distinct specs
-    /// first, whether or not another namespace's pods use it already.
+    /// done or has failed. A spec new to `namespace` is charged to its budgets, whether or not
+    /// another namespace's pods use it already: first its count of distinct specs (before
+    /// anything is rendered), then its cost. A spec dir written anew must also leave the
+    /// store's rotation reserve free.
     ///
     /// # Errors
-    /// [`Error::OverNamespaceBudget`] before anything is rendered; the render's and the
-    /// store's errors.
+    /// [`Error::OverNamespaceBudget`] before anything is rendered; [`Error::OverNamespaceStore`]
+    /// and [`Error::OverFillLimit`] before anything is written; the render's and the store's
+    /// errors.
     pub fn reserve<R, E>(
         &self,
         target: &Path,
@@ -217,20 +359,34 @@ impl Index {
         let spec_lock = self.spec_lock(digest);
         let _spec_guard = keyed_locks::lock(&spec_lock);
         // Held until the target is in `specs`, where it counts from then on.
-        let _claim = self.claim_spec(namespace, digest)?;
+        let mut claim = self.claim_spec(namespace, digest)?;
         let spec_dir = self.spec_dir(digest);
-        let rendered = match fs::symlink_metadata(&spec_dir) {
-            Ok(_) => false,
+        let (rendered, cost) = match fs::symlink_metadata(&spec_dir) {
+            Ok(_) => {
+                let cost = self.known_cost(digest).map_err(|e| self.in_store(e))?;
+                if let Some(claim) = claim.as_mut() {
+                    self.charge(claim, cost, false)?;
+                }
+                (false, cost)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let files = render()?;
+                let cost = Cost::of(&files);
+                // No claim: the namespace uses this spec already and its dir is gone (removed
+                // by hand, or adopted from before blobs); writing it again is a repair.
+                if let Some(claim) = claim.as_mut() {
+                    self.charge(claim, cost, true)?;
+                }
                 atomic::create_spec_dir(&self.blobs, &self.dir, digest.as_str(), &files)
                     .map_err(|e| self.in_store(e))?;
-                true
+                (true, cost)
             }
             Err(e) => return Err(Error::Io { op: "inspect", path: spec_dir, source: e }.into()),
         };
         let mut specs = self.specs();
-        let targets = &mut self.entry(&mut specs, digest, spec).targets;
+        let spec_use = self.entry(&mut specs, digest, spec);
+        spec_use.cost = Some(cost);
+        let targets = &mut spec_use.targets;
         let known = !targets.is_empty();
         let new_target = targets.insert(target.to_owned(), namespace.to_owned()).is_none();
         Ok(Reservation { new_target, dir_is_ours: rendered || known })
@@ -306,24 +462,29 @@ impl Index {
     ) -> &'a mut SpecUse {
         specs.entry(digest.clone()).or_insert_with(|| {
             self.live_changes.fetch_add(1, Ordering::SeqCst);
-            SpecUse { spec: spec.clone(), targets: BTreeMap::new() }
+            SpecUse { spec: spec.clone(), targets: BTreeMap::new(), cost: None }
         })
     }
 }
 
-/// A spec being rendered for a namespace, counted against its budget until dropped.
+/// A spec being published for a namespace that did not use it, counted against its budgets
+/// until dropped (by then it is in the index, or it failed).
 struct SpecClaim<'a> {
     index: &'a Index,
     namespace: String,
+    /// Charged by [`Index::charge`].
+    cost: Cost,
 }
 
 impl Drop for SpecClaim<'_> {
     fn drop(&mut self) {
-        let mut rendering = self.index.rendering.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = rendering.get_mut(&self.namespace) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                rendering.remove(&self.namespace);
+        let mut pending = self.index.pending();
+        if let Some(entry) = pending.get_mut(&self.namespace) {
+            entry.specs = entry.specs.saturating_sub(1);
+            entry.cost.bytes = entry.cost.bytes.saturating_sub(self.cost.bytes);
+            entry.cost.files = entry.cost.files.saturating_sub(self.cost.files);
+            if entry.specs == 0 {
+                pending.remove(&self.namespace);
             }
         }
     }
@@ -377,7 +538,7 @@ mod tests {
         let dir = tmp.path().join("specs");
         fs::create_dir(&dir).unwrap();
         let index = Index::new(tmp.path().to_owned(), dir, Blobs::open(&tmp.path().join("blobs")).unwrap());
-        index.set_namespace_specs(2);
+        index.set_budgets(Budgets { namespace_specs: 2, ..Budgets::default() });
         // Three distinct specs (the namespace left out of them, as without podInfoOnMount).
         let spec = |system_roots, keep_expired| VolumeSpec { system_roots, keep_expired, ..VolumeSpec::default() };
         let (first, second, third) = (spec(false, false), spec(true, false), spec(false, true));

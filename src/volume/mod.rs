@@ -11,11 +11,13 @@
 //!   made to agree at start, whatever a crash interrupted.
 //! - [`atomic`], [`record`], [`mount`], [`mountinfo`]: files, records, syscalls, the mount table;
 //!   [`fsutil`]: the I/O helpers they share (the ground floor here).
+//! - [`budget`]: what a spec directory costs, and the budgets per namespace and for the store.
 //! - [`blobs`]: the content-addressed files and symlinks every spec directory hard-links.
 //! - [`format`](mod@format): what goes to disk for the next driver (records, store names and marker), versioned.
 
 mod atomic;
 mod blobs;
+mod budget;
 mod flows;
 mod format;
 mod fsutil;
@@ -31,6 +33,7 @@ mod tmpfs;
 mod unmount;
 
 pub use atomic::current_generation;
+pub use budget::{Budgets, Bytes};
 pub use mount::{is_mount_root, is_mountpoint};
 pub use mountinfo::{MountEntry, is_mountpoint as is_mountpoint_by_mountinfo, mounts};
 pub use record::Record;
@@ -75,6 +78,14 @@ pub enum Error {
         "the pods of namespace {namespace} use {budget} distinct volume specs on this node, its budget ({flag}); other namespaces' volumes are unaffected. Give more of this namespace's pods the same volume attributes (they then share one bundle), or have the cluster operator raise {flag}"
     )]
     OverNamespaceBudget { namespace: String, budget: usize, flag: &'static str },
+    #[error(
+        "the pods of namespace {namespace} would take {wanted} of the driver's store on this node, over its budget of {budget} ({flag}); other namespaces' volumes are unaffected. Use fewer or smaller sources, give more of this namespace's pods the same volume attributes (they then share one bundle), or have the cluster operator raise {flag}"
+    )]
+    OverNamespaceStore { namespace: String, wanted: budget::Amount, budget: budget::Amount, flag: &'static str },
+    #[error(
+        "the driver's tmpfs at {path} holds {used}, and this volume's {adding} more would pass the {fill_limit} that new bundles may fill: the rest is kept free ({flag} {reserve_percent}%) so that every published volume has room to rotate. Unpublish unused volumes, or have the cluster operator raise --store-size"
+    )]
+    OverFillLimit { path: PathBuf, used: Bytes, adding: Bytes, fill_limit: Bytes, reserve_percent: u8, flag: &'static str },
     #[error("rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout")]
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]

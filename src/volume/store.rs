@@ -124,6 +124,8 @@ impl Store {
         let targets = Targets::new(&config.kubelet_dir);
         let layout = reconcile::Layout { records: &records, tmpfs: &tmpfs_dir, specs_name: SPECS_DIR };
         let outcome = reconcile::reconcile(&layout, &targets, &index, unix_seconds(&clock))?;
+        // Adopted specs count against their namespaces' budgets from the start.
+        index.measure_adopted();
         let (specs, volumes) = index.counts();
         tracing::info!(
             volumes,
@@ -189,10 +191,10 @@ impl Store {
         blocking(move || inner.stats(&volume_id, &path)).await
     }
 
-    /// Distinct specs the pods of one namespace may use on this node (`--max-namespace-specs`);
-    /// a publish of one more is refused before it renders.
-    pub fn set_namespace_specs(&self, budget: usize) {
-        self.inner.index.set_namespace_specs(budget);
+    /// What the specs of one namespace's pods may take on this node (`--max-namespace-*`), and
+    /// the share of the store new specs leave free (`--store-rotation-reserve`).
+    pub fn set_budgets(&self, budgets: super::Budgets) {
+        self.inner.index.set_budgets(budgets);
     }
 
     /// The specs at least one published volume uses, ordered by digest.

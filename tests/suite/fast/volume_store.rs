@@ -399,21 +399,151 @@ fn failures_leave_nothing_behind() {
 }
 
 #[test]
-fn a_full_store_is_reported_and_cleaned_up() {
+fn a_bundle_larger_than_the_store_is_refused_and_a_full_store_on_rotation_keeps_the_bundle() {
     if !in_private_mount_namespace!() {
         return;
     }
     let env = Env::with_size(64 << 10);
     let target = env.target("pod-a");
-    let big = Files { entries: vec![("ca-certificates.crt".into(), Entry::File(vec![b'x'; 1 << 20]))] };
-    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), move || Ok(big))).unwrap_err();
+    let big = || Files { entries: vec![("ca-certificates.crt".into(), Entry::File(vec![b'x'; 1 << 20]))] };
+    let err = run(env.store.publish(publication("vol-a", &target, spec("shop")), move || Ok(big()))).unwrap_err();
     match &err {
-        Error::StoreFull { path } => assert_eq!(path, env.store.root()),
-        other => panic!("expected StoreFull, got {other}"),
+        Error::OverFillLimit { path, .. } => assert_eq!(path, env.store.root()),
+        other => panic!("expected OverFillLimit, got {other}"),
     }
     assert!(!target.exists());
     assert_eq!(env.records(), 0);
     assert_eq!(fs::read_dir(env.store.root()).unwrap().count(), 0);
+
+    // A rotation is never refused for the fill limit, only by the tmpfs itself.
+    let calls = Arc::new(AtomicUsize::new(0));
+    run(async {
+        env.store.publish(publication("vol-a", &target, spec("shop")), render(&calls, BUNDLE)).await.unwrap();
+        let err = env.store.refresh(spec("shop"), move || Ok(big())).await.unwrap_err();
+        match &err {
+            Error::StoreFull { path } => assert_eq!(path, env.store.root()),
+            other => panic!("expected StoreFull, got {other}"),
+        }
+        assert_eq!(fs::read(target.join("ca-certificates.crt")).unwrap(), BUNDLE, "the bundle stays");
+        assert_eq!(generations(&env.store.spec_dir(&spec("shop").digest())), 1, "nothing half-written left");
+        env.store.unpublish("vol-a", &target).await.unwrap();
+    });
+}
+
+fn generations(spec_dir: &Path) -> usize {
+    fs::read_dir(spec_dir)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("..") && name != "..data"
+        })
+        .count()
+}
+
+/// One file of `len` bytes of `byte`: a spec of its own content (its own blob).
+fn sized(byte: u8, len: usize) -> impl FnOnce() -> Result<Files, Error> + Send + 'static {
+    move || Ok(Files { entries: vec![("ca-certificates.crt".into(), Entry::File(vec![byte; len]))] })
+}
+
+/// A spec of `namespace`; `variant` 0..4 gives four distinct ones.
+fn variant(namespace: &str, variant: u8) -> VolumeSpec {
+    VolumeSpec { keep_expired: variant & 1 == 1, system_roots: variant & 2 == 2, ..spec(namespace) }
+}
+
+#[test]
+fn new_specs_leave_the_rotation_reserve_free_so_every_published_spec_can_rotate_at_once() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    const LEN: usize = 120 << 10;
+    // 1 MiB of store: new specs may fill half of it, four of 120 KiB.
+    let env = Env::with_size(1 << 20);
+    let specs: Vec<VolumeSpec> = (0..5).map(|n| spec(&format!("team-{n}"))).collect();
+    run(async {
+        for (n, spec) in specs.iter().take(4).enumerate() {
+            let target = env.target(&format!("pod-{n}"));
+            env.store.publish(publication(&format!("vol-{n}"), &target, spec.clone()), sized(n as u8, LEN)).await.unwrap();
+        }
+        let fifth = env.target("pod-4");
+        let err = env.store.publish(publication("vol-4", &fifth, specs[4].clone()), sized(4, LEN)).await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::OverFillLimit { .. }), "{message}");
+        assert!(message.contains("the 512.0 KiB that new bundles may fill"), "{message}");
+        assert!(message.contains("--store-rotation-reserve 50%"), "{message}");
+        assert!(!fifth.exists(), "nothing mounted");
+        assert_eq!(env.store.spec_dir_count().unwrap(), 4, "nothing written");
+
+        // Every published spec gets content of its own at once, within the grace of the old.
+        for (n, spec) in specs.iter().take(4).enumerate() {
+            assert!(env.store.refresh(spec.clone(), sized(100 + n as u8, LEN)).await.unwrap(), "rotation {n}");
+        }
+        for n in 0..4 {
+            let content = fs::read(env.target(&format!("pod-{n}")).join("ca-certificates.crt")).unwrap();
+            assert_eq!(content, vec![100 + n as u8; LEN], "pod-{n} reads its new bundle");
+        }
+    });
+
+    // The same without a reserve: the store fills with new specs, and their rotation fails.
+    let env = Env::with_size(1 << 20);
+    env.store.set_budgets(volume::Budgets { rotation_reserve_percent: 0, ..volume::Budgets::default() });
+    run(async {
+        for n in 0..8u8 {
+            let target = env.target(&format!("pod-{n}"));
+            let spec = spec(&format!("team-{n}"));
+            env.store.publish(publication(&format!("vol-{n}"), &target, spec), sized(n, LEN)).await.unwrap();
+        }
+        let mut failed = 0;
+        for n in 0..8u8 {
+            if env.store.refresh(spec(&format!("team-{n}")), sized(100 + n, LEN)).await.is_err() {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "without the reserve some rotation finds the store full");
+    });
+}
+
+#[test]
+fn a_namespace_over_its_store_budget_is_refused_and_a_rotation_that_outgrows_it_keeps_its_bundle() {
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    const LEN: usize = 100 << 10;
+    let mut env = Env::new();
+    let budgets = volume::Budgets { namespace_bytes: 256 << 10, ..volume::Budgets::default() };
+    env.store.set_budgets(budgets);
+    let publish = |env: &Env, n: usize, spec: VolumeSpec, len: usize| {
+        let target = env.target(&format!("pod-{n}"));
+        let published = run(env.store.publish(publication(&format!("vol-{n}"), &target, spec), sized(n as u8, len)));
+        (target, published)
+    };
+    let (first, published) = publish(&env, 0, variant("shop", 0), LEN);
+    published.unwrap();
+    publish(&env, 1, variant("shop", 1), LEN).1.unwrap();
+    let (third, refused) = publish(&env, 2, variant("shop", 2), LEN);
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("namespace shop would take 300.0 KiB"), "{message}");
+    assert!(message.contains("its budget of 256.0 KiB (--max-namespace-store-bytes)"), "{message}");
+    assert!(!third.exists(), "nothing mounted");
+    assert_eq!(env.store.spec_dir_count().unwrap(), 2, "nothing written");
+    // Another namespace has a budget of its own.
+    publish(&env, 3, variant("bank", 2), LEN).1.expect("bank is unaffected");
+    publish(&env, 4, variant("shop", 0), LEN).1.expect("a spec shop uses already costs it nothing more");
+
+    // Outgrowing the budget on a rotation: refused, the current bundle stays.
+    let grown = run(env.store.refresh(variant("shop", 0), sized(9, 2 * LEN))).unwrap_err();
+    assert!(matches!(grown, Error::OverNamespaceStore { .. }), "{grown}");
+    assert_eq!(fs::read(first.join("ca-certificates.crt")).unwrap(), vec![0; LEN]);
+    // A smaller bundle frees budget: the third spec fits now.
+    assert!(run(env.store.refresh(variant("shop", 0), sized(9, LEN / 2))).unwrap());
+    publish(&env, 2, variant("shop", 2), LEN).1.expect("room again within shop's budget");
+
+    // After a restart the adopted specs are measured on disk and count from the start.
+    env.reopen();
+    env.store.set_budgets(budgets);
+    let message = publish(&env, 5, variant("shop", 3), LEN).1.unwrap_err().to_string();
+    // 52 KiB (50 in whole pages) + 3 × 100 KiB.
+    assert!(message.contains("namespace shop would take 352.0 KiB"), "{message}");
 }
 
 #[test]

@@ -431,6 +431,10 @@ fn assert_values_flow(what: &str, values: &serde_yaml::Value, objects: &[Value],
     let size = string("storeSize");
     let mebibytes: u64 = size.strip_suffix("Mi").expect("storeSize in Mi").parse().unwrap();
     assert_eq!(args.store_size, mebibytes << 20, "{what}: --store-size");
+    let reserve = value("storeRotationReserve").as_u64().expect("storeRotationReserve");
+    assert_eq!(u64::from(args.limits.store_rotation_reserve), reserve, "{what}: --store-rotation-reserve");
+    let files = value("limits.namespaceStoreFiles").as_u64().expect("limits.namespaceStoreFiles");
+    assert_eq!(args.limits.max_namespace_store_files, files, "{what}: --max-namespace-store-files");
     let list = |path: &str| -> Vec<String> {
         value(path)
             .as_sequence()
