@@ -2,7 +2,8 @@
 //! real API server: namespace A names more ConfigMaps than its watch budget, more distinct
 //! specs than its spec budget, patches a heavy ConfigMap in a loop and forges pod info; namespace
 //! B publishes, unpublishes and rotates its CA all the while. A gets the clear refusals, B gets
-//! no failure at all, and the driver never restarts.
+//! no failure at all, and the driver never restarts. Then hoarding namespaces fill their store
+//! budgets and the store, and B's rotation still fits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use trustmount::proto::csi::v1::ProbeRequest;
 use crate::in_private_mount_namespace;
 use crate::support;
 use crate::support::block_on;
-use crate::support::certs::{TestCa, bundle_ders, ders};
+use crate::support::certs::{TestCa, bundle_ders, ders, pem_certificates};
 use crate::support::client::{code_of, message_of, publish_request, unpublish_request};
 use crate::support::control_plane::ControlPlane;
 use crate::support::world::{PROPAGATION_LIMIT, World};
@@ -188,4 +189,126 @@ fn one_namespace_attacking_the_driver_gets_clear_refusals_and_another_namespace_
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the driver never restarted");
         assert!(!world.daemon.stderr().contains("panicked"), "no panic");
     });
+}
+
+/// Certificates in each hoarding namespace's ConfigMap: about half a MiB of store per spec.
+const HOARD_CERTIFICATES: usize = 100;
+
+/// A store of 8 MiB, half of it the rotation reserve, and 1 MiB per namespace: hoarding
+/// namespaces, each with content of its own, fill what new specs may take; namespace B's new
+/// spec still fits while only one hoards, and B's rotation always does. A hoarder whose content
+/// grows past its budget keeps its last good bundle, and its volume says why.
+#[test]
+fn hoarding_namespaces_fill_their_budgets_and_the_store_but_never_the_rotation_reserve() {
+    ControlPlane::shared();
+    if !in_private_mount_namespace!() {
+        return;
+    }
+    block_on(async {
+        let args = ["--store-size", "8Mi", "--max-namespace-store-bytes", "1Mi"];
+        let world = World::start_on(ControlPlane::shared(), "victim", &args).await;
+        let first = TestCa::new(world.dir.path(), "victim-1");
+        world.put_config_map("corp-ca", &[("ca.crt", &first.pem)], &[]).await;
+        let mut b_volumes = Vec::new();
+        for layout in ["debian", "rhel"] {
+            let (target, result) = world.publish(&format!("b-{layout}"), &[("configMaps", "corp-ca"), ("layout", layout)]).await;
+            result.unwrap_or_else(|status| panic!("B's {layout} volume: {}", status.message()));
+            b_volumes.push((layout, target));
+        }
+
+        let bulk = |name: &str, count: usize| -> String {
+            (0..count).map(|i| TestCa::new(world.dir.path(), &format!("{name}-{i}")).pem).collect()
+        };
+        let put_bulk = async |namespace: &str, pem: String| {
+            let maps = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(world.admin.clone(), namespace);
+            let map = k8s_openapi::api::core::v1::ConfigMap {
+                data: Some([("ca.crt".to_owned(), pem)].into()),
+                ..Default::default()
+            };
+            support::objects::put(&maps, "bulk", map).await;
+        };
+        // One hoarding namespace publishes distinct specs of its ConfigMap until refused:
+        // (published pods and their targets, the refusal's message).
+        let hoard = async |namespace: &str| -> (Vec<(String, std::path::PathBuf)>, String) {
+            let mut published = Vec::new();
+            for layout in ["debian", "rhel", "suse"] {
+                for expired in ["drop", "keep"] {
+                    let pod = format!("{namespace}-{layout}-{expired}");
+                    let attributes = [
+                        (POD_NAMESPACE, namespace),
+                        ("configMaps", "bulk"),
+                        ("layout", layout),
+                        ("expired", expired),
+                    ];
+                    let (target, result) = world.publish(&pod, &attributes).await;
+                    match result {
+                        Ok(()) => published.push((pod, target)),
+                        Err(status) => {
+                            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                            assert!(!target.exists(), "nothing mounted when refused");
+                            return (published, status.message().to_owned());
+                        }
+                    }
+                }
+            }
+            panic!("{namespace}: six specs of {HOARD_CERTIFICATES} certificates fit in 1 MiB");
+        };
+
+        // The first hoarder crosses its own budget; the store is far from its fill limit.
+        let hoarder = world.plane.namespace("hoarder").await;
+        put_bulk(&hoarder, bulk("hoard-0", HOARD_CERTIFICATES)).await;
+        let (hoarded, message) = hoard(&hoarder).await;
+        assert!(!hoarded.is_empty(), "some of the hoarder's specs fit its budget");
+        assert!(message.contains(&format!("namespace {hoarder} would take")), "{message}");
+        assert!(message.contains("--max-namespace-store-bytes"), "{message}");
+        let (b_suse, result) = world.publish("b-suse", &[("configMaps", "corp-ca"), ("layout", "suse")]).await;
+        result.unwrap_or_else(|status| panic!("B's new spec beside one hoarder: {}", status.message()));
+        b_volumes.push(("suse", b_suse));
+
+        // More hoarders, each with content of its own, until new specs reach the fill limit.
+        let mut reserve_refusal = None;
+        for n in 1..8 {
+            let namespace = world.plane.namespace("hoarder").await;
+            put_bulk(&namespace, bulk(&format!("hoard-{n}"), HOARD_CERTIFICATES)).await;
+            let (_, message) = hoard(&namespace).await;
+            if message.contains("--store-rotation-reserve") {
+                reserve_refusal = Some(message);
+                break;
+            }
+            assert!(message.contains("--max-namespace-store-bytes"), "{message}");
+        }
+        let message = reserve_refusal.expect("seven hoarders of 1 MiB reach the 4 MiB new specs may fill");
+        assert!(message.contains("that new bundles may fill"), "{message}");
+        // B's existing spec still publishes warm, and B's rotation reaches every volume.
+        let (_, result) = world.publish("b-debian-2", &[("configMaps", "corp-ca"), ("layout", "debian")]).await;
+        result.unwrap_or_else(|status| panic!("B's warm publish on a filled store: {}", status.message()));
+        let second = TestCa::new(world.dir.path(), "victim-2");
+        world.put_config_map("corp-ca", &[("ca.crt", &second.pem)], &[]).await;
+        support::eventually("B's rotation reaches all its volumes", PROPAGATION_LIMIT, async || {
+            b_volumes.iter().all(|(layout, target)| layout_ders(target, layout) == ders(&[&second]))
+        })
+        .await;
+
+        // The first hoarder's content doubles: over its budget, its volumes keep their bundle
+        // and say why.
+        put_bulk(&hoarder, bulk("hoard-grown", 2 * HOARD_CERTIFICATES)).await;
+        let (pod, target) = &hoarded[0];
+        support::eventually("the outgrown volume reports its budget", PROPAGATION_LIMIT, async || {
+            let (abnormal, message) = world.condition(pod, target).await;
+            abnormal && message.contains("--max-namespace-store-bytes")
+        })
+        .await;
+        assert_eq!(bundle_ders(target).len(), HOARD_CERTIFICATES, "the last good bundle stays");
+        assert!(!world.daemon.stderr().contains("panicked"), "no panic");
+    });
+}
+
+/// The certificates of the bundle file of a volume of `layout`.
+fn layout_ders(target: &std::path::Path, layout: &str) -> std::collections::BTreeSet<Vec<u8>> {
+    let file = match layout {
+        "rhel" => "pem/tls-ca-bundle.pem",
+        "suse" => "ca-bundle.pem",
+        _ => "ca-certificates.crt",
+    };
+    pem_certificates(&std::fs::read(target.join(file)).unwrap_or_default()).into_iter().collect()
 }
