@@ -77,6 +77,10 @@ impl Cost {
     pub fn plus(self, other: Self) -> Self {
         Self { bytes: self.bytes + other.bytes, files: self.files + other.files }
     }
+
+    pub fn minus(self, other: Self) -> Self {
+        Self { bytes: self.bytes.saturating_sub(other.bytes), files: self.files.saturating_sub(other.files) }
+    }
 }
 
 fn add_tree(dir: &Path, cost: &mut Cost) -> Result<()> {

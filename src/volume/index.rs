@@ -230,11 +230,9 @@ impl Index {
         if grows {
             let pending = self.pending();
             let namespaces: BTreeSet<&String> = specs[digest].targets.values().collect();
+            let current = old.unwrap_or_default();
             for namespace in namespaces {
-                let others = specs
-                    .iter()
-                    .filter(|(other, spec_use)| *other != digest && spec_use.used_by(namespace))
-                    .fold(Cost::default(), |sum, (_, spec_use)| sum.plus(spec_use.cost.unwrap_or_default()));
+                let others = Self::namespace_cost(&specs, namespace).minus(current);
                 let claimed = pending.get(namespace).map_or(Cost::default(), |pending| pending.cost);
                 budgets.check_namespace(namespace, others.plus(claimed).plus(cost))?;
             }
@@ -481,8 +479,7 @@ impl Drop for SpecClaim<'_> {
         let mut pending = self.index.pending();
         if let Some(entry) = pending.get_mut(&self.namespace) {
             entry.specs = entry.specs.saturating_sub(1);
-            entry.cost.bytes = entry.cost.bytes.saturating_sub(self.cost.bytes);
-            entry.cost.files = entry.cost.files.saturating_sub(self.cost.files);
+            entry.cost = entry.cost.minus(self.cost);
             if entry.specs == 0 {
                 pending.remove(&self.namespace);
             }
