@@ -419,7 +419,14 @@ impl Bench {
 
     async fn first(&self) {
         // Every first publish is a spec of its own in one namespace: over its default budgets.
-        let budgets = ["--max-namespace-specs", "100000", "--max-namespace-store-bytes", "1Gi", "--max-namespace-store-files", "100000000"];
+        let budgets = [
+            "--max-namespace-specs",
+            "100000",
+            "--max-namespace-store-bytes",
+            "1Gi",
+            "--max-namespace-store-files",
+            "100000000",
+        ];
         let mut drivers = vec![("", self.driver("first", &budgets).await)];
         if let Some(binary) = &self.baseline {
             drivers.push((" (baseline)", self.driver_of("first-base", &[], Some(binary.clone())).await));

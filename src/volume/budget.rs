@@ -225,7 +225,12 @@ mod tests {
 
     #[test]
     fn over_budget_names_the_namespace_the_amounts_and_the_flag() {
-        let budgets = Budgets { namespace_specs: 4, namespace_bytes: 1 << 20, namespace_files: 100, rotation_reserve_percent: 50 };
+        let budgets = Budgets {
+            namespace_specs: 4,
+            namespace_bytes: 1 << 20,
+            namespace_files: 100,
+            rotation_reserve_percent: 50,
+        };
         budgets.check_namespace("shop", Cost { bytes: 1 << 20, files: 100 }).expect("at the budget is fine");
         let bytes = budgets.check_namespace("shop", Cost { bytes: 3 << 19, files: 1 }).unwrap_err().to_string();
         assert!(bytes.contains("namespace shop would take 1.5 MiB"), "{bytes}");

@@ -168,8 +168,11 @@ impl Index {
     // statvfs fields are u32 on 32-bit targets.
     #[allow(clippy::useless_conversion)]
     fn check_fill_limit(&self, budgets: &Budgets, adding: u64) -> Result<()> {
-        let vfs = nix::sys::statvfs::statvfs(&self.dir)
-            .map_err(|source| Error::Mount { op: "statvfs", path: self.root.clone(), source })?;
+        let vfs = nix::sys::statvfs::statvfs(&self.dir).map_err(|source| Error::Mount {
+            op: "statvfs",
+            path: self.root.clone(),
+            source,
+        })?;
         let fragment = u64::from(vfs.fragment_size());
         let size = u64::from(vfs.blocks()).saturating_mul(fragment);
         let used = u64::from(vfs.blocks()).saturating_sub(u64::from(vfs.blocks_free())).saturating_mul(fragment);

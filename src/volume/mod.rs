@@ -85,7 +85,14 @@ pub enum Error {
     #[error(
         "the driver's tmpfs at {path} holds {used}, and this volume's {adding} more would pass the {fill_limit} that new bundles may fill: the rest is kept free ({flag} {reserve_percent}%) so that every published volume has room to rotate. Unpublish unused volumes, or have the cluster operator raise --store-size"
     )]
-    OverFillLimit { path: PathBuf, used: Bytes, adding: Bytes, fill_limit: Bytes, reserve_percent: u8, flag: &'static str },
+    OverFillLimit {
+        path: PathBuf,
+        used: Bytes,
+        adding: Bytes,
+        fill_limit: Bytes,
+        reserve_percent: u8,
+        flag: &'static str,
+    },
     #[error("rendered entry {path:?} cannot be written: {reason}; this is a bug in the bundle layout")]
     InvalidFiles { path: String, reason: &'static str },
     #[error("record {path} is unreadable: {reason}")]

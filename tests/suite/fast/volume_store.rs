@@ -463,7 +463,10 @@ fn new_specs_leave_the_rotation_reserve_free_so_every_published_spec_can_rotate_
     run(async {
         for (n, spec) in specs.iter().take(4).enumerate() {
             let target = env.target(&format!("pod-{n}"));
-            env.store.publish(publication(&format!("vol-{n}"), &target, spec.clone()), sized(n as u8, LEN)).await.unwrap();
+            env.store
+                .publish(publication(&format!("vol-{n}"), &target, spec.clone()), sized(n as u8, LEN))
+                .await
+                .unwrap();
         }
         let fifth = env.target("pod-4");
         let err = env.store.publish(publication("vol-4", &fifth, specs[4].clone()), sized(4, LEN)).await.unwrap_err();

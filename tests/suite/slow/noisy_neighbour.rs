@@ -211,7 +211,8 @@ fn hoarding_namespaces_fill_their_budgets_and_the_store_but_never_the_rotation_r
         world.put_config_map("corp-ca", &[("ca.crt", &first.pem)], &[]).await;
         let mut b_volumes = Vec::new();
         for layout in ["debian", "rhel"] {
-            let (target, result) = world.publish(&format!("b-{layout}"), &[("configMaps", "corp-ca"), ("layout", layout)]).await;
+            let (target, result) =
+                world.publish(&format!("b-{layout}"), &[("configMaps", "corp-ca"), ("layout", layout)]).await;
             result.unwrap_or_else(|status| panic!("B's {layout} volume: {}", status.message()));
             b_volumes.push((layout, target));
         }
@@ -234,12 +235,8 @@ fn hoarding_namespaces_fill_their_budgets_and_the_store_but_never_the_rotation_r
             for layout in ["debian", "rhel", "suse"] {
                 for expired in ["drop", "keep"] {
                     let pod = format!("{namespace}-{layout}-{expired}");
-                    let attributes = [
-                        (POD_NAMESPACE, namespace),
-                        ("configMaps", "bulk"),
-                        ("layout", layout),
-                        ("expired", expired),
-                    ];
+                    let attributes =
+                        [(POD_NAMESPACE, namespace), ("configMaps", "bulk"), ("layout", layout), ("expired", expired)];
                     let (target, result) = world.publish(&pod, &attributes).await;
                     match result {
                         Ok(()) => published.push((pod, target)),
