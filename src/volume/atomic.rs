@@ -28,7 +28,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use crate::bundle::{Entry, Files};
 
 use super::blobs::Blobs;
-use super::fsutil::{io_error, read_dir, rustix_error};
+use super::fsutil::{io_error, read_dir, rustix_error, walk};
 use super::{Error, Result};
 
 /// `..data`: the symlink readers go through.
@@ -378,20 +378,13 @@ pub(super) fn create_spec_dir(blobs: &Blobs, store_root: &Path, name: &str, file
 
 /// Bytes in regular files and number of entries below `dir` (symlinks not followed).
 pub(super) fn usage(dir: &Path) -> Result<(u64, u64)> {
-    let mut bytes = 0;
-    let mut entries = 0;
-    for entry in read_dir(dir)? {
-        // Relative to the open directory, and not following symlinks.
-        let meta = entry.metadata().map_err(|e| io_error("inspect", &entry.path(), e))?;
+    let (mut bytes, mut entries) = (0, 0);
+    walk(dir, &mut |meta| {
         entries += 1;
-        if meta.is_dir() {
-            let (b, n) = usage(&entry.path())?;
-            bytes += b;
-            entries += n;
-        } else if meta.is_file() {
+        if meta.is_file() {
             bytes += meta.len();
         }
-    }
+    })?;
     Ok((bytes, entries))
 }
 

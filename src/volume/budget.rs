@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::bundle::{Entry, Files};
 
-use super::fsutil::{io_error, read_dir};
+use super::fsutil::{read_dir, walk};
 use super::{Error, Result};
 
 /// tmpfs charges whole pages for a file's content.
@@ -67,9 +67,16 @@ impl Cost {
     /// The directory cannot be read.
     pub fn measure(spec_dir: &Path) -> Result<Self> {
         let generation = super::atomic::current_generation(spec_dir)?;
-        let mut cost = Self { bytes: 0, files: 1 };
-        add_tree(&generation, &mut cost)?;
-        // The visible links and `..data`, outside the generation.
+        let mut cost = Self::default();
+        walk(&generation, &mut |meta| {
+            cost.files += 1;
+            if meta.is_file() {
+                cost.bytes += pages(meta.len());
+            } else if meta.is_symlink() && meta.len() >= SHORT_SYMLINK as u64 {
+                cost.bytes += PAGE;
+            }
+        })?;
+        // The generation directory itself, the visible links and `..data`.
         cost.files += read_dir(spec_dir)?.len() as u64;
         Ok(cost)
     }
@@ -81,21 +88,6 @@ impl Cost {
     pub fn minus(self, other: Self) -> Self {
         Self { bytes: self.bytes.saturating_sub(other.bytes), files: self.files.saturating_sub(other.files) }
     }
-}
-
-fn add_tree(dir: &Path, cost: &mut Cost) -> Result<()> {
-    for entry in read_dir(dir)? {
-        let meta = entry.metadata().map_err(|e| io_error("inspect", &entry.path(), e))?;
-        cost.files += 1;
-        if meta.is_dir() {
-            add_tree(&entry.path(), cost)?;
-        } else if meta.is_file() {
-            cost.bytes += pages(meta.len());
-        } else if meta.len() >= SHORT_SYMLINK as u64 {
-            cost.bytes += PAGE;
-        }
-    }
-    Ok(())
 }
 
 /// A charge against a budget, for messages.
@@ -221,6 +213,22 @@ mod tests {
         // generation dir + 5 entries + dirs {java, pem, pem/a} + visible {ca-certificates.crt,
         // java, long, pem} + ..data
         assert_eq!(cost.files, 1 + 5 + 3 + 4 + 1);
+    }
+
+    #[test]
+    fn a_spec_dir_measured_on_disk_costs_what_its_files_were_charged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = super::super::blobs::Blobs::open(&tmp.path().join("blobs")).unwrap();
+        let files = Files {
+            entries: vec![
+                file("ca-certificates.crt", 5000),
+                file("java/cacerts", 1),
+                ("java/link".into(), Entry::Symlink("cacerts".into())),
+                file("pem/a/b.pem", 4096),
+            ],
+        };
+        let spec_dir = super::super::atomic::create_spec_dir(&blobs, tmp.path(), "spec", &files).unwrap();
+        assert_eq!(Cost::measure(&spec_dir).unwrap(), Cost::of(&files));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::record::{self, Record, State};
 use super::store::{Inner, unix_seconds};
 use super::target::{Found, TARGET_DIR_MODE, Target};
 use super::unmount::unmount_all;
-use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic};
+use super::{Difference, Differences, Error, Publication, Result, VolumeStats, atomic, fsutil};
 
 /// What one publish call made on the target, so a failure can take exactly that back.
 #[derive(Default)]
@@ -280,8 +280,6 @@ impl Inner {
         Ok(())
     }
 
-    // statvfs fields are u32 on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
     pub(super) fn stats(&self, volume_id: &str, path: &Path) -> Result<VolumeStats> {
         // A record is looked up by the exact path: one that is relative or unclean names none
         // (publish refuses those), so it is NOT_FOUND like any path without this volume.
@@ -291,21 +289,16 @@ impl Inner {
             .ok_or_else(not_published)?;
         let generation = atomic::current_generation(&self.index.spec_dir(&rec.digest))?;
         let (used_bytes, used_inodes) = atomic::usage(&generation)?;
-        let vfs = nix::sys::statvfs::statvfs(&self.root).map_err(|source| Error::Mount {
-            op: "statvfs",
-            path: self.root.clone(),
-            source,
-        })?;
-        let fragment = u64::from(vfs.fragment_size());
+        let space = fsutil::space(&self.root, &self.root)?;
         Ok(VolumeStats {
             spec: rec.spec,
             digest: rec.digest,
             used_bytes,
-            total_bytes: u64::from(vfs.blocks()).saturating_mul(fragment),
-            available_bytes: u64::from(vfs.blocks_available()).saturating_mul(fragment),
+            total_bytes: space.total_bytes,
+            available_bytes: space.available_bytes,
             used_inodes,
-            total_inodes: u64::from(vfs.files()),
-            available_inodes: u64::from(vfs.files_available()),
+            total_inodes: space.total_inodes,
+            available_inodes: space.available_inodes,
         })
     }
 }

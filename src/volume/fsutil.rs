@@ -25,6 +25,48 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_error("chmod", path, e))
 }
 
+/// Calls `visit` with the metadata of every entry below `dir`, recursively (symlinks not
+/// followed).
+pub(super) fn walk(dir: &Path, visit: &mut dyn FnMut(&fs::Metadata)) -> Result<()> {
+    for entry in read_dir(dir)? {
+        let meta = entry.metadata().map_err(|e| io_error("inspect", &entry.path(), e))?;
+        visit(&meta);
+        if meta.is_dir() {
+            walk(&entry.path(), visit)?;
+        }
+    }
+    Ok(())
+}
+
+/// The size and free room of a file system, from statvfs.
+pub(super) struct Space {
+    pub total_bytes: u64,
+    /// Free for anyone (root's reserve included): what `used` is measured against.
+    pub free_bytes: u64,
+    pub available_bytes: u64,
+    pub total_inodes: u64,
+    pub available_inodes: u64,
+}
+
+/// The [`Space`] of the file system holding `path`; errors name `shown_as`.
+// statvfs fields are u32 on 32-bit targets.
+#[allow(clippy::useless_conversion)]
+pub(super) fn space(path: &Path, shown_as: &Path) -> Result<Space> {
+    let vfs = nix::sys::statvfs::statvfs(path).map_err(|source| Error::Mount {
+        op: "statvfs",
+        path: shown_as.to_owned(),
+        source,
+    })?;
+    let fragment = u64::from(vfs.fragment_size());
+    Ok(Space {
+        total_bytes: u64::from(vfs.blocks()).saturating_mul(fragment),
+        free_bytes: u64::from(vfs.blocks_free()).saturating_mul(fragment),
+        available_bytes: u64::from(vfs.blocks_available()).saturating_mul(fragment),
+        total_inodes: u64::from(vfs.files()),
+        available_inodes: u64::from(vfs.files_available()),
+    })
+}
+
 pub(super) fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     fs::read_dir(dir).and_then(|entries| entries.collect::<io::Result<Vec<_>>>()).map_err(|e| io_error("list", dir, e))
 }

@@ -18,7 +18,7 @@ use crate::keyed_locks::{self, KeyedLocks};
 
 use super::blobs::Blobs;
 use super::budget::{Budgets, Bytes, Cost};
-use super::{Error, Result, atomic};
+use super::{Error, Result, atomic, fsutil};
 
 #[derive(Debug)]
 pub(super) struct Index {
@@ -165,18 +165,10 @@ impl Index {
     }
 
     /// Refuses `adding` more bytes of new specs past the store's fill limit.
-    // statvfs fields are u32 on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
     fn check_fill_limit(&self, budgets: &Budgets, adding: u64) -> Result<()> {
-        let vfs = nix::sys::statvfs::statvfs(&self.dir).map_err(|source| Error::Mount {
-            op: "statvfs",
-            path: self.root.clone(),
-            source,
-        })?;
-        let fragment = u64::from(vfs.fragment_size());
-        let size = u64::from(vfs.blocks()).saturating_mul(fragment);
-        let used = u64::from(vfs.blocks()).saturating_sub(u64::from(vfs.blocks_free())).saturating_mul(fragment);
-        let fill_limit = budgets.fill_limit(size);
+        let space = fsutil::space(&self.dir, &self.root)?;
+        let used = space.total_bytes.saturating_sub(space.free_bytes);
+        let fill_limit = budgets.fill_limit(space.total_bytes);
         if used.saturating_add(adding) > fill_limit {
             return Err(Error::OverFillLimit {
                 path: self.root.clone(),
@@ -362,13 +354,15 @@ impl Index {
         // Held until the target is in `specs`, where it counts from then on.
         let mut claim = self.claim_spec(namespace, digest)?;
         let spec_dir = self.spec_dir(digest);
+        // The cost of a dir written now; an existing dir's is in the index already.
         let (rendered, cost) = match fs::symlink_metadata(&spec_dir) {
             Ok(_) => {
-                let cost = self.known_cost(digest).map_err(|e| self.in_store(e))?;
+                // Only a spec new to the namespace needs its cost: a warm publish reads nothing.
                 if let Some(claim) = claim.as_mut() {
+                    let cost = self.known_cost(digest).map_err(|e| self.in_store(e))?;
                     self.charge(claim, cost, false)?;
                 }
-                (false, cost)
+                (false, None)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let files = render()?;
@@ -380,13 +374,15 @@ impl Index {
                 }
                 atomic::create_spec_dir(&self.blobs, &self.dir, digest.as_str(), &files)
                     .map_err(|e| self.in_store(e))?;
-                (true, cost)
+                (true, Some(cost))
             }
             Err(e) => return Err(Error::Io { op: "inspect", path: spec_dir, source: e }.into()),
         };
         let mut specs = self.specs();
         let spec_use = self.entry(&mut specs, digest, spec);
-        spec_use.cost = Some(cost);
+        if cost.is_some() {
+            spec_use.cost = cost;
+        }
         let targets = &mut spec_use.targets;
         let known = !targets.is_empty();
         let new_target = targets.insert(target.to_owned(), namespace.to_owned()).is_none();
